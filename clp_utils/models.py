@@ -8,6 +8,7 @@ else is treated as a hub id (for example ``BAAI/bge-m3``) for users who have the
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -61,4 +62,17 @@ def load_model(name: str = "minilm", device: str | None = None, **kwargs) -> Sen
         # ~75 s on a machine without network.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         kwargs.setdefault("local_files_only", True)
+        if uses_study_modules(path):
+            # A MoE model names clp_utils.moe.MoETransformer in modules.json; sentence-
+            # transformers 6 imports a class from outside its own package only when trusted,
+            # and this is the study's own code.
+            kwargs.setdefault("trust_remote_code", True)
     return SentenceTransformer(path, device=device, **kwargs)
+
+
+def uses_study_modules(path: str | Path) -> bool:
+    """True when a model folder's ``modules.json`` names a class from ``clp_utils``."""
+    modules = Path(path) / "modules.json"
+    if not modules.exists():
+        return False
+    return any(m.get("type", "").startswith("clp_utils.") for m in json.loads(modules.read_text()))
