@@ -26,6 +26,7 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 README_TABLES = [
     ("00_baselines_ndcg10", "Zero-shot baselines (chapter 00)"),
     ("01_false_negatives", "False negatives by mining strategy (chapter 01)"),
+    ("02_lambda_tradeoff", "The lambda trade-off in the toy geometry (chapter 02)"),
     ("04_table2", "The paper's Table 2, rebuilt (chapter 04)"),
     ("04_significance", "Paired significance (chapter 04)"),
     ("04_claims", "Which of the paper's claims held (chapter 04)"),
