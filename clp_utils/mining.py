@@ -1,0 +1,698 @@
+"""Training data for the study: random and ANCE negatives, false-negative filters, H*.
+
+For each training query, ``mine`` picks ``num_negatives`` negative passages and, for each
+negative, the negative's own queries (H* in the CLP paper: the queries for which that passage
+IS relevant, from the TRAIN qrels, never the query itself):
+
+- ``strategy="random"``: uniform draws (seeded, per query) among train passages that are not
+  the query's positives.
+- ``strategy="ance"``: the model's own ranking of the TRAIN passages (exact faiss search, as
+  in evaluation). Ranks ``rank_min..rank_max`` (1-based, counted over the full ranking, so a
+  positive inside the window takes a rank but is never a candidate: FlagEmbedding's
+  ``range_for_sampling`` convention) are the candidates; ``pick="top"`` keeps the best ranked
+  survivors, ``pick="sample"`` draws them with the seed.
+
+Filters, applied to every candidate in this order and counted by the first that drops it:
+``max_score`` (score > max_score), ``abs_margin`` (score > pos - abs_margin), ``rel_margin``
+(score > pos - |pos| * rel_margin; NV-Retriever's TopK-PercPos is 0.05; with ``|pos|`` as in
+sentence-transformers, so the rule equals ``pos * (1 - rel_margin)`` for positive scores
+and does not flip for negative ones), ``answer`` (the passage contains one of the query's
+answer strings, case-insensitive and on word boundaries as DPR's ``has_answer``), and with
+``missing_neg_query="drop"`` a passage without any train query. Margins use the lowest
+positive score of the query (sentence-transformers' safe choice; SQuAD has one positive).
+
+The same answer check measures false negatives: ``summary["fn_rate_candidates"]`` is the
+share of examined candidates that contain an answer (ANCE: the whole window; random: the
+draws made, so with a filter a query with a common answer string draws, and counts, more),
+``summary["fn_rate_negatives"]`` the share among the negatives kept. A query left with fewer negatives than asked is never padded:
+its record has ``n_missing > 0`` and ``summary["short_queries"]`` counts such queries.
+
+Records are saved as JSONL in the official code's field names (``query``, ``pos``, ``neg``,
+``neg_q``) plus ids and scores, cached under a hash of the data, the model id, every
+``MiningConfig`` field and the query subset: a changed parameter never reuses stale
+negatives. ANCE rounds call ``mine`` again with the partly trained model (``model_id=None``
+or a run-and-epoch id); the model's train/eval mode is restored afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import unicodedata
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clp_utils.data import Split
+from clp_utils.evaluation import encode_passages, encode_queries, search
+from clp_utils.io import read_jsonl, stable_hash, write_json, write_jsonl
+from clp_utils.paths import RESULTS_DIR
+
+#: Bumped when the record format or the mining rules change, so old caches are not reused.
+FORMAT_VERSION = 1
+STRATEGIES = ("random", "ance")
+PICKS = ("top", "sample")
+MISSING = ("keep", "drop")
+PSEUDO = (None, "title", "first_sentence")
+#: Drop reasons, in the order the filters are applied.
+FILTERS = ("max_score", "abs_margin", "rel_margin", "answer", "no_neg_query")
+SCORE_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class MiningConfig:
+    """Everything that decides which negatives (and which H*) a query gets.
+
+    Every field enters the cache key. ``rank_min``/``rank_max`` are 1-based ranks of the
+    model's ranking over train passages (ignored by ``strategy="random"``).
+    """
+
+    strategy: str = "ance"
+    num_negatives: int = 4
+    rank_min: int = 3
+    rank_max: int = 30
+    pick: str = "top"
+    max_score: float | None = None
+    abs_margin: float | None = None
+    rel_margin: float | None = None
+    answer_filter: bool = True
+    neg_queries: str | int = 1
+    missing_neg_query: str = "keep"
+    pseudo_query: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.pick not in PICKS:
+            raise ValueError(f"pick must be one of {PICKS}, got {self.pick!r}")
+        if self.num_negatives < 1:
+            raise ValueError("num_negatives must be >= 1")
+        if not 1 <= self.rank_min <= self.rank_max:
+            raise ValueError(
+                f"need 1 <= rank_min <= rank_max, got {self.rank_min}, {self.rank_max}"
+            )
+        if self.neg_queries != "all" and not (
+            isinstance(self.neg_queries, int) and self.neg_queries >= 1
+        ):
+            raise ValueError(f"neg_queries must be 'all' or an int >= 1, got {self.neg_queries!r}")
+        if self.missing_neg_query not in MISSING:
+            raise ValueError(f"missing_neg_query must be one of {MISSING}")
+        if self.pseudo_query not in PSEUDO:
+            raise ValueError(f"pseudo_query must be one of {PSEUDO}")
+        for name in ("abs_margin", "rel_margin"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise ValueError(f"{name} must be >= 0")
+
+
+@dataclass
+class MinedSet:
+    """Mined training records, their counts, and the cached JSONL they were saved to.
+
+    A record: ``qid, query, pos_id, pos, pos_score, pos_rank, neg_ids, neg, neg_scores,
+    neg_ranks, neg_answer_hit, neg_q_ids, neg_q, n_missing``; ``neg_q[j]`` lists the H* texts
+    of negative ``j`` (empty when it has none and ``missing_neg_query="keep"``).
+    """
+
+    records: list[dict]
+    summary: dict
+    path: Path | None = None
+
+
+# --------------------------------------------------------------------------- text checks
+
+
+def _norm(text: str) -> str:
+    """NFKC, case-folded, whitespace collapsed: the form both sides of the answer check take."""
+    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+
+def _is_word(ch: str) -> bool:
+    return ch.isalnum() or ch == "_"
+
+
+def answer_matcher(answers: Sequence[str]) -> Callable[[str], bool] | None:
+    """A test ``f(normalised_text) -> bool`` for any of ``answers`` as whole words.
+
+    The text must be normalised as ``_norm`` does (``TrainIndex`` keeps every passage that
+    way). An occurrence counts when the characters around it are not word characters
+    (``(?<!\\w)answer(?!\\w)``, not ``\\b``: an answer may start or end with punctuation,
+    "$5", "U.S."). Plain substring search first, since most candidates hold no answer at all.
+    Returns ``None`` for a query without answers.
+    """
+    alts = sorted({a for a in (_norm(x) for x in answers) if a}, key=len, reverse=True)
+    if not alts:
+        return None
+
+    def match(text: str) -> bool:
+        for a in alts:
+            start = text.find(a)
+            while start >= 0:
+                end = start + len(a)
+                if (start == 0 or not _is_word(text[start - 1])) and (
+                    end == len(text) or not _is_word(text[end])
+                ):
+                    return True
+                start = text.find(a, start + 1)
+        return False
+
+    return match
+
+
+def contains_answer(text: str, answers: Sequence[str]) -> bool:
+    """True if ``text`` contains one of ``answers`` as whole words, ignoring case (DPR style).
+
+    Example:
+        >>> contains_answer("He moved to Paris in 1920.", ["paris"])
+        True
+        >>> contains_answer("A Parisian cafe.", ["Paris"])
+        False
+    """
+    match = answer_matcher(answers)
+    return bool(match and match(_norm(text)))
+
+
+def first_sentence(text: str) -> str:
+    """The passage's first sentence (up to the first ., ! or ? followed by a space)."""
+    text = " ".join(text.split())
+    return re.split(r"(?<=[.!?])\s+", text, maxsplit=1)[0]
+
+
+def filter_reasons(
+    scores: np.ndarray,
+    pos_score: float | np.ndarray,
+    answer_hit: np.ndarray,
+    has_query: np.ndarray,
+    config: MiningConfig,
+) -> np.ndarray:
+    """For each candidate, the first filter of ``FILTERS`` that drops it, or ``""`` if kept.
+
+    Works on one query's candidates (scalar ``pos_score``) or on a whole candidate table
+    (one ``pos_score`` per row); ``mine`` and ``candidate_frame`` share it.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    pos = np.broadcast_to(np.asarray(pos_score, dtype=np.float64), scores.shape)
+    rules = [
+        ("max_score", None if config.max_score is None else scores > config.max_score),
+        ("abs_margin", None if config.abs_margin is None else scores > pos - config.abs_margin),
+        (
+            "rel_margin",
+            None if config.rel_margin is None else scores > pos - np.abs(pos) * config.rel_margin,
+        ),
+        ("answer", np.asarray(answer_hit, dtype=bool) if config.answer_filter else None),
+        (
+            "no_neg_query",
+            ~np.asarray(has_query, dtype=bool) if config.missing_neg_query == "drop" else None,
+        ),
+    ]
+    reason = np.full(scores.shape, "", dtype=object)
+    for name, hit in rules:
+        if hit is not None:
+            reason[(reason == "") & hit] = name
+    return reason
+
+
+# --------------------------------------------------------------------------- the index
+
+
+@dataclass
+class TrainIndex:
+    """The train side as mining sees it: passages, their embeddings and their own queries."""
+
+    split: Split
+    docids: list[str]
+    doc_emb: np.ndarray
+    doc_queries: dict[str, list[str]] = field(default_factory=dict)  # docid -> train qids
+    norm_text: list[str] = field(default_factory=list)
+
+    @classmethod
+    def build(
+        cls,
+        model,
+        split: Split,
+        model_id: str | None = None,
+        batch_size: int = 64,
+        progress: bool = True,
+        embedding_cache_dir: Path | None = RESULTS_DIR / "cache" / "embeddings",
+    ) -> TrainIndex:
+        """Embed every train passage (cached by ``model_id``) and index its own queries."""
+        _check_train(split)
+        docids = list(split.corpus)
+        texts = [split.passage_text(d) for d in docids]
+        doc_emb = encode_passages(
+            model, texts, batch_size, progress, model_id, cache_dir=embedding_cache_dir
+        )
+        doc_queries: dict[str, list[str]] = {}
+        for qid in sorted(split.qrels):
+            for docid in sorted(split.relevant(qid)):
+                doc_queries.setdefault(docid, []).append(qid)
+        return cls(split, docids, doc_emb, doc_queries, [_norm(t) for t in texts])
+
+    def embed_queries(
+        self, model, qids: Sequence[str], batch_size: int = 64, progress: bool = True
+    ) -> np.ndarray:
+        """Embed training queries (refusing any id that is not a train query)."""
+        unknown = [q for q in qids if q not in self.split.queries]
+        if unknown:
+            raise KeyError(f"not training queries of this split: {unknown[:5]}")
+        texts = [self.split.queries[q]["text"] for q in qids]
+        return encode_queries(model, texts, batch_size, progress)
+
+
+def _check_train(split: Split) -> None:
+    if split.name != "train":
+        raise ValueError(
+            f"mining takes the train split (RetrievalDataset.train()), got {split.name!r}: "
+            "negatives and their queries must never come from test passages or test queries"
+        )
+
+
+def _query_rng(seed: int, qid: str, stream: int) -> np.random.Generator:
+    # Per-query streams: a query gets the same draws whichever subset of queries is mined.
+    return np.random.default_rng([seed, stream, zlib.crc32(qid.encode())])
+
+
+def _positives(split: Split, qid: str) -> list[str]:
+    rels = split.qrels.get(qid, {})
+    return sorted((d for d, r in rels.items() if r > 0), key=lambda d: (-rels[d], d))
+
+
+# --------------------------------------------------------------------------- mining
+
+
+def mine(
+    model,
+    train: Split,
+    config: MiningConfig,
+    model_id: str | None = None,
+    data_checksum: str = "",
+    query_ids: Sequence[str] | None = None,
+    cache_dir: Path | None = RESULTS_DIR / "cache" / "mining",
+    progress: bool = True,
+    batch_size: int = 64,
+    embedding_cache_dir: Path | None = RESULTS_DIR / "cache" / "embeddings",
+) -> MinedSet:
+    """Mine negatives and their own queries for the training queries of ``train``.
+
+    Args:
+        model: a sentence-transformers model (anything with ``encode``); a model in training
+            mode is switched to eval for the encoding and switched back afterwards.
+        train: ``RetrievalDataset.train()``; any other split name raises ``ValueError``.
+        config: the strategy, window, filters, H* options and seed.
+        model_id: names the weights (``"minilm"``, ``"<run>-epoch1"``). With an id, passage
+            embeddings and the result are cached; ``None`` (an in-memory model) caches nothing.
+        data_checksum: the dataset's checksum (``RetrievalDataset.checksum``), added to the
+            key next to a hash of the split's content.
+        query_ids: mine only these training queries (in this order); default all.
+        cache_dir: where mined sets are saved (``None``: not saved).
+        progress: progress bars while encoding.
+        batch_size: encoding batch size.
+        embedding_cache_dir: passage-embedding cache (shared with evaluation).
+
+    Returns:
+        A ``MinedSet``: one record per query that has a positive, a summary of counts
+        (short queries, drops per filter, negatives without own query, false-negative rates),
+        and the cached JSONL path.
+
+    Example:
+        >>> ds = load_squadshifts("reddit")
+        >>> mined = mine(load_model("minilm"), ds.train(), MiningConfig(), "minilm", ds.checksum)
+        >>> mined.records[0]["neg"], mined.records[0]["neg_q"]
+    """
+    _check_train(train)
+    qids = list(train.queries) if query_ids is None else list(query_ids)
+    unknown = [q for q in qids if q not in train.queries]
+    if unknown:
+        raise KeyError(f"query_ids holds ids that are not training queries: {unknown[:5]}")
+    key, path = None, None
+    if model_id is not None and cache_dir is not None:
+        key = mining_key(train, config, model_id, data_checksum, qids)
+        path = Path(cache_dir) / f"{key}.jsonl"
+        summary_path = path.with_suffix(".summary.json")
+        if path.exists() and summary_path.exists():
+            summary = json.loads(summary_path.read_text(encoding="utf-8"))
+            return MinedSet(read_jsonl(path), {**summary, "from_cache": True}, path)
+
+    start = time.perf_counter()
+    was_training = getattr(model, "training", None)
+    try:
+        index = TrainIndex.build(model, train, model_id, batch_size, progress, embedding_cache_dir)
+        q_emb = index.embed_queries(model, qids, batch_size, progress)
+    finally:
+        if was_training and hasattr(model, "train"):
+            model.train()
+    records, counts = _mine_records(index, qids, q_emb, config)
+    summary = {
+        "key": key,
+        "model_id": model_id,
+        "data_checksum": data_checksum,
+        "config": asdict(config),
+        **counts,
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    if path is not None:
+        write_json(path.with_suffix(".summary.json"), summary)
+        write_jsonl(path, records)
+    return MinedSet(records, {**summary, "from_cache": False}, path)
+
+
+def mining_key(
+    train: Split,
+    config: MiningConfig,
+    model_id: str | None,
+    data_checksum: str,
+    query_ids: Sequence[str],
+) -> str:
+    """The cache key: data (checksum and content), model, every config field, query subset."""
+    content = stable_hash(
+        [train.corpus, train.queries, train.qrels, train.title_in_text], length=20
+    )
+    return stable_hash(
+        [FORMAT_VERSION, data_checksum, content, model_id, asdict(config), list(query_ids)],
+        length=20,
+    )
+
+
+def _mine_records(
+    index: TrainIndex, qids: list[str], q_emb: np.ndarray, config: MiningConfig
+) -> tuple[list[dict], dict]:
+    split, docids = index.split, index.docids
+    pos_of = {d: i for i, d in enumerate(docids)}
+    depth = min(config.rank_max, len(docids))
+    if config.strategy == "ance":
+        _, top_idx = search(q_emb, index.doc_emb, depth)
+    counts = {
+        "queries": 0,
+        "queries_without_positive": 0,
+        "num_negatives_asked": config.num_negatives,
+        "negatives": 0,
+        "short_queries": 0,
+        "missing_negatives": 0,
+        "candidates_examined": 0,
+        "candidates_with_answer": 0,
+        "negatives_with_answer": 0,
+        "dropped": dict.fromkeys(FILTERS, 0),
+        "negatives_without_own_query": 0,
+        "own_queries_total": 0,
+    }
+    records = []
+    chunk = np.empty((0, len(docids)), dtype=np.float32)
+    for row, qid in enumerate(qids):
+        positives = _positives(split, qid)
+        if row % SCORE_CHUNK == 0:
+            # One matmul per chunk of queries: per-query matvecs pay BLAS threading overhead.
+            chunk = q_emb[row : row + SCORE_CHUNK] @ index.doc_emb.T
+        if not positives:
+            counts["queries_without_positive"] += 1
+            continue
+        scores_row = chunk[row % SCORE_CHUNK]
+        pos_idx = [pos_of[d] for d in positives]
+        pos_score = float(np.float32(scores_row[pos_idx[0]]))
+        margin_pos = float(scores_row[pos_idx].min())
+        match = answer_matcher(split.queries[qid].get("answers", []))
+        excluded = set(pos_idx)
+
+        filt = (scores_row, margin_pos, match, qid)
+        rng = _query_rng(config.seed, qid, 0)
+        if config.strategy == "ance":
+            window = top_idx[row][config.rank_min - 1 : depth]
+            cands = np.array([i for i in window if i >= 0 and i not in excluded], dtype=np.int64)
+            keep, hits = _examine(index, cands, *filt, config, counts)
+            kept = np.flatnonzero(keep)
+            if config.pick == "sample" and len(kept) > config.num_negatives:
+                kept = np.sort(rng.choice(kept, config.num_negatives, replace=False))
+            kept = kept[: config.num_negatives]
+            chosen, chosen_hits = cands[kept], hits[kept]
+        else:
+            # Walk a seeded permutation, drawing as many as are still missing each time, so
+            # the counts describe exactly the draws made (a query whose answer is a common
+            # string draws more: its fn_rate_candidates share is larger than a fixed draw's).
+            order = rng.permutation(len(docids))
+            order = order[~np.isin(order, pos_idx)]
+            chosen_l, hits_l, start = [], [], 0
+            while len(chosen_l) < config.num_negatives and start < len(order):
+                cands = order[start : start + config.num_negatives - len(chosen_l)]
+                start += len(cands)
+                keep, hits = _examine(index, cands, *filt, config, counts)
+                chosen_l += cands[keep].tolist()
+                hits_l += hits[keep].tolist()
+            chosen, chosen_hits = np.array(chosen_l, dtype=np.int64), np.array(hits_l, bool)
+
+        neg_ids = [docids[i] for i in chosen]
+        neg_q_ids, neg_q = _own_queries(index, qid, neg_ids, config)
+        neg_scores = scores_row[chosen]
+        n_missing = config.num_negatives - len(neg_ids)
+        counts["queries"] += 1
+        counts["negatives"] += len(neg_ids)
+        counts["short_queries"] += int(n_missing > 0)
+        counts["missing_negatives"] += n_missing
+        counts["negatives_with_answer"] += int(chosen_hits.sum())
+        counts["negatives_without_own_query"] += sum(1 for q in neg_q if not q)
+        counts["own_queries_total"] += sum(len(q) for q in neg_q)
+        records.append(
+            {
+                "qid": qid,
+                "query": split.queries[qid]["text"],
+                "pos_id": positives[0],
+                "pos": split.passage_text(positives[0]),
+                "pos_score": pos_score,
+                "pos_rank": int(1 + (scores_row > scores_row[pos_idx[0]]).sum()),
+                "neg_ids": neg_ids,
+                "neg": [split.passage_text(d) for d in neg_ids],
+                "neg_scores": [float(np.float32(s)) for s in neg_scores],
+                "neg_ranks": [int(1 + (scores_row > s).sum()) for s in neg_scores],
+                "neg_answer_hit": [bool(h) for h in chosen_hits],
+                "neg_q_ids": neg_q_ids,
+                "neg_q": neg_q,
+                "n_missing": n_missing,
+            }
+        )
+    counts["fn_rate_candidates"] = counts["candidates_with_answer"] / max(
+        1, counts["candidates_examined"]
+    )
+    counts["fn_rate_negatives"] = counts["negatives_with_answer"] / max(1, counts["negatives"])
+    return records, counts
+
+
+def _examine(
+    index: TrainIndex,
+    cands: np.ndarray,
+    scores_row: np.ndarray,
+    margin_pos: float,
+    match: Callable[[str], bool] | None,
+    qid: str,
+    config: MiningConfig,
+    counts: dict,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Filter one query's candidates; count them; return (kept mask, answer hits)."""
+    hits = np.array([bool(match and match(index.norm_text[i])) for i in cands], dtype=bool)
+    has_q = np.array(
+        [_has_own_query(index, index.docids[i], qid, config) for i in cands], dtype=bool
+    )
+    reasons = filter_reasons(scores_row[cands], margin_pos, hits, has_q, config)
+    counts["candidates_examined"] += len(cands)
+    counts["candidates_with_answer"] += int(hits.sum())
+    for r in reasons[reasons != ""]:
+        counts["dropped"][r] += 1
+    return reasons == "", hits
+
+
+def _has_own_query(index: TrainIndex, docid: str, qid: str, config: MiningConfig) -> bool:
+    if config.pseudo_query is not None:
+        return bool(_pseudo(index.split, docid, config.pseudo_query))
+    return any(q != qid for q in index.doc_queries.get(docid, ()))
+
+
+def _pseudo(split: Split, docid: str, kind: str) -> str:
+    doc = split.corpus[docid]
+    return (doc.get("title") or "").strip() if kind == "title" else first_sentence(doc["text"])
+
+
+def _own_queries(
+    index: TrainIndex, qid: str, neg_ids: list[str], config: MiningConfig
+) -> tuple[list[list[str]], list[list[str]]]:
+    """H* of each negative: its train queries (all, or k drawn with the seed) or a pseudo one."""
+    split = index.split
+    ids_out, texts_out = [], []
+    rng = _query_rng(config.seed, qid, 1)
+    for docid in neg_ids:
+        if config.pseudo_query is not None:
+            text = _pseudo(split, docid, config.pseudo_query)
+            ids = [f"{docid}#{config.pseudo_query}"] if text else []
+            ids_out.append(ids)
+            texts_out.append([text] if text else [])
+            continue
+        # The query itself is excluded (it can only be relevant to a negative through a
+        # second positive, which is never a candidate, but the rule must not rely on that).
+        own = [q for q in index.doc_queries.get(docid, ()) if q != qid]
+        if config.neg_queries != "all" and len(own) > config.neg_queries:
+            own = [own[i] for i in sorted(rng.choice(len(own), config.neg_queries, replace=False))]
+        ids_out.append(own)
+        texts_out.append([split.queries[q]["text"] for q in own])
+    return ids_out, texts_out
+
+
+# --------------------------------------------------------------------------- analysis
+
+
+def candidate_frame(
+    model,
+    train: Split,
+    query_ids: Sequence[str] | None = None,
+    depth: int = 200,
+    model_id: str | None = None,
+    batch_size: int = 64,
+    progress: bool = True,
+    embedding_cache_dir: Path | None = RESULTS_DIR / "cache" / "embeddings",
+) -> pd.DataFrame:
+    """The model's ranking of train passages for each query, one row per (query, rank).
+
+    Columns: ``qid, docid, rank, score, pos_score`` (lowest positive score, as the margins
+    use), ``is_pos``, ``answer_hit`` (DPR-style answer check), ``n_own_queries`` (train
+    queries of the passage other than this one). Feed it to ``false_negative_table``.
+    """
+    _check_train(train)
+    qids = list(train.queries) if query_ids is None else list(query_ids)
+    was_training = getattr(model, "training", None)
+    try:
+        index = TrainIndex.build(model, train, model_id, batch_size, progress, embedding_cache_dir)
+        q_emb = index.embed_queries(model, qids, batch_size, progress)
+    finally:
+        if was_training and hasattr(model, "train"):
+            model.train()
+    depth = min(depth, len(index.docids))
+    scores, idx = search(q_emb, index.doc_emb, depth)
+    pos_of = {d: i for i, d in enumerate(index.docids)}
+    rows = []
+    for row, qid in enumerate(qids):
+        positives = set(_positives(train, qid))
+        if not positives:
+            continue
+        pos_score = float(min(index.doc_emb[pos_of[d]] @ q_emb[row] for d in positives))
+        match = answer_matcher(train.queries[qid].get("answers", []))
+        for r, (s, i) in enumerate(zip(scores[row], idx[row], strict=True), start=1):
+            docid = index.docids[i]
+            own = [q for q in index.doc_queries.get(docid, ()) if q != qid]
+            rows.append(
+                (
+                    qid,
+                    docid,
+                    r,
+                    float(s),
+                    pos_score,
+                    docid in positives,
+                    bool(match and match(index.norm_text[i])),
+                    len(own),
+                )
+            )
+    columns = ["qid", "docid", "rank", "score", "pos_score", "is_pos", "answer_hit"]
+    return pd.DataFrame(rows, columns=[*columns, "n_own_queries"])
+
+
+def false_negative_table(
+    frame: pd.DataFrame,
+    windows: Sequence[tuple[int, int]],
+    filters: dict[str, MiningConfig],
+) -> pd.DataFrame:
+    """False-negative rate of candidates by rank window and by filter.
+
+    For each window ``(lo, hi)`` (1-based ranks) and each named filter config (only its
+    filter fields are used; ``answer_filter`` included), over the non-positive candidates of
+    the window: ``candidates``, ``kept_share`` (share passing the filter), ``fn_rate_before``
+    (share containing an answer) and ``fn_rate_after`` (share of kept ones containing one).
+    """
+    rows = []
+    cand = frame[~frame["is_pos"]]
+    for lo, hi in windows:
+        win = cand[(cand["rank"] >= lo) & (cand["rank"] <= hi)]
+        for name, cfg in filters.items():
+            reasons = filter_reasons(
+                win["score"].to_numpy(),
+                win["pos_score"].to_numpy(),
+                win["answer_hit"].to_numpy(),
+                win["n_own_queries"].to_numpy() > 0,
+                cfg,
+            )
+            kept = win[reasons == ""]
+            rows.append(
+                {
+                    "window": f"{lo}-{hi}",
+                    "filter": name,
+                    "candidates": len(win),
+                    "kept_share": len(kept) / max(1, len(win)),
+                    "fn_rate_before": float(win["answer_hit"].mean()) if len(win) else np.nan,
+                    "fn_rate_after": float(kept["answer_hit"].mean()) if len(kept) else np.nan,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def negatives_frame(mined: MinedSet, label: str | None = None) -> pd.DataFrame:
+    """One row per mined negative: ``qid, docid, rank, score, pos_score, answer_hit,
+    n_own_queries`` and ``label`` (default: the strategy), for plots and tables."""
+    label = label or mined.summary.get("config", {}).get("strategy", "")
+    rows = [
+        (r["qid"], d, rk, s, r["pos_score"], h, len(q), label)
+        for r in mined.records
+        for d, rk, s, h, q in zip(
+            r["neg_ids"],
+            r["neg_ranks"],
+            r["neg_scores"],
+            r["neg_answer_hit"],
+            r["neg_q"],
+            strict=True,
+        )
+    ]
+    cols = ["qid", "docid", "rank", "score", "pos_score", "answer_hit", "n_own_queries", "label"]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def neighbourhood(
+    model,
+    train: Split,
+    record: dict,
+    n_background: int = 100,
+    model_id: str | None = None,
+    batch_size: int = 64,
+) -> pd.DataFrame:
+    """Texts around one mined record, embedded, for a 2-D picture.
+
+    Rows: the query, its positive, its negatives, the negatives' own queries, and the
+    ``n_background`` train passages the model ranks highest for the query (``kind`` says
+    which). Column ``emb`` holds the normalised embedding of each row. ``model_id`` reuses
+    the cached passage embeddings.
+    """
+    _check_train(train)
+    q_emb = encode_queries(model, [record["query"]], batch_size, progress=False)
+    docids = list(train.corpus)
+    doc_emb = encode_passages(
+        model, [train.passage_text(d) for d in docids], batch_size, False, model_id
+    )
+    _, idx = search(q_emb, doc_emb, min(n_background, len(docids)))
+    shown = {record["pos_id"], *record["neg_ids"]}
+    items = [("query", record["qid"], record["query"], q_emb[0])]
+    items.append(
+        ("positive", record["pos_id"], record["pos"], doc_emb[docids.index(record["pos_id"])])
+    )
+    for d in record["neg_ids"]:
+        items.append(("negative", d, train.passage_text(d), doc_emb[docids.index(d)]))
+    own = [
+        (qid, t)
+        for ids, texts in zip(record["neg_q_ids"], record["neg_q"], strict=True)
+        for qid, t in zip(ids, texts, strict=True)
+    ]
+    if own:
+        own_emb = encode_queries(model, [t for _, t in own], batch_size, progress=False)
+        items += [("negative's query", q, t, e) for (q, t), e in zip(own, own_emb, strict=True)]
+    items += [
+        ("other passage", docids[i], train.passage_text(docids[i]), doc_emb[i])
+        for i in idx[0]
+        if docids[i] not in shown
+    ]
+    return pd.DataFrame(items, columns=["kind", "id", "text", "emb"])
