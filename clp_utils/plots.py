@@ -35,7 +35,12 @@ def save_table(df: pd.DataFrame, name: str, folder: Path | None = None, floatfmt
     csv_path, md_path = folder / f"{name}.csv", folder / f"{name}.md"
     with atomic_write(csv_path) as fh:
         df.to_csv(fh, index=True)
-    md = df.to_markdown(floatfmt=floatfmt)
+    # tabulate would print integer counts with the float format ("2.000"): render them as text.
+    shown = df.copy()
+    for col in shown.columns:
+        if pd.api.types.is_integer_dtype(shown[col]):
+            shown[col] = shown[col].map(str)
+    md = shown.to_markdown(floatfmt=floatfmt)
     with atomic_write(md_path) as fh:
         fh.write((f"{caption}\n\n" if caption else "") + md + "\n")
     return csv_path, md_path
