@@ -700,7 +700,10 @@ def main(argv: list[str] | None = None) -> None:
     if args.cmd == "build":
         manifest = build_squadshifts(args.splits, args.out, args.seed, args.test_fraction, force=args.force)
         if args.out == DATA_DIR / "squadshifts":
-            update_datasheet({f"squadshifts/{k}": v for k, v in manifest.items()})
+            from clp_utils import multilingual  # Hindi and Persian, from the same sdist
+
+            more = multilingual.build(seed=args.seed, test_fraction=args.test_fraction, force=args.force)
+            update_datasheet({**{f"squadshifts/{k}": v for k, v in manifest.items()}, **more})
 
 
 if __name__ == "__main__":
