@@ -24,7 +24,9 @@ import gzip
 import io
 import json
 import os
+import re
 import tarfile
+import urllib.parse
 import urllib.request
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -92,7 +94,7 @@ class ChecksumError(RuntimeError):
 def fetch_sdist(sdist: Sdist = BIGBENCH, cache: Path | None = None) -> Path:
     """Download ``sdist`` into the cache once, verify its sha256 and return its path.
 
-    The file comes straight from PyPI's file host (the address is read from PyPI's JSON API;
+    The file comes straight from PyPI's file host (the address is read from the index's simple page, as pip reads it;
     ``CLP_SDIST_URL`` overrides it, e.g. for a mirror), streamed with a progress bar into a
     ``.part`` file that is renamed only when complete. ``pip download --no-deps`` is not used:
     pip >= 25 prepares the sdist's metadata even with ``--no-deps`` and then refuses bigbench,
@@ -113,15 +115,22 @@ def fetch_sdist(sdist: Sdist = BIGBENCH, cache: Path | None = None) -> Path:
     return path
 
 
-def sdist_url(sdist: Sdist, index: str = "https://pypi.org/pypi") -> str:
-    """The download address of ``sdist`` from PyPI's JSON API (``<index>/<name>/<version>/json``)."""
-    api = f"{index}/{sdist.name}/{sdist.version}/json"
-    with urllib.request.urlopen(api, timeout=60) as resp:
-        files = json.load(resp)["urls"]
-    for f in files:
-        if f["packagetype"] == "sdist" and f["filename"] == sdist.filename:
-            return f["url"]
-    raise DataError(f"{api}: no sdist named {sdist.filename} among {[f['filename'] for f in files]}")
+def sdist_url(sdist: Sdist, index: str | None = None) -> str:
+    """The download address of ``sdist`` from a package index's simple page (PEP 503).
+
+    ``index`` defaults to ``$PIP_INDEX_URL`` or ``https://pypi.org/simple``; the page
+    ``<index>/<name>/`` lists one link per file, as pip reads it.
+    """
+    index = (index or os.environ.get("PIP_INDEX_URL") or "https://pypi.org/simple").rstrip("/")
+    page = f"{index}/{sdist.name}/"
+    with urllib.request.urlopen(page, timeout=60) as resp:
+        html = resp.read().decode("utf-8", "replace")
+    links = re.findall(r"""href=["']([^"']+)["']""", html)
+    for link in links:
+        url = urllib.parse.urljoin(page, link)
+        if urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1] == sdist.filename:
+            return url.split("#", 1)[0]
+    raise DataError(f"{page}: no file named {sdist.filename} among {len(links)} links")
 
 
 def download(url: str, path: Path, size: int | None = None) -> None:

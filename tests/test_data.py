@@ -193,20 +193,40 @@ def test_real_squadshifts_if_built():
         assert all(q["answers"] for q in test.queries.values())
 
 
-def test_sdist_download_streams_from_the_address_pypi_gives(tmp_path, monkeypatch):
-    # A file:// stand-in for PyPI: the JSON API names the file, the file host serves it.
+@pytest.fixture
+def http_root(tmp_path):
+    """``(folder, base url)``: a local HTTP server over a folder, as an index and file host."""
+    import functools
+    import http.server
+    import threading
+
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield root, f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_sdist_download_streams_from_the_address_the_index_gives(tmp_path, http_root, monkeypatch):
+    # A local stand-in for PyPI: the simple page links the file, the file host serves it.
+    root, base = http_root
     payload = b"sdist bytes" * 1000
     sdist = D.Sdist("pkg", "1.0", len(payload), hashlib.sha256(payload).hexdigest())
-    host = tmp_path / "host" / sdist.filename
+    host = root / "files" / sdist.filename
     host.parent.mkdir()
     host.write_bytes(payload)
-    api = tmp_path / "pypi" / "pkg" / "1.0" / "json"
-    api.parent.mkdir(parents=True)
-    other = {"packagetype": "bdist_wheel", "filename": "pkg-1.0-py3-none-any.whl", "url": "x"}
-    mine = {"packagetype": "sdist", "filename": sdist.filename, "url": host.as_uri()}
-    api.write_text(json.dumps({"urls": [other, mine]}))
-    url = D.sdist_url(sdist, index=(tmp_path / "pypi").as_uri())
-    assert url == host.as_uri()
+    page = root / "simple" / "pkg" / "index.html"
+    page.parent.mkdir(parents=True)
+    page.write_text(
+        '<a href="../../files/pkg-0.9.tar.gz#sha256=00">pkg-0.9.tar.gz</a><br/>'
+        f'<a href="../../files/{sdist.filename}#sha256={sdist.sha256}">{sdist.filename}</a>'
+    )
+    monkeypatch.setenv("PIP_INDEX_URL", f"{base}/simple/")  # the index pip would use
+    url = D.sdist_url(sdist)
+    assert url == f"{base}/files/{sdist.filename}"
     monkeypatch.setenv("CLP_SDIST_URL", url)
     path = D.fetch_sdist(sdist, cache=tmp_path / "cache")
     assert path.read_bytes() == payload
@@ -223,9 +243,10 @@ def test_downloaded_sdist_with_wrong_checksum_is_moved_aside(tmp_path, monkeypat
     assert sorted(p.name for p in folder.iterdir()) == [D.BIGBENCH.filename + ".bad"]
 
 
-def test_sdist_missing_from_pypi_listing_is_a_clear_error(tmp_path):
-    api = tmp_path / "pypi" / "bigbench" / "1.0.0" / "json"
-    api.parent.mkdir(parents=True)
-    api.write_text(json.dumps({"urls": [{"packagetype": "bdist_wheel", "filename": "w.whl"}]}))
-    with pytest.raises(DataError, match="no sdist named bigbench-1.0.0.tar.gz"):
-        D.sdist_url(D.BIGBENCH, index=(tmp_path / "pypi").as_uri())
+def test_sdist_missing_from_the_index_is_a_clear_error(http_root):
+    root, base = http_root
+    page = root / "simple" / "bigbench" / "index.html"
+    page.parent.mkdir(parents=True)
+    page.write_text('<a href="bigbench-0.0.1.tar.gz">bigbench-0.0.1.tar.gz</a>')
+    with pytest.raises(DataError, match="no file named bigbench-1.0.0.tar.gz"):
+        D.sdist_url(D.BIGBENCH, index=f"{base}/simple")
