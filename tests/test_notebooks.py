@@ -6,6 +6,7 @@ smoke run never touches the study's committed figures or its finished runs.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -37,3 +38,25 @@ def test_smoke_chain_runs_and_writes_figures(tmp_path):
     assert "00_baselines.png" in figures and "00_baselines.md" in figures
     # the smoke run must not touch the README (only cpu/full regenerate it)
     assert "smoke" not in (REPO_ROOT / "README.md").read_text().split("<!-- results:start -->")[1]
+
+
+def test_rerunning_some_notebooks_keeps_the_other_timings(tmp_path, monkeypatch):
+    from clp_utils import pipeline
+
+    src = tmp_path / "notebooks"
+    src.mkdir()
+    for name in ("00_first.ipynb", "01_second.ipynb"):
+        params = nbformat.v4.new_code_cell('profile = "cpu"')
+        params.metadata["tags"] = ["parameters"]
+        nb = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell("x = profile")])
+        nbformat.write(nb, src / name)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "timings.json").write_text('{"00_first.ipynb": 123.0}')
+    monkeypatch.setattr(pipeline, "NOTEBOOKS", src)
+    timings = pipeline.run_notebooks("smoke", only=["01"], out_dir=out)
+    assert timings["00_first.ipynb"] == 123.0 and "01_second.ipynb" in timings
+    assert json.loads((out / "timings.json").read_text()) == timings
+    assert not (out / "00_first.ipynb").exists()  # not rerun
+    line = pipeline.results_markdown(figures=tmp_path, timings=timings)
+    assert "`00_first.ipynb` 2.0 min" in line
