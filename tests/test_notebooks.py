@@ -49,6 +49,8 @@ def test_rerunning_some_notebooks_keeps_the_other_timings(tmp_path, monkeypatch)
         params = nbformat.v4.new_code_cell('profile = "cpu"')
         params.metadata["tags"] = ["parameters"]
         nb = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell("x = profile")])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nb.metadata["language_info"] = {"name": "python"}
         nbformat.write(nb, src / name)
     out = tmp_path / "out"
     out.mkdir()
