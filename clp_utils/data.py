@@ -94,10 +94,10 @@ class ChecksumError(RuntimeError):
 def fetch_sdist(sdist: Sdist = BIGBENCH, cache: Path | None = None) -> Path:
     """Download ``sdist`` into the cache once, verify its sha256 and return its path.
 
-    The file comes straight from PyPI's file host (the address is read from the index's simple page, as pip reads it;
-    ``CLP_SDIST_URL`` overrides it, e.g. for a mirror), streamed with a progress bar into a
-    ``.part`` file that is renamed only when complete. ``pip download --no-deps`` is not used:
-    pip >= 25 prepares the sdist's metadata even with ``--no-deps`` and then refuses bigbench,
+    The file comes straight from the index's file host (its address read from the index's
+    simple page, as pip reads it; ``CLP_SDIST_URL`` overrides it, e.g. for a mirror), streamed
+    with a progress bar through ``atomic_write``. ``pip download --no-deps`` is not used:
+    pip (26.3 here) prepares the sdist's metadata even with ``--no-deps`` and then refuses bigbench,
     whose setup.py declares a ``bleurt @ file://...`` dependency ("Distributions from PyPI
     cannot declare direct URL dependencies"), after downloading all 358 MB.
 
@@ -137,19 +137,14 @@ def download(url: str, path: Path, size: int | None = None) -> None:
     """Stream ``url`` to ``path`` with a progress bar; ``path`` appears only when complete."""
     from tqdm.auto import tqdm
 
-    part = path.with_name(path.name + ".part")
-    try:
-        with (
-            urllib.request.urlopen(url, timeout=60) as resp,
-            open(part, "wb") as fh,
-            tqdm(total=size, unit="B", unit_scale=True, desc=path.name) as bar,
-        ):
-            while chunk := resp.read(1 << 20):
-                fh.write(chunk)
-                bar.update(len(chunk))
-        part.replace(path)
-    finally:
-        part.unlink(missing_ok=True)
+    with (
+        urllib.request.urlopen(url, timeout=60) as resp,
+        atomic_write(path, "wb") as fh,
+        tqdm(total=size, unit="B", unit_scale=True, desc=path.name) as bar,
+    ):
+        while chunk := resp.read(1 << 20):
+            fh.write(chunk)
+            bar.update(len(chunk))
 
 
 def verify_sdist(path: Path, sdist: Sdist = BIGBENCH) -> None:

@@ -230,7 +230,7 @@ def test_sdist_download_streams_from_the_address_the_index_gives(tmp_path, http_
     monkeypatch.setenv("CLP_SDIST_URL", url)
     path = D.fetch_sdist(sdist, cache=tmp_path / "cache")
     assert path.read_bytes() == payload
-    assert list(path.parent.iterdir()) == [path]  # no .part left behind
+    assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
 
 
 def test_downloaded_sdist_with_wrong_checksum_is_moved_aside(tmp_path, monkeypatch):
