@@ -231,19 +231,70 @@ class RetrievalDataset:
         """Passages that carry a test query: never shown to training code."""
         return {d for rels in self._qrels.get("test", {}).values() for d in rels}
 
+    @property
+    def has_validation(self) -> bool:
+        """True when ``with_validation`` carved a validation side."""
+        return "val" in self._qrels
+
+    @property
+    def val_passages(self) -> set[str]:
+        """Passages carved out of the train side for validation (empty without one)."""
+        return {d for rels in self._qrels.get("val", {}).values() for d in rels}
+
     def train(self) -> Split:
-        """Train passages and their queries only (no test passage, no test query)."""
-        held_out = self.test_passages
+        """Train passages and their queries only (no test or validation passage or query)."""
+        held_out = self.test_passages | self.val_passages
         qrels = self._qrels.get("train", {})
         corpus = {d: doc for d, doc in self.corpus.items() if d not in held_out}
         leaked = [q for q, rels in qrels.items() if any(d in held_out for d in rels)]
         if leaked:
             raise DataError(
-                f"{self.name}: {len(leaked)} train queries are judged on test passages "
+                f"{self.name}: {len(leaked)} train queries are judged on held-out passages "
                 f"(e.g. {leaked[:3]}): the split is not by passage"
             )
         queries = {q: self._queries[q] for q in qrels}
         return Split("train", corpus, queries, qrels, self.title_in_text)
+
+    def validation(self) -> Split:
+        """Validation queries against every non-test passage (train and validation ones).
+
+        The validation side mirrors the test side one level down: its queries search the
+        corpus that training may see plus their own (unseen) passages, and never a test
+        passage. Every choice the study makes (budget, learning rates, fusion weights) is
+        scored here; ``test()`` is used once, for the final rows.
+        """
+        qrels = self._qrels.get("val")
+        if qrels is None:
+            raise ValueError(f"{self.name}: no validation side; use with_validation() first")
+        held_out = self.test_passages
+        corpus = {d: doc for d, doc in self.corpus.items() if d not in held_out}
+        queries = {q: self._queries[q] for q in qrels}
+        return Split("val", corpus, queries, qrels, self.title_in_text)
+
+    def with_validation(self, fraction: float, seed: int = DEFAULT_SEED) -> RetrievalDataset:
+        """A copy whose train side loses a seeded ``fraction`` of its passages to validation.
+
+        By passage, as the test split: every train query judged on a chosen passage moves to
+        the validation side, so no training query shares a passage with a validation query.
+        Test passages and test queries are untouched. ``fraction=0`` returns ``self``.
+        """
+        if not 0.0 <= fraction < 1.0:
+            raise ValueError(f"validation fraction must be in [0, 1), got {fraction!r}")
+        if fraction == 0.0:
+            return self
+        if "val" in self._qrels:
+            raise ValueError(f"{self.name} already has a validation side")
+        train_docs = sorted(set(self.corpus) - self.test_passages)
+        order = np.random.default_rng(seed).permutation(len(train_docs))
+        chosen = {train_docs[i] for i in order[: max(1, round(fraction * len(train_docs)))]}
+        qrels = {side: dict(rels) for side, rels in self._qrels.items()}
+        train = qrels.get("train", {})
+        qrels["val"] = {q: r for q, r in train.items() if set(r) & chosen}
+        qrels["train"] = {q: r for q, r in train.items() if q not in qrels["val"]}
+        return RetrievalDataset(
+            self.name, self.corpus, self._queries, qrels, self.title_in_text,
+            stable_hash([self.checksum, "val", fraction, seed]),
+        )
 
     def test(self) -> Split:
         """Test queries against the whole corpus."""
@@ -282,15 +333,18 @@ class RetrievalDataset:
         )
 
     def counts(self) -> dict[str, int]:
-        """Passages and queries on each side of the split."""
+        """Passages and queries on each side of the split (validation only when carved)."""
         train, test = self._qrels.get("train", {}), self._qrels.get("test", {})
-        return {
+        out = {
             "passages": len(self.corpus),
-            "train_passages": len(self.corpus) - len(self.test_passages),
+            "train_passages": len(self.corpus) - len(self.test_passages | self.val_passages),
             "test_passages": len(self.test_passages),
             "train_queries": len(train),
             "test_queries": len(test),
         }
+        if "val" in self._qrels:
+            out.update(val_passages=len(self.val_passages), val_queries=len(self._qrels["val"]))
+        return out
 
 
 # --------------------------------------------------------------------------- BEIR I/O

@@ -23,11 +23,13 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+import torch
 from scipy import stats
 
 from clp_utils.data import Split
 from clp_utils.io import atomic_write, stable_hash, write_json
 from clp_utils.paths import REPO_ROOT, RESULTS_DIR
+from clp_utils.precision import autocast, decide
 
 Run = dict[str, dict[str, float]]  # qid -> {docid: score}
 Qrels = Mapping[str, Mapping[str, int]]  # qid -> {docid: relevance}
@@ -39,16 +41,29 @@ TOP_K = 100
 # --------------------------------------------------------------------------- encoding
 
 
+def _device(model) -> str:
+    """The model's device type (anything with ``encode`` and no ``device`` counts as CPU)."""
+    return str(getattr(model, "device", "cpu"))
+
+
 def _prompt(model, names: Sequence[str]) -> str | None:
     prompts = getattr(model, "prompts", None) or {}
     return next((n for n in names if n in prompts and prompts[n]), None)
 
 
 def encode_queries(
-    model, texts: Sequence[str], batch_size: int = 64, progress: bool = True
+    model,
+    texts: Sequence[str],
+    batch_size: int = 64,
+    progress: bool = True,
+    bf16: bool | str = "auto",
 ) -> np.ndarray:
-    """Embed queries (with the model's ``query`` prompt if it has one), normalised float32."""
-    return _encode(model, texts, _prompt(model, ("query",)), batch_size, progress)
+    """Embed queries (with the model's ``query`` prompt if it has one), normalised float32.
+
+    ``bf16`` goes through ``clp_utils.precision.decide``: bf16 autocast only where the
+    hardware computes it natively (``"auto"``), or forced on/off.
+    """
+    return _encode(model, texts, _prompt(model, ("query",)), batch_size, progress, bf16)
 
 
 def encode_passages(
@@ -58,34 +73,38 @@ def encode_passages(
     progress: bool = True,
     model_id: str | None = None,
     cache_dir: Path | None = RESULTS_DIR / "cache" / "embeddings",
+    bf16: bool | str = "auto",
 ) -> np.ndarray:
     """Embed passages (``passage``/``document`` prompt if any), normalised float32.
 
     With a ``model_id`` (a name that pins the weights, e.g. ``"minilm"`` or a run id) the
-    result is cached under ``cache_dir`` by a hash of the id and the texts.
+    result is cached under ``cache_dir`` by a hash of the id, the texts and the precision
+    that computed it. ``bf16`` as in ``encode_queries``.
     """
     prompt = _prompt(model, ("passage", "document"))
     if model_id is None or cache_dir is None:
-        return _encode(model, texts, prompt, batch_size, progress)
-    key = stable_hash([model_id, prompt, model.max_seq_length, list(texts)], length=20)
+        return _encode(model, texts, prompt, batch_size, progress, bf16)
+    precision = decide(bf16, _device(model)).name
+    key = stable_hash([model_id, prompt, model.max_seq_length, precision, list(texts)], length=20)
     path = Path(cache_dir) / f"{key}.npy"
     if path.exists():
         return np.load(path)
-    emb = _encode(model, texts, prompt, batch_size, progress)
+    emb = _encode(model, texts, prompt, batch_size, progress, bf16)
     with atomic_write(path, "wb") as fh:
         np.save(fh, emb)
     return emb
 
 
-def _encode(model, texts, prompt_name, batch_size, progress) -> np.ndarray:
-    emb = model.encode(
-        list(texts),
-        batch_size=batch_size,
-        prompt_name=prompt_name,
-        show_progress_bar=progress,
-        convert_to_numpy=True,
-        normalize_embeddings=True,
-    )
+def _encode(model, texts, prompt_name, batch_size, progress, bf16="auto") -> np.ndarray:
+    with autocast(decide(bf16, _device(model))):
+        emb = model.encode(
+            list(texts),
+            batch_size=batch_size,
+            prompt_name=prompt_name,
+            show_progress_bar=progress,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+        )
     return np.ascontiguousarray(emb, dtype=np.float32)
 
 
@@ -209,16 +228,42 @@ def retrieve(
     batch_size: int = 64,
     model_id: str | None = None,
     progress: bool = True,
+    bf16: bool | str = "auto",
 ) -> Run:
     """Dense retrieval of ``split``'s queries over ``split``'s corpus, exact search."""
-    docids = list(split.corpus)
-    doc_emb = encode_passages(
-        model, [split.passage_text(d) for d in docids], batch_size, progress, model_id
-    )
-    qids = list(split.queries)
-    q_emb = encode_queries(model, [split.queries[q]["text"] for q in qids], batch_size, progress)
-    scores, idx = search(q_emb, doc_emb, k)
-    return to_run(qids, docids, scores, idx)
+    return retrieve_splits(model, {"": split}, k, batch_size, model_id, progress, bf16)[""]
+
+
+def retrieve_splits(
+    model,
+    splits: Mapping[str, Split],
+    k: int = TOP_K,
+    batch_size: int = 64,
+    model_id: str | None = None,
+    progress: bool = True,
+    bf16: bool | str = "auto",
+) -> dict[str, Run]:
+    """Dense retrieval for several sides of one dataset, embedding their corpora once.
+
+    The test side searches the whole corpus and the validation side every non-test passage:
+    one encoding of the union serves both, each side searching only its own passages.
+    """
+    texts = {d: split.passage_text(d) for split in splits.values() for d in split.corpus}
+    docids = list(texts)
+    doc_emb = encode_passages(model, list(texts.values()), batch_size, progress, model_id,
+                              bf16=bf16)
+    row = {d: i for i, d in enumerate(docids)}
+    runs = {}
+    for name, split in splits.items():
+        own = np.array([row[d] for d in split.corpus], dtype=np.int64)
+        own_ids = [docids[i] for i in own]
+        qids = list(split.queries)
+        q_emb = encode_queries(
+            model, [split.queries[q]["text"] for q in qids], batch_size, progress, bf16
+        )
+        scores, idx = search(q_emb, doc_emb[own], k)
+        runs[name] = to_run(qids, own_ids, scores, idx)
+    return runs
 
 
 def save_evaluation(
@@ -231,8 +276,8 @@ def save_evaluation(
     ``metrics``.
     """
     run_dir = Path(run_dir)
-    if split.name != "test":
-        raise ValueError(f"evaluation takes the test split, got {split.name!r}")
+    if split.name not in ("test", "val"):
+        raise ValueError(f"evaluation takes the test or validation split, got {split.name!r}")
     evaluation = evaluate_run(run, split.qrels)
     write_trec(run, run_dir / "run.trec", tag)
     if qrels_path is None:
@@ -266,9 +311,11 @@ def evaluate_model(
     qrels_path: Path | None = None,
     batch_size: int = 64,
     progress: bool = True,
+    bf16: bool | str = "auto",
 ) -> RetrievalResult:
     """Retrieve with ``model`` and write the evaluation into ``run_dir`` (see above)."""
-    run = retrieve(model, split, batch_size=batch_size, model_id=model_id, progress=progress)
+    run = retrieve(model, split, batch_size=batch_size, model_id=model_id, progress=progress,
+                   bf16=bf16)
     return save_evaluation(run, split, run_dir, tag, qrels_path)
 
 
@@ -380,32 +427,47 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 # --------------------------------------------------------------------------- baselines
 
 
-def zero_shot(dataset, model_name: str = "minilm", model=None, progress: bool = True) -> RetrievalResult:
-    """Zero-shot dense retrieval on ``dataset.test()``, cached in ``results/baselines/``.
+def zero_shot(dataset, model_name: str = "minilm", model=None, progress: bool = True,
+              side: str = "test", bf16: bool | str = "auto") -> RetrievalResult:
+    """Zero-shot dense retrieval on ``dataset.test()`` (or ``validation()``), cached.
 
-    A finished evaluation (same model name, same data checksum) is read back, not recomputed.
+    Cached in ``results/baselines/`` by model name, data checksum, side and precision: a
+    finished evaluation is read back, not recomputed.
     """
-    run_dir = RESULTS_DIR / "baselines" / f"{_slug(model_name)}-{dataset.name}-{dataset.checksum[:8]}"
-    test = dataset.test()
+    split = _side(dataset, side)
+    device = model.device if model is not None else "cuda" if torch.cuda.is_available() else "cpu"
+    precision = decide(bf16, device).name
+    suffix = "" if side == "test" else f"-{side}"
+    run_dir = (RESULTS_DIR / "baselines"
+               / f"{_slug(model_name)}-{dataset.name}-{dataset.checksum[:8]}{suffix}-{precision}")
     if (run_dir / "metrics.json").exists():
         run = read_trec(run_dir / "run.trec")
-        return RetrievalResult(run_dir, run, evaluate_run(run, test.qrels))
+        return RetrievalResult(run_dir, run, evaluate_run(run, split.qrels))
     if model is None:
         from clp_utils.models import load_model
 
         model = load_model(model_name)
-    run = retrieve(model, test, model_id=model_name, progress=progress)
-    return save_evaluation(run, test, run_dir, tag=f"{_slug(model_name)}-zero-shot")
+    run = retrieve(model, split, model_id=model_name, progress=progress, bf16=bf16)
+    return save_evaluation(run, split, run_dir, tag=f"{_slug(model_name)}-zero-shot")
 
 
-def bm25(dataset, language: str = "english") -> RetrievalResult:
-    """BM25 on ``dataset.test()``, cached in ``results/baselines/`` like ``zero_shot``."""
-    run_dir = RESULTS_DIR / "baselines" / f"bm25-{dataset.name}-{dataset.checksum[:8]}"
-    test = dataset.test()
+def bm25(dataset, language: str = "english", side: str = "test") -> RetrievalResult:
+    """BM25 on ``dataset.test()`` (or ``validation()``), cached like ``zero_shot``."""
+    split = _side(dataset, side)
+    suffix = "" if side == "test" else f"-{side}"
+    run_dir = RESULTS_DIR / "baselines" / f"bm25-{dataset.name}-{dataset.checksum[:8]}{suffix}"
     if (run_dir / "metrics.json").exists():
         run = read_trec(run_dir / "run.trec")
-        return RetrievalResult(run_dir, run, evaluate_run(run, test.qrels))
-    return save_evaluation(bm25_run(test, language=language), test, run_dir, tag="bm25")
+        return RetrievalResult(run_dir, run, evaluate_run(run, split.qrels))
+    return save_evaluation(bm25_run(split, language=language), split, run_dir, tag="bm25")
+
+
+def _side(dataset, side: str) -> Split:
+    if side == "test":
+        return dataset.test()
+    if side == "val":
+        return dataset.validation()
+    raise ValueError(f"side must be 'test' or 'val', got {side!r}")
 
 
 def _slug(name: str) -> str:

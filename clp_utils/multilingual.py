@@ -436,7 +436,8 @@ def track_profile(profile: str):
     - ``smoke``: 30 Hindi / 20 Persian passages, two trained rows, one seed, a few steps.
     - ``cpu`` (2 cores, ~30 min): 600 Hindi passages (~170 test queries), all 505 Persian
       ones; ``CPU_ROWS`` with seeds 0 and 1, 10 steps of 16 queries, passages cut to 128
-      tokens while training, bf16 autocast, as the English cpu profile.
+      tokens while training, bf16 autocast where the CPU computes bf16 natively
+      (``clp_utils.precision``), as the English cpu profile.
     - ``full`` (a GPU): whole sets, the paper's five rows, seeds 0-2, every training query,
       Persian as the out-of-domain (forgetting) set.
 
@@ -478,7 +479,6 @@ def track_profile(profile: str):
                     train_queries=160,
                     batch_size=16,
                     max_passage_len=128,
-                    bf16=True,
                     ood_split=None,
                 ),
             ),

@@ -26,6 +26,7 @@ import csv
 import json
 import math
 import os
+import sys
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -39,16 +40,27 @@ from tqdm.auto import tqdm
 from clp_utils.data import DATA_DIR, RetrievalDataset
 from clp_utils.evaluation import RetrievalResult, evaluate_model, evaluate_run, read_trec
 from clp_utils.io import atomic_dir, atomic_write, stable_hash, write_json
-from clp_utils.losses import clp_loss, info_nce
+from clp_utils.losses import VARIANTS, clp_loss, info_nce
 from clp_utils.mining import MiningConfig, mine
 from clp_utils.models import load_model
 from clp_utils.paths import RESULTS_DIR
 from clp_utils.policies import apply_policy, merge_lora
+from clp_utils.precision import Precision, autocast, decide, enable_tf32, normalize_setting
+
+LOSSES = ("infonce", "clp")
+POLICIES = ("full", "intermediate", "moe", "lora")
+SCHEDULES = ("linear", "constant")
+#: The validation side's seed: one split for every run and seed of a dataset.
+VAL_SEED = 0
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that decides a run. ``label`` names it for people and is not hashed."""
+    """Everything that decides a run. ``label`` names it for people and is not hashed.
+
+    Every field is checked at construction (type and range), so a bad value fails at once
+    with a message naming the field, before any mining or training starts.
+    """
 
     label: str = ""
     model: str = "minilm"
@@ -73,23 +85,30 @@ class TrainConfig:
     lr: float = 2e-5
     warmup_ratio: float = 0.1
     weight_decay: float = 0.01
+    schedule: str = "linear"  # after warmup: "linear" decay to 0 | "constant" (learning curves)
     max_query_len: int = 64
     max_passage_len: int = 256
-    bf16: bool = False  # torch.autocast bf16 for the training forward passes
+    # "auto": bf16 autocast only where the hardware computes bf16 natively (clp_utils.precision)
+    bf16: bool | str = "auto"
+    attention_dropout: float | None = None  # None: the model's own (MiniLM: 0.1)
+    no_duplicates: bool = True  # no passage twice among a batch's positives and negatives
     remine_each_epoch: bool = False  # ANCE rounds: re-mine with the current model
     checkpoint_every: int = 10
     dropout: bool = True  # False trains in eval mode (used to compare 1 vs N processes exactly)
     freeze_embeddings: bool = False  # word embeddings stay fixed (saves memory with big vocabularies)
+    val_fraction: float = 0.1  # train passages carved out for validation (by passage, VAL_SEED)
+    val_at: tuple[int, ...] = ()  # steps at which the validation queries are scored in training
+    test_eval: bool = True  # False: score validation only (design runs never see test queries)
     ood_split: str | None = "new_wiki"
     ood_passages: int | None = None
 
     def __post_init__(self) -> None:
-        if self.loss not in ("infonce", "clp"):
-            raise ValueError(f"loss must be 'infonce' or 'clp', got {self.loss!r}")
-        if self.policy not in ("full", "intermediate", "moe", "lora"):
-            raise ValueError(f"unknown policy {self.policy!r}")
         if isinstance(self.mining, dict):
             object.__setattr__(self, "mining", MiningConfig(**self.mining))
+        if isinstance(self.val_at, list):
+            object.__setattr__(self, "val_at", tuple(self.val_at))
+        object.__setattr__(self, "bf16", _bf16_setting(self.bf16))
+        _validate(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
@@ -101,31 +120,103 @@ class TrainConfig:
         return cls(**d)
 
 
+def _bf16_setting(value) -> bool | str:
+    norm = normalize_setting(value)  # ValueError names the accepted values
+    return "auto" if norm == "auto" else norm == "true"
+
+
+def _number(name: str, value, *, integer: bool = False, lo: float | None = None,
+            hi: float | None = None, lo_open: bool = False, hi_open: bool = False,
+            optional: bool = False) -> None:
+    """Type and range check of one numeric field; raises naming the field."""
+    if value is None and optional:
+        return
+    kinds = (int,) if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds):
+        want = "an integer" if integer else "a number"
+        raise TypeError(f"{name} must be {want}{' or None' if optional else ''}, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if lo is not None and (value <= lo if lo_open else value < lo):
+        raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {value!r}")
+    if hi is not None and (value >= hi if hi_open else value > hi):
+        raise ValueError(f"{name} must be {'<' if hi_open else '<='} {hi}, got {value!r}")
+
+
+def _choice(name: str, value, options) -> None:
+    if value not in options:
+        raise ValueError(f"{name} must be one of {list(options)}, got {value!r}")
+
+
+def _validate(c: TrainConfig) -> None:
+    for name in ("label", "model", "split"):
+        if not isinstance(getattr(c, name), str):
+            raise TypeError(f"{name} must be a string, got {getattr(c, name)!r}")
+    if not c.model or not c.split:
+        raise ValueError("model and split must not be empty")
+    _choice("loss", c.loss, LOSSES)
+    _choice("variant", c.variant, VARIANTS)
+    _choice("policy", c.policy, POLICIES)
+    _choice("moe_routing", c.moe_routing, ("paper", "learned"))
+    _choice("schedule", c.schedule, SCHEDULES)
+    for name in ("in_batch", "no_duplicates", "remine_each_epoch", "dropout", "freeze_embeddings",
+                 "test_eval"):
+        if not isinstance(getattr(c, name), bool):
+            raise TypeError(f"{name} must be true or false, got {getattr(c, name)!r}")
+    for name in ("passages", "train_queries", "ood_passages"):
+        _number(name, getattr(c, name), integer=True, lo=1, optional=True)
+    for name in ("moe_experts", "lora_rank", "epochs", "batch_size", "max_query_len",
+                 "max_passage_len", "checkpoint_every"):
+        _number(name, getattr(c, name), integer=True, lo=1)
+    _number("seed", c.seed, integer=True, lo=0)
+    _number("moe_top_k", c.moe_top_k, integer=True, lo=1, hi=c.moe_experts)
+    _number("lam", c.lam, lo=0.0, hi=1.0)
+    _number("tau", c.tau, lo=0.0, lo_open=True)
+    _number("lr", c.lr, lo=0.0, lo_open=True)
+    _number("warmup_ratio", c.warmup_ratio, lo=0.0, hi=1.0)
+    _number("weight_decay", c.weight_decay, lo=0.0)
+    _number("moe_balance", c.moe_balance, lo=0.0)
+    _number("attention_dropout", c.attention_dropout, lo=0.0, hi=1.0, hi_open=True, optional=True)
+    _number("val_fraction", c.val_fraction, lo=0.0, hi=1.0, hi_open=True)
+    for step in c.val_at:
+        _number("val_at", step, integer=True, lo=1)
+    if not c.test_eval and c.val_fraction == 0:
+        raise ValueError("test_eval=False scores validation only: it needs val_fraction > 0")
+    if c.ood_split is not None and not isinstance(c.ood_split, str):
+        raise TypeError(f"ood_split must be a string or None, got {c.ood_split!r}")
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if c.batch_size % world:
+        raise ValueError(f"batch_size {c.batch_size} is not divisible by the world size {world}")
+
+
 @dataclass
 class RunResult:
-    """A finished run: where it lives and its evaluations."""
+    """A finished run: where it lives and its evaluations (test, validation, out-of-domain)."""
 
     run_id: str
     run_dir: Path
     config: TrainConfig
-    in_domain: RetrievalResult
+    in_domain: RetrievalResult | None  # None for a validation-only run (test_eval=False)
     ood: RetrievalResult | None
+    val: RetrievalResult | None = None
 
     @property
     def metrics(self) -> dict[str, float]:
-        return self.in_domain.metrics
+        """Test metrics (empty for a validation-only run)."""
+        return self.in_domain.metrics if self.in_domain is not None else {}
 
 
 # --------------------------------------------------------------------------- data
 
 
 def load_training_data(config: TrainConfig) -> tuple[RetrievalDataset, RetrievalDataset | None]:
-    """The in-domain dataset (subset as configured) and the out-of-domain one."""
+    """The in-domain dataset (subset, validation carved as configured) and the out-of-domain one."""
     from clp_utils.data import load_named
 
     ds = load_named(config.split)
     if config.passages is not None and config.passages < len(ds.corpus):
         ds = ds.subset(config.passages, seed=0)
+    ds = ds.with_validation(config.val_fraction, seed=VAL_SEED)
     ood = None
     if config.ood_split:
         ood = load_named(config.ood_split)
@@ -134,10 +225,16 @@ def load_training_data(config: TrainConfig) -> tuple[RetrievalDataset, Retrieval
     return ds, ood
 
 
-def run_id(config: TrainConfig, data_checksum: str) -> str:
-    """``<label>-<hash of config and data>``; the label is not part of the hash."""
+def run_id(config: TrainConfig, data_checksum: str, precision: Precision | None = None) -> str:
+    """``<label>-<hash of config and data>``; the label is not part of the hash.
+
+    With ``precision``, the hash holds the precision that ran instead of the setting, so
+    ``bf16="auto"`` and an explicit ``bf16=True`` on a bf16 machine are the same run.
+    """
     key = asdict(config)
     key.pop("label")
+    if precision is not None:
+        key["bf16"] = precision.bf16
     slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in (config.label or config.loss))
     return f"{slug}-{stable_hash([key, data_checksum])}"
 
@@ -160,6 +257,13 @@ class Example:
     negs: list[str]
     neg_qs: list[list[str]]  # k lists of m texts ("" where masked)
     mask: list[float]  # k*m, j-major
+    pos_id: str = ""
+    neg_ids: list[str] = field(default_factory=list)
+
+    @property
+    def passage_ids(self) -> set[str]:
+        """The passages this group puts into a batch (positive and negatives)."""
+        return {self.pos_id or self.pos, *(self.neg_ids or self.negs)}
 
 
 def to_examples(records: list[dict], k: int, m: int) -> tuple[list[Example], int]:
@@ -174,8 +278,78 @@ def to_examples(records: list[dict], k: int, m: int) -> tuple[list[Example], int
             slots = list(qs[:m]) + [""] * (m - len(qs[:m]))
             neg_qs.append(slots)
             mask += [1.0 if t else 0.0 for t in slots]
-        out.append(Example(r["query"], r["pos"], list(r["neg"][:k]), neg_qs, mask))
+        out.append(Example(r["query"], r["pos"], list(r["neg"][:k]), neg_qs, mask,
+                           r.get("pos_id", ""), list(r.get("neg_ids", []))[:k]))
     return out, short
+
+
+def random_batches(n: int, batch_size: int, seed: int) -> list[list[int]]:
+    """Plain shuffled batches (the last incomplete one dropped)."""
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return [order[i:i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
+
+
+def no_duplicate_batches(examples: list[Example], batch_size: int, seed: int) -> list[list[int]]:
+    """Shuffled batches in which no passage appears twice among positives and negatives.
+
+    sentence-transformers' ``NoDuplicatesBatchSampler`` rule on passage ids: walk a seeded
+    permutation and put a group into the current batch unless one of its passages is
+    already there; a group that collides waits for a later batch. Groups left over when no
+    full batch can be formed are dropped. Why: with in-batch negatives, a passage that is
+    query i's positive and also sits in the batch as another group's passage is scored as a
+    negative of query i, pushing i away from its own passage (a false in-batch negative);
+    SQuADShifts has ~5 questions per passage, so this happens often in plain batches.
+    """
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed)).tolist()
+    batches = []
+    while len(order) >= batch_size:
+        batch, used, rest = [], set(), []
+        for i in order:
+            ids = examples[i].passage_ids
+            if len(batch) < batch_size and not ids & used:
+                batch.append(i)
+                used |= ids
+            else:
+                rest.append(i)
+        if len(batch) < batch_size:
+            break
+        batches.append(batch)
+        order = rest
+    return batches
+
+
+def false_in_batch_negatives(examples: list[Example], batches: list[list[int]]) -> dict[str, float]:
+    """How often batches hold false in-batch negatives.
+
+    A false in-batch negative is a (query, passage) pair where the passage is the query's
+    own positive but also enters the batch through another group (as that group's positive
+    or hard negative), so in-batch InfoNCE scores it as a negative of the query. Returns the
+    share of batches with at least one, their mean count per batch, and the share of queries
+    affected.
+    """
+    hits, affected, queries = [], 0, 0
+    for batch in batches:
+        count = 0
+        for i in batch:
+            others = [examples[j] for j in batch if j != i]
+            own = examples[i].pos_id or examples[i].pos
+            if any(own in e.passage_ids for e in others):
+                count += 1
+        hits.append(count)
+        affected += count
+        queries += len(batch)
+    return {"batches": len(batches),
+            "share_of_batches_with_false_negative": float(np.mean([h > 0 for h in hits])) if hits else 0.0,
+            "false_negatives_per_batch": float(np.mean(hits)) if hits else 0.0,
+            "share_of_queries_affected": affected / max(1, queries)}
+
+
+def make_batches(examples: list[Example], config: TrainConfig, epoch: int) -> list[list[int]]:
+    """The epoch's batches (global batch size; ranks slice them), seeded by seed and epoch."""
+    seed = config.seed * 1000 + epoch
+    if config.no_duplicates and config.in_batch:  # without in-batch negatives nothing collides
+        return no_duplicate_batches(examples, config.batch_size, seed)
+    return random_batches(len(examples), config.batch_size, seed)
 
 
 def queries_per_negative(config: TrainConfig, records: list[dict]) -> int:
@@ -237,7 +411,10 @@ def step_loss(model, batch: list[Example], config: TrainConfig, m: int, gather: 
     else:
         q = embed(model, queries, config.max_query_len)
         contrastive = info_nce(q, pos, negs, tau=config.tau, in_batch=config.in_batch, gather=gather)
-        parts = {"loss": contrastive, "contrastive": contrastive, "penalty": torch.zeros(())}
+        # The penalty is logged as 0 on the loss's device and dtype (a CPU zero broke
+        # torch.stack of the logged parts on CUDA).
+        parts = {"loss": contrastive, "contrastive": contrastive,
+                 "penalty": torch.zeros((), device=contrastive.device, dtype=contrastive.dtype)}
     if config.policy == "moe" and config.moe_balance > 0:
         from clp_utils.moe import moe_balance_loss
 
@@ -276,7 +453,29 @@ def prepare_model(config: TrainConfig, device: str | None = None):
 
         transformer_module(model).auto_model.get_input_embeddings().requires_grad_(False)
         counts = count_parameters(model, config.policy + "+frozen-embeddings")
+    if config.attention_dropout is not None:
+        set_attention_dropout(model, config.attention_dropout)
     return model, counts
+
+
+def set_attention_dropout(model, p: float) -> int:
+    """Set the dropout on attention probabilities of every self-attention module to ``p``.
+
+    Why it matters on a CPU: with attention dropout, scaled-dot-product attention cannot use
+    its fused (flash) kernel and falls back to the math path, which materialises and masks
+    the full attention matrix; at 256 tokens that made a training step ~2.5x slower.
+    Returns the number of modules changed. The saved model's config is not touched.
+    """
+    changed = 0
+    for module in model.modules():
+        name = type(module).__name__
+        drop = getattr(module, "dropout", None)
+        if name.endswith(("SelfAttention", "CrossAttention")) and isinstance(drop, torch.nn.Dropout):
+            drop.p = p
+            changed += 1
+    if not changed:
+        raise ValueError("attention_dropout is set but the model has no attention dropout to change")
+    return changed
 
 
 def _routing_columns(model) -> dict[str, float]:
@@ -309,7 +508,12 @@ def train(
     rank, world = _distributed()
     root = Path(root or RESULTS_DIR / "runs")
     ds, ood = load_training_data(config)
-    rid = run_id(config, ds.checksum + (ood.checksum if ood else ""))
+    if device is None and world > 1 and torch.cuda.is_available():
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    precision = decide(config.bf16, dev)
+    enable_tf32()
+    rid = run_id(config, ds.checksum + (ood.checksum if ood else ""), precision)
     run_dir = root / rid
     if (run_dir / "metrics.json").exists():
         return load_run(run_dir)
@@ -325,24 +529,27 @@ def train(
                  query_ids=qids, progress=progress and rank == 0)
     m = queries_per_negative(config, mined.records)
     examples, short = to_examples(mined.records, config.mining.num_negatives, m)
-    steps_per_epoch = len(examples) // config.batch_size
+    first_batches = make_batches(examples, config, 0)
+    steps_per_epoch = len(first_batches)
     if steps_per_epoch == 0:
-        raise ValueError(f"{len(examples)} usable training groups < batch size {config.batch_size}")
-    if config.batch_size % world:
-        raise ValueError(f"batch size {config.batch_size} is not divisible by {world} processes")
+        raise ValueError(f"no full batch of {config.batch_size} from {len(examples)} usable training "
+                         f"groups (no_duplicates={config.no_duplicates})")
     total_steps = steps_per_epoch * config.epochs
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    from transformers import get_linear_schedule_with_warmup
+    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, math.ceil(config.warmup_ratio * total_steps), total_steps)
+    warmup = math.ceil(config.warmup_ratio * total_steps)
+    scheduler = (get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+                 if config.schedule == "linear" else get_constant_schedule_with_warmup(optimizer, warmup))
 
     info = {"run_id": rid, "config": asdict(config), "data_checksum": ds.checksum,
-            "params": asdict(counts), "mining": mined.summary, "usable_groups": len(examples),
-            "skipped_short_groups": short, "queries_per_negative": m,
-            "steps": total_steps, "world_size": world}
+            "data_counts": ds.counts(), "params": asdict(counts), "mining": mined.summary,
+            "usable_groups": len(examples), "skipped_short_groups": short,
+            "queries_per_negative": m, "steps": total_steps, "world_size": world,
+            "precision": precision.record(),
+            "batches": false_in_batch_negatives(examples, first_batches)}
     if rank == 0:
         write_json(run_dir / "config.json", info)
 
@@ -360,7 +567,6 @@ def train(
     from clp_utils.moe import moe_layers, record_routing
 
     has_moe = bool(moe_layers(model))
-    autocast = torch.autocast(model.device.type, dtype=torch.bfloat16) if config.bf16 else nullcontext()
     model.train(config.dropout)
     done_this_call = 0
     bar = tqdm(total=total_steps, initial=step, desc=rid, disable=not progress or rank != 0)
@@ -368,19 +574,20 @@ def train(
         if config.remine_each_epoch and epoch > 0 and step == epoch * steps_per_epoch:
             # ANCE round: negatives from the model as it is now (not cached: in-memory weights).
             model.max_seq_length = eval_len
-            fresh = mine(model, train_split, config.mining, model_id=None, query_ids=qids,
-                         cache_dir=None, progress=False)
+            with autocast(precision):
+                fresh = mine(model, train_split, config.mining, model_id=None, query_ids=qids,
+                             cache_dir=None, progress=False)
             examples, _ = to_examples(fresh.records, config.mining.num_negatives, m)
             model.train(config.dropout)
-        order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(config.seed * 1000 + epoch))
-        for b in range(steps_per_epoch):
+        batches = first_batches if epoch == 0 else make_batches(examples, config, epoch)
+        batches = batches[:steps_per_epoch]
+        for b, idx in enumerate(batches):
             if epoch * steps_per_epoch + b < step:
                 continue  # done before the resume
-            idx = order[b * config.batch_size:(b + 1) * config.batch_size].tolist()
             local = config.batch_size // world
             batch = [examples[i] for i in idx[rank * local:(rank + 1) * local]]
             t0 = time.perf_counter()
-            with record_routing(model) if has_moe else nullcontext(), autocast:
+            with record_routing(model) if has_moe else nullcontext(), autocast(precision):
                 parts = step_loss(model, batch, config, m, gather=world > 1)
             optimizer.zero_grad(set_to_none=True)
             parts["loss"].backward()
@@ -393,6 +600,7 @@ def train(
             optimizer.step()
             scheduler.step()
             step += 1
+            # The one host synchronisation per step: the logged values.
             values = torch.stack([v.detach().float() for v in parts.values()])
             if world > 1:
                 dist.all_reduce(values)  # log the global batch's loss, not this rank's share
@@ -402,6 +610,9 @@ def train(
                    **dict(zip(parts, values.tolist(), strict=True))}
             if has_moe:
                 row.update(_routing_columns(model))
+            if step in config.val_at and rank == 0:
+                row.update(_validation_point(model, ds, eval_len, precision))
+                model.train(config.dropout)
             log.append(row)
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.4f}")
@@ -424,26 +635,68 @@ def train(
         return None  # type: ignore[return-value]
     with atomic_dir(run_dir / "model") as tmp:
         model.save(str(tmp))
-    result = evaluate_run_dirs(model, rid, run_dir, ds, ood, progress)
+    result = evaluate_run_dirs(model, rid, run_dir, ds, ood, progress, precision,
+                               test=config.test_eval)
     ckpt.unlink(missing_ok=True)
     if world > 1:
         dist.barrier()
     return RunResult(rid, run_dir, config, *result)
 
 
+def _validation_point(model, ds: RetrievalDataset, eval_len: int, precision: Precision) -> dict:
+    """Validation nDCG@10 (and recall@100) of the model as it is now, for learning curves."""
+    from clp_utils.evaluation import retrieve
+
+    model.eval()
+    train_len, model.max_seq_length = model.max_seq_length, eval_len
+    val = ds.validation()
+    run = retrieve(model, val, progress=False, bf16=precision.bf16)
+    model.max_seq_length = train_len
+    mean = evaluate_run(run, val.qrels).mean
+    return {"val_ndcg_cut_10": mean["ndcg_cut_10"], "val_recall_100": mean["recall_100"]}
+
+
 def evaluate_run_dirs(model, rid: str, run_dir: Path, ds: RetrievalDataset,
-                      ood: RetrievalDataset | None, progress: bool = True):
-    """Evaluate in-domain (``run_dir``) and out-of-domain (``run_dir/ood``); metrics last."""
+                      ood: RetrievalDataset | None, progress: bool = True,
+                      precision: Precision | None = None, test: bool = True):
+    """Evaluate test (``run_dir``), validation (``run_dir/val``) and out-of-domain
+    (``run_dir/ood``); metrics files last, so a finished run is one with ``metrics.json``.
+
+    Test and validation share one encoding of the corpus (validation searches its non-test
+    part). Returns ``(test, ood, val)`` results (``None`` where a side does not exist).
+    With ``test=False`` only validation is scored (no test or out-of-domain query is even
+    embedded) and ``metrics.json`` in ``run_dir`` only marks the run as finished.
+    """
+    from clp_utils.evaluation import retrieve_splits, save_evaluation
+
+    bf16 = precision.bf16 if precision is not None else "auto"
+
     def qrels_file(d: RetrievalDataset) -> Path | None:
         path = DATA_DIR / "squadshifts" / d.name / "qrels" / "test.tsv"
         return path if path.exists() else None  # a subset writes its own qrels
 
+    if not test:
+        if not ds.has_validation:
+            raise ValueError("test_eval=False needs a validation side (val_fraction > 0)")
+        val = ds.validation()
+        runs = retrieve_splits(model, {"val": val}, progress=progress, bf16=bf16)
+        val_res = save_evaluation(runs["val"], val, run_dir / "val", rid)
+        write_json(run_dir / "metrics.json", {"run": None, "qrels": None, "metrics": {},
+                                              "validation_only": True})
+        return None, None, val_res
     ood_res = None
     if ood is not None:
         ood_res = evaluate_model(model, ood.test(), run_dir / "ood", rid, qrels_path=qrels_file(ood),
-                                 progress=progress)
-    in_res = evaluate_model(model, ds.test(), run_dir, rid, qrels_path=qrels_file(ds), progress=progress)
-    return in_res, ood_res
+                                 progress=progress, bf16=bf16)
+    sides = {"test": ds.test()}
+    if ds.has_validation:
+        sides["val"] = ds.validation()
+    runs = retrieve_splits(model, sides, progress=progress, bf16=bf16)
+    val_res = None
+    if "val" in runs:
+        val_res = save_evaluation(runs["val"], sides["val"], run_dir / "val", rid)
+    in_res = save_evaluation(runs["test"], sides["test"], run_dir, rid, qrels_file(ds))
+    return in_res, ood_res, val_res
 
 
 def _write_log(path: Path, log: list[dict]) -> None:
@@ -472,6 +725,8 @@ def load_run(run_dir: Path) -> RunResult:
         if not (d / "metrics.json").exists():
             return None
         meta = json.loads((d / "metrics.json").read_text())
+        if meta.get("run") is None:  # a validation-only run: no test evaluation exists
+            return None
         qrels_path = Path(meta["qrels"])
         if not qrels_path.is_absolute():
             from clp_utils.paths import REPO_ROOT
@@ -481,7 +736,8 @@ def load_run(run_dir: Path) -> RunResult:
         run = read_trec(d / "run.trec")
         return RetrievalResult(d, run, evaluate_run(run, qrels))
 
-    return RunResult(info["run_id"], run_dir, config, read(run_dir), read(run_dir / "ood"))
+    return RunResult(info["run_id"], run_dir, config, read(run_dir), read(run_dir / "ood"),
+                     read(run_dir / "val"))
 
 
 def _read_qrels_any(path: Path) -> dict[str, dict[str, int]]:
@@ -514,7 +770,11 @@ def main(argv: list[str] | None = None) -> None:
             d[key] = json.loads(value)
         except json.JSONDecodeError:
             d[key] = value
-    config = TrainConfig.from_dict(d)
+    try:
+        config = TrainConfig.from_dict(d)
+    except (TypeError, ValueError) as err:
+        print(f"{parser.prog}: error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     result = train(config, root=args.root)
     if result is not None:
         print(json.dumps({"run_id": result.run_id, "metrics": result.metrics}, indent=2))

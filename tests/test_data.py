@@ -250,3 +250,44 @@ def test_sdist_missing_from_the_index_is_a_clear_error(http_root):
     page.write_text('<a href="bigbench-0.0.1.tar.gz">bigbench-0.0.1.tar.gz</a>')
     with pytest.raises(DataError, match="no file named bigbench-1.0.0.tar.gz"):
         D.sdist_url(D.BIGBENCH, index=f"{base}/simple")
+
+
+def test_validation_side_is_carved_from_train_passages_by_passage(tmp_path):
+    ds = write_fixture(tmp_path)
+    val_ds = ds.with_validation(0.3, seed=1)
+    train, val, test = val_ds.train(), val_ds.validation(), val_ds.test()
+    # test side untouched: same passages, same queries, whole corpus
+    assert val_ds.test_passages == ds.test_passages and test.qrels == ds.test().qrels
+    assert set(test.corpus) == set(ds.corpus)
+    # validation passages come from the old train side and leave it entirely
+    assert val_ds.val_passages and val_ds.val_passages <= set(ds.train().corpus)
+    assert not set(train.corpus) & (val_ds.val_passages | val_ds.test_passages)
+    assert not set(train.queries) & set(val.queries) and not set(val.queries) & set(test.queries)
+    assert set(train.queries) | set(val.queries) == set(ds.train().queries)
+    # a query of a validation passage is a validation query (q1 and q4 share one passage)
+    for rels in train.qrels.values():
+        assert not set(rels) & val_ds.val_passages
+    # validation searches every non-test passage, never a test passage
+    assert set(val.corpus) == set(ds.corpus) - ds.test_passages
+    counts = val_ds.counts()
+    assert counts["val_queries"] == len(val.queries) and counts["train_queries"] == len(train.queries)
+    assert counts["train_passages"] + counts["val_passages"] + counts["test_passages"] == 14
+    # seeded, and the checksum names the carving
+    assert ds.with_validation(0.3, seed=1).val_passages == val_ds.val_passages
+    assert val_ds.checksum != ds.checksum != ds.with_validation(0.3, seed=2).checksum
+    assert ds.with_validation(0.0) is ds
+    with pytest.raises(ValueError, match="no validation side"):
+        ds.validation()
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        ds.with_validation(1.0)
+    with pytest.raises(ValueError, match="already has"):
+        val_ds.with_validation(0.1)
+
+
+def test_subset_then_validation_keeps_every_side_by_passage(tmp_path):
+    sub = write_fixture(tmp_path).subset(10, seed=0).with_validation(0.25, seed=0)
+    sides = [sub.train(), sub.validation(), sub.test()]
+    for side in sides:
+        for rels in side.qrels.values():
+            assert set(rels) <= set(side.corpus)
+    assert not sub.val_passages & sub.test_passages

@@ -119,7 +119,7 @@ def test_save_evaluation_writes_run_and_metrics(tmp_path):
     assert meta["run"] == "run.trec" and set(meta["metrics"]) == set(METRICS)
     assert meta["metrics"]["mrr_10"] == 1.0 == res.metrics["mrr_10"]
     assert (tmp_path / "r" / "per_query.csv").exists()
-    with pytest.raises(ValueError, match="test split"):
+    with pytest.raises(ValueError, match="test or validation split"):
         save_evaluation({}, Split("train", corpus, {}, {}), tmp_path / "x", "t")
 
 

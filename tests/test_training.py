@@ -11,12 +11,20 @@ import torch.multiprocessing as mp
 
 from clp_utils.data import DATA_DIR
 from clp_utils.mining import MiningConfig
-from clp_utils.training import TrainConfig, load_run, run_id, select_queries, to_examples, train
+from clp_utils.training import (
+    TrainConfig,
+    load_run,
+    load_training_data,
+    run_id,
+    select_queries,
+    to_examples,
+    train,
+)
 
 pytestmark = pytest.mark.slow
 
 TINY = dict(split="reddit", passages=40, train_queries=16, batch_size=4, max_query_len=16,
-            max_passage_len=32, ood_split=None, checkpoint_every=1,
+            max_passage_len=32, ood_split=None, checkpoint_every=1, no_duplicates=False,
             mining=MiningConfig(rank_min=2, rank_max=10, num_negatives=2))
 
 
@@ -88,7 +96,7 @@ def _worker(rank: int, world: int, port: int, root: str, config: TrainConfig) ->
 
 def test_two_gloo_processes_train_like_one(tmp_path):
     need_data()
-    config = TrainConfig(**{**TINY, "train_queries": 8}, loss="clp", dropout=False)
+    config = TrainConfig(**{**TINY, "train_queries": 8}, loss="clp", dropout=False, bf16=False)
     single = train(config, root=tmp_path / "one", progress=False, device="cpu")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -113,3 +121,137 @@ def test_two_gloo_processes_train_like_one(tmp_path):
     d2 = torch.cat([(w2[k] - base[k]).flatten() for k in w1])
     assert d1.norm() > 0
     assert torch.nn.functional.cosine_similarity(d1, d2, dim=0) > 0.99
+
+
+# --------------------------------------------------------------------------- batches
+
+
+def group(pos, negs, q=None):
+    from clp_utils.training import Example
+
+    return Example(q or f"q-{pos}", f"text {pos}", [f"text {n}" for n in negs], [[""]] * len(negs),
+                   [0.0] * len(negs), pos, list(negs))
+
+
+def test_no_duplicate_batches_never_repeat_a_passage_and_are_seeded():
+    from clp_utils.training import false_in_batch_negatives, no_duplicate_batches, random_batches
+
+    # 5 questions per passage, negatives drawn among the same 40 passages: collisions galore
+    rng = torch.Generator().manual_seed(0)
+    examples = []
+    for i in range(200):
+        pos = f"p{i % 40}"
+        negs = [f"p{int(j)}" for j in torch.randperm(40, generator=rng)[:3] if f"p{int(j)}" != pos][:2]
+        examples.append(group(pos, negs, q=f"q{i}"))
+    batches = no_duplicate_batches(examples, 8, seed=3)
+    assert batches and all(len(b) == 8 for b in batches)
+    for b in batches:
+        ids = [d for i in b for d in [examples[i].pos_id, *examples[i].neg_ids]]
+        assert len(ids) == len(set(ids))
+    assert len({i for b in batches for i in b}) == sum(len(b) for b in batches)  # no group twice
+    assert batches == no_duplicate_batches(examples, 8, seed=3) != no_duplicate_batches(examples, 8, 4)
+    assert false_in_batch_negatives(examples, batches)["false_negatives_per_batch"] == 0
+    plain = false_in_batch_negatives(examples, random_batches(len(examples), 8, seed=3))
+    assert plain["share_of_batches_with_false_negative"] > 0.5
+
+
+def test_false_in_batch_negatives_counts_by_hand():
+    from clp_utils.training import false_in_batch_negatives
+
+    # q0's positive p0 is q1's hard negative: q0 is affected; q1's positive p1 appears nowhere
+    # else; q2 shares its positive p0 with q0: both q0 and q2 are affected.
+    examples = [group("p0", ["p5"]), group("p1", ["p0"]), group("p0", ["p6"], q="q2"),
+                group("p3", ["p4"])]
+    out = false_in_batch_negatives(examples, [[0, 1, 2, 3]])
+    assert out["false_negatives_per_batch"] == 2 and out["share_of_queries_affected"] == 0.5
+    assert false_in_batch_negatives(examples, [[1, 3]])["false_negatives_per_batch"] == 0
+
+
+def test_every_logged_part_lives_on_the_losss_device_and_dtype():
+    """The InfoNCE rows logged their penalty as a CPU float32 zero (crashed torch.stack on CUDA);
+    a float64 model shows the same mismatch on a CPU."""
+    from clp_utils.training import Example, step_loss
+
+    torch.manual_seed(0)
+    model, _ = __import__("clp_utils.training", fromlist=["prepare_model"]).prepare_model(
+        TrainConfig(**TINY), device="cpu")
+    model.double()
+    batch = [Example(f"question {i}", f"passage {i}", [f"other {i}", f"more {i}"],
+                     [[f"own {i}"], [f"own2 {i}"]], [1.0, 1.0]) for i in range(3)]
+    for loss in ("infonce", "clp"):
+        config = TrainConfig(**TINY, loss=loss)
+        parts = step_loss(model, batch, config, m=1, gather=False)
+        ref = parts["loss"]
+        assert ref.dtype == torch.float64
+        for name, value in parts.items():
+            assert value.device == ref.device and value.dtype == ref.dtype, (loss, name)
+        torch.stack([v.detach() for v in parts.values()])
+
+
+def test_attention_dropout_is_set_on_every_attention_module():
+    from clp_utils.training import prepare_model
+
+    model, _ = prepare_model(TrainConfig(**TINY, attention_dropout=0.0), device="cpu")
+    attn = [m for m in model.modules() if type(m).__name__.endswith("SelfAttention")]
+    assert len(attn) == 6 and all(m.dropout.p == 0.0 for m in attn)
+    hidden = [m for n, m in model.named_modules() if n.endswith("output.dropout")]
+    assert hidden and all(m.p == 0.1 for m in hidden)  # hidden dropout untouched
+    model, _ = prepare_model(TrainConfig(**TINY), device="cpu")
+    assert all(m.dropout.p == 0.1 for m in model.modules() if type(m).__name__.endswith("SelfAttention"))
+
+
+# --------------------------------------------------------------------------- config checks
+
+
+@pytest.mark.parametrize("bad, error", [
+    (dict(lr="abc"), TypeError), (dict(batch_size=0), ValueError), (dict(tau=0.0), ValueError),
+    (dict(lam=1.5), ValueError), (dict(train_queries=-5), ValueError), (dict(epochs=0), ValueError),
+    (dict(warmup_ratio=2.0), ValueError), (dict(max_passage_len=0), ValueError),
+    (dict(lr=-1e-5), ValueError), (dict(batch_size=2.5), TypeError), (dict(seed=True), TypeError),
+    (dict(val_fraction=1.0), ValueError), (dict(attention_dropout=1.0), ValueError),
+    (dict(loss="mse"), ValueError), (dict(policy="all"), ValueError), (dict(bf16="maybe"), ValueError),
+    (dict(moe_top_k=3), ValueError), (dict(val_at=[0]), ValueError), (dict(in_batch="yes"), TypeError),
+    (dict(test_eval=False, val_fraction=0.0), ValueError), (dict(lr=float("nan")), ValueError),
+])
+def test_train_config_rejects_bad_values_at_once(bad, error):
+    field = next(iter(bad))
+    with pytest.raises(error, match=field.split("_")[0]):
+        TrainConfig(**bad)
+
+
+def test_batch_size_must_divide_by_the_world_size(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    with pytest.raises(ValueError, match="world size 3"):
+        TrainConfig(batch_size=16)
+    assert TrainConfig(batch_size=15).batch_size == 15
+
+
+def test_cli_names_the_bad_field_in_one_line_and_exits_2():
+    import subprocess
+    import sys
+
+    from clp_utils.paths import REPO_ROOT
+
+    for arg, field in (("lr=abc", "lr"), ("lam=1.5", "lam"), ("train_queries=-5", "train_queries"),
+                       ("nope=1", "nope")):
+        proc = subprocess.run([sys.executable, "-m", "clp_utils.training", "--set", arg],
+                              cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, (arg, proc.stderr[-500:])
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and field in lines[0] and "error" in lines[0], proc.stderr
+
+
+def test_validation_only_runs_never_score_test_queries(tmp_path):
+    need_data()
+    config = TrainConfig(**{**TINY, "passages": 80}, loss="infonce", test_eval=False, val_at=(1,))
+    res = train(config, root=tmp_path, progress=False)
+    assert res.in_domain is None and res.metrics == {} and res.val.metrics["ndcg_cut_10"] >= 0
+    assert not (res.run_dir / "run.trec").exists() and (res.run_dir / "val" / "run.trec").exists()
+    log = (res.run_dir / "log.csv").read_text().splitlines()
+    assert "val_ndcg_cut_10" in log[0] and log[1].split(",")[-2] != ""
+    ds, _ = load_training_data(config)
+    val_q = set(ds.validation().queries)
+    assert {line.split()[0] for line in (res.run_dir / "val" / "run.trec").read_text().splitlines()} == val_q
+    assert not val_q & set(ds.test().queries)
+    again = load_run(res.run_dir)
+    assert again.in_domain is None and again.val.metrics == res.val.metrics

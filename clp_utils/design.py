@@ -1,0 +1,322 @@
+"""Design of the cpu profile: learning curves and learning-rate grids, on validation only.
+
+The cpu profile has to answer the paper's questions on 2 cores in about half an hour, so
+its budget (steps per run), its number of negatives, its training passage length and each
+policy's learning rate are choices, and every one of them is made here, on the validation
+side carved from the training passages (``RetrievalDataset.with_validation``). No run of
+this module embeds a test query: they train with ``TrainConfig(test_eval=False)``.
+
+    python -m clp_utils.design            # make design
+
+1. **Learning curves.** ANCE + InfoNCE, full fine-tuning, a constant learning rate after
+   warmup, scored on validation at fixed steps, for 1, 2 and 4 negatives at 128 training
+   tokens and 1 negative at 256; x = training queries, steps and training seconds.
+2. **The budget.** The steps a run may take so that chapter 03 fits its time target:
+   ``train_seconds_per_run`` divided by the measured seconds per step of the chosen setting.
+3. **Negatives and passage length.** The curve that is highest after that many training
+   seconds (equal compute, not equal steps: 4 negatives cost more per step than 1).
+4. **Learning rates.** A small grid per parameter policy (full, intermediate, moe, lora),
+   each trained as its study row with the chosen settings and a linear-decay schedule over
+   the budget; the best validation nDCG@10 wins.
+5. **Levers checked.** bf16 vs float32 encoding of the validation side, and with the chosen
+   recipe: bf16 vs float32 training (where the machine has native bf16) and attention
+   dropout 0 vs the model's own, each on validation nDCG@10.
+6. **The recipe.** ``configs/recipe_cpu.json`` (read by ``clp_utils.study``'s cpu profile),
+   ``figures/03_learning_curve.{csv,png}`` and ``figures/03_validation.{csv,md}``.
+
+Runs live in ``results/design/runs`` and are reused by config hash, like the study's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from clp_utils.io import atomic_write
+from clp_utils.mining import MiningConfig
+from clp_utils.paths import FIGURES_DIR, REPO_ROOT, RESULTS_DIR
+from clp_utils.precision import decide
+from clp_utils.training import TrainConfig, load_training_data, train
+
+RECIPE_PATH = REPO_ROOT / "configs" / "recipe_cpu.json"
+DESIGN_RUNS = RESULTS_DIR / "design" / "runs"
+
+
+@dataclass(frozen=True)
+class Curve:
+    """One learning curve: a number of negatives, a training passage length, a length."""
+
+    num_negatives: int
+    max_passage_len: int
+    steps: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.num_negatives} neg, {self.max_passage_len} tok"
+
+
+@dataclass(frozen=True)
+class DesignPlan:
+    """What ``make design`` measures (sizes here; every choice comes from the measurements)."""
+
+    split: str = "reddit"
+    base: TrainConfig = field(default_factory=lambda: TrainConfig(
+        split="reddit", train_queries=None, batch_size=16, ood_split=None, test_eval=False,
+        attention_dropout=0.0, mining=MiningConfig(num_negatives=1), checkpoint_every=50))
+    curves: tuple[Curve, ...] = (Curve(1, 128, 256), Curve(2, 128, 160), Curve(4, 128, 112),
+                                 Curve(1, 256, 160))
+    curve_points: tuple[int, ...] = (16, 32, 64, 96, 128, 160, 192, 256)
+    curve_lr: float = 5e-5
+    # Seconds of training per run that chapter 03 can afford (its runs x this ~ its budget).
+    train_seconds_per_run: float = 100.0
+    # Round the budget down to a multiple of this many steps (so it reads as a round number).
+    step_quantum: int = 8
+    grid: dict[str, tuple[float, ...]] = field(default_factory=lambda: {
+        "full": (3e-5, 1e-4, 3e-4),
+        "intermediate": (1e-4, 3e-4, 1e-3),
+        "moe": (1e-4, 3e-4, 1e-3),
+        "lora": (3e-4, 1e-3, 3e-3),
+    })
+    seed: int = 0
+
+
+#: The study row that trains each policy (the grid trains the row, not a stand-in).
+POLICY_ROWS = {
+    "full": "ANCE negatives",
+    "intermediate": "ANCE + CLP, intermediate only",
+    "moe": "ANCE + CLP + MoE",
+    "lora": "ANCE + CLP, LoRA",
+}
+
+
+def curve_config(plan: DesignPlan, curve: Curve) -> TrainConfig:
+    """The run behind one learning curve (ANCE + InfoNCE, full policy, constant rate)."""
+    return replace(
+        plan.base, label=f"curve-{curve.num_negatives}neg-{curve.max_passage_len}tok",
+        split=plan.split, loss="infonce", policy="full", lr=plan.curve_lr, schedule="constant",
+        train_queries=curve.steps * plan.base.batch_size, max_passage_len=curve.max_passage_len,
+        mining=replace(plan.base.mining, num_negatives=curve.num_negatives),
+        val_at=tuple(p for p in plan.curve_points if p <= curve.steps), seed=plan.seed,
+    )
+
+
+def learning_curves(plan: DesignPlan, progress: bool = True) -> pd.DataFrame:
+    """Train each curve's run (or reuse it) and return its validation points.
+
+    Columns: ``curve, num_negatives, max_passage_len, step, train_queries, train_seconds``
+    (cumulative seconds of training steps, evaluation excluded), ``val_ndcg_cut_10``,
+    ``val_recall_100``, ``seconds_per_step`` (median over the run).
+    """
+    rows = []
+    for curve in plan.curves:
+        res = train(curve_config(plan, curve), root=DESIGN_RUNS, progress=progress)
+        log = pd.read_csv(res.run_dir / "log.csv")
+        log["train_seconds"] = log["seconds"].cumsum()
+        points = log.dropna(subset=["val_ndcg_cut_10"])
+        for _, r in points.iterrows():
+            rows.append({"curve": curve.label, "num_negatives": curve.num_negatives,
+                         "max_passage_len": curve.max_passage_len, "step": int(r["step"]),
+                         "train_queries": int(r["step"]) * plan.base.batch_size,
+                         "train_seconds": float(r["train_seconds"]),
+                         "val_ndcg_cut_10": float(r["val_ndcg_cut_10"]),
+                         "val_recall_100": float(r["val_recall_100"]),
+                         "seconds_per_step": float(log["seconds"].median()), "run": res.run_id})
+    return pd.DataFrame(rows)
+
+
+def value_at_seconds(points: pd.DataFrame, seconds: float) -> float:
+    """A curve's validation nDCG@10 after ``seconds`` of training (linear interpolation;
+    the last point where the curve stops earlier, the first where it starts later)."""
+    p = points.sort_values("train_seconds")
+    return float(np.interp(seconds, p["train_seconds"], p["val_ndcg_cut_10"]))
+
+
+def choose_setting(curves: pd.DataFrame, plan: DesignPlan) -> tuple[Curve, int, pd.DataFrame]:
+    """The curve that is best after ``train_seconds_per_run`` and the budget in steps.
+
+    Returns the chosen curve, the budget (steps, a multiple of ``step_quantum``, at least
+    one quantum) and the comparison table (each curve's value at the time budget).
+    """
+    table = []
+    for curve in plan.curves:
+        pts = curves[curves["curve"] == curve.label]
+        table.append({"curve": curve.label, "seconds_per_step": pts["seconds_per_step"].iloc[0],
+                      "val_ndcg_cut_10_at_budget": value_at_seconds(pts, plan.train_seconds_per_run)})
+    table = pd.DataFrame(table)
+    best = plan.curves[int(table["val_ndcg_cut_10_at_budget"].to_numpy().argmax())]
+    per_step = float(table.loc[table["curve"] == best.label, "seconds_per_step"].iloc[0])
+    steps = int(plan.train_seconds_per_run / per_step) // plan.step_quantum * plan.step_quantum
+    return best, max(steps, plan.step_quantum), table
+
+
+def recipe_base(plan: DesignPlan, curve: Curve, steps: int) -> TrainConfig:
+    """The study's training config for the chosen setting and budget (linear decay)."""
+    return replace(plan.base, split=plan.split, train_queries=steps * plan.base.batch_size,
+                   max_passage_len=curve.max_passage_len, schedule="linear", val_at=(),
+                   mining=replace(plan.base.mining, num_negatives=curve.num_negatives))
+
+
+def lr_grid(plan: DesignPlan, base: TrainConfig, progress: bool = True) -> pd.DataFrame:
+    """Validation nDCG@10 of each policy's study row at each learning rate of the grid."""
+    from clp_utils.study import row_config
+
+    rows = []
+    for policy, lrs in plan.grid.items():
+        for lr in lrs:
+            config = replace(row_config(POLICY_ROWS[policy], base, plan.split, plan.seed), lr=lr,
+                             label=f"grid-{policy}-{lr:g}")
+            res = train(config, root=DESIGN_RUNS, progress=progress)
+            rows.append({"policy": policy, "row": POLICY_ROWS[policy], "lr": lr,
+                         "val_ndcg_cut_10": res.val.metrics["ndcg_cut_10"],
+                         "val_recall_100": res.val.metrics["recall_100"], "run": res.run_id})
+    return pd.DataFrame(rows)
+
+
+def best_lrs(grid: pd.DataFrame) -> dict[str, float]:
+    """Each policy's learning rate with the best validation nDCG@10."""
+    best = grid.loc[grid.groupby("policy", sort=False)["val_ndcg_cut_10"].idxmax()]
+    return {r.policy: float(r.lr) for r in best.itertuples()}
+
+
+def lever_checks(plan: DesignPlan, base: TrainConfig, lr: float, progress: bool = True) -> pd.DataFrame:
+    """Validation nDCG@10 with and without each speed lever (same data, seed and budget)."""
+    from clp_utils.evaluation import evaluate_run, retrieve
+    from clp_utils.models import load_model
+
+    rows = []
+    ds, _ = load_training_data(replace(base, split=plan.split))
+    val = ds.validation()
+    model = load_model(base.model)
+    auto = decide("auto", model.device)
+    for bf16 in (False, True):
+        if bf16 and not auto.bf16:
+            continue  # no native bf16 here: the comparison would only measure emulation
+        t0 = time.perf_counter()
+        mean = evaluate_run(retrieve(model, val, progress=False, bf16=bf16), val.qrels).mean
+        rows.append({"lever": "encoding precision (zero-shot)", "setting": "bf16" if bf16 else "float32",
+                     "val_ndcg_cut_10": mean["ndcg_cut_10"], "val_recall_100": mean["recall_100"],
+                     "seconds": time.perf_counter() - t0})
+    chosen = replace(base, loss="infonce", lr=lr, label="lever")
+    variants = [("attention dropout", "0 (recipe)", chosen),
+                ("attention dropout", "model's own (0.1)", replace(chosen, attention_dropout=None))]
+    if auto.bf16:
+        variants += [("training precision", "float32", replace(chosen, bf16=False))]
+    for lever, setting, config in variants:
+        res = train(config, root=DESIGN_RUNS, progress=progress)
+        log = pd.read_csv(res.run_dir / "log.csv")
+        rows.append({"lever": lever, "setting": setting,
+                     "val_ndcg_cut_10": res.val.metrics["ndcg_cut_10"],
+                     "val_recall_100": res.val.metrics["recall_100"],
+                     "seconds": float(log["seconds"].sum()), "run": res.run_id})
+    return pd.DataFrame(rows)
+
+
+def plot_curves(curves: pd.DataFrame, budget_seconds: float, budget_queries: int | None = None,
+                marks: pd.DataFrame | None = None):
+    """Validation nDCG@10 against training queries and against training seconds.
+
+    ``marks`` (optional; columns ``train_queries``, ``train_seconds``, ``val_ndcg_cut_10``,
+    ``label``) adds points such as the study's finished runs, to show where the profile sits.
+    """
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
+    for ax, x, budget in ((axes[0], "train_queries", budget_queries),
+                          (axes[1], "train_seconds", budget_seconds)):
+        sns.lineplot(data=curves, x=x, y="val_ndcg_cut_10", hue="curve", marker="o", ax=ax)
+        if budget is not None:
+            ax.axvline(budget, color="grey", ls="--", lw=1)
+            ax.text(budget, ax.get_ylim()[0], " budget", color="grey", va="bottom", fontsize=8)
+        if marks is not None and len(marks):
+            ax.scatter(marks[x], marks["val_ndcg_cut_10"], color="black", marker="*", s=90,
+                       zorder=5, label=marks["label"].iloc[0])
+        ax.set_xlabel({"train_queries": "training queries (16 per step)",
+                       "train_seconds": "training seconds (evaluation excluded)"}[x])
+        ax.legend(fontsize=8)
+    axes[0].set_ylabel("validation nDCG@10")
+    fig.suptitle("Learning curves: ANCE + InfoNCE, full fine-tuning, constant learning rate")
+    return fig
+
+
+def run_design(plan: DesignPlan | None = None, progress: bool = True,
+               figures: Path | None = None, recipe_path: Path = RECIPE_PATH) -> dict:
+    """Run every design experiment, write the figures and the recipe; returns the recipe."""
+    from clp_utils.plots import save_figure, save_table
+
+    plan = plan or DesignPlan()
+    figures = Path(figures or FIGURES_DIR)
+    t0 = time.perf_counter()
+    curves = learning_curves(plan, progress)
+    save_table(curves.drop(columns=["run"]), "03_learning_curve", figures, floatfmt=".4f")
+    curve, steps, at_budget = choose_setting(curves, plan)
+    base = recipe_base(plan, curve, steps)
+    grid = lr_grid(plan, base, progress)
+    lrs = best_lrs(grid)
+    levers = lever_checks(plan, base, lrs["full"], progress)
+    fig = plot_curves(curves, plan.train_seconds_per_run, steps * plan.base.batch_size)
+    save_figure(fig, "03_learning_curve", figures)
+
+    table = pd.concat([
+        at_budget.assign(kind="curve at the time budget", choice=lambda d: d["curve"] == curve.label)
+        .rename(columns={"val_ndcg_cut_10_at_budget": "val_ndcg_cut_10", "curve": "setting"}),
+        grid.assign(kind="learning rate", setting=lambda d: d["policy"] + " @ " + d["lr"].map("{:g}".format),
+                    choice=lambda d: [lrs[p] == lr for p, lr in zip(d["policy"], d["lr"], strict=True)]),
+        levers.assign(kind=lambda d: d["lever"], choice=False),
+    ], ignore_index=True)[["kind", "setting", "val_ndcg_cut_10", "choice"]]
+    save_table(table.set_index(["kind", "setting"]), "03_validation", figures, floatfmt=".4f",
+               caption="Every choice of the cpu profile, scored on validation queries "
+                       "(never on test): the curves at the time budget, the learning-rate "
+                       "grid per policy, and the speed levers.")
+    recipe = {
+        "split": plan.split,
+        "steps": steps,
+        "train_queries": steps * plan.base.batch_size,
+        "batch_size": plan.base.batch_size,
+        "num_negatives": curve.num_negatives,
+        "max_passage_len": curve.max_passage_len,
+        "attention_dropout": plan.base.attention_dropout,
+        "val_fraction": plan.base.val_fraction,
+        "lr": lrs,
+        "why": {
+            "budget": f"{plan.train_seconds_per_run:g} s of training per run / "
+                      f"{float(at_budget.loc[at_budget['curve'] == curve.label, 'seconds_per_step'].iloc[0]):.2f}"
+                      f" s per step, rounded down to a multiple of {plan.step_quantum}",
+            "setting": f"'{curve.label}' has the best validation nDCG@10 after "
+                       f"{plan.train_seconds_per_run:g} s of training among "
+                       + ", ".join(c.label for c in plan.curves),
+            "lr": "best validation nDCG@10 of each policy's study row over the grid "
+                  + json.dumps({k: list(v) for k, v in plan.grid.items()}),
+        },
+        "plan": {"curve_lr": plan.curve_lr, "curves": [asdict(c) for c in plan.curves],
+                 "train_seconds_per_run": plan.train_seconds_per_run, "seed": plan.seed},
+        "machine": decide("auto", "cpu").record(),
+        "design_minutes": round((time.perf_counter() - t0) / 60, 1),
+    }
+    with atomic_write(recipe_path) as fh:
+        json.dump(recipe, fh, indent=2)
+        fh.write("\n")
+    return recipe
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m clp_utils.design",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    recipe = run_design(progress=not args.no_progress)
+    print(json.dumps({k: recipe[k] for k in ("steps", "num_negatives", "max_passage_len", "lr",
+                                             "design_minutes")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
+
+__all__ = ["DesignPlan", "Curve", "run_design", "learning_curves", "choose_setting", "lr_grid",
+           "best_lrs", "plot_curves", "RECIPE_PATH"]

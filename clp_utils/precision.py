@@ -1,0 +1,228 @@
+"""Which precision runs: bf16 autocast only where the hardware computes bf16 natively.
+
+bf16 autocast pays only on hardware with native bf16 arithmetic. On a CPU with AVX512-BF16
+or AMX, MiniLM's forward and backward run faster under ``torch.autocast("cpu", bfloat16)``;
+on an AVX2-only CPU the same autocast emulates bf16 and made training an order of magnitude
+SLOWER than float32. So the study never assumes bf16: every place that autocasts asks
+``decide(setting, device)`` and gets one ``Precision``:
+
+- ``setting="auto"`` (the profiles' default): on CUDA, bf16 where
+  ``torch.cuda.is_bf16_supported()``; on a CPU, bf16 only if the CPU reports native bf16
+  (AVX512-BF16 or AMX tiles) AND a short timed matmul confirms that bf16 beats float32
+  on this machine; float32 everywhere else. The CPU answer is cached per machine (CPU
+  model, capability, flags, torch version) in ``<cache>/precision.json``, so the timing runs
+  once per machine, not once per run.
+- ``setting=True`` / ``False`` forces bf16 / float32 (``True`` on a CPU without native bf16
+  is honoured but slow; the record says so). ``$CLP_BF16`` (``0``/``1``) overrides every
+  ``"auto"`` at once, e.g. ``CLP_BF16=0 make study`` for a float32 study.
+
+``Precision.record()`` is what a run's ``config.json`` and the pipeline's timing line store,
+so a reader can tell why two machines' times differ. ``autocast(precision, device_type)`` is
+the one context manager every training and encoding path uses.
+
+Example:
+    >>> p = decide("auto", "cpu")
+    >>> with autocast(p, "cpu"):
+    ...     loss = model_step()
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+from clp_utils.io import atomic_write
+from clp_utils.paths import cache_dir
+
+SETTINGS = ("auto", True, False)
+#: bf16 must beat float32 by this factor in the timed matmul before "auto" turns it on.
+MIN_SPEEDUP = 1.2
+#: Matmul side of the confirmation timing. Small on purpose: an emulated bf16 matmul of
+#: 2048^3 did not finish in minutes on an AVX2-only CPU; this one takes milliseconds where
+#: bf16 is native and is never run where the CPU reports no native bf16 at all.
+TIMING_SIZE = 384
+CACHE_FILE = "precision.json"
+#: Environment override of every "auto" decision: ``CLP_BF16=0 make study`` forces float32.
+ENV = "CLP_BF16"
+
+
+@dataclass(frozen=True)
+class Precision:
+    """One precision decision and the evidence for it."""
+
+    bf16: bool
+    setting: str  # "auto" | "true" | "false" as given
+    device: str  # "cpu" | "cuda" | ...
+    reason: str
+    hardware: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.bfloat16 if self.bf16 else torch.float32
+
+    @property
+    def name(self) -> str:
+        return "bf16" if self.bf16 else "float32"
+
+    def record(self) -> dict[str, Any]:
+        """A JSON-ready summary (what ran, why, and on what hardware)."""
+        return {"precision": self.name, **asdict(self)}
+
+    def describe(self) -> str:
+        """One line for logs and the README's timing line."""
+        hw = self.hardware
+        if self.device == "cpu":
+            where = f"CPU capability {hw.get('capability', '?')}"
+            flags = [f for f in ("avx512_bf16", "amx") if hw.get(f)]
+            where += f" ({', '.join(flags)})" if flags else " (no native bf16)"
+        else:
+            where = hw.get("name", self.device)
+        return f"{self.name} on {where}"
+
+
+def normalize_setting(setting: bool | str | None) -> str:
+    """``"auto"``, ``"true"`` or ``"false"``; anything else is a ``ValueError``."""
+    if setting is None or setting == "auto":
+        return "auto"
+    if isinstance(setting, bool):
+        return "true" if setting else "false"
+    if isinstance(setting, str) and setting.lower() in ("true", "1", "yes", "on"):
+        return "true"
+    if isinstance(setting, str) and setting.lower() in ("false", "0", "no", "off"):
+        return "false"
+    raise ValueError(f"bf16 must be 'auto', True or False, got {setting!r}")
+
+
+def cpu_hardware() -> dict[str, Any]:
+    """What torch reports about this CPU's vector units (no timing)."""
+    cpu = torch.cpu
+    return {
+        "cpu": _cpu_model(),
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        "avx512_bf16": bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()),
+        "amx": bool(getattr(cpu, "_is_amx_tile_supported", lambda: False)()),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def time_matmul(dtype: torch.dtype, n: int = TIMING_SIZE, repeats: int = 5) -> float:
+    """GFLOP/s of an ``n x n`` matmul in ``dtype`` on the CPU (best of ``repeats``)."""
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=gen).to(dtype)
+    b = torch.randn(n, n, generator=gen).to(dtype)
+    a @ b  # warm-up: first call picks kernels
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def _cpu_auto(use_cache: bool = True) -> tuple[bool, str, dict[str, Any]]:
+    hw = cpu_hardware()
+    if not (hw["avx512_bf16"] or hw["amx"]):
+        return False, "the CPU reports no native bf16 (neither AVX512-BF16 nor AMX): float32", hw
+    key = json.dumps(hw, sort_keys=True)
+    path = cache_dir() / CACHE_FILE
+    cached = {}
+    if use_cache and path.exists():
+        try:
+            cached = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            cached = {}
+    if key not in cached:
+        fp32, bf16 = time_matmul(torch.float32), time_matmul(torch.bfloat16)
+        cached[key] = {"float32_gflops": round(fp32, 1), "bf16_gflops": round(bf16, 1)}
+        if use_cache:
+            with atomic_write(path) as fh:
+                json.dump(cached, fh, indent=1, sort_keys=True)
+    timing = cached[key]
+    hw = {**hw, **timing}
+    speedup = timing["bf16_gflops"] / max(timing["float32_gflops"], 1e-9)
+    if speedup >= MIN_SPEEDUP:
+        return True, f"native bf16, measured {speedup:.1f}x float32 on a matmul", hw
+    return False, f"native bf16 reported but measured only {speedup:.2f}x float32: float32", hw
+
+
+def decide(setting: bool | str | None = "auto", device: str | torch.device = "cpu",
+           use_cache: bool = True) -> Precision:
+    """The precision to train and encode with on ``device``.
+
+    Args:
+        setting: ``"auto"`` (decide from the hardware), ``True`` or ``False`` (force).
+        device: the torch device the model lives on.
+        use_cache: reuse (and store) the per-machine CPU timing.
+    """
+    norm, forced_by = normalize_setting(setting), "the setting"
+    if norm == "auto" and os.environ.get(ENV):
+        norm, forced_by = normalize_setting(os.environ[ENV]), f"${ENV}"  # overrides every "auto"
+    dev = torch.device(device).type
+    memo_key = (norm, forced_by, dev, use_cache)
+    if memo_key not in _MEMO:
+        _MEMO[memo_key] = _decide(norm, forced_by, dev, use_cache)
+    return _MEMO[memo_key]
+
+
+_MEMO: dict[tuple, Precision] = {}  # one decision per process and setting (encoding asks often)
+
+
+def _decide(norm: str, forced_by: str, dev: str, use_cache: bool) -> Precision:
+    if dev == "cuda":
+        hw = {"name": torch.cuda.get_device_name(), "bf16_supported": torch.cuda.is_bf16_supported()}
+    elif dev == "cpu":
+        hw = cpu_hardware()
+    else:
+        hw = {}
+    if norm == "true":
+        return Precision(True, norm, dev, f"forced by {forced_by}", hw)
+    if norm == "false":
+        return Precision(False, norm, dev, f"forced by {forced_by}", hw)
+    if dev == "cuda":
+        ok = hw["bf16_supported"]
+        return Precision(ok, norm, dev, "the GPU supports bf16" if ok else "no bf16 on this GPU", hw)
+    if dev == "cpu":
+        ok, reason, hw = _cpu_auto(use_cache)
+        return Precision(ok, norm, dev, reason, hw)
+    return Precision(False, norm, dev, f"no bf16 policy for device {dev!r}: float32", hw)
+
+
+@contextlib.contextmanager
+def autocast(precision: Precision, device_type: str | None = None) -> Iterator[None]:
+    """``torch.autocast`` in bf16 when ``precision.bf16``, otherwise nothing at all.
+
+    With float32 no autocast context is entered (an enabled=False autocast would still
+    change nothing, but "no autocast" is what the tests check).
+    """
+    if not precision.bf16:
+        yield
+        return
+    with torch.autocast(device_type or precision.device, dtype=torch.bfloat16):
+        yield
+
+
+def enable_tf32() -> None:
+    """TF32 for what stays float32 on an Ampere+ GPU (no effect on a CPU)."""
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision("high")
+        torch.backends.cudnn.allow_tf32 = True
