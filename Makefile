@@ -4,11 +4,16 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PROFILE ?= cpu
+# Runs trained at once before the notebooks (PARALLEL=4 on one GPU; 1 on a CPU).
+PARALLEL ?= 1
+# When make started (before the venv and data steps), so the study's timing line includes setup.
+STARTED := $(shell date +%s)
 
-.PHONY: study test data lab lint bench clean-results help
+.PHONY: study design test data lab lint bench clean-results help
 
 help:
 	@echo "make study   - set up .venv, build the data, run notebooks 00..06 (PROFILE=$(PROFILE))"
+	@echo "make design  - choose the cpu profile's budget and learning rates on validation (writes configs/recipe_cpu.json)"
 	@echo "make test    - set up .venv, build the data, ruff, pytest (smoke chain included)"
 	@echo "make lab     - JupyterLab on notebooks/"
 	@echo "make bench   - the speed benchmarks in bench/"
@@ -26,7 +31,12 @@ data: $(STAMP)
 	$(PY) -m clp_utils.data build
 
 study: data
-	$(PY) -m clp_utils.pipeline --profile $(PROFILE)
+	$(PY) -m clp_utils.pipeline --profile $(PROFILE) --parallel $(PARALLEL) --started $(STARTED)
+
+# The cpu profile's design experiments (learning curves, learning-rate grids) on validation
+# queries only; its recipe and figures are committed, so `make study` never reruns them.
+design: data
+	$(PY) -m clp_utils.design
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -42,6 +52,7 @@ bench: data
 	$(PY) bench/mining.py
 	$(PY) bench/loss_step.py
 	$(PY) bench/moe_forward.py
+	$(PY) bench/bf16_check.py
 
 clean-results:
 	rm -rf results/

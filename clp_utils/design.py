@@ -74,7 +74,7 @@ class DesignPlan:
     curve_points: tuple[int, ...] = (16, 32, 64, 96, 128, 160, 192, 256)
     curve_lr: float = 5e-5
     # Seconds of training per run that chapter 03 can afford (its runs x this ~ its budget).
-    train_seconds_per_run: float = 100.0
+    train_seconds_per_run: float = 90.0
     # Round the budget down to a multiple of this many steps (so it reads as a round number).
     step_quantum: int = 8
     grid: dict[str, tuple[float, ...]] = field(default_factory=lambda: {

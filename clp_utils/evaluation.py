@@ -54,7 +54,7 @@ def _prompt(model, names: Sequence[str]) -> str | None:
 def encode_queries(
     model,
     texts: Sequence[str],
-    batch_size: int = 64,
+    batch_size: int | None = None,
     progress: bool = True,
     bf16: bool | str = "auto",
 ) -> np.ndarray:
@@ -69,7 +69,7 @@ def encode_queries(
 def encode_passages(
     model,
     texts: Sequence[str],
-    batch_size: int = 64,
+    batch_size: int | None = None,
     progress: bool = True,
     model_id: str | None = None,
     cache_dir: Path | None = RESULTS_DIR / "cache" / "embeddings",
@@ -95,7 +95,20 @@ def encode_passages(
     return emb
 
 
+#: Encoding batch per device type when the caller gives none: a GPU wants big batches (the
+#: per-batch overhead dominates otherwise), a CPU gains nothing beyond a few dozen passages.
+ENCODE_BATCH = {"cuda": 512, "cpu": 64}
+
+
+def encode_batch_size(model, batch_size: int | None = None) -> int:
+    """``batch_size`` if given, else the device's default (``ENCODE_BATCH``)."""
+    if batch_size is not None:
+        return batch_size
+    return ENCODE_BATCH.get(_device(model).split(":")[0], 64)
+
+
 def _encode(model, texts, prompt_name, batch_size, progress, bf16="auto") -> np.ndarray:
+    batch_size = encode_batch_size(model, batch_size)
     with autocast(decide(bf16, _device(model))):
         emb = model.encode(
             list(texts),
@@ -225,7 +238,7 @@ def retrieve(
     model,
     split: Split,
     k: int = TOP_K,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     model_id: str | None = None,
     progress: bool = True,
     bf16: bool | str = "auto",
@@ -238,7 +251,7 @@ def retrieve_splits(
     model,
     splits: Mapping[str, Split],
     k: int = TOP_K,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     model_id: str | None = None,
     progress: bool = True,
     bf16: bool | str = "auto",
@@ -309,7 +322,7 @@ def evaluate_model(
     tag: str,
     model_id: str | None = None,
     qrels_path: Path | None = None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     progress: bool = True,
     bf16: bool | str = "auto",
 ) -> RetrievalResult:
@@ -432,23 +445,29 @@ def zero_shot(dataset, model_name: str = "minilm", model=None, progress: bool = 
     """Zero-shot dense retrieval on ``dataset.test()`` (or ``validation()``), cached.
 
     Cached in ``results/baselines/`` by model name, data checksum, side and precision: a
-    finished evaluation is read back, not recomputed.
+    finished evaluation is read back, not recomputed. A dataset with a validation side has
+    both sides computed at once (one encoding of the corpus serves both).
     """
-    split = _side(dataset, side)
+    sides = ["test"] + (["val"] if dataset.has_validation else [])
+    if side not in sides:
+        raise ValueError(f"side must be one of {sides}, got {side!r}")
     device = model.device if model is not None else "cuda" if torch.cuda.is_available() else "cpu"
     precision = decide(bf16, device).name
-    suffix = "" if side == "test" else f"-{side}"
-    run_dir = (RESULTS_DIR / "baselines"
-               / f"{_slug(model_name)}-{dataset.name}-{dataset.checksum[:8]}{suffix}-{precision}")
-    if (run_dir / "metrics.json").exists():
-        run = read_trec(run_dir / "run.trec")
-        return RetrievalResult(run_dir, run, evaluate_run(run, split.qrels))
+    dirs = {s: RESULTS_DIR / "baselines" / (f"{_slug(model_name)}-{dataset.name}-{dataset.checksum[:8]}"
+                                            f"{'' if s == 'test' else '-' + s}-{precision}")
+            for s in sides}
+    splits = {s: _side(dataset, s) for s in sides}
+    if (dirs[side] / "metrics.json").exists():
+        run = read_trec(dirs[side] / "run.trec")
+        return RetrievalResult(dirs[side], run, evaluate_run(run, splits[side].qrels))
     if model is None:
         from clp_utils.models import load_model
 
         model = load_model(model_name)
-    run = retrieve(model, split, model_id=model_name, progress=progress, bf16=bf16)
-    return save_evaluation(run, split, run_dir, tag=f"{_slug(model_name)}-zero-shot")
+    runs = retrieve_splits(model, splits, model_id=model_name, progress=progress, bf16=bf16)
+    results = {s: save_evaluation(runs[s], splits[s], dirs[s], tag=f"{_slug(model_name)}-zero-shot")
+               for s in sides}
+    return results[side]
 
 
 def bm25(dataset, language: str = "english", side: str = "test") -> RetrievalResult:

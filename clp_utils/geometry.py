@@ -14,7 +14,7 @@ import pandas as pd
 from clp_utils.evaluation import encode_passages, encode_queries
 
 
-def similarity_frame(model, records: list[dict], label: str, batch_size: int = 64) -> pd.DataFrame:
+def similarity_frame(model, records: list[dict], label: str, batch_size: int | None = None) -> pd.DataFrame:
     """One row per (record, negative, own query) with the three cosines under ``model``.
 
     Columns: ``model`` (= ``label``), ``qid``, ``neg_id``, ``q_pos`` (cos query-positive),
@@ -52,3 +52,101 @@ def umap_2d(emb: np.ndarray, seed: int = 0, n_neighbors: int = 15, method: str =
 
     reducer = umap.UMAP(n_neighbors=min(n_neighbors, len(emb) - 1), metric="cosine", random_state=seed)
     return reducer.fit_transform(emb)
+
+
+# --------------------------------------------------------------------------- the gradient
+
+
+def gradient_shares(model, examples: list, batches: list[list[int]], config,
+                    lams: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.5)) -> pd.DataFrame:
+    """How much of CLP's gradient is the penalty's pull, measured on real training batches.
+
+    For each batch (float32, dropout off) the two unweighted parts of CLP, the contrastive
+    term ``CL`` (InfoNCE) and the penalty ``P``, are differentiated separately:
+
+    - with respect to the trainable parameters: ``g_CL``, ``g_P``;
+    - with respect to each hard negative's embedding ``h'``: the push away from its query
+      (from ``CL``) and the pull toward its own queries (from ``P``).
+
+    Rows: one per batch and ``lam`` in ``lams`` (the weighting is applied afterwards, so one
+    pair of backward passes serves every lambda): ``penalty_share`` =
+    ``||lam g_P|| / ||(1 - lam) g_CL + lam g_P||`` over the parameters, ``push_over_pull`` =
+    median over negatives of ``||(1 - lam) dCL/dh'|| / ||lam dP/dh'||``, and
+    ``cos_params`` (cosine between ``g_CL`` and ``g_P``). Why the pull is weak: ``dCL/ds(q,
+    h')`` is ``p(h'|q) / tau`` per query while ``dP/ds(h', h*)`` is ``1 / (number of slots)``,
+    so at tau 0.05 the push outweighs the pull unless lambda is large.
+    """
+    import torch
+
+    from clp_utils.losses import clp_loss
+    from clp_utils.training import embed
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    was_training = model.training
+    model.eval()  # dropout off: the two parts see the same forward pass
+    rows = []
+    for b, idx in enumerate(batches):
+        batch = [examples[i] for i in idx]
+        n, k = len(batch), len(batch[0].negs)
+        m = len(batch[0].neg_qs[0])
+        docs = embed(model, [e.pos for e in batch] + [x for e in batch for x in e.negs],
+                     config.max_passage_len, kind="passage")
+        pos, negs = docs[:n], docs[n:].reshape(n, k, -1)
+        own = [t for e in batch for slots in e.neg_qs for t in slots]
+        emb = embed(model, [e.query for e in batch] + own, config.max_query_len)
+        q, nq = emb[:n], emb[n:].reshape(n, k, m, -1)
+        mask = torch.tensor([e.mask for e in batch], device=q.device)
+        out = clp_loss(q, pos, negs, nq, mask, lam=0.5, tau=config.tau, variant=config.variant,
+                       in_batch=config.in_batch)
+        g_cl = torch.autograd.grad(out.contrastive, params + [negs], retain_graph=True,
+                                   allow_unused=True)
+        g_p = torch.autograd.grad(out.penalty, params + [negs], allow_unused=True)
+        flat = [torch.cat([(g if g is not None else torch.zeros_like(p)).flatten()
+                           for g, p in zip(gs[:-1], params, strict=True)]) for gs in (g_cl, g_p)]
+        neg_cl = g_cl[-1].norm(dim=-1).flatten()
+        neg_p = g_p[-1].norm(dim=-1).flatten() if g_p[-1] is not None else torch.zeros_like(neg_cl)
+        cos = float(torch.nn.functional.cosine_similarity(flat[0], flat[1], dim=0))
+        for lam in lams:
+            total = (1 - lam) * flat[0] + lam * flat[1]
+            ratio = ((1 - lam) * neg_cl) / (lam * neg_p).clamp_min(1e-12)
+            rows.append({"batch": b, "lam": lam,
+                         "penalty_share": float((lam * flat[1]).norm() / total.norm()),
+                         "push_over_pull": float(ratio.median()), "cos_params": cos})
+        model.zero_grad(set_to_none=True)
+    model.train(was_training)
+    return pd.DataFrame(rows)
+
+
+# --------------------------------------------------------------------------- the harm
+
+
+def own_query_retrieval(model, model_id: str | None, dataset, records: list[dict],
+                        trained_qids: set[str] | None = None, batch_size: int | None = None) -> pd.DataFrame:
+    """Retrieval of the hard negatives' OWN training queries over the training corpus.
+
+    CLP's premise: pushing a hard negative away from query i harms its retrieval for the
+    queries it answers. For every passage that served as a hard negative in ``records``,
+    its own train queries (those judged relevant to it, never the query it was a negative
+    for) search the train passages; one row per such query with its ``ndcg_cut_10`` and
+    ``recall_10`` and whether the run also trained on it (``trained``). Compare models on
+    the same rows to measure the harm. Passage embeddings come from the run's evaluation
+    cache when ``model_id`` names it (the whole corpus, as evaluation embedded it).
+    """
+    from clp_utils.evaluation import evaluate_run, search, to_run
+
+    train = dataset.train()
+    negs = {d for r in records for d in r["neg_ids"]}
+    own = sorted({q for q, rels in train.qrels.items() if set(rels) & negs})
+    everything = dataset.test()  # the whole corpus, in the order evaluation embeds it
+    docids = list(everything.corpus)
+    emb = encode_passages(model, [everything.passage_text(d) for d in docids], batch_size,
+                          progress=False, model_id=model_id)
+    keep = np.array([i for i, d in enumerate(docids) if d in train.corpus])
+    q_emb = encode_queries(model, [train.queries[q]["text"] for q in own], batch_size, progress=False)
+    scores, idx = search(q_emb, emb[keep], 100)
+    run = to_run(own, [docids[i] for i in keep], scores, idx)
+    per_query = evaluate_run(run, {q: train.qrels[q] for q in own}).per_query
+    trained_qids = trained_qids or set()
+    return pd.DataFrame({"qid": own, "ndcg_cut_10": [per_query["ndcg_cut_10"][q] for q in own],
+                         "recall_10": [per_query["recall_10"][q] for q in own],
+                         "trained": [q in trained_qids for q in own]})

@@ -237,7 +237,7 @@ class TrainIndex:
         model,
         split: Split,
         model_id: str | None = None,
-        batch_size: int = 64,
+        batch_size: int | None = None,
         progress: bool = True,
         embedding_cache_dir: Path | None = RESULTS_DIR / "cache" / "embeddings",
     ) -> TrainIndex:
@@ -255,7 +255,7 @@ class TrainIndex:
         return cls(split, docids, doc_emb, doc_queries, [_norm(t) for t in texts])
 
     def embed_queries(
-        self, model, qids: Sequence[str], batch_size: int = 64, progress: bool = True
+        self, model, qids: Sequence[str], batch_size: int | None = None, progress: bool = True
     ) -> np.ndarray:
         """Embed training queries (refusing any id that is not a train query)."""
         unknown = [q for q in qids if q not in self.split.queries]
@@ -295,7 +295,7 @@ def mine(
     query_ids: Sequence[str] | None = None,
     cache_dir: Path | None = RESULTS_DIR / "cache" / "mining",
     progress: bool = True,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     embedding_cache_dir: Path | None = RESULTS_DIR / "cache" / "embeddings",
 ) -> MinedSet:
     """Mine negatives and their own queries for the training queries of ``train``.
@@ -547,7 +547,7 @@ def candidate_frame(
     query_ids: Sequence[str] | None = None,
     depth: int = 200,
     model_id: str | None = None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
     progress: bool = True,
     embedding_cache_dir: Path | None = RESULTS_DIR / "cache" / "embeddings",
 ) -> pd.DataFrame:
@@ -659,7 +659,7 @@ def neighbourhood(
     record: dict,
     n_background: int = 100,
     model_id: str | None = None,
-    batch_size: int = 64,
+    batch_size: int | None = None,
 ) -> pd.DataFrame:
     """Texts around one mined record, embedded, for a 2-D picture.
 

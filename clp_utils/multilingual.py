@@ -681,7 +681,7 @@ def summary_table(zero_shot_table, runs: list, metric: str = "ndcg_cut_10"):
             "system": "me5-small zero-shot" if row == ZERO_SHOT else f"me5-small, {row}",
             "seeds": int(r["seeds"]),
             f"{metric} mean": r[f"{metric} mean"],
-            f"{metric} sd": r[f"{metric} std"],
+            f"{metric} sd": r[f"{metric} sd"],
         }
         for ref, tag in ((ZERO_SHOT, "zero-shot"), ("ANCE negatives", "ANCE + InfoNCE")):
             key = f"{row} vs {ref}"

@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
@@ -47,7 +48,7 @@ from clp_utils.paths import RESULTS_DIR
 from clp_utils.policies import apply_policy, merge_lora
 from clp_utils.precision import Precision, autocast, decide, enable_tf32, normalize_setting
 
-LOSSES = ("infonce", "clp")
+LOSSES = ("infonce", "clp", "gist", "mnrl_hardness")
 POLICIES = ("full", "intermediate", "moe", "lora")
 SCHEDULES = ("linear", "constant")
 #: The validation side's seed: one split for every run and seed of a dataset.
@@ -68,11 +69,12 @@ class TrainConfig:
     passages: int | None = None  # keep a subset of the split's passages (smoke profile)
     train_queries: int | None = 336  # training queries sampled with the seed; None = all
     mining: MiningConfig = field(default_factory=MiningConfig)
-    loss: str = "clp"  # "infonce" | "clp"
+    loss: str = "clp"  # "infonce" | "clp" | "gist" | "mnrl_hardness" (see ecosystem_loss)
     variant: str = "paper"  # CLP penalty: "paper" (mean) | "sum" (published formula)
     lam: float = 0.1
     tau: float = 0.05
     in_batch: bool = True
+    hardness_strength: float = 5.0  # loss="mnrl_hardness": EmbeddingGemma's alpha
     policy: str = "full"  # "full" | "intermediate" | "moe" | "lora"
     moe_experts: int = 2
     moe_top_k: int = 1
@@ -176,6 +178,12 @@ def _validate(c: TrainConfig) -> None:
     _number("warmup_ratio", c.warmup_ratio, lo=0.0, hi=1.0)
     _number("weight_decay", c.weight_decay, lo=0.0)
     _number("moe_balance", c.moe_balance, lo=0.0)
+    _number("hardness_strength", c.hardness_strength, lo=0.0)
+    if c.loss in ("gist", "mnrl_hardness") and not c.in_batch:
+        raise ValueError(f"loss {c.loss!r} scores in-batch negatives: it needs in_batch=true")
+    if c.loss == "gist" and c.mining.num_negatives != 1:
+        raise ValueError("loss 'gist' takes one hard negative per query (GISTEmbedLoss's "
+                         f"(anchor, positive, negative) columns); got num_negatives={c.mining.num_negatives}")
     _number("attention_dropout", c.attention_dropout, lo=0.0, hi=1.0, hi_open=True, optional=True)
     _number("val_fraction", c.val_fraction, lo=0.0, hi=1.0, hi_open=True)
     for step in c.val_at:
@@ -344,6 +352,23 @@ def false_in_batch_negatives(examples: list[Example], batches: list[list[int]]) 
             "share_of_queries_affected": affected / max(1, queries)}
 
 
+def batch_report(config: TrainConfig) -> pd.DataFrame:
+    """False in-batch negatives of the config's first-epoch batches, plain vs no-duplicate.
+
+    Mines (or reads from the mining cache) the config's training groups and counts, for a
+    plain shuffled batching and for ``no_duplicate_batches`` with the same seed, the share
+    of batches holding a false in-batch negative, their number per batch and the share of
+    queries affected.
+    """
+    records = training_records(config)
+    examples, _ = to_examples(records, config.mining.num_negatives, 1)
+    seed = config.seed * 1000
+    plain = random_batches(len(examples), config.batch_size, seed)
+    dedup = no_duplicate_batches(examples, config.batch_size, seed)
+    return pd.DataFrame({"plain shuffled batches": false_in_batch_negatives(examples, plain),
+                         "no-duplicate batches (used)": false_in_batch_negatives(examples, dedup)}).T
+
+
 def make_batches(examples: list[Example], config: TrainConfig, epoch: int) -> list[list[int]]:
     """The epoch's batches (global batch size; ranks slice them), seeded by seed and epoch."""
     seed = config.seed * 1000 + epoch
@@ -381,24 +406,68 @@ def embed(model, texts: list[str], max_len: int, kind: str = "query") -> torch.T
     model like multilingual-e5 trains with the same "query: "/"passage: " prefixes it is
     evaluated with.
     """
+    return model(features(model, texts, max_len, kind))["sentence_embedding"]
+
+
+def features(model, texts: list[str], max_len: int, kind: str = "query") -> dict[str, torch.Tensor]:
+    """Tokenised inputs on the model's device, with the model's own prompt for ``kind``."""
     prompts = getattr(model, "prompts", None) or {}
     names = ("query",) if kind == "query" else ("passage", "document")
     prefix = next((prompts[n] for n in names if prompts.get(n)), "")
     model.max_seq_length = max_len
     # preprocess(prompt=...) is what encode(prompt_name=...) does, so training sees the exact
     # inputs evaluation sees.
-    features = model.preprocess(texts, prompt=prefix or None)
-    features = {k: v.to(model.device) for k, v in features.items() if isinstance(v, torch.Tensor)}
-    return model(features)["sentence_embedding"]
+    out = model.preprocess(texts, prompt=prefix or None)
+    return {k: v.to(model.device) for k, v in out.items() if isinstance(v, torch.Tensor)}
 
 
-def step_loss(model, batch: list[Example], config: TrainConfig, m: int, gather: bool) -> dict[str, torch.Tensor]:
-    """Forward passes of one (local) batch and the configured loss with its parts."""
+def ecosystem_loss(model, config: TrainConfig, gather: bool = False):
+    """The sentence-transformers loss behind ``loss="gist"`` or ``"mnrl_hardness"`` (else None).
+
+    - ``gist``: ``GISTEmbedLoss`` with the zero-shot model as guide (frozen): an in-batch
+      candidate the guide scores above the query's own positive is masked as a likely false
+      negative. Temperature ``tau``; otherwise sentence-transformers' defaults.
+    - ``mnrl_hardness``: ``MultipleNegativesRankingLoss`` (scale ``1/tau``) with hardness
+      weighting of the explicit hard negatives, ``hardness_strength * stop_grad(cos)`` added to
+      their logits (EmbeddingGemma's ``hard_negatives`` mode).
+    Both answer the problem CLP answers (hard negatives that are not really negative) with
+    the ecosystem's tools, so they run beside CLP at the same budget.
+    """
+    from sentence_transformers.sentence_transformer import losses as st_losses
+
+    if config.loss == "mnrl_hardness":
+        return st_losses.MultipleNegativesRankingLoss(
+            model, scale=1.0 / config.tau, hardness_mode="hard_negatives",
+            hardness_strength=config.hardness_strength, gather_across_devices=gather)
+    if config.loss == "gist":
+        guide = load_model(config.model, device=str(model.device))
+        guide.eval()
+        guide.requires_grad_(False)
+        return st_losses.GISTEmbedLoss(model, guide, temperature=config.tau,
+                                       gather_across_devices=gather)
+    return None
+
+
+def step_loss(model, batch: list[Example], config: TrainConfig, m: int, gather: bool,
+              st_loss=None) -> dict[str, torch.Tensor]:
+    """Forward passes of one (local) batch and the configured loss with its parts.
+
+    ``st_loss`` is the run's ``ecosystem_loss`` (built once per run) for the
+    sentence-transformers losses.
+    """
     b, k = len(batch), len(batch[0].negs)
+    queries = [e.query for e in batch]
+    if config.loss == "gist":
+        # GISTEmbedLoss embeds each column itself (model and guide): anchor, positive, negative.
+        cols = [features(model, queries, config.max_query_len),
+                features(model, [e.pos for e in batch], config.max_passage_len, "passage"),
+                features(model, [e.negs[0] for e in batch], config.max_passage_len, "passage")]
+        contrastive = st_loss(cols, None)
+        return {"loss": contrastive, "contrastive": contrastive,
+                "penalty": torch.zeros((), device=contrastive.device, dtype=contrastive.dtype)}
     passages = [e.pos for e in batch] + [n for e in batch for n in e.negs]
     docs = embed(model, passages, config.max_passage_len, kind="passage")
     pos, negs = docs[:b], docs[b:].reshape(b, k, -1)
-    queries = [e.query for e in batch]
     if config.loss == "clp":
         # Queries and the negatives' own queries are short: one forward pass for both.
         own = [t for e in batch for slots in e.neg_qs for t in slots]
@@ -410,7 +479,11 @@ def step_loss(model, batch: list[Example], config: TrainConfig, m: int, gather: 
         parts = {"loss": out.total, "contrastive": out.contrastive, "penalty": out.penalty}
     else:
         q = embed(model, queries, config.max_query_len)
-        contrastive = info_nce(q, pos, negs, tau=config.tau, in_batch=config.in_batch, gather=gather)
+        if config.loss == "mnrl_hardness":
+            contrastive = st_loss([q, pos, *negs.unbind(1)], None)  # columns as the trainer's
+        else:
+            contrastive = info_nce(q, pos, negs, tau=config.tau, in_batch=config.in_batch,
+                                   gather=gather)
         # The penalty is logged as 0 on the loss's device and dtype (a CPU zero broke
         # torch.stack of the logged parts on CUDA).
         parts = {"loss": contrastive, "contrastive": contrastive,
@@ -567,6 +640,7 @@ def train(
     from clp_utils.moe import moe_layers, record_routing
 
     has_moe = bool(moe_layers(model))
+    st_loss = ecosystem_loss(model, config, gather=world > 1)
     model.train(config.dropout)
     done_this_call = 0
     bar = tqdm(total=total_steps, initial=step, desc=rid, disable=not progress or rank != 0)
@@ -588,7 +662,7 @@ def train(
             batch = [examples[i] for i in idx[rank * local:(rank + 1) * local]]
             t0 = time.perf_counter()
             with record_routing(model) if has_moe else nullcontext(), autocast(precision):
-                parts = step_loss(model, batch, config, m, gather=world > 1)
+                parts = step_loss(model, batch, config, m, gather=world > 1, st_loss=st_loss)
             optimizer.zero_grad(set_to_none=True)
             parts["loss"].backward()
             if world > 1:
@@ -691,7 +765,8 @@ def evaluate_run_dirs(model, rid: str, run_dir: Path, ds: RetrievalDataset,
     sides = {"test": ds.test()}
     if ds.has_validation:
         sides["val"] = ds.validation()
-    runs = retrieve_splits(model, sides, progress=progress, bf16=bf16)
+    # model_id=rid caches the corpus embeddings: chapter 05 reuses them (own-query retrieval)
+    runs = retrieve_splits(model, sides, model_id=rid, progress=progress, bf16=bf16)
     val_res = None
     if "val" in runs:
         val_res = save_evaluation(runs["val"], sides["val"], run_dir / "val", rid)

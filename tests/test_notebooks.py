@@ -62,3 +62,14 @@ def test_rerunning_some_notebooks_keeps_the_other_timings(tmp_path, monkeypatch)
     assert not (out / "00_first.ipynb").exists()  # not rerun
     line = pipeline.results_markdown(figures=tmp_path, timings=timings)
     assert "`00_first.ipynb` 2.0 min" in line
+
+
+def test_timing_line_counts_setup_and_parallel_training_and_says_what_ran():
+    from clp_utils import pipeline
+
+    machine = {"describe": "bf16 on CPU capability AVX512 (avx512_bf16, amx)", "setup_seconds": 120.0,
+               "parallel": {"workers": 4, "seconds": 600.0}}
+    line = pipeline.timing_line({"00_a.ipynb": 60.0, "01_b.ipynb": 180.0}, machine)
+    assert "setup (venv, data) 2.0 min" in line and "training 4 runs at a time 10.0 min" in line
+    assert "total 16 min" in line and "bf16 on CPU capability AVX512" in line
+    assert pipeline.timing_line({"00_a.ipynb": 90.0}).endswith("total 2 min.")

@@ -1,0 +1,451 @@
+"""Read the study as a book: the executed chapters as a static HTML site (``make book``).
+
+``python -m clp_utils.book --profile cpu`` takes the executed copies that ``make study`` wrote
+to ``results/notebooks/<profile>/`` and builds ``results/book/index.html`` with MyST-NB and
+Sphinx (config in ``book/conf.py``). Notebooks are never re-executed and nothing is fetched
+from the network. Before Sphinx sees them, the chapters are cleaned for a reader:
+
+* progress bars (tqdm's ``\\r``-redrawn lines, ``it/s``) and warnings are cut from the outputs,
+  and so are bare object reprs such as ``<matplotlib.legend.Legend at 0x...>``;
+* every code cell is folded (a ``<details>`` toggle), long text outputs scroll in a box;
+* every figure gets a caption (chapter, section, and the ``figures/`` file it was saved as),
+  and is also collected on an "Every figure" page;
+* a chapter that has not been executed yet gets a page saying so, instead of a failed build.
+
+The landing page is the README's story: its introduction and the generated results section.
+``check_book`` then reads the built site as a browser would and lists what a reader would trip
+on: a missing chapter page, an image or asset that is not on disk, a link that goes nowhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import html.parser
+import io
+import json
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+import nbformat
+
+from clp_utils.paths import REPO_ROOT, RESULTS_DIR
+
+BOOK_CONFIG = REPO_ROOT / "book"
+SOURCE_NOTEBOOKS = REPO_ROOT / "notebooks"
+README = REPO_ROOT / "README.md"
+MANIFEST = "book.json"
+RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
+
+# A tqdm bar ("45%|####  | 9/20 [00:01<00:02, 5.1it/s]") or any line with a rate in it.
+PROGRESS = re.compile(r"\d+%\|.*\||\d\s*(it|s|B|ex|batch)/s\b|s/it\b|\[\d+:\d+<\d+:\d+")
+# "path.py:12: UserWarning: ..." (warnings.showwarning) or a bare "FutureWarning: ...".
+WARNING = re.compile(r"^(\S+:\d+: )?\w*Warning: ")
+# The repr of an object a cell returned by accident: "<matplotlib.legend.Legend at 0x7f...>",
+# "[<matplotlib.lines.Line2D at 0x...>]", "Text(0.5, 1.0, 'title')".
+OBJECT_REPR = re.compile(r"^\[?<[\w.]+( object)? at 0x[0-9a-f]+>|^Text\(.*\)$", re.S)
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+SCROLL_LINES = 30  # text outputs longer than this scroll in a box instead of filling pages
+
+
+@dataclass(frozen=True)
+class Chapter:
+    """One chapter of the book: its notebook name, title and whether it has been executed."""
+
+    name: str
+    title: str
+    executed: bool
+
+
+# --- cleaning the executed notebooks -----------------------------------------------------
+
+
+def clean_stream_text(text: str) -> str:
+    """A stream's text without progress bars and warnings, as a reader should see it.
+
+    A carriage return overwrites its line in a terminal (that is how tqdm redraws a bar), so
+    only the last segment of each line counts; then progress lines and warnings (with the
+    indented source line ``warnings.warn`` prints under them) are dropped.
+    """
+    kept: list[str] = []
+    in_warning = False
+    for raw in text.split("\n"):
+        segments = [s for s in raw.split("\r") if s.strip()]
+        line = segments[-1] if segments else ""
+        if WARNING.match(line):
+            in_warning = True
+            continue
+        if in_warning and line.startswith((" ", "\t")):
+            continue
+        in_warning = False
+        if not PROGRESS.search(line):
+            kept.append(line)
+    return "\n".join(kept).strip("\n") + "\n" if any(s.strip() for s in kept) else ""
+
+
+def clean_outputs(outputs: list) -> list:
+    """The outputs of one code cell minus progress bars, warnings and accidental reprs.
+
+    Figures, tables (HTML), markdown and errors are kept as they are.
+    """
+    cleaned = []
+    for out in outputs:
+        if out.output_type == "stream":
+            text = clean_stream_text(out.text)
+            if text:
+                cleaned.append(nbformat.from_dict({**out, "text": text}))
+        elif out.output_type in ("display_data", "execute_result"):
+            data = {k: v for k, v in out.get("data", {}).items() if k != WIDGET_MIME}
+            plain = str(data.get("text/plain", ""))
+            if set(data) <= {"text/plain"} and (
+                not plain.strip() or PROGRESS.search(plain) or OBJECT_REPR.match(plain.strip())
+            ):
+                continue
+            cleaned.append(nbformat.from_dict({**out, "data": data}))
+        else:
+            cleaned.append(out)
+    return cleaned
+
+
+def _text_lines(outputs: list) -> int:
+    """How many lines of plain text the outputs print (streams and text-only results)."""
+    n = 0
+    for out in outputs:
+        if out.output_type == "stream":
+            n += out.text.count("\n")
+        elif out.output_type in ("display_data", "execute_result") and set(out.data) == {
+            "text/plain"
+        }:
+            n += str(out.data["text/plain"]).count("\n") + 1
+    return n
+
+
+def _heading(source: str, level: int = 3) -> str | None:
+    """The last markdown heading (down to ``level``) in a cell, without its markup."""
+    found = re.findall(rf"^#{{1,{level}}}\s+(.+?)\s*#*\s*$", source, flags=re.M)
+    return re.sub(r"[*_`]", "", found[-1]).strip() if found else None
+
+
+def _chapter_number(name: str) -> str:
+    """``"04_evaluation"`` -> ``"4"``: how captions number a chapter's figures."""
+    return str(int(name[:2])) if name[:2].isdigit() else name
+
+
+def _banner(nb: nbformat.NotebookNode) -> str:
+    """One line under a chapter's introduction: how and when it was executed."""
+    pm = nb.metadata.get("papermill", {})
+    params = pm.get("parameters", {})
+    parts = ["Executed"]
+    if "profile" in params:
+        parts.append(f"with the `{params['profile']}` profile")
+    if pm.get("end_time"):
+        parts.append(f"on {str(pm['end_time'])[:16].replace('T', ' ')} UTC")
+    if pm.get("duration"):
+        parts.append(f"in {float(pm['duration']) / 60:.1f} min")
+    text = " ".join(parts) + " by `make study`; code cells are folded (**Show code**)."
+    if pm.get("exception"):
+        text += " **This run stopped with an error**: the failing cell is shown in red below."
+    return "{.book-banner}\n" + text
+
+
+def prepare_chapter(nb: nbformat.NotebookNode, name: str) -> tuple[nbformat.NotebookNode, list]:
+    """A copy of an executed chapter ready for the book, and its figures.
+
+    Returns ``(notebook, figures)`` where ``figures`` is a list of ``(png_bytes, caption)`` in
+    the order they appear; the notebook's code cells are folded, long text outputs scroll, and
+    each cell whose displays are all figures carries a caption (MyST-NB's ``figure`` option).
+    """
+    nb = nbformat.from_dict(json.loads(json.dumps(nb)))  # a deep copy
+    nb.metadata.pop("widgets", None)
+    nb.metadata.setdefault("language_info", {"name": "python"})
+    nb.metadata.setdefault("kernelspec", {"name": "python3", "display_name": "Python 3",
+                                          "language": "python"})
+    if not (nb.cells and nb.cells[0].cell_type == "markdown" and _heading(nb.cells[0].source, 1)):
+        nb.cells.insert(0, nbformat.v4.new_markdown_cell(f"# {name}"))
+    nb.cells.insert(1, nbformat.v4.new_markdown_cell(_banner(nb)))
+    figures: list[tuple[bytes, str]] = []
+    section = None
+    for cell in nb.cells:
+        if cell.cell_type == "markdown":
+            section = _heading(cell.source) or section
+            continue
+        if cell.cell_type != "code":
+            continue
+        cell.outputs = clean_outputs(cell.get("outputs", []))
+        tags = cell.metadata.setdefault("tags", [])
+        tags.append("hide-input")
+        displays = [o for o in cell.outputs if o.output_type in ("display_data", "execute_result")]
+        pngs = [o for o in displays if "image/png" in o.data]
+        if not pngs and _text_lines(cell.outputs) > SCROLL_LINES:
+            tags.append("scroll-output")
+        if pngs and len(pngs) == len(displays):
+            saved = re.findall(r"save_figure\(\s*\w+\s*,\s*f?[\"']([^\"']+)[\"']", cell.source)
+            caption = f"Figure {_chapter_number(name)}.{len(figures) + 1}"
+            caption += f" · {section}" if section else ""
+            caption += f" · saved as `figures/{saved[0]}.png`" if saved else ""
+            cell.metadata["mystnb"] = {"figure": {"caption": caption}}
+            for out in pngs:
+                figures.append((base64.b64decode(out.data["image/png"]), caption))
+    return nb, figures
+
+
+# --- the pages ---------------------------------------------------------------------------
+
+
+def chapter_title(path: Path, fallback: str) -> str:
+    """The first ``#`` heading of a notebook, or ``fallback`` when it has none (or is absent)."""
+    if path.exists():
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            if cell.cell_type == "markdown" and (title := _heading(cell.source, 1)):
+                return title
+    return fallback
+
+
+def default_chapters(executed_dir: Path) -> list[str]:
+    """The chapters, in order: every ``NN_*`` notebook of ``notebooks/`` or ``executed_dir``."""
+    names = {p.stem for p in SOURCE_NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")}
+    names |= {p.stem for p in executed_dir.glob("[0-9][0-9]_*.ipynb")}
+    return sorted(names)
+
+
+def not_executed_page(name: str, title: str, executed_dir: Path) -> str:
+    """The page shown for a chapter whose executed copy does not exist yet."""
+    return (f"# {title}\n\n"
+            ":::{note}\nThis chapter has not been executed yet.\n:::\n\n"
+            f"There is no `{name}.ipynb` in `{_shown(executed_dir)}`. Run `make study` (or "
+            "`make study PROFILE=...`; `.venv/bin/python -m clp_utils.pipeline --only "
+            f"{name[:2]}` runs this chapter alone), then `make book` again.\n")
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the repository when it lies inside it (how the pages name files)."""
+    try:
+        return str(path.resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def readme_story(readme: Path) -> tuple[str, str, str]:
+    """``(title, introduction, results)`` from the README.
+
+    The introduction is the text between the title and the first ``##`` heading; the results
+    are the generated section between the results markers. Relative links (to files of the
+    repository, which the book does not carry) become plain text.
+    """
+    text = readme.read_text() if readme.exists() else ""
+    title_match = re.search(r"^# (.+)$", text, flags=re.M)
+    title = title_match.group(1).strip() if title_match else "CLP study"
+    body = text[title_match.end():] if title_match else text
+    intro = re.split(r"^## ", body, maxsplit=1, flags=re.M)[0].strip()
+    results = ""
+    if RESULTS_START in text and RESULTS_END in text:
+        results = text.split(RESULTS_START, 1)[1].split(RESULTS_END, 1)[0].strip()
+    unlink = re.compile(r"\[([^\]]+)\]\((?!https?:|mailto:)[^)]*\)")
+    return title, unlink.sub(r"\1", intro), unlink.sub(r"\1", results)
+
+
+def landing_page(readme: Path, chapters: Sequence[Chapter], profiles: set[str]) -> str:
+    """``index.md``: the README's introduction, the chapters, and its results section."""
+    title, intro, results = readme_story(readme)
+    done = sum(c.executed for c in chapters)
+    status = f"{done} of {len(chapters)} chapters executed"
+    if profiles:
+        status += " with the " + ", ".join(f"`{p}`" for p in sorted(profiles)) + " profile"
+    toc = "\n".join(c.name for c in chapters)
+    parts = [f"# {title}", intro, "## Chapters",
+             f"{status}. Each chapter is its executed notebook: narrative, tables and figures, "
+             "with the code folded (**Show code** opens it). [Every figure](figures.md) of the "
+             "study is also collected on one page.",
+             f"```{{toctree}}\n:maxdepth: 1\n\n{toc}\nfigures\n```"]
+    if results:
+        parts += ["## Results",
+                  "From the README, where `make study` (profiles `cpu` and `full`) writes them.",
+                  results]
+    return "\n\n".join(parts) + "\n"
+
+
+def figures_page(figures: dict[str, list[tuple[str, str]]], chapters: Sequence[Chapter]) -> str:
+    """``figures.md``: every figure of the executed chapters, grouped by chapter."""
+    parts = ["# Every figure",
+             "The figures of every executed chapter, in order; each caption names its section "
+             "and the file in `figures/` it was saved as."]
+    for chapter in chapters:
+        if not figures.get(chapter.name):
+            continue
+        parts.append(f"## {{doc}}`{chapter.title} <{chapter.name}>`")
+        parts.append("::::{container} figure-grid")
+        parts += [f":::{{figure}} {path}\n:class: book-figure\n\n{caption}\n:::"
+                  for path, caption in figures[chapter.name]]
+        parts.append("::::")
+    if len(parts) == 2:
+        parts.append("No chapter with figures has been executed yet.")
+    return "\n\n".join(parts) + "\n"
+
+
+# --- building and checking ---------------------------------------------------------------
+
+
+def _stage_sources(src: Path, executed_dir: Path, readme: Path,
+                   chapters: Sequence[str]) -> list[Chapter]:
+    """Write the book's sources (config, cleaned chapters, landing and figure pages) to ``src``."""
+    shutil.copytree(BOOK_CONFIG, src, ignore=shutil.ignore_patterns("_build", "__pycache__"))
+    mathjax = Path(str(resources.files("jupyter_server_mathjax") / "static"))
+    shutil.copytree(mathjax, src / "_static" / "mathjax",
+                    ignore=lambda d, names: [n for n in names if Path(d).name == "localization"
+                                             and n != "en"])
+    (src / "_figures").mkdir()
+    result, figures, profiles = [], {}, set()
+    for name in chapters:
+        path = executed_dir / f"{name}.ipynb"
+        title = chapter_title(path if path.exists() else SOURCE_NOTEBOOKS / f"{name}.ipynb", name)
+        if not path.exists():
+            (src / f"{name}.md").write_text(not_executed_page(name, title, executed_dir))
+            result.append(Chapter(name, title, executed=False))
+            continue
+        nb = nbformat.read(path, as_version=4)
+        profile = nb.metadata.get("papermill", {}).get("parameters", {}).get("profile")
+        profiles |= {profile} if profile else set()
+        ready, pngs = prepare_chapter(nb, name)
+        nbformat.write(ready, src / f"{name}.ipynb")
+        figures[name] = []
+        for k, (png, caption) in enumerate(pngs, start=1):
+            (src / "_figures" / f"{name}-{k}.png").write_bytes(png)
+            figures[name].append((f"_figures/{name}-{k}.png", f"{caption} ({{doc}}`{name}`)"))
+        result.append(Chapter(name, title, executed=True))
+    (src / "index.md").write_text(landing_page(readme, result, profiles))
+    (src / "figures.md").write_text(figures_page(figures, result))
+    return result
+
+
+def build_book(executed_dir: Path, out_dir: Path, readme: Path = README,
+               chapters: Sequence[str] | None = None) -> Path:
+    """Build the book from the executed chapters in ``executed_dir``; returns its index.html.
+
+    ``chapters`` (notebook names without ``.ipynb``) defaults to every numbered notebook of
+    ``notebooks/`` and ``executed_dir``. The site is built in a temporary folder and then
+    replaces ``out_dir``, which must be absent, empty, or a book built here before (it is
+    recognised by its ``book.json``): a wrong ``--out`` never deletes anything else.
+    """
+    from sphinx.application import Sphinx
+    from sphinx.util.docutils import docutils_namespace, patch_docutils
+
+    executed_dir, out_dir = Path(executed_dir), Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()) and not (out_dir / MANIFEST).exists():
+        raise ValueError(f"{out_dir} is not empty and holds no {MANIFEST}: not replacing it")
+    names = list(chapters) if chapters is not None else default_chapters(executed_dir)
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="clp-book-") as tmp:
+        src, build = Path(tmp) / "src", Path(tmp) / "build"
+        staged = _stage_sources(src, executed_dir, Path(readme), names)
+        warnings = io.StringIO()
+        with patch_docutils(src), docutils_namespace():
+            app = Sphinx(str(src), str(src), str(build / "html"), str(build / "doctrees"),
+                         "html", status=None, warning=warnings, freshenv=True, parallel=1)
+            app.build()
+        if warnings.getvalue().strip():
+            print(warnings.getvalue().rstrip(), file=sys.stderr)
+        manifest = {"executed_dir": str(executed_dir), "built_s": round(time.perf_counter() - t0, 1),
+                    "chapters": [{"name": c.name, "title": c.title, "executed": c.executed,
+                                  "page": f"{c.name}.html"} for c in staged]}
+        (build / "html" / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(build / "html", out_dir)
+    return out_dir / "index.html"
+
+
+class _PageLinks(html.parser.HTMLParser):
+    """Collects what a page points at (images, links, scripts, styles) and the ids it has."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refs: list[tuple[str, str]] = []  # (kind, url)
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        if a.get("id"):
+            self.ids.add(a["id"])
+        if tag == "a" and a.get("name"):
+            self.ids.add(a["name"])
+        kind, url = {"img": ("image", a.get("src")), "a": ("link", a.get("href")),
+                     "script": ("script", a.get("src")),
+                     "link": ("asset", a.get("href"))}.get(tag, ("", None))
+        if url:
+            self.refs.append((kind, url))
+
+
+def _parse(page: Path) -> _PageLinks:
+    parser = _PageLinks()
+    parser.feed(page.read_text(errors="replace"))
+    return parser
+
+
+def check_book(out_dir: Path) -> list[str]:
+    """What a reader of the built book would trip on; ``[]`` when nothing.
+
+    Each problem is one line: a chapter page that is missing, an image, script or stylesheet
+    that a page references but is not on disk, or an internal link whose file or ``#anchor``
+    does not exist. Links that leave the site (``https:``, ``mailto:``) are not followed.
+    """
+    out_dir = Path(out_dir)
+    problems: list[str] = []
+    if not (out_dir / "index.html").exists():
+        problems.append(f"{out_dir}: no index.html")
+    manifest = out_dir / MANIFEST
+    if not manifest.exists():
+        return problems + [f"{out_dir}: no {MANIFEST} (not built by clp_utils.book)"]
+    for chapter in json.loads(manifest.read_text())["chapters"]:
+        if not (out_dir / chapter["page"]).exists():
+            problems.append(f"missing chapter page {chapter['page']} ({chapter['title']})")
+    pages = [p for p in out_dir.rglob("*.html") if "_static" not in p.relative_to(out_dir).parts]
+    parsed = {p.resolve(): _parse(p) for p in pages}
+    for page, links in parsed.items():
+        name = page.relative_to(out_dir.resolve())
+        for kind, url in links.refs:
+            parts = urlsplit(url)
+            if parts.scheme or parts.netloc or url.startswith("//"):
+                continue  # leaves the site (or a data: URI)
+            target = (page.parent / unquote(parts.path)).resolve() if parts.path else page
+            if not target.exists():
+                problems.append(f"{name}: {kind} {url} does not exist")
+            elif kind == "link" and parts.fragment and target.suffix == ".html":
+                ids = parsed[target].ids if target in parsed else _parse(target).ids
+                if unquote(parts.fragment) not in ids:
+                    problems.append(f"{name}: link {url} has no #{parts.fragment} target")
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m clp_utils.book",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "full"],
+                        help="read results/notebooks/<profile>/ (default: cpu)")
+    parser.add_argument("--executed", type=Path, help="executed chapters (overrides --profile)")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR / "book")
+    parser.add_argument("--readme", type=Path, default=README)
+    args = parser.parse_args(argv)
+    executed = args.executed or RESULTS_DIR / "notebooks" / args.profile
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(sys.stderr):  # Sphinx extensions may print
+        index = build_book(executed, args.out, readme=args.readme)
+    problems = check_book(index.parent)
+    for problem in problems:
+        print(f"book: {problem}", file=sys.stderr)
+    print(f"book: {index} ({time.perf_counter() - t0:.1f} s, {len(problems)} problems)")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

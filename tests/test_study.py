@@ -1,0 +1,146 @@
+"""The study's statistics, verdicts, profiles and design choices, on synthetic runs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from clp_utils import study as S
+from clp_utils.design import Curve, DesignPlan, best_lrs, choose_setting, value_at_seconds
+
+QIDS = [f"q{i}" for i in range(300)]
+
+
+def fake_run(row: str, seed: int, values: np.ndarray, split: str = "reddit") -> S.StudyRun:
+    per_query = {m: dict(zip(QIDS, values.tolist(), strict=True)) for m in ("ndcg_cut_5", "ndcg_cut_10")}
+    return S.StudyRun(row, split, seed, None, per_query, per_query, per_query)
+
+
+def base_values(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).uniform(0.2, 0.8, len(QIDS))
+
+
+def test_seed_deltas_pair_by_seed_and_broadcast_a_single_reference():
+    a0, a1 = base_values(1), base_values(2)
+    runs = [fake_run(S.ZERO_SHOT, 0, base_values(0)), fake_run("A", 0, a0), fake_run("A", 1, a1),
+            fake_run("B", 0, a0 + 0.03), fake_run("B", 1, a1 + 0.05)]
+    d = S.seed_deltas(runs, "B", "A", "reddit")
+    assert d == pytest.approx({0: 0.03, 1: 0.05})
+    z = S.seed_deltas(runs, "A", S.ZERO_SHOT, "reddit")
+    assert z == pytest.approx({0: a0.mean() - base_values(0).mean(), 1: a1.mean() - base_values(0).mean()})
+
+
+def test_seed_test_is_a_one_sample_t_test():
+    d = [0.011, 0.014, 0.009]
+    assert S.seed_test(d) == pytest.approx(stats.ttest_1samp(d, 0).pvalue)
+    mean, se = np.mean(d), np.std(d, ddof=1) / math.sqrt(3)
+    t = mean / se
+    assert S.seed_test(d) == pytest.approx(2 * stats.t.sf(abs(t), df=2))
+    assert math.isnan(S.seed_test([0.1])) and S.seed_test([0.02, 0.02]) == 0.0
+
+
+@pytest.mark.parametrize("delta, p_query, seeds, p_seeds, expected", [
+    (0.03, 0.001, [0.029, 0.031], 0.01, "held"),
+    (-0.03, 0.001, [-0.029, -0.031], 0.01, "reversed"),
+    (0.0005, 0.6, [0.001, -0.0005], 0.7, "not distinguishable"),
+    (0.01, 0.001, [0.03, -0.01], 0.6, "not resolved at this budget"),  # seeds disagree
+    (0.01, 0.3, [0.010, 0.0101], 0.001, "not resolved at this budget"),  # queries disagree
+    (0.01, 0.001, [0.02, 0.0], 0.02, "not resolved at this budget"),  # one seed on 0
+])
+def test_verdict_needs_both_views(delta, p_query, seeds, p_seeds, expected):
+    assert S.verdict(delta, p_query, seeds, p_seeds) == expected
+
+
+def test_claims_table_on_synthetic_effects():
+    rng = np.random.default_rng(0)
+    zs = base_values(0)
+    runs = [fake_run(S.ZERO_SHOT, 0, zs)]
+    effects = {"random negatives": -0.05, "ANCE negatives": 0.08, "ANCE + CLP": 0.08,
+               "ANCE + CLP, intermediate only": 0.08, "ANCE + CLP + MoE": 0.04}
+    for row, eff in effects.items():
+        for seed in (0, 1, 2):
+            noise = rng.normal(0, 0.02, len(QIDS))
+            runs.append(fake_run(row, seed, np.clip(zs + eff + noise, 0, 1)))
+    claims = S.claims_table(runs, n_permutations=2000).set_index("claim")
+    v = claims["verdict"]
+    assert v["fine-tuning with random negatives hurts"] == "held"
+    assert v["ANCE negatives beat random negatives"] == "held"
+    assert v["CLP beats InfoNCE (ANCE + CLP > ANCE negatives)"] == "not distinguishable"
+    assert v["MoE intermediate layers beat plain intermediate-only"] == "reversed"
+    row = claims.loc["ANCE negatives beat random negatives"]
+    assert row["delta"] == pytest.approx(0.13, abs=0.01)
+    assert row["95% CI low"] < row["delta"] < row["95% CI high"]
+    assert len(row["seed deltas"].split(",")) == 3
+
+
+def test_table2_scales_the_paper_column_and_forgetting_has_none():
+    runs = [fake_run(S.ZERO_SHOT, 0, base_values(0)), fake_run("ANCE negatives", 0, base_values(1)),
+            fake_run("ANCE negatives", 1, base_values(2))]
+    t2 = S.table2(runs)
+    assert t2.loc[("reddit", S.ZERO_SHOT), S.PAPER_COLUMN] == pytest.approx(0.5595)
+    assert t2.loc[("reddit", "ANCE negatives"), "seeds"] == 2
+    sd = np.std([base_values(1).mean(), base_values(2).mean()], ddof=1)
+    assert t2.loc[("reddit", "ANCE negatives"), "ndcg_cut_10 sd"] == pytest.approx(sd)
+    forget = S.forgetting_table(runs)
+    assert S.PAPER_COLUMN not in forget.columns and "seed deltas" in forget.columns
+
+
+def test_significance_table_holm_over_the_family():
+    runs = [fake_run(S.ZERO_SHOT, 0, base_values(0))]
+    for row, eff in (("ANCE negatives", 0.05), ("ANCE + CLP", 0.051)):
+        runs += [fake_run(row, s, np.clip(base_values(0) + eff, 0, 1)) for s in (0, 1)]
+    sig = S.significance_table(runs, n_permutations=500)
+    assert set(sig["comparison"]) == {"ANCE negatives vs zero-shot", "ANCE + CLP vs zero-shot",
+                                      "ANCE + CLP vs ANCE negatives"}
+    ps = sig["p (permutation)"].tolist()
+    assert sig["p Holm (permutation)"].tolist() == pytest.approx(S.holm(ps))
+
+
+def test_recipe_drives_the_cpu_profile(tmp_path, monkeypatch):
+    recipe = {"split": "reddit", "steps": 40, "train_queries": 640, "batch_size": 16,
+              "num_negatives": 2, "max_passage_len": 96, "attention_dropout": 0.0,
+              "val_fraction": 0.1, "lr": {"full": 7e-5, "intermediate": 3e-4, "moe": 2e-4, "lora": 1e-3}}
+    path = tmp_path / "recipe.json"
+    path.write_text(json.dumps(recipe))
+    monkeypatch.setattr(S, "RECIPE_PATH", path)
+    monkeypatch.setattr(S.load_recipe, "__defaults__", (path,))
+    configs = {(row, seed): cfg for row, _, seed, cfg in S.study_configs("cpu")}
+    full = configs[("ANCE negatives", 0)]
+    assert (full.train_queries, full.max_passage_len, full.mining.num_negatives, full.lr) == (640, 96, 2, 7e-5)
+    assert configs[("ANCE + CLP, intermediate only", 1)].lr == 3e-4
+    assert configs[("ANCE + CLP + MoE", 0)].lr == 2e-4
+    assert configs[("ANCE + CLP, intermediate only, full rate", 0)].lr == 7e-5
+    assert ("ANCE + CLP, intermediate only, full rate", 1) not in configs  # extra row: one seed
+    assert {seed for (row, seed) in configs if row == "ANCE + CLP"} == {0, 1}
+    path.write_text(json.dumps({"split": "reddit"}))
+    with pytest.raises(ValueError, match="rerun `make design`"):
+        S.study_configs("cpu")
+    path.unlink()
+    with pytest.raises(FileNotFoundError, match="make design"):
+        S.study_configs("cpu")
+
+
+def test_design_compares_curves_at_equal_time_and_picks_rates_on_validation():
+    plan = DesignPlan(curves=(Curve(1, 128, 100), Curve(4, 128, 50)), train_seconds_per_run=60,
+                      step_quantum=8)
+    rows = []
+    # 1 negative: 1 s/step, slow riser; 4 negatives: 2.5 s/step, faster per step
+    for step in (10, 50, 100):
+        rows.append({"curve": "1 neg, 128 tok", "train_seconds": step * 1.0, "seconds_per_step": 1.0,
+                     "val_ndcg_cut_10": 0.40 + 0.001 * step})
+    for step in (10, 20, 50):
+        rows.append({"curve": "4 neg, 128 tok", "train_seconds": step * 2.5, "seconds_per_step": 2.5,
+                     "val_ndcg_cut_10": 0.40 + 0.0015 * step})
+    curves = pd.DataFrame(rows)
+    assert value_at_seconds(curves[curves["curve"] == "1 neg, 128 tok"], 60) == pytest.approx(0.46)
+    # at 60 s: 1 neg -> 0.46; 4 neg -> 24 steps -> 0.436
+    best, steps, table = choose_setting(curves, plan)
+    assert best == Curve(1, 128, 100) and steps == 56  # 60 s / 1 s, down to a multiple of 8
+    grid = pd.DataFrame({"policy": ["full", "full", "moe", "moe"], "lr": [1e-5, 1e-4, 1e-4, 1e-3],
+                         "val_ndcg_cut_10": [0.45, 0.50, 0.48, 0.47]})
+    assert best_lrs(grid) == {"full": 1e-4, "moe": 1e-4}
