@@ -17,6 +17,7 @@ help:
 	@echo "make test    - set up .venv, build the data, ruff, pytest (smoke chain included)"
 	@echo "make lab     - JupyterLab on notebooks/"
 	@echo "make bench   - the speed benchmarks in bench/"
+	@echo "make book    - the executed chapters of the last make study as HTML: results/book/index.html"
 
 # One bootstrap for everything: pinned requirements (torch==2.13.0, the CPU build).
 $(STAMP): requirements.txt pyproject.toml
@@ -53,6 +54,10 @@ bench: data
 	$(PY) bench/loss_step.py
 	$(PY) bench/moe_forward.py
 	$(PY) bench/bf16_check.py
+	$(PY) bench/step_profile.py
+
+book: $(STAMP)
+	$(PY) -m clp_utils.book --profile $(PROFILE)
 
 clean-results:
 	rm -rf results/

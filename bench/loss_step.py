@@ -106,8 +106,9 @@ def main() -> None:
         return time.perf_counter() - start
 
     print(
-        f"model={args.model} device={args.device} threads={torch.get_num_threads()} batch={args.batch} "
-        f"negatives={k} seq_len={args.seq_len} bf16={args.bf16} texts/step: mnrl={args.batch * (2 + k)} "
+        f"model={args.model} device={args.device} threads={torch.get_num_threads()} "
+        f"batch={args.batch} negatives={k} seq_len={args.seq_len} bf16={args.bf16} "
+        f"texts/step: mnrl={args.batch * (2 + k)} "
         f"clp={args.batch * (2 + 2 * k)}"
     )
     for _ in range(args.warmup):
@@ -119,7 +120,8 @@ def main() -> None:
             times[name].append(step(name))
     for name, ts in times.items():
         print(
-            f"{name}: median {statistics.median(ts):.3f} s/step  ({', '.join(f'{t:.3f}' for t in ts)})"
+            f"{name}: median {statistics.median(ts):.3f} s/step  "
+            f"({', '.join(f'{t:.3f}' for t in ts)})"
         )
     ratio = statistics.median(times["clp"]) / statistics.median(times["mnrl"])
     print(f"clp-step ratio={ratio:.2f} target<=1.5")

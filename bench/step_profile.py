@@ -45,7 +45,8 @@ def main() -> None:
 
     config = next(cfg for row, _, _, cfg in study_configs(args.profile) if row == "ANCE + CLP")
     precision = decide(config.bf16, args.device)
-    print(f"profile {args.profile}: batch {config.batch_size}, {config.mining.num_negatives} negatives, "
+    print(f"profile {args.profile}: batch {config.batch_size}, "
+          f"{config.mining.num_negatives} negatives, "
           f"{config.max_passage_len} passage tokens, {precision.describe()}")
     examples, _ = to_examples(training_records(config), config.mining.num_negatives, 1)
     batches = make_batches(examples, config, 0)[: args.steps + 1]
@@ -65,7 +66,8 @@ def main() -> None:
         model.max_seq_length = config.max_query_len
         own = [t_ for e in batch for slots in e.neg_qs for t_ in slots]
         q_f = model.preprocess([e.query for e in batch] + own, prompt=None)
-        docs_f = {key: v.to(args.device) for key, v in docs_f.items() if isinstance(v, torch.Tensor)}
+        docs_f = {key: v.to(args.device) for key, v in docs_f.items()
+                  if isinstance(v, torch.Tensor)}
         q_f = {key: v.to(args.device) for key, v in q_f.items() if isinstance(v, torch.Tensor)}
         _sync(args.device)
         t.append(time.perf_counter())

@@ -37,4 +37,7 @@ html_theme_options = {
 # MathJax 2 from _static (offline); MyST marks each page "ignore" and its math "process".
 mathjax_path = "mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full"
 mathjax2_config = {"tex2jax": {"processClass": "tex2jax_process|mathjax_process|math|output_area",
-                               "ignoreClass": "tex2jax_ignore|mathjax_ignore"}}
+                               "ignoreClass": "tex2jax_ignore|mathjax_ignore"},
+                   # the package ships the STIX web fonts only (as Jupyter's classic notebook)
+                   "HTML-CSS": {"availableFonts": [], "webFont": "STIX-Web", "imageFont": None,
+                                "preferredFont": None}}

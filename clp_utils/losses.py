@@ -47,7 +47,8 @@ VARIANTS: tuple[str, ...] = ("paper", "sum")
 
 CLP_CITATION = """
 @misc{yu2024clp,
-      title={Efficient fine-tuning methodology of text embedding models for information retrieval: contrastive learning penalty (clp)},
+      title={Efficient fine-tuning methodology of text embedding models for information
+             retrieval: contrastive learning penalty (clp)},
       author={Jeongsu Yu},
       year={2024},
       eprint={2412.17364},
@@ -254,7 +255,33 @@ def clp_loss(
 # sentence-transformers losses
 
 
-class InfoNCELoss(nn.Module):
+class _TemperatureLoss(nn.Module):
+    """What the two losses share: a temperature, in-batch negatives, gathering, and the
+    names sentence-transformers gives them (``scale``, ``get_config_dict``, ``citation``)."""
+
+    citation: str = ""
+
+    def __init__(self, model: nn.Module, temperature: float, in_batch_negatives: bool,
+                 gather_across_devices: bool) -> None:
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError("temperature must be positive")
+        self.model = model
+        self.temperature = temperature
+        self.in_batch_negatives = in_batch_negatives
+        self.gather_across_devices = gather_across_devices
+
+    @property
+    def scale(self) -> float:
+        """1 / temperature, sentence-transformers' name for it."""
+        return 1.0 / self.temperature
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "in_batch_negatives": self.in_batch_negatives,
+                "gather_across_devices": self.gather_across_devices}
+
+
+class InfoNCELoss(_TemperatureLoss):
     def __init__(
         self,
         model: nn.Module,
@@ -302,13 +329,7 @@ class InfoNCELoss(nn.Module):
                                                      loss=InfoNCELoss(model))
                 trainer.train()
         """
-        super().__init__()
-        if not temperature > 0:
-            raise ValueError("temperature must be positive")
-        self.model = model
-        self.temperature = temperature
-        self.in_batch_negatives = in_batch_negatives
-        self.gather_across_devices = gather_across_devices
+        super().__init__(model, temperature, in_batch_negatives, gather_across_devices)
 
     def forward(
         self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None
@@ -334,24 +355,10 @@ class InfoNCELoss(nn.Module):
             gather=self.gather_across_devices,
         )
 
-    @property
-    def scale(self) -> float:
-        """1 / temperature, sentence-transformers' name for it."""
-        return 1.0 / self.temperature
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {
-            "temperature": self.temperature,
-            "in_batch_negatives": self.in_batch_negatives,
-            "gather_across_devices": self.gather_across_devices,
-        }
-
-    @property
-    def citation(self) -> str:
-        return INFONCE_CITATION
+    citation = INFONCE_CITATION
 
 
-class CLPLoss(nn.Module):
+class CLPLoss(_TemperatureLoss):
     def __init__(
         self,
         model: nn.Module,
@@ -430,23 +437,17 @@ class CLPLoss(nn.Module):
                 trainer = SentenceTransformerTrainer(model=model, train_dataset=train, loss=loss)
                 trainer.train()
         """
-        super().__init__()
+        super().__init__(model, temperature, in_batch_negatives, gather_across_devices)
         if num_negatives < 1 or queries_per_negative < 1:
             raise ValueError("CLP needs num_negatives >= 1 and queries_per_negative >= 1")
         if variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"lam must be in [0, 1], got {lam}")
-        if not temperature > 0:
-            raise ValueError("temperature must be positive")
-        self.model = model
         self.num_negatives = num_negatives
         self.queries_per_negative = queries_per_negative
         self.lam = lam
-        self.temperature = temperature
         self.variant = variant
-        self.in_batch_negatives = in_batch_negatives
-        self.gather_across_devices = gather_across_devices
         self.return_components = return_components
         self.last_parts: dict[str, float] = {}
 
@@ -462,7 +463,8 @@ class CLPLoss(nn.Module):
         if len(features) != self.num_columns:
             raise ValueError(
                 f"CLPLoss(num_negatives={self.num_negatives}, queries_per_negative="
-                f"{self.queries_per_negative}) expects {self.num_columns} text columns, got {len(features)}"
+                f"{self.queries_per_negative}) expects {self.num_columns} text columns, "
+                f"got {len(features)}"
             )
         k = self.num_negatives
         # Two forwards grouped by text width: short queries (the query and the negatives'
@@ -513,25 +515,12 @@ class CLPLoss(nn.Module):
             }
         return out.total
 
-    @property
-    def scale(self) -> float:
-        """1 / temperature, sentence-transformers' name for it."""
-        return 1.0 / self.temperature
+    citation = CLP_CITATION
 
     def get_config_dict(self) -> dict[str, Any]:
-        return {
-            "num_negatives": self.num_negatives,
-            "queries_per_negative": self.queries_per_negative,
-            "lambda": self.lam,
-            "temperature": self.temperature,
-            "variant": self.variant,
-            "in_batch_negatives": self.in_batch_negatives,
-            "gather_across_devices": self.gather_across_devices,
-        }
-
-    @property
-    def citation(self) -> str:
-        return CLP_CITATION
+        return {"num_negatives": self.num_negatives,
+                "queries_per_negative": self.queries_per_negative, "lambda": self.lam,
+                "variant": self.variant, **super().get_config_dict()}
 
 
 def clp_column_names(num_negatives: int, queries_per_negative: int = 1) -> list[str]:

@@ -24,7 +24,8 @@ positive score of the query (sentence-transformers' safe choice; SQuAD has one p
 The same answer check measures false negatives: ``summary["fn_rate_candidates"]`` is the
 share of examined candidates that contain an answer (ANCE: the whole window; random: the
 draws made, so with a filter a query with a common answer string draws, and counts, more),
-``summary["fn_rate_negatives"]`` the share among the negatives kept. A query left with fewer negatives than asked is never padded:
+``summary["fn_rate_negatives"]`` the share among the negatives kept. A query left with fewer
+negatives than asked is never padded:
 its record has ``n_missing > 0`` and ``summary["short_queries"]`` counts such queries.
 
 Records are saved as JSONL in the official code's field names (``query``, ``pos``, ``neg``,
@@ -265,6 +266,20 @@ class TrainIndex:
         return encode_queries(model, texts, batch_size, progress)
 
 
+def _index_and_queries(model, train: Split, qids: Sequence[str], model_id: str | None,
+                       batch_size: int | None, progress: bool,
+                       embedding_cache_dir: Path | None) -> tuple[TrainIndex, np.ndarray]:
+    """The train index and the query embeddings; a model in training mode is put back in it
+    (encoding switches it to eval)."""
+    was_training = getattr(model, "training", None)
+    try:
+        index = TrainIndex.build(model, train, model_id, batch_size, progress, embedding_cache_dir)
+        return index, index.embed_queries(model, qids, batch_size, progress)
+    finally:
+        if was_training and hasattr(model, "train"):
+            model.train()
+
+
 def _check_train(split: Split) -> None:
     if split.name != "train":
         raise ValueError(
@@ -340,13 +355,8 @@ def mine(
             return MinedSet(read_jsonl(path), {**summary, "from_cache": True}, path)
 
     start = time.perf_counter()
-    was_training = getattr(model, "training", None)
-    try:
-        index = TrainIndex.build(model, train, model_id, batch_size, progress, embedding_cache_dir)
-        q_emb = index.embed_queries(model, qids, batch_size, progress)
-    finally:
-        if was_training and hasattr(model, "train"):
-            model.train()
+    index, q_emb = _index_and_queries(model, train, qids, model_id, batch_size, progress,
+                                      embedding_cache_dir)
     records, counts = _mine_records(index, qids, q_emb, config)
     summary = {
         "key": key,
@@ -559,13 +569,8 @@ def candidate_frame(
     """
     _check_train(train)
     qids = list(train.queries) if query_ids is None else list(query_ids)
-    was_training = getattr(model, "training", None)
-    try:
-        index = TrainIndex.build(model, train, model_id, batch_size, progress, embedding_cache_dir)
-        q_emb = index.embed_queries(model, qids, batch_size, progress)
-    finally:
-        if was_training and hasattr(model, "train"):
-            model.train()
+    index, q_emb = _index_and_queries(model, train, qids, model_id, batch_size, progress,
+                                      embedding_cache_dir)
     depth = min(depth, len(index.docids))
     scores, idx = search(q_emb, index.doc_emb, depth)
     pos_of = {d: i for i, d in enumerate(index.docids)}

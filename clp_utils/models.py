@@ -58,8 +58,8 @@ def load_model(name: str = "minilm", device: str | None = None, **kwargs) -> Sen
     """
     path = model_path(name)
     if is_local(name):
-        # Local folders never need the hub; HF_HUB_OFFLINE keeps any lookup from waiting
-        # ~75 s on a machine without network.
+        # Local folders never need the hub; HF_HUB_OFFLINE keeps any lookup from waiting for
+        # network timeouts on a machine without network.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         kwargs.setdefault("local_files_only", True)
         if uses_study_modules(path):

@@ -21,7 +21,7 @@ its embeddings and ours differ slightly (cosine ~0.999+), not bitwise.
 
 Usage::
 
-    path = converted_model_path()          # converts once (~10 s), then cached
+    path = converted_model_path()          # converts once, then cached
     model = SentenceTransformer(str(path))
     q = model.encode(["how much protein"], prompt_name="query")
 

@@ -2,15 +2,22 @@
 
 ``python -m clp_utils.pipeline --profile cpu`` executes every ``notebooks/NN_*.ipynb`` with
 papermill (kernel ``python3``, working directory = the repository root), writes the executed
-copies under ``results/notebooks/<profile>/`` with the wall time of each, and, for the
-``cpu`` and ``full`` profiles, rewrites the README's generated results section from the
-markdown tables in ``figures/``. Nothing in that section is typed by hand.
+copies under ``results/notebooks/<profile>/`` and, for the ``cpu`` and ``full`` profiles, the
+figures and tables to ``figures/`` (``figures/full/`` for the full profile) with ``run.json``:
+the wall time of each chapter, the setup time before it, and what ran (precision, CPU
+capability or GPU). Then it rewrites the README's generated results section from those
+files: the cpu profile's tables, the full profile's beside them when ``figures/full/``
+exists, and a timing line for each. Nothing in that section is typed by hand.
+
+On a GPU, ``--parallel N`` first trains the profile's runs N processes at a time
+(``study.train_parallel``); the notebooks then read every run back.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -21,18 +28,40 @@ from clp_utils.paths import FIGURES_DIR, REPO_ROOT, RESULTS_DIR
 NOTEBOOKS = REPO_ROOT / "notebooks"
 README = REPO_ROOT / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+RUN_RECORD = "run.json"  # beside a profile's figures: chapter times and what ran
 
 #: Tables shown in the README, in order, when they exist (chapter prefix, caption).
 README_TABLES = [
     ("00_baselines_ndcg10", "Zero-shot baselines (chapter 00)"),
     ("01_false_negatives", "False negatives by mining strategy (chapter 01)"),
-    ("02_lambda_tradeoff", "The lambda trade-off in the toy geometry (chapter 02)"),
+    ("03_validation",
+     "How the cpu profile was sized: every choice on validation queries (chapter 03)"),
+    ("03_false_in_batch_negatives",
+     "False in-batch negatives, plain vs no-duplicate batches (chapter 03)"),
     ("04_table2", "The paper's Table 2, rebuilt (chapter 04)"),
-    ("04_significance", "Paired significance (chapter 04)"),
     ("04_claims", "Which of the paper's claims held (chapter 04)"),
+    ("04_gradient_shares", "Why CLP's pull is weak: its gradient on real batches (chapter 04)"),
+    ("04_hybrid_reddit", "What to deploy: BM25, dense and hybrids on reddit (chapter 04)"),
+    ("04_hybrid_amazon", "What to deploy: BM25, dense and hybrids on amazon (chapter 04)"),
     ("04_forgetting", "Out-of-domain forgetting (chapter 04)"),
+    ("05_own_query_retrieval",
+     "The mechanism: do the negatives' own queries still find them? (chapter 05)"),
     ("06_multilingual", "Multilingual track (chapter 06)"),
 ]
+#: The full profile's tables shown beside the cpu profile's (from ``figures/full/``).
+FULL_TABLES = [
+    ("04_table2", "The full profile's Table 2"),
+    ("04_claims", "The full profile's claims"),
+    ("04_hybrid_reddit", "The full profile's hybrids on reddit"),
+]
+
+
+def figures_dir(profile: str) -> Path:
+    """Where a profile's figures go: ``$CLP_FIGURES_DIR`` if set, ``figures/full`` for the
+    full profile, else ``figures``."""
+    if os.environ.get("CLP_FIGURES_DIR"):
+        return Path(os.environ["CLP_FIGURES_DIR"])
+    return FIGURES_DIR / "full" if profile == "full" else FIGURES_DIR
 
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
@@ -46,12 +75,14 @@ def run_notebooks(profile: str, only: list[str] | None = None, out_dir: Path | N
     """Execute the notebooks with papermill; returns ``{notebook: seconds}``.
 
     With ``only``, the other notebooks' times from the last run are kept in ``timings.json``
-    (and in the returned dict), so the README's per-notebook times stay complete.
+    (and in the returned dict), so the README's per-notebook times stay complete. The
+    kernels write their figures to ``figures_dir(profile)``.
     """
     import papermill as pm
 
     out_dir = out_dir or RESULTS_DIR / "notebooks" / profile
     out_dir.mkdir(parents=True, exist_ok=True)
+    os.environ["CLP_FIGURES_DIR"] = str(figures_dir(profile))  # inherited by the kernels
     timings: dict[str, float] = {}
     if only and (out_dir / "timings.json").exists():  # keep the other notebooks' last times
         timings = json.loads((out_dir / "timings.json").read_text())
@@ -68,9 +99,9 @@ def run_notebooks(profile: str, only: list[str] | None = None, out_dir: Path | N
     return timings
 
 
-def record_machine(out_dir: Path, setup_seconds: float | None = None) -> dict:
-    """Write ``machine.json`` beside the timings: what ran (precision, CPU capability, device)
-    and, when ``make`` passed its start time, the setup time (venv and data) before it."""
+def record_machine(setup_seconds: float | None = None) -> dict:
+    """What runs here: the precision ``"auto"`` picks and the hardware behind it, and, when
+    ``make`` passed its start time, the setup time (venv and data) before the chapters."""
     import torch
 
     from clp_utils.precision import decide
@@ -80,7 +111,6 @@ def record_machine(out_dir: Path, setup_seconds: float | None = None) -> dict:
     info = {"describe": p.describe(), "precision": p.record()}
     if setup_seconds is not None:
         info["setup_seconds"] = round(setup_seconds, 1)
-    write_json(out_dir / "machine.json", info)
     return info
 
 
@@ -101,16 +131,52 @@ def timing_line(timings: dict[str, float], machine: dict | None = None) -> str:
     return line + "."
 
 
-def results_markdown(figures: Path = FIGURES_DIR, timings: dict[str, float] | None = None,
-                     machine: dict | None = None) -> str:
-    """The README's results section, assembled from the markdown tables in ``figures``."""
-    parts = [START, "", "_Generated by `make study` from `figures/`; do not edit by hand._", ""]
-    for name, caption in README_TABLES:
-        path = figures / f"{name}.md"
+def _tables(folder: Path, tables: list[tuple[str, str]], heading: str = "###") -> list[str]:
+    parts = []
+    for name, caption in tables:
+        path = folder / f"{name}.md"
         if path.exists():
-            parts += [f"### {caption}", "", path.read_text().strip(), ""]
-    if timings:
-        parts += [timing_line(timings, machine), ""]
+            parts += [f"{heading} {caption}", "", path.read_text().strip(), ""]
+    return parts
+
+
+def _run_line(folder: Path) -> list[str]:
+    record = folder / RUN_RECORD
+    if not record.exists():
+        return []
+    run = json.loads(record.read_text())
+    return [timing_line(run["timings"], run.get("machine")), ""]
+
+
+def _design_line(recipe_path: Path) -> list[str]:
+    if not recipe_path.exists():
+        return []
+    recipe = json.loads(recipe_path.read_text())
+    machine = recipe.get("machine", {})
+    return [f"The cpu profile's recipe ({recipe['train_queries']} training queries per run, "
+            f"{recipe['num_negatives']} negative(s), {recipe['max_passage_len']}-token training "
+            f"passages, learning rates {recipe['lr']}) was chosen by `make design` in "
+            f"{recipe.get('design_minutes', float('nan')):.0f} min "
+            f"({machine.get('precision', '?')} on "
+            f"{machine.get('hardware', {}).get('cpu', '?')}, "
+            f"CPU capability {machine.get('hardware', {}).get('capability', '?')}).", ""]
+
+
+def results_markdown(figures: Path = FIGURES_DIR, timings: dict[str, float] | None = None,
+                     machine: dict | None = None,
+                     recipe_path: Path = REPO_ROOT / "configs" / "recipe_cpu.json") -> str:
+    """The README's results section, assembled from the files in ``figures`` (and
+    ``figures/full`` for the full profile). ``timings`` and ``machine`` override the cpu
+    profile's ``run.json``."""
+    parts = [START, "", "_Generated by `make study` from `figures/`; do not edit by hand._", ""]
+    parts += _tables(figures, README_TABLES)
+    parts += [timing_line(timings, machine), ""] if timings else _run_line(figures)
+    parts += _design_line(recipe_path)
+    full = figures / "full"
+    if any((full / f"{name}.md").exists() for name, _ in FULL_TABLES):
+        parts += ["### The full profile (GPU), beside the cpu profile", ""]
+        parts += _tables(full, FULL_TABLES, heading="####")
+        parts += _run_line(full)
     parts.append(END)
     return "\n".join(parts)
 
@@ -128,40 +194,37 @@ def update_readme(timings: dict[str, float] | None = None, readme: Path = README
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m clp_utils.pipeline", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m clp_utils.pipeline",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "full"])
     parser.add_argument("--only", nargs="*", help="notebook numbers to run, e.g. 00 03")
-    parser.add_argument("--readme-only", action="store_true", help="only regenerate the README section")
+    parser.add_argument("--readme-only", action="store_true",
+                        help="only regenerate the README section")
     parser.add_argument("--parallel", type=int, default=1,
                         help="train the profile's runs N processes at a time first (a GPU)")
     parser.add_argument("--started", type=float, default=None,
                         help="epoch seconds when `make` started (the setup time is recorded)")
     args = parser.parse_args(argv)
-    out_dir = RESULTS_DIR / "notebooks" / args.profile
-    timings = None
+    folder = figures_dir(args.profile)
+    record = folder / RUN_RECORD
     if not args.readme_only:
+        previous = json.loads(record.read_text()) if record.exists() and args.only else {}
         setup = time.time() - args.started if args.started and not args.only else None
-        previous = out_dir / "machine.json"
-        if setup is None and args.only and previous.exists():  # keep the full run's setup time
-            setup = json.loads(previous.read_text()).get("setup_seconds")
-        record_machine(out_dir, setup)
+        machine = record_machine(setup)
+        if setup is None and previous.get("machine", {}).get("setup_seconds") is not None:
+            machine["setup_seconds"] = previous["machine"]["setup_seconds"]  # the full run's
         if args.parallel > 1:
             from clp_utils.study import train_parallel
 
             t0 = time.perf_counter()
             train_parallel(args.profile, args.parallel)
-            machine = json.loads((out_dir / "machine.json").read_text())
             machine["parallel"] = {"workers": args.parallel,
                                    "seconds": round(time.perf_counter() - t0, 1)}
-            write_json(out_dir / "machine.json", machine)
         timings = run_notebooks(args.profile, args.only)
-    else:
-        path = out_dir / "timings.json"
-        timings = json.loads(path.read_text()) if path.exists() else None
-    machine_path = out_dir / "machine.json"
-    machine = json.loads(machine_path.read_text()) if machine_path.exists() else None
+        if args.profile != "smoke":
+            write_json(record, {"profile": args.profile, "timings": timings, "machine": machine})
     if args.profile != "smoke":
-        update_readme(timings, machine=machine)
+        update_readme()
 
 
 if __name__ == "__main__":

@@ -59,3 +59,21 @@ def metric_bars(df: pd.DataFrame, x: str, y: str, hue: str, title: str,
     ax.set_ylim(0, 1)
     ax.legend(loc="upper right", fontsize="small")
     return ax
+
+
+def row_bars(frame: pd.DataFrame, metric: str, order: Sequence[str], title: str,
+             xlabel: str | None = None) -> plt.Figure:
+    """One bar per study row (mean over seeds, 95% CI) with each seed as a dot.
+
+    ``frame`` is ``study.results_frame`` restricted to one domain (columns ``row`` and
+    ``metric``). Chapters 04 and 06 draw their Table 2 with it.
+    """
+    fig, ax = plt.subplots(figsize=(9, 0.55 * len(order) + 1.2))
+    sns.barplot(data=frame, y="row", x=metric, order=order, errorbar=("ci", 95), seed=0, ax=ax,
+                color="steelblue")
+    sns.stripplot(data=frame, y="row", x=metric, order=order, color="black", size=4, ax=ax)
+    ax.set_xlim(max(0, frame[metric].min() - 0.05), min(1, frame[metric].max() + 0.03))
+    ax.set_xlabel(xlabel or metric)
+    ax.set_ylabel("")
+    ax.set_title(title)
+    return fig

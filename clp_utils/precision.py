@@ -2,8 +2,9 @@
 
 bf16 autocast pays only on hardware with native bf16 arithmetic. On a CPU with AVX512-BF16
 or AMX, MiniLM's forward and backward run faster under ``torch.autocast("cpu", bfloat16)``;
-on an AVX2-only CPU the same autocast emulates bf16 and made training an order of magnitude
-SLOWER than float32. So the study never assumes bf16: every place that autocasts asks
+on an AVX2-only CPU the same autocast emulates bf16 and makes training many times SLOWER
+than float32 (``bench/bf16_check.py`` measures the ratio on the machine at hand). So the
+study never assumes bf16: every place that autocasts asks
 ``decide(setting, device)`` and gets one ``Precision``:
 
 - ``setting="auto"`` (the profiles' default): on CUDA, bf16 where
@@ -189,7 +190,8 @@ _MEMO: dict[tuple, Precision] = {}  # one decision per process and setting (enco
 
 def _decide(norm: str, forced_by: str, dev: str, use_cache: bool) -> Precision:
     if dev == "cuda":
-        hw = {"name": torch.cuda.get_device_name(), "bf16_supported": torch.cuda.is_bf16_supported()}
+        hw = {"name": torch.cuda.get_device_name(),
+              "bf16_supported": torch.cuda.is_bf16_supported()}
     elif dev == "cpu":
         hw = cpu_hardware()
     else:
@@ -200,7 +202,8 @@ def _decide(norm: str, forced_by: str, dev: str, use_cache: bool) -> Precision:
         return Precision(False, norm, dev, f"forced by {forced_by}", hw)
     if dev == "cuda":
         ok = hw["bf16_supported"]
-        return Precision(ok, norm, dev, "the GPU supports bf16" if ok else "no bf16 on this GPU", hw)
+        reason = "the GPU supports bf16" if ok else "no bf16 on this GPU"
+        return Precision(ok, norm, dev, reason, hw)
     if dev == "cpu":
         ok, reason, hw = _cpu_auto(use_cache)
         return Precision(ok, norm, dev, reason, hw)

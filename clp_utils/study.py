@@ -15,41 +15,28 @@ priori (the paper's and the field's defaults), not chosen by looking at any scor
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from clp_utils.evaluation import holm, paired_test, zero_shot
-from clp_utils.mining import MiningConfig
-from clp_utils.paths import REPO_ROOT
-from clp_utils.training import RunResult, TrainConfig, load_training_data, train
-
-ZERO_SHOT = "zero-shot"
-#: The paper's six rows, in its order (the first is not trained).
-PAPER_ROWS = [
+from clp_utils import languages
+from clp_utils.data import load_named
+from clp_utils.evaluation import Run, bm25, convex, evaluate_run, rrf, zero_shot
+from clp_utils.profiles import (
+    ECOSYSTEM_ROWS,
+    EXTRA_ROWS,
+    PAPER_RECIPE_ROWS,
+    PAPER_ROWS,
     ZERO_SHOT,
-    "random negatives",
-    "ANCE negatives",
-    "ANCE + CLP",
-    "ANCE + CLP, intermediate only",
-    "ANCE + CLP + MoE",
-]
-#: Rows beyond the paper (the full profile runs them all; the cpu profile some).
-EXTRA_ROWS = [
-    "ANCE + CLP, intermediate only, full rate",
-    "ANCE + CLP + MoE, learned gate",
-    "ANCE + CLP, lambda=0",
-    "ANCE + CLP, lambda=0.05",
-    "ANCE + CLP, lambda=0.2",
-    "ANCE + CLP, lambda=0.5",
-    "ANCE + CLP, pseudo queries",
-    "ANCE + CLP, LoRA",
-]
+    StudyProfile,
+    TrackProfile,
+    get_profile,
+)
+from clp_utils.stats import comparison_table, holm, pair_seeds, verdict
+from clp_utils.training import RunResult, TrainConfig, load_training_data, train
 
 #: Published nDCG@5 on MIRACL dev (ko, fa, hi, average), Yu 2024, Table 2. Shown next to ours
 #: for orientation only: different model, data, languages and metric cut-off.
@@ -61,94 +48,18 @@ PAPER_TABLE2 = {
     "ANCE + CLP, intermediate only": (66.92, 55.10, 56.34, 59.45),
     "ANCE + CLP + MoE": (67.74, 55.56, 56.36, 59.89),
 }
-
 PAPER_COLUMN = "paper: MIRACL avg nDCG@5 (other model and data; orientation only)"
-RECIPE_PATH = REPO_ROOT / "configs" / "recipe_cpu.json"
-
-
-@dataclass(frozen=True)
-class StudyProfile:
-    """What one profile trains: splits, seeds, rows, the shared config, per-policy rates.
-
-    ``lrs`` maps a parameter policy (full, intermediate, moe, lora) to its learning rate;
-    a row trains with its policy's rate (``base.lr`` where the policy has none).
-    ``extra_seeds`` are the seeds of rows outside the paper's (default: ``seeds``).
-    """
-
-    splits: tuple[str, ...]
-    seeds: tuple[int, ...]
-    rows: tuple[str, ...]
-    base: TrainConfig
-    lrs: dict[str, float] = field(default_factory=dict)
-    extra_seeds: tuple[int, ...] | None = None
-
-    def seeds_of(self, row: str) -> tuple[int, ...]:
-        if row in PAPER_ROWS or self.extra_seeds is None:
-            return self.seeds
-        return self.extra_seeds
-
-
-def load_recipe(path: Path = RECIPE_PATH) -> dict:
-    """The cpu profile's recipe written by ``make design`` (a clear error when missing)."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run `make design` to choose the cpu profile's "
-                                "budget and learning rates on the validation split")
-    recipe = json.loads(path.read_text(encoding="utf-8"))
-    missing = {"split", "train_queries", "batch_size", "num_negatives", "max_passage_len",
-               "lr"} - set(recipe)
-    if missing:
-        raise ValueError(f"{path}: recipe lacks {sorted(missing)}; rerun `make design`")
-    return recipe
-
-
-def recipe_config(recipe: dict, **overrides) -> TrainConfig:
-    """The shared training config a recipe describes (its full-policy rate as ``lr``)."""
-    return TrainConfig(
-        split=recipe["split"], train_queries=recipe["train_queries"],
-        batch_size=recipe["batch_size"], max_passage_len=recipe["max_passage_len"],
-        attention_dropout=recipe.get("attention_dropout"),
-        val_fraction=recipe.get("val_fraction", 0.1), lr=recipe["lr"]["full"],
-        mining=MiningConfig(num_negatives=recipe["num_negatives"]), **overrides)
 
 
 def study_profile(name: str) -> StudyProfile:
-    """The named profile: ``smoke`` (minutes), ``cpu`` (2 cores, from the recipe), ``full``."""
-    if name == "smoke":
-        return StudyProfile(
-            splits=("reddit",), seeds=(0,), rows=tuple(PAPER_ROWS),
-            base=TrainConfig(passages=80, ood_passages=60, train_queries=8, batch_size=4,
-                             max_query_len=16, max_passage_len=32, checkpoint_every=5,
-                             attention_dropout=0.0, no_duplicates=False,
-                             mining=MiningConfig(rank_min=2, rank_max=15, num_negatives=2)),
-            lrs={"intermediate": 1e-4, "moe": 1e-4},
-        )
-    if name == "cpu":
-        # 2 cores: the budget, negatives, training passage length and learning rates are
-        # the recipe's (validation-chosen); out-of-domain forgetting on a 500-passage new_wiki
-        # subset; bf16 where the CPU computes it natively (TrainConfig.bf16="auto").
-        recipe = load_recipe()
-        return StudyProfile(
-            splits=(recipe["split"],), seeds=(0, 1),
-            rows=tuple(PAPER_ROWS) + ("ANCE + CLP, intermediate only, full rate",),
-            base=recipe_config(recipe, ood_passages=500), lrs=dict(recipe["lr"]), extra_seeds=(0,),
-        )
-    if name == "full":
-        # A GPU: every training query, both domains, 3 seeds, every extra row, 256 tokens,
-        # 4 negatives, attention dropout as the model has it. Rates fixed a priori: 2e-5 for
-        # full fine-tuning (the paper's order), 1e-4 where only a small part of the model
-        # trains (intermediate, MoE, LoRA), the usual scale-up for partial fine-tuning.
-        return StudyProfile(
-            splits=("reddit", "amazon"), seeds=(0, 1, 2), rows=tuple(PAPER_ROWS + EXTRA_ROWS),
-            base=TrainConfig(train_queries=None, batch_size=16, max_passage_len=256, lr=2e-5),
-            lrs={"full": 2e-5, "intermediate": 1e-4, "moe": 1e-4, "lora": 1e-4},
-        )
-    raise ValueError(f"unknown profile {name!r}; choose one of ['smoke', 'cpu', 'full']")
+    """The study's runs in profile ``name`` (``profiles.get_profile(name).study``)."""
+    return get_profile(name).study
 
 
 def row_config(row: str, base: TrainConfig, split: str, seed: int,
-               lrs: dict[str, float] | None = None) -> TrainConfig:
-    """The config of one study row (``base`` holds the profile's sizes, ``lrs`` its rates)."""
+               lrs: dict[str, float] | None = None, paper_epochs: int = 1) -> TrainConfig:
+    """The config of one study row (``base`` holds the profile's sizes, ``lrs`` its rates,
+    ``paper_epochs`` the epochs of the paper-recipe rows)."""
     ance = replace(base.mining, strategy="ance", seed=seed)
     common = dict(label=f"{split}-{row}", split=split, seed=seed)
     clp = replace(base, **common, mining=ance, loss="clp")
@@ -173,6 +84,19 @@ def row_config(row: str, base: TrainConfig, split: str, seed: int,
         config = replace(clp, mining=replace(ance, pseudo_query="first_sentence"))
     elif row == "ANCE + CLP, LoRA":
         config = replace(clp, policy="lora")
+    elif row == "ANCE + GIST (zero-shot guide)":
+        # GISTEmbedLoss takes (anchor, positive, negative): one hard negative per query
+        config = replace(base, **common, loss="gist", mining=replace(ance, num_negatives=1))
+    elif row == "ANCE + MNRL, hardness-weighted":
+        config = replace(base, **common, mining=ance, loss="mnrl_hardness")
+    elif row.startswith("paper recipe: "):
+        # The official run: 1 query per step with gradient accumulation 4, i.e. 4 independent
+        # queries per update without in-batch negatives (the same objective; tested), tau
+        # 0.02, lr 1e-5, lambda 0.1, the paper's group of 1 positive + 4 negatives.
+        loss = "clp" if row.endswith("CLP") else "infonce"
+        return replace(base, **common, loss=loss, lam=0.1, tau=0.02, lr=1e-5, batch_size=4,
+                       in_batch=False, epochs=paper_epochs,
+                       mining=replace(ance, num_negatives=4))
     else:
         raise ValueError(f"unknown study row {row!r}")
     if lrs and config.policy in lrs:
@@ -180,16 +104,20 @@ def row_config(row: str, base: TrainConfig, split: str, seed: int,
     return config
 
 
-def study_configs(profile: str) -> list[tuple[str, str, int, TrainConfig | None]]:
-    """``(row, split, seed, config)`` for every run of the profile (config None: zero-shot)."""
-    p = study_profile(profile)
+def study_configs(profile: str | StudyProfile) -> list[tuple[str, str, int, TrainConfig | None]]:
+    """``(row, split, seed, config)`` for every run of the profile (config None: zero-shot).
+
+    ``profile`` is a profile name (the English study) or a ``StudyProfile`` (e.g. the
+    multilingual track's, ``get_profile(name).track.study``).
+    """
+    p = study_profile(profile) if isinstance(profile, str) else profile
     out = []
     for split in p.splits:
         for row in p.rows:
             if row == ZERO_SHOT:
                 out.append((row, split, 0, None))
                 continue
-            out += [(row, split, s, row_config(row, p.base, split, s, p.lrs))
+            out += [(row, split, s, row_config(row, p.base, split, s, p.lrs, p.paper_epochs))
                     for s in p.seeds_of(row)]
     return out
 
@@ -205,40 +133,54 @@ class StudyRun:
     in_domain: dict[str, dict[str, float]]
     ood: dict[str, dict[str, float]] | None
     val: dict[str, dict[str, float]] | None = None
+    test_run: Run | None = None  # the retrieved lists (qid -> docid -> score), for fusion
+    val_run: Run | None = None
 
     def per_query(self, domain: str) -> dict[str, dict[str, float]] | None:
         """``in-domain`` (test), ``out-of-domain`` or ``validation`` per-query metrics."""
-        return {"in-domain": self.in_domain, "out-of-domain": self.ood, "validation": self.val}[domain]
+        sides = {"in-domain": self.in_domain, "out-of-domain": self.ood, "validation": self.val}
+        return sides[domain]
 
 
-def run_study(profile: str, rows: Iterable[str] | None = None, progress: bool = True) -> list[StudyRun]:
+def run_study(profile: str | StudyProfile, rows: Iterable[str] | None = None,
+              progress: bool = True) -> list[StudyRun]:
     """Train (or reuse) every run of ``profile``; zero-shot rows evaluate the base model."""
+    p = study_profile(profile) if isinstance(profile, str) else profile
     wanted = set(rows) if rows is not None else None
     runs = []
-    for row, split, seed, config in study_configs(profile):
+    for row, split, seed, config in study_configs(p):
         if wanted is not None and row not in wanted:
             continue
         if config is None:
-            base = replace(study_profile(profile).base, split=split)
-            ds, ood = load_training_data(base)
-            zs = zero_shot(ds, base.model, progress=progress)
-            zv = zero_shot(ds, base.model, progress=progress, side="val") if ds.has_validation else None
-            zo = zero_shot(ood, base.model, progress=progress) if ood is not None else None
-            runs.append(StudyRun(row, split, seed, None, zs.evaluation.per_query,
-                                 zo.evaluation.per_query if zo else None,
-                                 zv.evaluation.per_query if zv else None))
+            runs.append(zero_shot_run(p, split, progress))
             continue
         res = train(config, progress=progress)
         runs.append(StudyRun(row, split, seed, res, res.in_domain.evaluation.per_query,
                              res.ood.evaluation.per_query if res.ood else None,
-                             res.val.evaluation.per_query if res.val else None))
+                             res.val.evaluation.per_query if res.val else None,
+                             res.in_domain.run, res.val.run if res.val else None))
     return runs
+
+
+def zero_shot_run(profile: str | StudyProfile, split: str, progress: bool = True) -> StudyRun:
+    """The zero-shot row of ``split``: the base model on the data the profile's runs use
+    (test, validation and out-of-domain sides), any split, trained on or not."""
+    p = study_profile(profile) if isinstance(profile, str) else profile
+    base = replace(p.base, split=split)
+    ds, ood = load_training_data(base)
+    zs = zero_shot(ds, base.model, progress=progress)
+    zv = zero_shot(ds, base.model, progress=progress, side="val") if ds.has_validation else None
+    zo = zero_shot(ood, base.model, progress=progress) if ood is not None else None
+    return StudyRun(ZERO_SHOT, split, 0, None, zs.evaluation.per_query,
+                    zo.evaluation.per_query if zo else None,
+                    zv.evaluation.per_query if zv else None, zs.run, zv.run if zv else None)
 
 
 DOMAINS = ("in-domain", "out-of-domain", "validation")
 
 
-def results_frame(runs: list[StudyRun], metrics: tuple[str, ...] = ("ndcg_cut_5", "ndcg_cut_10")) -> pd.DataFrame:
+def results_frame(runs: list[StudyRun],
+                  metrics: tuple[str, ...] = ("ndcg_cut_5", "ndcg_cut_10")) -> pd.DataFrame:
     """One row per (row, split, seed, domain) with the mean of each metric."""
     rows = []
     for r in runs:
@@ -269,7 +211,8 @@ def table2(runs: list[StudyRun], metric: str = "ndcg_cut_10", domain: str = "in-
     """
     df = results_frame(runs)
     df = df[df["domain"] == domain]
-    order = [r for r in PAPER_ROWS + EXTRA_ROWS if r in set(df["row"])]
+    order = [r for r in PAPER_ROWS + EXTRA_ROWS + ECOSYSTEM_ROWS + PAPER_RECIPE_ROWS
+             if r in set(df["row"])]
     order += [r for r in dict.fromkeys(df["row"]) if r not in order]
     out = []
     for split in dict.fromkeys(df["split"]):
@@ -288,86 +231,52 @@ def table2(runs: list[StudyRun], metric: str = "ndcg_cut_10", domain: str = "in-
     return pd.DataFrame(out).set_index(["split", "row"])
 
 
+def _seed_means(runs: list[StudyRun], row: str, split: str, metric: str,
+                domain: str) -> dict[int, float]:
+    return {r.seed: float(np.mean(list(r.per_query(domain)[metric].values())))
+            for r in runs if r.row == row and r.split == split}
+
+
 def seed_deltas(runs: list[StudyRun], row: str, ref: str, split: str, metric: str = "ndcg_cut_10",
                 domain: str = "in-domain") -> dict[int, float]:
-    """Each seed's ``row - ref`` mean difference (seeds paired by number; a single-run
-    reference such as zero-shot is subtracted from every seed)."""
-    def means(name: str) -> dict[int, float]:
-        return {r.seed: float(np.mean(list(r.per_query(domain)[metric].values())))
-                for r in runs if r.row == name and r.split == split}
-
-    a, b = means(ref), means(row)
-    if len(a) == 1:
-        (only,) = a.values()
-        return {s: v - only for s, v in sorted(b.items())}
-    if len(b) == 1:
-        (only,) = b.values()
-        return {s: only - v for s, v in sorted(a.items())}
-    shared = sorted(set(a) & set(b))
-    return {s: b[s] - a[s] for s in shared}
+    """Each seed's ``row - ref`` mean difference (``stats.pair_seeds``)."""
+    return pair_seeds(_seed_means(runs, ref, split, metric, domain),
+                      _seed_means(runs, row, split, metric, domain))
 
 
-def seed_test(deltas: Iterable[float]) -> float:
-    """Two-sided one-sample t-test of per-seed deltas against 0 (``nan`` with one seed).
-
-    With 2-3 seeds this test has little power: it passes only when the effect is large
-    against the seed-to-seed spread, which is exactly what it is here to check.
-    """
-    d = np.asarray(list(deltas), dtype=float)
-    if len(d) < 2:
-        return float("nan")
-    if np.allclose(d, d[0]):
-        return 0.0 if d[0] != 0 else 1.0
-    return float(stats.ttest_1samp(d, 0.0).pvalue)
-
-
-def compare(runs: list[StudyRun], row: str, ref: str, split: str, metric: str = "ndcg_cut_10",
-            domain: str = "in-domain", n_permutations: int = 10_000, seed: int = 0) -> dict:
-    """``row`` against ``ref`` both ways: per query (seed means) and per seed."""
-    a = _per_query_mean_over_seeds(runs, ref, split, metric, domain)
-    b = _per_query_mean_over_seeds(runs, row, split, metric, domain)
-    t = paired_test(a, b, metric, n_permutations, seed)
-    d = np.array(list(t.deltas.values()))
-    half = 1.96 * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else np.nan
-    per_seed = seed_deltas(runs, row, ref, split, metric, domain)
-    return {"n queries": t.n, "delta": t.mean_delta, "95% CI low": t.mean_delta - half,
-            "95% CI high": t.mean_delta + half, "p (permutation)": t.p_permutation,
-            "p (t-test)": t.p_ttest, "seed deltas": per_seed,
-            "p (seeds)": seed_test(per_seed.values())}
-
-
-def _format_seeds(per_seed: dict[int, float]) -> str:
-    return ", ".join(f"{v:+.4f}" for v in per_seed.values())
+def compare_rows(runs: list[StudyRun], pairs: list[tuple[str, str]], split: str,
+                 metric: str = "ndcg_cut_10", domain: str = "in-domain",
+                 n_permutations: int = 10_000, seed: int = 0) -> pd.DataFrame:
+    """``stats.comparison_table`` of study rows: per query (seed means) and per seed."""
+    rows = {r for pair in pairs for r in pair}
+    per_query = {r: _per_query_mean_over_seeds(runs, r, split, metric, domain) for r in rows}
+    per_seed = {r: _seed_means(runs, r, split, metric, domain) for r in rows}
+    return comparison_table(per_query, pairs, per_seed, metric, n_permutations, seed)
 
 
 def significance_table(runs: list[StudyRun], metric: str = "ndcg_cut_10", domain: str = "in-domain",
                        n_permutations: int = 10_000, seed: int = 0,
                        refs: tuple[str, ...] = (ZERO_SHOT, "ANCE negatives")) -> pd.DataFrame:
-    """Every row against each reference: per-query paired tests with Holm correction, and
-    each seed's delta with a t-test over seeds.
+    """Every row against each reference (zero-shot, ANCE + InfoNCE), per split and domain.
 
-    Per-query values are first averaged over each row's seeds; the Holm family is every
-    comparison in the table. This is the study's one significance-table builder (chapter
-    04's in-domain and forgetting tables and chapter 06's multilingual table use it).
+    Per query (seed means, permutation and t-test, Holm over the whole table) and per seed
+    (each seed's delta, a t-test over seeds): ``stats.comparison_table``.
     """
-    out = []
+    tables = []
     for split in dict.fromkeys(r.split for r in runs):
-        rows = list(dict.fromkeys(x.row for x in runs if x.split == split))
-        for ref in refs:
-            if ref not in rows:
-                continue
-            for row in rows:
-                if row == ref or (ref != ZERO_SHOT and row == ZERO_SHOT) or row in refs[:refs.index(ref)]:
-                    continue
-                c = compare(runs, row, ref, split, metric, domain, n_permutations, seed)
-                out.append({"split": split, "comparison": f"{row} vs {ref}", "row": row, "ref": ref,
-                            **{k: v for k, v in c.items() if k != "seed deltas"},
-                            "seed deltas": _format_seeds(c["seed deltas"])})
-    df = pd.DataFrame(out)
-    if len(df):
-        df["p Holm (permutation)"] = holm(df["p (permutation)"].tolist())
-        df["significant (0.05)"] = df["p Holm (permutation)"] < 0.05
-    return df
+        rows = list(dict.fromkeys(x.row for x in runs if x.split == split and x.per_query(domain)))
+        pairs = [(row, ref) for i, ref in enumerate(refs) if ref in rows for row in rows
+                 if row != ref and row != ZERO_SHOT and row not in refs[:i]]
+        if pairs:
+            t = compare_rows(runs, pairs, split, metric, domain, n_permutations, seed)
+            tables.append(t.assign(split=split))
+    if not tables:
+        return pd.DataFrame()
+    df = pd.concat(tables, ignore_index=True).drop(columns=["_seed_values"])
+    df["p Holm"] = holm(df["p (permutation)"].tolist())  # one family across splits
+    df["significant (0.05)"] = df["p Holm"] < 0.05
+    df["comparison"] = df["system"] + " vs " + df["reference"]
+    return df.rename(columns={"system": "row", "reference": "ref"})
 
 
 def per_query_deltas(runs: list[StudyRun], row: str, ref: str, split: str,
@@ -388,45 +297,25 @@ CLAIMS = [
     ("MoE intermediate layers beat plain intermediate-only", "ANCE + CLP + MoE",
      "ANCE + CLP, intermediate only"),
 ]
-VERDICTS = ("held", "reversed", "not distinguishable", "not resolved at this budget")
-
-
-def verdict(delta: float, p_query_holm: float, seed_deltas_: Iterable[float], p_seeds: float,
-            alpha: float = 0.05) -> str:
-    """``held`` / ``reversed`` only when the per-query test (Holm) and the seed-level view
-    agree: both significant, every seed's delta on the same side. ``not distinguishable``
-    when neither is significant; ``not resolved at this budget`` when they disagree."""
-    per_seed = np.asarray(list(seed_deltas_), dtype=float)
-    query_sig = p_query_holm < alpha
-    seeds_sig = bool(len(per_seed) > 1 and p_seeds < alpha
-                     and np.all(np.sign(per_seed) == np.sign(delta)))
-    if query_sig and seeds_sig:
-        return "held" if delta > 0 else "reversed"
-    if not query_sig and not seeds_sig:
-        return "not distinguishable"
-    return "not resolved at this budget"
 
 
 def claims_table(runs: list[StudyRun], metric: str = "ndcg_cut_10", n_permutations: int = 10_000,
                  seed: int = 0, split: str | None = None) -> pd.DataFrame:
     """Each claim of the paper tested on ``split`` (default: the first): delta (claimed better
     - worse) with its 95% CI, Holm p over the claims, each seed's delta, the seed-level p and
-    the verdict (see ``verdict``)."""
+    the verdict (``stats.verdict``)."""
     split = split or runs[0].split
     present = {r.row for r in runs if r.split == split}
-    out = []
-    for claim, better, worse in CLAIMS:
-        if not {better, worse} <= present:
-            continue
-        c = compare(runs, better, worse, split, metric, "in-domain", n_permutations, seed)
-        out.append({"claim": claim, "split": split, **c})
-    df = pd.DataFrame(out)
-    if len(df):
-        df["p Holm"] = holm(df["p (permutation)"].tolist())
-        df["verdict"] = [verdict(r["delta"], r["p Holm"], r["seed deltas"].values(), r["p (seeds)"])
-                         for _, r in df.iterrows()]
-        df["seed deltas"] = df["seed deltas"].map(_format_seeds)
-    return df
+    claims = [(c, b, w) for c, b, w in CLAIMS if {b, w} <= present]
+    if not claims:
+        return pd.DataFrame()
+    df = compare_rows(runs, [(b, w) for _, b, w in claims], split, metric, "in-domain",
+                      n_permutations, seed)
+    df.insert(0, "claim", [c for c, _, _ in claims])
+    df.insert(1, "split", split)
+    df["verdict"] = [verdict(r["delta"], r["p Holm"], r["_seed_values"], r["p (seeds)"])
+                     for _, r in df.iterrows()]
+    return df.drop(columns=["_seed_values", "system", "reference", "significant (0.05)"])
 
 
 def forgetting_table(runs: list[StudyRun], metric: str = "ndcg_cut_10") -> pd.DataFrame:
@@ -436,8 +325,73 @@ def forgetting_table(runs: list[StudyRun], metric: str = "ndcg_cut_10") -> pd.Da
     sig = significance_table(runs, metric, domain="out-of-domain", refs=(ZERO_SHOT,))
     if not len(sig):
         return t
-    sig = sig.set_index(["split", "row"])[["delta", "p Holm (permutation)", "seed deltas"]]
+    sig = sig.set_index(["split", "row"])[["delta", "p Holm", "seed deltas"]]
     return t.join(sig, how="left")
+
+
+# --------------------------------------------------------------------------- hybrids with BM25
+
+#: Convex weights of the dense side tried on validation (0 = BM25 alone, 1 = dense alone).
+HYBRID_WEIGHTS = tuple(round(w, 2) for w in np.linspace(0.0, 1.0, 21))
+
+
+def bm25_runs(profile: str | StudyProfile, split: str) -> dict[str, object]:
+    """BM25's test and validation results on the dataset the profile's runs use."""
+    p = study_profile(profile) if isinstance(profile, str) else profile
+    ds, _ = load_training_data(replace(p.base, split=split))
+    return {"test": bm25(ds), "val": bm25(ds, side="val")}
+
+
+def hybrid_table(runs: list[StudyRun], profile: str | StudyProfile, split: str,
+                 metric: str = "ndcg_cut_10", weights: tuple[float, ...] = HYBRID_WEIGHTS,
+                 rrf_k: int = 60,
+                 n_permutations: int = 10_000) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """BM25 fused with every dense row: reciprocal rank fusion and a convex combination.
+
+    The convex weight of each row is the one with the best mean validation ``metric`` over
+    the row's seeds (validation queries, never test); RRF has no weight to choose. Returns
+    (systems table: seeds, test mean and sd, chosen weight and its validation score;
+    significance table: each hybrid against BM25 and against its own dense row, per query
+    with Holm and per seed).
+    """
+    p = study_profile(profile) if isinstance(profile, str) else profile
+    ds, _ = load_training_data(replace(p.base, split=split))
+    qrels = {"test": ds.test().qrels, "val": ds.validation().qrels}
+    sparse = bm25_runs(p, split)
+    per_query: dict[str, dict[str, float]] = {"BM25": sparse["test"].evaluation.per_query[metric]}
+    per_seed: dict[str, dict[int, float]] = {"BM25": {0: sparse["test"].metrics[metric]}}
+    info = [{"system": "BM25", "kind": "sparse", "seeds": 1, "weight": np.nan}]
+    pairs = []
+    rows = [r for r in dict.fromkeys(x.row for x in runs if x.split == split)]
+    for row in rows:
+        members = [r for r in runs if r.row == row and r.split == split and r.val_run is not None]
+        if not members:
+            continue
+        scores = {w: np.mean([evaluate_run(convex(r.val_run, sparse["val"].run, w), qrels["val"])
+                              .mean[metric] for r in members]) for w in weights}
+        best = max(scores, key=lambda w: (scores[w], -abs(w - 0.5)))
+        systems = {f"{row} (dense)": lambda r: r.test_run,
+                   f"{row} + BM25, RRF": lambda r: rrf([r.test_run, sparse["test"].run], rrf_k),
+                   f"{row} + BM25, convex":
+                       lambda r, w=best: convex(r.test_run, sparse["test"].run, w)}
+        for name, make in systems.items():
+            evals = {r.seed: evaluate_run(make(r), qrels["test"]).per_query[metric]
+                     for r in members}
+            per_query[name] = {q: float(np.mean([e[q] for e in evals.values()]))
+                               for q in next(iter(evals.values()))}
+            per_seed[name] = {s: float(np.mean(list(e.values()))) for s, e in evals.items()}
+            kind = name.rsplit(", ", 1)[-1] if "+ BM25" in name else "dense"
+            info.append({"system": name, "kind": kind, "seeds": len(members),
+                         "weight": best if kind == "convex" else np.nan,
+                         "val at weight": scores[best] if kind == "convex" else np.nan})
+            if "+ BM25" in name:
+                pairs += [(name, "BM25"), (name, f"{row} (dense)")]
+    table = pd.DataFrame(info).set_index("system")
+    table[f"{metric} mean"] = [float(np.mean(list(per_seed[s].values()))) for s in table.index]
+    table[f"{metric} sd"] = [float(np.std(list(per_seed[s].values()), ddof=1))
+                             if len(per_seed[s]) > 1 else np.nan for s in table.index]
+    sig = comparison_table(per_query, pairs, per_seed, metric, n_permutations)
+    return table, sig.drop(columns=["_seed_values"])
 
 
 # --------------------------------------------------------------------------- many runs at once
@@ -478,7 +432,8 @@ def train_parallel(profile: str, workers: int, rows: Iterable[str] | None = None
             write_json(log_dir / f"{name}.json", asdict(cfg))
             log = open(log_dir / f"{name}.log", "w")  # noqa: SIM115 (closed when the run ends)
             proc = subprocess.Popen([sys.executable, "-m", "clp_utils.training", "--config",
-                                     str(log_dir / f"{name}.json")], stdout=log, stderr=subprocess.STDOUT)
+                                     str(log_dir / f"{name}.json")],
+                                    stdout=log, stderr=subprocess.STDOUT)
             running[i] = (proc, log_dir / f"{name}.log", log)
             print(f"[{profile}] started {name}", flush=True)
         time.sleep(poll_seconds)
@@ -492,5 +447,112 @@ def train_parallel(profile: str, workers: int, rows: Iterable[str] | None = None
                   f"({len(done)} done, {len(failed)} failed, {len(queue) + len(running)} to go)",
                   flush=True)
     if failed:
-        raise RuntimeError("runs failed: " + "; ".join(f"{label} (log: {path})" for label, path in failed))
+        raise RuntimeError("runs failed: "
+                           + "; ".join(f"{label} (log: {path})" for label, path in failed))
     return [label for label, _ in done]
+
+
+# --------------------------------------------------------------------------- the multilingual track
+
+
+def track_profile(name: str) -> TrackProfile:
+    """Chapter 06's runs in profile ``name`` (``profiles.get_profile(name).track``)."""
+    return get_profile(name).track
+
+
+def zero_shot_runs(profile: str, models: Iterable[str] = ("me5-small", "minilm"),
+                   progress: bool = True) -> dict[tuple[str, str], object]:
+    """Zero-shot retrieval on Hindi and Persian: ``{(dataset, system): RetrievalResult}``.
+
+    Systems: BM25 (Snowball stemmer of the language, ``languages.TOKEN_PATTERN`` words) and
+    each dense model in ``models`` (``evaluation.zero_shot``, cached). The Hindi set is the
+    profile's training subset, so these numbers pair with the fine-tuned runs.
+    """
+    from clp_utils.models import load_model
+
+    tp = track_profile(profile)
+    sets = {"hindi": load_named("hindi").sized(tp.hindi_passages),
+            "persian": load_named("persian").sized(tp.persian_passages)}
+    out = {(name, "BM25"): bm25(ds, languages.language(name), token_pattern=languages.TOKEN_PATTERN)
+           for name, ds in sets.items()}
+    for model_name in models:
+        model = load_model(model_name)
+        for name, ds in sets.items():
+            out[(name, model_name)] = zero_shot(ds, model_name, model, progress=progress)
+    return out
+
+
+def zero_shot_tables(results: dict, metric: str = "ndcg_cut_10",
+                     n_permutations: int = 10_000) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(metrics table, significance table) of ``zero_shot_runs``' results.
+
+    Significance: on each dataset, the first dense model against every other system, paired
+    over the same test queries, Holm-corrected over the whole table (``stats.comparison_table``).
+    """
+    table = pd.DataFrame([{"dataset": d, "system": s,
+                           "test queries": len(r.evaluation.per_query[metric]), **r.metrics}
+                          for (d, s), r in results.items()]).set_index(["dataset", "system"])
+    table = table.sort_index(level="dataset", sort_remaining=False)
+    parts = []
+    for dataset in dict.fromkeys(d for d, _ in results):
+        systems = [s for d, s in results if d == dataset]
+        dense = [s for s in systems if s != "BM25"]
+        if not dense:
+            continue
+        per_query = {s: results[(dataset, s)].evaluation.per_query[metric] for s in systems}
+        pairs = [(dense[0], other) for other in systems if other != dense[0]]
+        parts.append(comparison_table(per_query, pairs, None, metric, n_permutations)
+                     .assign(dataset=dataset))
+    if not parts:
+        return table, pd.DataFrame()
+    sig = pd.concat(parts, ignore_index=True)
+    sig["p Holm"] = holm(sig["p (permutation)"].tolist())
+    sig["significant (0.05)"] = sig["p Holm"] < 0.05
+    sig["comparison"] = sig["system"] + " vs " + sig["reference"]
+    return table, sig.drop(columns=["system", "reference"])
+
+
+def run_track(profile: str, progress: bool = True) -> list[StudyRun]:
+    """Train (or reuse) every Hindi run of the profile: ``run_study`` on the track's rows."""
+    return run_study(track_profile(profile).study, progress=progress)
+
+
+def trainable_parameters(runs: list[StudyRun]) -> pd.DataFrame:
+    """Per trained row: the policy, trainable and total parameters (from each run's config)."""
+    import json
+
+    rows = {}
+    for r in runs:
+        if r.result is not None and r.row not in rows:
+            info = json.loads((r.result.run_dir / "config.json").read_text())["params"]
+            rows[r.row] = {**info, "trainable share": info["trainable"] / info["total"]}
+    return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def summary_table(zero_shot_table: pd.DataFrame, runs: list[StudyRun],
+                  metric: str = "ndcg_cut_10") -> pd.DataFrame:
+    """Chapter 06 in one table (the README's): every Hindi system on the same test queries.
+
+    BM25 and MiniLM zero-shot (from ``zero_shot_tables``), mE5-small zero-shot and each
+    fine-tuned row (mean and sd over seeds, ``table2``), with the delta and the Holm p
+    against mE5 zero-shot and against ANCE + InfoNCE, and each seed's delta.
+    """
+    t2 = table2(runs, metric, paper_column=False).loc["hindi"]
+    sig = significance_table(runs, metric).set_index("comparison")
+    rows = [{"system": "BM25" if system == "BM25" else f"{system} zero-shot", "seeds": 1,
+             f"{metric} mean": r[metric]}
+            for system, r in zero_shot_table.loc["hindi"].iterrows()
+            if system in ("BM25", "minilm")]
+    for row, r in t2.iterrows():
+        entry = {"system": "me5-small zero-shot" if row == ZERO_SHOT else f"me5-small, {row}",
+                 "seeds": int(r["seeds"]), f"{metric} mean": r[f"{metric} mean"],
+                 f"{metric} sd": r[f"{metric} sd"]}
+        for ref, tag in ((ZERO_SHOT, "zero-shot"), ("ANCE negatives", "ANCE + InfoNCE")):
+            key = f"{row} vs {ref}"
+            if key in sig.index:
+                entry[f"delta vs {tag}"] = sig.loc[key, "delta"]
+                entry[f"Holm p vs {tag}"] = sig.loc[key, "p Holm"]
+                entry[f"seed deltas vs {tag}"] = sig.loc[key, "seed deltas"]
+        rows.append(entry)
+    out = pd.DataFrame(rows).set_index("system")
+    return out[["seeds", *[c for c in out.columns if c != "seeds"]]]

@@ -97,7 +97,7 @@ class TrainConfig:
     remine_each_epoch: bool = False  # ANCE rounds: re-mine with the current model
     checkpoint_every: int = 10
     dropout: bool = True  # False trains in eval mode (used to compare 1 vs N processes exactly)
-    freeze_embeddings: bool = False  # word embeddings stay fixed (saves memory with big vocabularies)
+    freeze_embeddings: bool = False  # word embeddings fixed (saves memory with big vocabularies)
     val_fraction: float = 0.1  # train passages carved out for validation (by passage, VAL_SEED)
     val_at: tuple[int, ...] = ()  # steps at which the validation queries are scored in training
     test_eval: bool = True  # False: score validation only (design runs never see test queries)
@@ -183,7 +183,8 @@ def _validate(c: TrainConfig) -> None:
         raise ValueError(f"loss {c.loss!r} scores in-batch negatives: it needs in_batch=true")
     if c.loss == "gist" and c.mining.num_negatives != 1:
         raise ValueError("loss 'gist' takes one hard negative per query (GISTEmbedLoss's "
-                         f"(anchor, positive, negative) columns); got num_negatives={c.mining.num_negatives}")
+                         "(anchor, positive, negative) columns); got "
+                         f"num_negatives={c.mining.num_negatives}")
     _number("attention_dropout", c.attention_dropout, lo=0.0, hi=1.0, hi_open=True, optional=True)
     _number("val_fraction", c.val_fraction, lo=0.0, hi=1.0, hi_open=True)
     for step in c.val_at:
@@ -221,15 +222,11 @@ def load_training_data(config: TrainConfig) -> tuple[RetrievalDataset, Retrieval
     """The in-domain dataset (subset, validation carved as configured) and the out-of-domain one."""
     from clp_utils.data import load_named
 
-    ds = load_named(config.split)
-    if config.passages is not None and config.passages < len(ds.corpus):
-        ds = ds.subset(config.passages, seed=0)
+    ds = load_named(config.split).sized(config.passages, seed=0)
     ds = ds.with_validation(config.val_fraction, seed=VAL_SEED)
     ood = None
     if config.ood_split:
-        ood = load_named(config.ood_split)
-        if config.ood_passages is not None and config.ood_passages < len(ood.corpus):
-            ood = ood.subset(config.ood_passages, seed=0)
+        ood = load_named(config.ood_split).sized(config.ood_passages, seed=0)
     return ds, ood
 
 
@@ -237,12 +234,13 @@ def run_id(config: TrainConfig, data_checksum: str, precision: Precision | None 
     """``<label>-<hash of config and data>``; the label is not part of the hash.
 
     With ``precision``, the hash holds the precision that ran instead of the setting, so
-    ``bf16="auto"`` and an explicit ``bf16=True`` on a bf16 machine are the same run.
+    ``bf16="auto"`` and an explicit ``bf16=True`` on a bf16 machine are the same run. Only
+    fields that differ from their defaults enter the hash (``bf16`` always does), so adding
+    a new field to ``TrainConfig`` keeps every finished run reusable.
     """
-    key = asdict(config)
-    key.pop("label")
-    if precision is not None:
-        key["bf16"] = precision.bf16
+    defaults = asdict(TrainConfig())
+    key = {k: v for k, v in asdict(config).items() if k != "label" and v != defaults[k]}
+    key["bf16"] = precision.bf16 if precision is not None else config.bf16
     slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in (config.label or config.loss))
     return f"{slug}-{stable_hash([key, data_checksum])}"
 
@@ -347,7 +345,8 @@ def false_in_batch_negatives(examples: list[Example], batches: list[list[int]]) 
         affected += count
         queries += len(batch)
     return {"batches": len(batches),
-            "share_of_batches_with_false_negative": float(np.mean([h > 0 for h in hits])) if hits else 0.0,
+            "share_of_batches_with_false_negative":
+                float(np.mean([h > 0 for h in hits])) if hits else 0.0,
             "false_negatives_per_batch": float(np.mean(hits)) if hits else 0.0,
             "share_of_queries_affected": affected / max(1, queries)}
 
@@ -366,7 +365,8 @@ def batch_report(config: TrainConfig) -> pd.DataFrame:
     plain = random_batches(len(examples), config.batch_size, seed)
     dedup = no_duplicate_batches(examples, config.batch_size, seed)
     return pd.DataFrame({"plain shuffled batches": false_in_batch_negatives(examples, plain),
-                         "no-duplicate batches (used)": false_in_batch_negatives(examples, dedup)}).T
+                         "no-duplicate batches (used)":
+                             false_in_batch_negatives(examples, dedup)}).T
 
 
 def make_batches(examples: list[Example], config: TrainConfig, epoch: int) -> list[list[int]]:
@@ -480,7 +480,8 @@ def step_loss(model, batch: list[Example], config: TrainConfig, m: int, gather: 
     else:
         q = embed(model, queries, config.max_query_len)
         if config.loss == "mnrl_hardness":
-            contrastive = st_loss([q, pos, *negs.unbind(1)], None)  # columns as the trainer's
+            # the columns as the trainer passes them: query, positive, negative 1..k
+            contrastive = st_loss.compute_loss_from_embeddings([q, pos, *negs.unbind(1)], None)
         else:
             contrastive = info_nce(q, pos, negs, tau=config.tau, in_batch=config.in_batch,
                                    gather=gather)
@@ -536,18 +537,21 @@ def set_attention_dropout(model, p: float) -> int:
 
     Why it matters on a CPU: with attention dropout, scaled-dot-product attention cannot use
     its fused (flash) kernel and falls back to the math path, which materialises and masks
-    the full attention matrix; at 256 tokens that made a training step ~2.5x slower.
+    the full attention matrix, the more so the longer the passages (``make design`` scores
+    the setting on validation queries; ``bench/step_profile.py`` shows where a step goes).
     Returns the number of modules changed. The saved model's config is not touched.
     """
     changed = 0
     for module in model.modules():
         name = type(module).__name__
         drop = getattr(module, "dropout", None)
-        if name.endswith(("SelfAttention", "CrossAttention")) and isinstance(drop, torch.nn.Dropout):
+        attention = name.endswith(("SelfAttention", "CrossAttention"))
+        if attention and isinstance(drop, torch.nn.Dropout):
             drop.p = p
             changed += 1
     if not changed:
-        raise ValueError("attention_dropout is set but the model has no attention dropout to change")
+        raise ValueError("attention_dropout is set but the model has no attention dropout "
+                         "to change")
     return changed
 
 
@@ -598,14 +602,15 @@ def train(
     qids = select_queries(list(train_split.queries), config.train_queries, config.seed)
     # Every policy leaves the model equal to the base model at step 0 (MoE experts are copies,
     # LoRA's B is zero), so the base model's cached embeddings serve the first mining round.
-    mined = mine(model, train_split, config.mining, model_id=config.model, data_checksum=ds.checksum,
-                 query_ids=qids, progress=progress and rank == 0)
+    mined = mine(model, train_split, config.mining, model_id=config.model,
+                 data_checksum=ds.checksum, query_ids=qids, progress=progress and rank == 0)
     m = queries_per_negative(config, mined.records)
     examples, short = to_examples(mined.records, config.mining.num_negatives, m)
     first_batches = make_batches(examples, config, 0)
     steps_per_epoch = len(first_batches)
     if steps_per_epoch == 0:
-        raise ValueError(f"no full batch of {config.batch_size} from {len(examples)} usable training "
+        raise ValueError(f"no full batch of {config.batch_size} from {len(examples)} usable "
+                         "training "
                          f"groups (no_duplicates={config.no_duplicates})")
     total_steps = steps_per_epoch * config.epochs
 
@@ -615,7 +620,8 @@ def train(
 
     warmup = math.ceil(config.warmup_ratio * total_steps)
     scheduler = (get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
-                 if config.schedule == "linear" else get_constant_schedule_with_warmup(optimizer, warmup))
+                 if config.schedule == "linear"
+                 else get_constant_schedule_with_warmup(optimizer, warmup))
 
     info = {"run_id": rid, "config": asdict(config), "data_checksum": ds.checksum,
             "data_counts": ds.counts(), "params": asdict(counts), "mining": mined.summary,
@@ -695,7 +701,8 @@ def train(
                 _write_log(run_dir / "log.csv", log)
                 if step % config.checkpoint_every == 0 or step == total_steps:
                     _save_checkpoint(ckpt, model, optimizer, scheduler, step, log, examples)
-            if stop_after_steps is not None and done_this_call >= stop_after_steps and step < total_steps:
+            if (stop_after_steps is not None and done_this_call >= stop_after_steps
+                    and step < total_steps):
                 bar.close()
                 raise KeyboardInterrupt(f"stopped after {done_this_call} steps (simulated kill)")
     bar.close()
@@ -760,8 +767,8 @@ def evaluate_run_dirs(model, rid: str, run_dir: Path, ds: RetrievalDataset,
         return None, None, val_res
     ood_res = None
     if ood is not None:
-        ood_res = evaluate_model(model, ood.test(), run_dir / "ood", rid, qrels_path=qrels_file(ood),
-                                 progress=progress, bf16=bf16)
+        ood_res = evaluate_model(model, ood.test(), run_dir / "ood", rid,
+                                 qrels_path=qrels_file(ood), progress=progress, bf16=bf16)
     sides = {"test": ds.test()}
     if ds.has_validation:
         sides["val"] = ds.validation()
@@ -832,7 +839,8 @@ def _read_qrels_any(path: Path) -> dict[str, dict[str, int]]:
 
 def main(argv: list[str] | None = None) -> None:
     """``python -m clp_utils.training --config run.json [--set key=value ...]``."""
-    parser = argparse.ArgumentParser(prog="python -m clp_utils.training", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m clp_utils.training",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, help="JSON file with TrainConfig fields")
     parser.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                         help="override fields (values parsed as JSON when they parse)")

@@ -9,6 +9,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
+import shutil
 
 import matplotlib
 import nbformat
@@ -51,11 +53,13 @@ def executed_chapter(name: str, png: str) -> nbformat.NotebookNode:
         v4.new_markdown_cell(f"# {name[:2]} · Chapter {name}\n\nWhy this chapter: $a^2 + b^2$."),
         params, injected,
         v4.new_code_cell("print('hello')\nfor _ in tqdm(range(20)): pass", execution_count=3,
-                         outputs=[v4.new_output("stream", name="stdout", text="mined 42 negatives\n"),
+                         outputs=[v4.new_output("stream", name="stdout",
+                                                text="mined 42 negatives\n"),
                                   v4.new_output("stream", name="stderr", text=PROGRESS_BAR),
                                   v4.new_output("stream", name="stderr", text=WARNING)]),
         v4.new_markdown_cell("## A figure"),
-        v4.new_code_cell('fig, ax = plt.subplots()\nsave_figure(fig, "demo_plot")', execution_count=4,
+        v4.new_code_cell('fig, ax = plt.subplots()\nsave_figure(fig, "demo_plot")',
+                         execution_count=4,
                          outputs=[v4.new_output("display_data",
                                                 data={"image/png": png,
                                                       "text/plain": "<Figure size 200x150>"}),
@@ -63,13 +67,15 @@ def executed_chapter(name: str, png: str) -> nbformat.NotebookNode:
                                                 data={"text/plain": "<matplotlib.legend.Legend "
                                                                     "at 0x7f3a2c1d0e50>"})]),
         v4.new_markdown_cell("## A wide table"),
-        v4.new_code_cell("table", execution_count=5,
+        v4.new_code_cell('table\nsave_figure(fig, "second_plot")', execution_count=5,
                          outputs=[v4.new_output("execute_result", execution_count=5,
                                                 data={"text/html": wide.to_html(),
-                                                      "text/plain": wide.to_string()})]),
+                                                      "text/plain": wide.to_string()}),
+                                  v4.new_output("display_data", data={"image/png": png})]),
     ]
     nb = v4.new_notebook(cells=cells)
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     nb.metadata["papermill"] = {"parameters": {"profile": "smoke"}, "duration": 93.0,
                                 "end_time": "2025-01-02T03:04:05.000000", "exception": None}
@@ -120,6 +126,7 @@ def test_landing_page_tells_the_readme_story(book):
     assert "Table 2" in index and "0.456" in index
     for name in CHAPTERS:
         assert f'href="{name}.html"' in index, name
+    assert "(not executed yet)" in index
     assert "figures.html" in index
 
 
@@ -131,7 +138,10 @@ def test_noise_is_gone_and_the_content_stays(book):
     assert "matplotlib.legend.Legend" not in text
     assert "<details" in text and "Show code" in text  # code cells are folded
     assert "a rather long column name 23" in text  # the whole wide table
-    assert "Figure 1.1 · A figure · saved as" in text  # figures are captioned
+    assert "Figure 1.1 · A figure · saved as" in text  # figures are captioned,
+    assert "Figure 1.2 · A wide table · saved as" in text  # also one shown after a table
+    assert '"smoke"</span>' in text and '"cpu"' not in text  # the values this run used
+    assert "Show the parameters of this run" in text
 
 
 def test_figures_are_on_disk_and_collected(book):
@@ -140,14 +150,21 @@ def test_figures_are_on_disk_and_collected(book):
     assert images
     for src in images:
         assert (book / src.split('"')[0]).exists()
+    assert text.count("<img") == 2
     gallery = page(book, "figures")
-    assert gallery.count("<img") == len(CHAPTERS) - 1  # one figure per executed chapter
+    assert gallery.count("<img") == 2 * (len(CHAPTERS) - 1)  # two per executed chapter
+
+
+def test_the_book_reads_offline(book):
+    """No page loads a script, stylesheet, font or image from the network (links may leave)."""
+    remote = re.compile(r"<(script|img)[^>]+src=\"(https?:)?//|<link[^>]+href=\"(https?:)?//")
+    for path in book.glob("*.html"):
+        assert not remote.search(path.read_text()), path.name
+    assert "_static/mathjax/MathJax.js" in page(book, "01_figures")  # math without a CDN
 
 
 def test_check_book_reports_what_a_reader_would_trip_on(book, tmp_path):
     broken = tmp_path / "broken"
-    import shutil
-
     shutil.copytree(book, broken)
     image = next((broken / "_images").iterdir())
     image.unlink()

@@ -17,21 +17,27 @@ SQUAD = {
     "data": [
         {"title": "Alpha_Beta", "paragraphs": [
             {"context": "The cat sat on the mat in 1999.", "qas": [
-                {"id": "q1", "question": "Where did the cat sit?", "answers": [{"text": "on the mat", "answer_start": 8}, {"text": "on the mat", "answer_start": 8}]},
-                {"id": "q2", "question": "When did the cat sit?", "answers": [{"text": "1999", "answer_start": 26}]},
+                {"id": "q1", "question": "Where did the cat sit?",
+                 "answers": [{"text": "on the mat", "answer_start": 8},
+                             {"text": "on the mat", "answer_start": 8}]},
+                {"id": "q2", "question": "When did the cat sit?",
+                 "answers": [{"text": "1999", "answer_start": 26}]},
             ]},
             {"context": "Dogs bark at night.", "qas": [
-                {"id": "q3", "question": "When do dogs bark?", "answers": [{"text": "at night", "answer_start": 10}]},
+                {"id": "q3", "question": "When do dogs bark?",
+                 "answers": [{"text": "at night", "answer_start": 10}]},
             ]},
         ]},
         {"title": "Gamma", "paragraphs": [
             # identical paragraph text in another article: merged into one passage
             {"context": "The cat sat on the mat in 1999. ", "qas": [
-                {"id": "q4", "question": "What sat on the mat?", "answers": [{"text": "The cat", "answer_start": 0}]},
+                {"id": "q4", "question": "What sat on the mat?",
+                 "answers": [{"text": "The cat", "answer_start": 0}]},
             ]},
         ] + [
             {"context": f"Filler passage number {i}.", "qas": [
-                {"id": f"f{i}", "question": f"Which filler is {i}?", "answers": [{"text": str(i), "answer_start": 23}]},
+                {"id": f"f{i}", "question": f"Which filler is {i}?",
+                 "answers": [{"text": str(i), "answer_start": 23}]},
             ]} for i in range(12)
         ]},
     ],
@@ -114,7 +120,8 @@ def test_qrels_with_unknown_ids_list_examples_and_counts(tmp_path):
     with pytest.raises(DataError) as err:
         D.load_beir(ds_dir)
     msg = str(err.value)
-    assert "2 unknown queries" in msg and "nope1" in msg and "1 unknown documents" in msg and "ghost" in msg
+    assert ("2 unknown queries" in msg and "nope1" in msg
+            and "1 unknown documents" in msg and "ghost" in msg)
     assert "test.tsv" in msg
 
 
@@ -270,7 +277,8 @@ def test_validation_side_is_carved_from_train_passages_by_passage(tmp_path):
     # validation searches every non-test passage, never a test passage
     assert set(val.corpus) == set(ds.corpus) - ds.test_passages
     counts = val_ds.counts()
-    assert counts["val_queries"] == len(val.queries) and counts["train_queries"] == len(train.queries)
+    assert (counts["val_queries"] == len(val.queries)
+            and counts["train_queries"] == len(train.queries))
     assert counts["train_passages"] + counts["val_passages"] + counts["test_passages"] == 14
     # seeded, and the checksum names the carving
     assert ds.with_validation(0.3, seed=1).val_passages == val_ds.val_passages

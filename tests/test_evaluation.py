@@ -11,14 +11,13 @@ from clp_utils.data import Split
 from clp_utils.evaluation import (
     METRICS,
     evaluate_run,
-    holm,
-    paired_test,
     rank,
     read_trec,
     save_evaluation,
     search,
     write_trec,
 )
+from clp_utils.stats import holm, paired_test
 
 PYTREC = {"ndcg_cut_5": "ndcg_cut_5", "ndcg_cut_10": "ndcg_cut_10", "recall_10": "recall_10",
           "recall_100": "recall_100", "map_cut_100": "map_cut_100"}
@@ -99,7 +98,8 @@ def test_hand_computed_example():
 
 def test_trec_file_round_trip_keeps_ranking(tmp_path):
     qrels, run = random_case(11)
-    run = {q: {d: float(np.float32(s + 0.123456789)) for d, s in docs.items()} for q, docs in run.items()}
+    run = {q: {d: float(np.float32(s + 0.123456789)) for d, s in docs.items()}
+           for q, docs in run.items()}
     write_trec(run, tmp_path / "run.trec", "t")
     back = read_trec(tmp_path / "run.trec")
     for qid in run:
@@ -139,11 +139,13 @@ def test_paired_test_against_scipy_and_exact_enumeration():
     b = {q: v + 0.05 + rng.normal(0, 0.1) for q, v in a.items()}
     res = paired_test(a, b, n_permutations=20000, seed=3)
     qs = sorted(a)
-    assert res.p_ttest == pytest.approx(stats.ttest_rel([b[q] for q in qs], [a[q] for q in qs]).pvalue)
+    assert res.p_ttest == pytest.approx(
+        stats.ttest_rel([b[q] for q in qs], [a[q] for q in qs]).pvalue)
     assert res.mean_delta == pytest.approx(np.mean([b[q] - a[q] for q in qs]))
     # the permutation p-value approximates the exact sign-flip p-value (small n: enumerate)
     small_a = {f"q{i}": 0.0 for i in range(10)}
-    small_b = {f"q{i}": float(v) for i, v in enumerate([0.3, 0.1, -0.05, 0.2, 0.0, 0.15, -0.1, 0.25, 0.05, 0.1])}
+    small_b = {f"q{i}": float(v)
+               for i, v in enumerate([0.3, 0.1, -0.05, 0.2, 0.0, 0.15, -0.1, 0.25, 0.05, 0.1])}
     d = np.array(list(small_b.values()))
     signs = np.array(np.meshgrid(*[[-1, 1]] * 10)).reshape(10, -1).T
     exact = np.mean(np.abs((signs * d).mean(1)) >= abs(d.mean()) - 1e-15)
@@ -157,3 +159,29 @@ def test_paired_test_against_scipy_and_exact_enumeration():
 def test_holm():
     assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
     assert holm([0.5]) == [0.5]
+
+
+def test_rrf_matches_the_formula_with_trec_ties():
+    from clp_utils.evaluation import rrf
+
+    a = {"q": {"d1": 0.9, "d2": 0.8, "d3": 0.8}}  # d3 > d2 on the tie (id descending)
+    b = {"q": {"d2": 5.0, "d4": 4.0}}
+    fused = rrf([a, b], k=60)["q"]
+    expect = {"d1": 1 / 61, "d3": 1 / 62, "d2": 1 / 63 + 1 / 61, "d4": 1 / 62}
+    assert fused == pytest.approx(expect)
+    assert [d for d, _ in rank(fused)] == ["d2", "d1", "d4", "d3"]  # d4 > d3 on the tie
+
+
+def test_convex_fusion_normalises_per_query_and_spans_both_ends():
+    from clp_utils.evaluation import convex
+
+    dense = {"q": {"d1": 0.9, "d2": 0.5, "d3": 0.1}}
+    sparse = {"q": {"d3": 30.0, "d4": 10.0}}
+    fused = convex(dense, sparse, 0.25)["q"]
+    # dense normalised: d1 1, d2 .5, d3 0; sparse: d3 1, d4 0; missing -> 0
+    assert fused == pytest.approx({"d1": 0.25, "d2": 0.125, "d3": 0.75, "d4": 0.0})
+    assert [d for d, _ in rank(convex(dense, sparse, 1.0)["q"])][:3] == ["d1", "d2", "d4"]
+    assert rank(convex(dense, sparse, 0.0)["q"])[0][0] == "d3"
+    assert convex({"q": {"d1": 2.0}}, {}, 0.5)["q"] == {"d1": 0.5}  # a constant list scores 1
+    with pytest.raises(ValueError, match="weight"):
+        convex(dense, sparse, 1.5)

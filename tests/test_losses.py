@@ -338,3 +338,22 @@ def test_autograd_matches_derived_negative_gradient(in_batch: bool) -> None:
     clp_loss(q, p, n, nq, lam=0.2, tau=0.3, in_batch=in_batch).total.backward()
     expected = analytic_negative_grad(q, p, n.detach(), nq, lam=0.2, tau=0.3, in_batch=in_batch)
     assert torch.allclose(n.grad, expected, atol=1e-12)
+
+
+def test_paper_recipe_batch_of_four_without_in_batch_equals_accumulating_four_single_queries():
+    """The official run: one query per step, gradient accumulation 4 (the mean of 4 single-query
+    gradients). Without in-batch negatives, one step on the 4 queries together is the same
+    objective: the study's paper-recipe rows train that way."""
+    q, p, n, nq = _batch(4, 4, 1, dtype=torch.float64, seed=11)
+    n = n.requires_grad_()
+    together = clp_loss(q, p, n, nq, lam=0.1, tau=0.02, in_batch=False).total
+    (g_together,) = torch.autograd.grad(together, n)
+    singles, grads = [], torch.zeros_like(n)
+    for i in range(4):
+        part = clp_loss(q[i:i + 1], p[i:i + 1], n[i:i + 1], nq[i:i + 1], lam=0.1, tau=0.02,
+                        in_batch=False).total / 4  # accumulation scales each step by 1/4
+        (g,) = torch.autograd.grad(part, n)
+        grads += g
+        singles.append(part.item())
+    assert together.item() == pytest.approx(sum(singles), rel=1e-12)
+    assert torch.allclose(g_together, grads, atol=1e-14)

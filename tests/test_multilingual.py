@@ -15,7 +15,9 @@ import pandas as pd
 import pytest
 
 from clp_utils import data as D
-from clp_utils import multilingual as M
+from clp_utils import evaluation as E
+from clp_utils import languages as M
+from clp_utils import study as S
 from clp_utils.io import DataError, sha256_file
 from clp_utils.paths import REPO_ROOT
 
@@ -241,7 +243,7 @@ def test_build_is_idempotent_writes_manifests_and_load_checks_names(tmp_path):
 
 
 def test_bm25_uses_whole_devanagari_words_and_caches(tmp_path, monkeypatch):
-    monkeypatch.setattr(M, "RESULTS_DIR", tmp_path / "results")
+    monkeypatch.setattr(E, "RESULTS_DIR", tmp_path / "results")
     corpus = {
         "d0": {"title": "", "text": "किताबें मेज़ पर रखी हैं।"},
         "d1": {"title": "", "text": "कुत्ते बाहर भौंकते हैं।"},
@@ -255,12 +257,12 @@ def test_bm25_uses_whole_devanagari_words_and_caches(tmp_path, monkeypatch):
     qrels = {"train": {}, "test": {"q0": {"d0": 1}, "q1": {"d1": 1}, "q2": {"d2": 1}}}
     D.write_beir(tmp_path / "tiny", corpus, queries, qrels)
     ds = D.load_beir(tmp_path / "tiny")
-    first = M.bm25(ds, "hindi")
+    first = E.bm25(ds, "hindi", token_pattern=M.TOKEN_PATTERN)
     assert first.metrics["mrr_10"] == 1.0
     assert (
         first.run_dir / "run.trec"
     ).exists() and first.run_dir.parent.parent == tmp_path / "results"
-    again = M.bm25(ds, "hindi")  # read back from the cache
+    again = E.bm25(ds, "hindi", token_pattern=M.TOKEN_PATTERN)  # read back from the cache
     assert {q: list(d) for q, d in again.run.items()} == {q: list(d) for q, d in first.run.items()}
     assert again.metrics == first.metrics
 
@@ -272,16 +274,16 @@ def test_track_profiles_train_me5_on_hindi_with_frozen_embeddings():
     from clp_utils.study import PAPER_ROWS, ZERO_SHOT
 
     for name in ("smoke", "cpu", "full"):
-        tp = M.track_profile(name)
+        tp = S.track_profile(name)
         base = tp.study.base
         assert (base.model, base.split, base.freeze_embeddings) == ("me5-small", "hindi", True)
         assert tp.study.rows[0] == ZERO_SHOT and set(tp.study.rows) <= set(PAPER_ROWS)
-    assert len(M.track_profile("cpu").study.seeds) >= 2
-    full = M.track_profile("full")
+    assert len(S.track_profile("cpu").study.seeds) >= 2
+    full = S.track_profile("full")
     assert full.study.rows == tuple(PAPER_ROWS) and len(full.study.seeds) >= 3
     assert full.hindi_passages is None and full.study.base.ood_split == "persian"
     with pytest.raises(ValueError, match="choose one of"):
-        M.track_profile("huge")
+        S.track_profile("huge")
 
 
 def test_summary_table_matches_hand_computed_deltas():
@@ -307,7 +309,7 @@ def test_summary_table_matches_hand_computed_deltas():
             {"dataset": "hindi", "system": "me5-small", m: 0.55},
         ]
     ).set_index(["dataset", "system"])
-    out = M.summary_table(zs, runs, m)
+    out = S.summary_table(zs, runs, m)
     assert list(out.index) == [
         "BM25",
         "minilm zero-shot",
@@ -331,7 +333,7 @@ def test_summary_table_matches_hand_computed_deltas():
     assert 0 < out.loc["me5-small, ANCE + CLP", "Holm p vs zero-shot"] <= 1
 
 
-# --------------------------------------------------------------------------- MIRACL (paper's setting)
+# ------------------------------------------------------------------------ MIRACL (paper's setting)
 
 CONFIGS = REPO_ROOT / "configs" / "miracl"
 
@@ -422,7 +424,7 @@ def test_real_sets_if_built():
     for name in ("hindi", "persian"):
         manifest_path = D.DATA_DIR / name / "manifest.json"
         if not manifest_path.exists():
-            pytest.skip("multilingual sets not built (python -m clp_utils.multilingual build)")
+            pytest.skip("multilingual sets not built (python -m clp_utils.languages build)")
         entry = json.loads(manifest_path.read_text())[name]
         ds = M.load(name)
         assert ds.counts() == entry["counts"]

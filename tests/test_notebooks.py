@@ -32,12 +32,30 @@ def test_smoke_chain_runs_and_writes_figures(tmp_path):
     assert [p.name for p in executed] == [p.name for p in sources]
     for path in executed:
         nb = nbformat.read(path, as_version=4)
-        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+        errors = [o for c in nb.cells if c.cell_type == "code"
+                  for o in c.outputs if o.output_type == "error"]
         assert not errors, path.name
     figures = {p.name for p in (tmp_path / "figures").iterdir()}
     assert "00_baselines.png" in figures and "00_baselines.md" in figures
+    # every table the README shows (but the design's, made by `make design`) and a figure of
+    # every chapter came out of the chain
+    from clp_utils import pipeline
+
+    made_by_design = {"03_validation"}
+    for name, _ in pipeline.README_TABLES:
+        if name not in made_by_design:
+            assert f"{name}.md" in figures and f"{name}.csv" in figures, name
+    for nb_path in sources:
+        prefix = nb_path.name[:3]
+        assert any(f.startswith(prefix) and f.endswith(".png") for f in figures), nb_path.name
+    assert "run.json" not in figures  # the smoke profile records no timing line
     # the smoke run must not touch the README (only cpu/full regenerate it)
     assert "smoke" not in (REPO_ROOT / "README.md").read_text().split("<!-- results:start -->")[1]
+    # the executed chapters read as a book: every chapter page, every image, every link
+    from clp_utils.book import build_book, check_book
+
+    index = build_book(tmp_path / "results" / "notebooks" / "smoke", tmp_path / "book")
+    assert check_book(index.parent) == []
 
 
 def test_rerunning_some_notebooks_keeps_the_other_timings(tmp_path, monkeypatch):
@@ -49,7 +67,8 @@ def test_rerunning_some_notebooks_keeps_the_other_timings(tmp_path, monkeypatch)
         params = nbformat.v4.new_code_cell('profile = "cpu"')
         params.metadata["tags"] = ["parameters"]
         nb = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell("x = profile")])
-        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                     "language": "python"}
         nb.metadata["language_info"] = {"name": "python"}
         nbformat.write(nb, src / name)
     out = tmp_path / "out"
@@ -67,7 +86,8 @@ def test_rerunning_some_notebooks_keeps_the_other_timings(tmp_path, monkeypatch)
 def test_timing_line_counts_setup_and_parallel_training_and_says_what_ran():
     from clp_utils import pipeline
 
-    machine = {"describe": "bf16 on CPU capability AVX512 (avx512_bf16, amx)", "setup_seconds": 120.0,
+    machine = {"describe": "bf16 on CPU capability AVX512 (avx512_bf16, amx)",
+               "setup_seconds": 120.0,
                "parallel": {"workers": 4, "seconds": 600.0}}
     line = pipeline.timing_line({"00_a.ipynb": 60.0, "01_b.ipynb": 180.0}, machine)
     assert "setup (venv, data) 2.0 min" in line and "training 4 runs at a time 10.0 min" in line

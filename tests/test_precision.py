@@ -122,4 +122,5 @@ def test_training_honours_the_decision(machine, tmp_path, monkeypatch):
         assert seen["encode"] and set(seen["encode"]) == {want}, hw
     # the precision that ran is part of the run id: the two runs are different runs
     assert len(list((tmp_path / "AVX2").iterdir())) == 1
-    assert {p.name for p in (tmp_path / "AVX2").iterdir()} != {p.name for p in (tmp_path / "AVX512").iterdir()}
+    assert ({p.name for p in (tmp_path / "AVX2").iterdir()}
+            != {p.name for p in (tmp_path / "AVX512").iterdir()})

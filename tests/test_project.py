@@ -31,7 +31,8 @@ def test_notebooks_are_committed_without_outputs_and_have_parameters():
         assert nb.metadata["kernelspec"]["name"] == "python3", path.name
         for cell in nb.cells:
             if cell.cell_type == "code":
-                assert cell.outputs == [] and cell.execution_count is None, f"{path.name} has outputs"
+                assert cell.outputs == [] and cell.execution_count is None, (
+                    f"{path.name} has outputs")
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1 and "profile" in tagged[0].source, f"{path.name}: parameters cell"
 
@@ -56,9 +57,14 @@ def test_requirements_are_the_installed_versions():
             assert version(name).split("+")[0] == pinned.strip(), name
 
 
-def test_ruff_is_configured():
-    text = (REPO_ROOT / "pyproject.toml").read_text()
-    assert "[tool.ruff]" in text
+def test_ruff_is_configured_and_enforces_the_line_length():
+    import tomllib
+
+    config = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["ruff"]
+    assert config["line-length"] == 100
+    lint = config["lint"]
+    assert "E" in lint["select"] and "E501" not in lint.get("ignore", [])
+    assert not any("E501" in rules for rules in lint.get("per-file-ignores", {}).values())
     assert "ruff" in requirement_names((REPO_ROOT / "requirements.txt").read_text().splitlines())
 
 
@@ -74,7 +80,8 @@ def test_jupyter_lab_serves_the_notebooks(tmp_path):
            f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={REPO_ROOT / 'notebooks'}",
            "--ServerApp.open_browser=False", "--allow-root"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            cwd=tmp_path, env={**__import__("os").environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)})
+                            cwd=tmp_path,
+                            env={**__import__("os").environ, "JUPYTER_RUNTIME_DIR": str(tmp_path)})
     try:
         url = f"http://127.0.0.1:{port}/api/contents?token={token}"
         deadline, listing = time.time() + 90, None
@@ -90,7 +97,8 @@ def test_jupyter_lab_serves_the_notebooks(tmp_path):
         assert listing is not None, "jupyter lab did not answer"
         names = {item["name"] for item in listing["content"]}
         assert {p.name for p in NOTEBOOKS} <= names
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab?token={token}", timeout=10) as resp:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/lab?token={token}",
+                                    timeout=10) as resp:
             assert resp.status == 200
     finally:
         proc.terminate()

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from clp_utils import stats as T
 from clp_utils import study as S
 from clp_utils.design import Curve, DesignPlan, best_lrs, choose_setting, value_at_seconds
 
@@ -17,7 +18,8 @@ QIDS = [f"q{i}" for i in range(300)]
 
 
 def fake_run(row: str, seed: int, values: np.ndarray, split: str = "reddit") -> S.StudyRun:
-    per_query = {m: dict(zip(QIDS, values.tolist(), strict=True)) for m in ("ndcg_cut_5", "ndcg_cut_10")}
+    per_query = {m: dict(zip(QIDS, values.tolist(), strict=True))
+                 for m in ("ndcg_cut_5", "ndcg_cut_10")}
     return S.StudyRun(row, split, seed, None, per_query, per_query, per_query)
 
 
@@ -32,16 +34,17 @@ def test_seed_deltas_pair_by_seed_and_broadcast_a_single_reference():
     d = S.seed_deltas(runs, "B", "A", "reddit")
     assert d == pytest.approx({0: 0.03, 1: 0.05})
     z = S.seed_deltas(runs, "A", S.ZERO_SHOT, "reddit")
-    assert z == pytest.approx({0: a0.mean() - base_values(0).mean(), 1: a1.mean() - base_values(0).mean()})
+    assert z == pytest.approx({0: a0.mean() - base_values(0).mean(),
+                               1: a1.mean() - base_values(0).mean()})
 
 
 def test_seed_test_is_a_one_sample_t_test():
     d = [0.011, 0.014, 0.009]
-    assert S.seed_test(d) == pytest.approx(stats.ttest_1samp(d, 0).pvalue)
+    assert T.seed_test(d) == pytest.approx(stats.ttest_1samp(d, 0).pvalue)
     mean, se = np.mean(d), np.std(d, ddof=1) / math.sqrt(3)
     t = mean / se
-    assert S.seed_test(d) == pytest.approx(2 * stats.t.sf(abs(t), df=2))
-    assert math.isnan(S.seed_test([0.1])) and S.seed_test([0.02, 0.02]) == 0.0
+    assert T.seed_test(d) == pytest.approx(2 * stats.t.sf(abs(t), df=2))
+    assert math.isnan(T.seed_test([0.1])) and T.seed_test([0.02, 0.02]) == 0.0
 
 
 @pytest.mark.parametrize("delta, p_query, seeds, p_seeds, expected", [
@@ -53,7 +56,7 @@ def test_seed_test_is_a_one_sample_t_test():
     (0.01, 0.001, [0.02, 0.0], 0.02, "not resolved at this budget"),  # one seed on 0
 ])
 def test_verdict_needs_both_views(delta, p_query, seeds, p_seeds, expected):
-    assert S.verdict(delta, p_query, seeds, p_seeds) == expected
+    assert T.verdict(delta, p_query, seeds, p_seeds) == expected
 
 
 def test_claims_table_on_synthetic_effects():
@@ -98,20 +101,23 @@ def test_significance_table_holm_over_the_family():
     assert set(sig["comparison"]) == {"ANCE negatives vs zero-shot", "ANCE + CLP vs zero-shot",
                                       "ANCE + CLP vs ANCE negatives"}
     ps = sig["p (permutation)"].tolist()
-    assert sig["p Holm (permutation)"].tolist() == pytest.approx(S.holm(ps))
+    assert sig["p Holm"].tolist() == pytest.approx(T.holm(ps))
 
 
 def test_recipe_drives_the_cpu_profile(tmp_path, monkeypatch):
     recipe = {"split": "reddit", "steps": 40, "train_queries": 640, "batch_size": 16,
               "num_negatives": 2, "max_passage_len": 96, "attention_dropout": 0.0,
-              "val_fraction": 0.1, "lr": {"full": 7e-5, "intermediate": 3e-4, "moe": 2e-4, "lora": 1e-3}}
+              "val_fraction": 0.1,
+              "lr": {"full": 7e-5, "intermediate": 3e-4, "moe": 2e-4, "lora": 1e-3}}
     path = tmp_path / "recipe.json"
     path.write_text(json.dumps(recipe))
-    monkeypatch.setattr(S, "RECIPE_PATH", path)
-    monkeypatch.setattr(S.load_recipe, "__defaults__", (path,))
+    from clp_utils import profiles
+
+    monkeypatch.setattr(profiles, "RECIPE_PATH", path)
     configs = {(row, seed): cfg for row, _, seed, cfg in S.study_configs("cpu")}
     full = configs[("ANCE negatives", 0)]
-    assert (full.train_queries, full.max_passage_len, full.mining.num_negatives, full.lr) == (640, 96, 2, 7e-5)
+    assert ((full.train_queries, full.max_passage_len, full.mining.num_negatives, full.lr)
+            == (640, 96, 2, 7e-5))
     assert configs[("ANCE + CLP, intermediate only", 1)].lr == 3e-4
     assert configs[("ANCE + CLP + MoE", 0)].lr == 2e-4
     assert configs[("ANCE + CLP, intermediate only, full rate", 0)].lr == 7e-5
@@ -131,11 +137,11 @@ def test_design_compares_curves_at_equal_time_and_picks_rates_on_validation():
     rows = []
     # 1 negative: 1 s/step, slow riser; 4 negatives: 2.5 s/step, faster per step
     for step in (10, 50, 100):
-        rows.append({"curve": "1 neg, 128 tok", "train_seconds": step * 1.0, "seconds_per_step": 1.0,
-                     "val_ndcg_cut_10": 0.40 + 0.001 * step})
+        rows.append({"curve": "1 neg, 128 tok", "train_seconds": step * 1.0,
+                     "seconds_per_step": 1.0, "val_ndcg_cut_10": 0.40 + 0.001 * step})
     for step in (10, 20, 50):
-        rows.append({"curve": "4 neg, 128 tok", "train_seconds": step * 2.5, "seconds_per_step": 2.5,
-                     "val_ndcg_cut_10": 0.40 + 0.0015 * step})
+        rows.append({"curve": "4 neg, 128 tok", "train_seconds": step * 2.5,
+                     "seconds_per_step": 2.5, "val_ndcg_cut_10": 0.40 + 0.0015 * step})
     curves = pd.DataFrame(rows)
     assert value_at_seconds(curves[curves["curve"] == "1 neg, 128 tok"], 60) == pytest.approx(0.46)
     # at 60 s: 1 neg -> 0.46; 4 neg -> 24 steps -> 0.436
@@ -144,3 +150,57 @@ def test_design_compares_curves_at_equal_time_and_picks_rates_on_validation():
     grid = pd.DataFrame({"policy": ["full", "full", "moe", "moe"], "lr": [1e-5, 1e-4, 1e-4, 1e-3],
                          "val_ndcg_cut_10": [0.45, 0.50, 0.48, 0.47]})
     assert best_lrs(grid) == {"full": 1e-4, "moe": 1e-4}
+
+
+def test_hybrid_table_picks_the_weight_on_validation_and_tests_against_bm25(monkeypatch):
+    """A dense run that is right where BM25 is wrong and vice versa: fusion wins, and the
+    convex weight comes from the validation queries."""
+    from types import SimpleNamespace
+
+    from clp_utils.evaluation import evaluate_run
+
+    docs = [f"d{i}" for i in range(20)]
+    qids = [f"q{i}" for i in range(40)]
+    qrels = {"test": {q: {docs[i % 20]: 1} for i, q in enumerate(qids)},
+             "val": {q: {docs[(i + 3) % 20]: 1} for i, q in enumerate(qids)}}
+
+    def run(side, good):  # relevant doc ranked 1st on the `good` queries, 5th elsewhere
+        out = {}
+        for i, q in enumerate(qids):
+            rel = next(iter(qrels[side][q]))
+            others = [d for d in docs if d != rel]
+            ranking = [rel, *others] if good(i) else [*others[:4], rel, *others[4:]]
+            out[q] = {d: 1.0 - 0.01 * r for r, d in enumerate(ranking)}
+        return out
+
+    dense_good, sparse_good = (lambda i: i % 2 == 0), (lambda i: i % 3 != 0)
+    result = lambda r, side: SimpleNamespace(run=r, evaluation=evaluate_run(r, qrels[side]),  # noqa: E731
+                                              metrics=evaluate_run(r, qrels[side]).mean)
+    sparse = {"test": result(run("test", sparse_good), "test"),
+              "val": result(run("val", sparse_good), "val")}
+    monkeypatch.setattr(S, "bm25_runs", lambda profile, split: sparse)
+    fake_ds = SimpleNamespace(test=lambda: SimpleNamespace(qrels=qrels["test"]),
+                              validation=lambda: SimpleNamespace(qrels=qrels["val"]))
+    monkeypatch.setattr(S, "load_training_data", lambda config: (fake_ds, None))
+    runs = []
+    for seed in (0, 1):
+        t, v = run("test", dense_good), run("val", dense_good)
+        pq = evaluate_run(t, qrels["test"]).per_query
+        runs.append(S.StudyRun("ANCE negatives", "reddit", seed, None, pq, None,
+                               evaluate_run(v, qrels["val"]).per_query, t, v))
+    table, sig = S.hybrid_table(runs, "smoke", "reddit", n_permutations=500)
+    assert table.loc["BM25", "ndcg_cut_10 mean"] == pytest.approx(
+        sparse["test"].metrics["ndcg_cut_10"])
+    best_w = table.loc["ANCE negatives + BM25, convex", "weight"]
+    assert 0 <= best_w <= 1
+    val_scores = {w: evaluate_run(S.convex(runs[0].val_run, sparse["val"].run, w), qrels["val"])
+                  .mean["ndcg_cut_10"] for w in S.HYBRID_WEIGHTS}
+    assert table.loc["ANCE negatives + BM25, convex", "val at weight"] == pytest.approx(
+        max(val_scores.values()))
+    convex_run = S.convex(runs[0].test_run, sparse["test"].run, best_w)
+    assert table.loc["ANCE negatives + BM25, convex", "ndcg_cut_10 mean"] == pytest.approx(
+        evaluate_run(convex_run, qrels["test"]).mean["ndcg_cut_10"])
+    rrf_run = S.rrf([runs[0].test_run, sparse["test"].run], 60)
+    assert table.loc["ANCE negatives + BM25, RRF", "ndcg_cut_10 mean"] == pytest.approx(
+        evaluate_run(rrf_run, qrels["test"]).mean["ndcg_cut_10"])
+    assert set(sig["reference"]) == {"BM25", "ANCE negatives (dense)"} and len(sig) == 4

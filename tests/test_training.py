@@ -60,7 +60,8 @@ def test_run_id_changes_with_any_parameter_but_not_the_label():
     c = TrainConfig(**TINY)
     assert run_id(c, "x") != run_id(TrainConfig(**{**TINY, "lam": 0.2}), "x")
     assert run_id(c, "x") != run_id(c, "y")  # data checksum
-    assert run_id(c, "x").split("-")[-1] == run_id(TrainConfig(**TINY, label="named"), "x").split("-")[-1]
+    assert (run_id(c, "x").split("-")[-1]
+            == run_id(TrainConfig(**TINY, label="named"), "x").split("-")[-1])
 
 
 def test_resume_after_kill_equals_uninterrupted_and_finished_runs_are_reused(tmp_path):
@@ -76,7 +77,8 @@ def test_resume_after_kill_equals_uninterrupted_and_finished_runs_are_reused(tmp
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     log_a = (full.run_dir / "log.csv").read_text().splitlines()
     log_b = (resumed.run_dir / "log.csv").read_text().splitlines()
-    strip = [lambda rows: [",".join(r.split(",")[:3] + r.split(",")[4:]) for r in rows]][0]  # drop seconds
+    # drop seconds
+    strip = [lambda rows: [",".join(r.split(",")[:3] + r.split(",")[4:]) for r in rows]][0]
     assert strip(log_a) == strip(log_b)
     assert not (resumed.run_dir / "checkpoint.pt").exists()
     # finished: reused without training (the model folder's mtime does not change)
@@ -105,7 +107,8 @@ def test_two_gloo_processes_train_like_one(tmp_path):
                        join=True, start_method="spawn")
     # Same global loss at every step (the log holds the global batch's loss on every rank count).
     log1 = [r.split(",") for r in (single.run_dir / "log.csv").read_text().splitlines()]
-    log2 = [r.split(",") for r in (tmp_path / "two" / single.run_id / "log.csv").read_text().splitlines()]
+    log2 = [r.split(",")
+            for r in (tmp_path / "two" / single.run_id / "log.csv").read_text().splitlines()]
     assert log1[0] == log2[0] and len(log1) == len(log2) == 3
     for r1, r2 in zip(log1[1:], log2[1:], strict=True):
         for col in ("loss", "contrastive", "penalty"):
@@ -141,7 +144,8 @@ def test_no_duplicate_batches_never_repeat_a_passage_and_are_seeded():
     examples = []
     for i in range(200):
         pos = f"p{i % 40}"
-        negs = [f"p{int(j)}" for j in torch.randperm(40, generator=rng)[:3] if f"p{int(j)}" != pos][:2]
+        negs = [f"p{int(j)}" for j in torch.randperm(40, generator=rng)[:3]
+                if f"p{int(j)}" != pos][:2]
         examples.append(group(pos, negs, q=f"q{i}"))
     batches = no_duplicate_batches(examples, 8, seed=3)
     assert batches and all(len(b) == 8 for b in batches)
@@ -149,7 +153,8 @@ def test_no_duplicate_batches_never_repeat_a_passage_and_are_seeded():
         ids = [d for i in b for d in [examples[i].pos_id, *examples[i].neg_ids]]
         assert len(ids) == len(set(ids))
     assert len({i for b in batches for i in b}) == sum(len(b) for b in batches)  # no group twice
-    assert batches == no_duplicate_batches(examples, 8, seed=3) != no_duplicate_batches(examples, 8, 4)
+    assert (batches == no_duplicate_batches(examples, 8, seed=3)
+            != no_duplicate_batches(examples, 8, 4))
     assert false_in_batch_negatives(examples, batches)["false_negatives_per_batch"] == 0
     plain = false_in_batch_negatives(examples, random_batches(len(examples), 8, seed=3))
     assert plain["share_of_batches_with_false_negative"] > 0.5
@@ -197,7 +202,8 @@ def test_attention_dropout_is_set_on_every_attention_module():
     hidden = [m for n, m in model.named_modules() if n.endswith("output.dropout")]
     assert hidden and all(m.p == 0.1 for m in hidden)  # hidden dropout untouched
     model, _ = prepare_model(TrainConfig(**TINY), device="cpu")
-    assert all(m.dropout.p == 0.1 for m in model.modules() if type(m).__name__.endswith("SelfAttention"))
+    assert all(m.dropout.p == 0.1 for m in model.modules()
+               if type(m).__name__.endswith("SelfAttention"))
 
 
 # --------------------------------------------------------------------------- config checks
@@ -209,8 +215,9 @@ def test_attention_dropout_is_set_on_every_attention_module():
     (dict(warmup_ratio=2.0), ValueError), (dict(max_passage_len=0), ValueError),
     (dict(lr=-1e-5), ValueError), (dict(batch_size=2.5), TypeError), (dict(seed=True), TypeError),
     (dict(val_fraction=1.0), ValueError), (dict(attention_dropout=1.0), ValueError),
-    (dict(loss="mse"), ValueError), (dict(policy="all"), ValueError), (dict(bf16="maybe"), ValueError),
-    (dict(moe_top_k=3), ValueError), (dict(val_at=[0]), ValueError), (dict(in_batch="yes"), TypeError),
+    (dict(loss="mse"), ValueError), (dict(policy="all"), ValueError),
+    (dict(bf16="maybe"), ValueError), (dict(moe_top_k=3), ValueError),
+    (dict(val_at=[0]), ValueError), (dict(in_batch="yes"), TypeError),
     (dict(test_eval=False, val_fraction=0.0), ValueError), (dict(lr=float("nan")), ValueError),
 ])
 def test_train_config_rejects_bad_values_at_once(bad, error):
@@ -251,7 +258,8 @@ def test_validation_only_runs_never_score_test_queries(tmp_path):
     assert "val_ndcg_cut_10" in log[0] and log[1].split(",")[-2] != ""
     ds, _ = load_training_data(config)
     val_q = set(ds.validation().queries)
-    assert {line.split()[0] for line in (res.run_dir / "val" / "run.trec").read_text().splitlines()} == val_q
+    assert {line.split()[0]
+            for line in (res.run_dir / "val" / "run.trec").read_text().splitlines()} == val_q
     assert not val_q & set(ds.test().queries)
     again = load_run(res.run_dir)
     assert again.in_domain is None and again.val.metrics == res.val.metrics

@@ -1,0 +1,56 @@
+"""The README's code runs as printed, and its index names every module of the package."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from clp_utils.paths import REPO_ROOT
+
+README = (REPO_ROOT / "README.md").read_text(encoding="utf-8")
+
+
+def section(title: str) -> str:
+    start = README.index(f"## {title}")
+    end = README.find("\n## ", start + 1)
+    return README[start:end if end > 0 else None]
+
+
+@pytest.mark.slow
+def test_clp_in_your_own_training_example_runs(tmp_path, monkeypatch, capsys):
+    code = re.search(r"```python\n(.*?)```",
+                     section("CLP in your own sentence-transformers training"), re.S).group(1)
+    monkeypatch.chdir(tmp_path)  # the example writes its output_dir here
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    scope: dict = {}
+    exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 (the README's own example)
+    parts = scope["loss"].last_parts
+    assert set(parts) == {"contrastive", "penalty", "total"}
+    assert parts["total"] == pytest.approx(0.9 * parts["contrastive"] + 0.1 * parts["penalty"],
+                                           rel=1e-4)
+    assert scope["trainer"].state.global_step == 2  # 4 rows, batches of 2, one epoch
+    assert "contrastive" in capsys.readouterr().out
+    assert os.path.isdir(tmp_path / "clp-example")
+
+
+def test_readme_index_names_every_module_and_init_agrees():
+    import clp_utils
+
+    modules = sorted(p.stem for p in (REPO_ROOT / "clp_utils").glob("*.py") if p.stem != "__init__")
+    index = section("The study in one table")
+    init_doc = clp_utils.__doc__
+    for name in modules:
+        assert f"`{name}`" in index, f"README index misses clp_utils.{name}"
+        assert f"``{name}``" in init_doc, f"clp_utils/__init__.py misses {name}"
+    for chapter in sorted(p.name for p in (REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        assert chapter.removesuffix(".ipynb") in index, chapter
+
+
+def test_nothing_cites_files_outside_the_repository():
+    pattern = re.compile(r"STUDY\.md|\.\./shared|shared/STUDY")
+    for path in [*REPO_ROOT.glob("clp_utils/*.py"), *REPO_ROOT.glob("notebooks/*.ipynb"),
+                 *REPO_ROOT.glob("bench/*.py"), REPO_ROOT / "README.md",
+                 *REPO_ROOT.glob("configs/**/*.md"), REPO_ROOT / "data" / "README.md"]:
+        assert not pattern.search(path.read_text(encoding="utf-8")), path
