@@ -57,9 +57,10 @@ def study_profile(name: str) -> StudyProfile:
 
 
 def row_config(row: str, base: TrainConfig, split: str, seed: int,
-               lrs: dict[str, float] | None = None, paper_epochs: int = 1) -> TrainConfig:
+               lrs: dict[str, float] | None = None, paper_epochs: int = 1,
+               paper_queries: int | None = None) -> TrainConfig:
     """The config of one study row (``base`` holds the profile's sizes, ``lrs`` its rates,
-    ``paper_epochs`` the epochs of the paper-recipe rows)."""
+    ``paper_epochs`` and ``paper_queries`` the size of the paper-recipe rows)."""
     ance = replace(base.mining, strategy="ance", seed=seed)
     common = dict(label=f"{split}-{row}", split=split, seed=seed)
     clp = replace(base, **common, mining=ance, loss="clp")
@@ -96,6 +97,7 @@ def row_config(row: str, base: TrainConfig, split: str, seed: int,
         loss = "clp" if row.endswith("CLP") else "infonce"
         return replace(base, **common, loss=loss, lam=0.1, tau=0.02, lr=1e-5, batch_size=4,
                        in_batch=False, epochs=paper_epochs,
+                       train_queries=paper_queries or base.train_queries,
                        mining=replace(ance, num_negatives=4))
     else:
         raise ValueError(f"unknown study row {row!r}")
@@ -117,7 +119,8 @@ def study_configs(profile: str | StudyProfile) -> list[tuple[str, str, int, Trai
             if row == ZERO_SHOT:
                 out.append((row, split, 0, None))
                 continue
-            out += [(row, split, s, row_config(row, p.base, split, s, p.lrs, p.paper_epochs))
+            out += [(row, split, s, row_config(row, p.base, split, s, p.lrs, p.paper_epochs,
+                                               p.paper_queries))
                     for s in p.seeds_of(row)]
     return out
 
