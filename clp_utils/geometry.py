@@ -188,6 +188,8 @@ def push_weights(model, records: list[dict], taus: tuple[float, ...] = (0.02, 0.
     for tau in taus:
         loss, mass, top, fn = [], [], [], []
         for i, r in enumerate(records):
+            if not r["neg"]:
+                continue  # a query left without negatives by the filters has no push to share
             cand = np.stack([emb[row_of[r["pos"]]], *[emb[row_of[n]] for n in r["neg"]]])
             logits = cand @ q[i] / tau
             pi = np.exp(logits - logits.max())

@@ -211,6 +211,12 @@ def main(argv: list[str] | None = None) -> None:
         previous = json.loads(record.read_text()) if record.exists() and args.only else {}
         setup = time.time() - args.started if args.started and not args.only else None
         machine = record_machine(setup)
+        print(f"[{args.profile}] precision: {machine['describe']}", flush=True)
+        if machine["precision"]["device"] == "cpu" and not machine["precision"]["bf16"]:
+            print(f"[{args.profile}] no native bf16 on this CPU: training and encoding run in "
+                  "float32, slower than where AVX512-BF16 or AMX exist (bench/bf16_check.py "
+                  "measures the ratio; `make design` re-sizes the cpu profile to this machine)",
+                  flush=True)
         if setup is None and previous.get("machine", {}).get("setup_seconds") is not None:
             machine["setup_seconds"] = previous["machine"]["setup_seconds"]  # the full run's
         if args.parallel > 1:

@@ -615,7 +615,11 @@ def train(
     total_steps = steps_per_epoch * config.epochs
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    # The fused AdamW kernel (CPU and CUDA) does the same update in one pass over the
+    # parameters; the per-tensor loop cost a noticeable share of a short CPU step.
+    fused = model.device.type in ("cpu", "cuda") and all(p.dtype == torch.float32 for p in params)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay,
+                                  fused=fused or None)
     from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
     warmup = math.ceil(config.warmup_ratio * total_steps)

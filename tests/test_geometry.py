@@ -105,7 +105,8 @@ def test_push_weights_is_the_softmax_over_own_candidates(tau):
 
     table = {"q": unit(0.0), "p": unit(0.3), "n1": unit(0.2), "n2": unit(0.9)}
     record = {"query": "q", "pos": "p", "neg": ["n1", "n2"], "neg_answer_hit": [True, False]}
-    out = push_weights(TableModel(table), [record], taus=(tau,)).loc[tau]
+    empty = {"query": "q", "pos": "p", "neg": [], "neg_answer_hit": []}  # filtered to nothing
+    out = push_weights(TableModel(table), [record, empty], taus=(tau,)).loc[tau]
     s = np.array([np.cos(0.3), np.cos(0.2), np.cos(0.9)]) / tau
     pi = np.exp(s - s.max()) / np.exp(s - s.max()).sum()
     assert out["loss"] == pytest.approx(-np.log(pi[0]))

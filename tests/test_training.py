@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+from dataclasses import replace
 
 import pytest
 import torch
@@ -263,3 +264,28 @@ def test_validation_only_runs_never_score_test_queries(tmp_path):
     assert not val_q & set(ds.test().queries)
     again = load_run(res.run_dir)
     assert again.in_domain is None and again.val.metrics == res.val.metrics
+
+
+def test_parallel_runner_trains_every_run_in_its_own_process(tmp_path, monkeypatch):
+    """study.train_parallel: one process per run, two at a time, sharing the mining and
+    embedding caches; a failing run is named with its log."""
+    need_data()
+    from clp_utils import study
+
+    monkeypatch.setenv("CLP_RESULTS_DIR", str(tmp_path / "results"))  # the workers' results
+    configs = [TrainConfig(**TINY, loss=loss, seed=seed, label=f"par-{loss}")
+               for loss in ("infonce", "clp") for seed in (0, 1)]
+    monkeypatch.setattr(study, "study_configs",
+                        lambda profile: [("row", "reddit", c.seed, c) for c in configs])
+    done = study.train_parallel("smoke", workers=2, log_dir=tmp_path / "logs", poll_seconds=0.2)
+    assert sorted(done) == sorted(c.label for c in configs)
+    runs = sorted((tmp_path / "results" / "runs").iterdir())
+    assert len(runs) == 4 and all((r / "metrics.json").exists() for r in runs)
+    # the processes shared one mining cache: one mined set per query sample, no partial files
+    mined = list((tmp_path / "results" / "cache" / "mining").glob("*.jsonl"))
+    assert len(mined) == 2 and not list((tmp_path / "results").rglob("*.tmp"))
+    bad = [replace(configs[0], label="bad", split="no-such-split")]
+    monkeypatch.setattr(study, "study_configs",
+                        lambda profile: [("row", "reddit", 0, c) for c in bad])
+    with pytest.raises(RuntimeError, match=r"bad \(log: .*\.log\)"):
+        study.train_parallel("smoke", workers=2, log_dir=tmp_path / "logs2", poll_seconds=0.2)
