@@ -29,7 +29,7 @@ $(STAMP): requirements.txt pyproject.toml
 	@touch $(STAMP)
 
 data: $(STAMP)
-	$(PY) -m clp_utils.data build
+	$(PY) -m clp_utils.catalog build
 
 study: data
 	$(PY) -m clp_utils.pipeline --profile $(PROFILE) --parallel $(PARALLEL) --started $(STARTED)

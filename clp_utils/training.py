@@ -220,7 +220,7 @@ class RunResult:
 
 def load_training_data(config: TrainConfig) -> tuple[RetrievalDataset, RetrievalDataset | None]:
     """The in-domain dataset (subset, validation carved as configured) and the out-of-domain one."""
-    from clp_utils.data import load_named
+    from clp_utils.catalog import load_named
 
     ds = load_named(config.split).sized(config.passages, seed=0)
     ds = ds.with_validation(config.val_fraction, seed=VAL_SEED)

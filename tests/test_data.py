@@ -162,7 +162,7 @@ def test_build_is_idempotent_and_writes_manifest(tmp_path):
     assert m3["reddit"]["params"]["seed"] == 4
     ds = D.load_squadshifts("reddit", root=out)
     assert ds.counts() == m3["reddit"]["counts"]
-    with pytest.raises(FileNotFoundError, match="clp_utils.data build"):
+    with pytest.raises(FileNotFoundError, match="clp_utils.catalog build"):
         D.load_squadshifts("amazon", root=out)
 
 

@@ -228,7 +228,7 @@ def test_build_is_idempotent_writes_manifests_and_load_checks_names(tmp_path):
         ValueError, match=r"unknown dataset 'urdu'.*reddit.*'hindi', 'persian'.*miracl"
     ):
         M.load("urdu", root=out)
-    with pytest.raises(FileNotFoundError, match="python -m clp_utils.data build"):
+    with pytest.raises(FileNotFoundError, match="python -m clp_utils.catalog build"):
         M.load("persian", root=tmp_path / "empty")
     with pytest.raises(ValueError, match="unknown multilingual sets"):
         M.build(["urdu"], out=out, sdist_path=sdist)
@@ -379,7 +379,7 @@ def test_miracl_config_loads_train_and_dev_with_title_text_passages(tmp_path, mo
     miracl_fixture(tmp_path)
     monkeypatch.setattr(D, "load_miracl", functools.partial(D.load_miracl, root=tmp_path))
     config = TrainConfig.from_dict(json.loads((CONFIGS / "bge-m3-ko.json").read_text()))
-    ds, ood = load_training_data(config)  # via data.load_named("miracl-ko"), as train() does
+    ds, ood = load_training_data(config)  # via catalog.load_named("miracl-ko"), as train() does
     assert ood is None and ds.title_in_text
     train, test = ds.train(), ds.test()
     assert set(train.queries) == set(TRAIN_TOPICS) and set(test.queries) == {"d5"}

