@@ -8,6 +8,7 @@ import json
 import tarfile
 
 import pytest
+from miracl_fixture import write_miracl_fixture
 
 from clp_utils import data as D
 from clp_utils.io import DataError, write_jsonl
@@ -170,7 +171,7 @@ def test_miracl_loader_on_fixture(tmp_path):
     docs = [{"docid": "1#0", "title": "서울", "text": "서울은 한국의 수도이다."},
             {"docid": "1#1", "title": "서울", "text": "인구는 천만 명이다."},
             {"docid": "2#0", "title": "부산", "text": "부산은 항구 도시이다."}]
-    D.write_miracl_fixture(tmp_path, "ko", docs, {"10": "한국의 수도는?", "11": "항구 도시는?"},
+    write_miracl_fixture(tmp_path, "ko", docs, {"10": "한국의 수도는?", "11": "항구 도시는?"},
                            [("10", "1#0", 1), ("10", "1#1", 0), ("11", "2#0", 1)])
     ds = D.load_miracl("ko", root=tmp_path)
     test = ds.test()
@@ -178,7 +179,7 @@ def test_miracl_loader_on_fixture(tmp_path):
     assert test.qrels == {"10": {"1#0": 1, "1#1": 0}, "11": {"2#0": 1}}
     assert test.relevant("10") == {"1#0"}
     assert ds.train().queries == {}
-    D.write_miracl_fixture(tmp_path / "bad", "ko", docs, {"10": "x"}, [("10", "9#9", 1)])
+    write_miracl_fixture(tmp_path / "bad", "ko", docs, {"10": "x"}, [("10", "9#9", 1)])
     with pytest.raises(DataError, match="unknown document '9#9'"):
         D.load_miracl("ko", root=tmp_path / "bad")
 

@@ -13,7 +13,9 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+from miracl_fixture import write_miracl_fixture
 
+from clp_utils import catalog as C
 from clp_utils import data as D
 from clp_utils import evaluation as E
 from clp_utils import languages as M
@@ -360,7 +362,7 @@ DEV_TOPICS = {"d5": "문서 5에 대한 질문"}
 
 
 def miracl_fixture(root):
-    D.write_miracl_fixture(
+    write_miracl_fixture(
         root,
         "ko",
         MIRACL_DOCS,
@@ -368,7 +370,7 @@ def miracl_fixture(root):
         [(f"t{a}", f"{a}#0", 1) for a in range(5)],
         split="train",
     )
-    D.write_miracl_fixture(
+    write_miracl_fixture(
         root, "ko", MIRACL_DOCS, DEV_TOPICS, [("d5", "5#0", 1), ("d5", "5#1", 0)], split="dev"
     )
 
@@ -377,7 +379,7 @@ def test_miracl_config_loads_train_and_dev_with_title_text_passages(tmp_path, mo
     from clp_utils.training import TrainConfig, load_training_data
 
     miracl_fixture(tmp_path)
-    monkeypatch.setattr(D, "load_miracl", functools.partial(D.load_miracl, root=tmp_path))
+    monkeypatch.setattr(C, "load_miracl", functools.partial(D.load_miracl, root=tmp_path))
     config = TrainConfig.from_dict(json.loads((CONFIGS / "bge-m3-ko.json").read_text()))
     ds, ood = load_training_data(config)  # via catalog.load_named("miracl-ko"), as train() does
     assert ood is None and ds.title_in_text
@@ -396,7 +398,7 @@ def test_miracl_config_trains_end_to_end_on_a_fixture(tmp_path, monkeypatch):
 
     miracl_fixture(tmp_path / "miracl")
     monkeypatch.setattr(
-        D, "load_miracl", functools.partial(D.load_miracl, root=tmp_path / "miracl")
+        C, "load_miracl", functools.partial(D.load_miracl, root=tmp_path / "miracl")
     )
     config = TrainConfig.from_dict(json.loads((CONFIGS / "bge-m3-ko.json").read_text()))
     config = replace(
