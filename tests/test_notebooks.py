@@ -93,3 +93,22 @@ def test_timing_line_counts_setup_and_parallel_training_and_says_what_ran():
     assert "setup (venv, data) 2.0 min" in line and "training 4 runs at a time 10.0 min" in line
     assert "total 16 min" in line and "bf16 on CPU capability AVX512" in line
     assert pipeline.timing_line({"00_a.ipynb": 90.0}).endswith("total 2 min.")
+
+
+def test_readme_shows_the_full_profile_beside_the_cpu_profile_when_its_tables_exist(tmp_path):
+    from clp_utils import pipeline
+
+    (tmp_path / "04_table2.md").write_text("| row | cpu |\n|---|---|\n| ANCE | 0.51 |\n")
+    cpu_only = pipeline.results_markdown(figures=tmp_path, recipe_path=tmp_path / "none.json")
+    assert "| ANCE | 0.51 |" in cpu_only and "full profile" not in cpu_only
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "04_table2.md").write_text("| row | full |\n|---|---|\n| ANCE | 0.56 |\n")
+    (full / "run.json").write_text(json.dumps({
+        "profile": "full", "timings": {"03_training.ipynb": 540.0},
+        "machine": {"describe": "bf16 on cuda (NVIDIA H100 80GB HBM3)"}}))
+    both = pipeline.results_markdown(figures=tmp_path, recipe_path=tmp_path / "none.json")
+    cpu_at, full_at = both.index("| ANCE | 0.51 |"), both.index("| ANCE | 0.56 |")
+    assert cpu_at < both.index("### The full profile (GPU)") < full_at
+    assert "#### The full profile's Table 2" in both
+    assert "total 9 min (bf16 on cuda (NVIDIA H100 80GB HBM3))" in both
