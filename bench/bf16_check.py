@@ -33,7 +33,7 @@ import torch
 from clp_utils.data import load_squadshifts
 from clp_utils.evaluation import encode_passages, evaluate_run, retrieve
 from clp_utils.models import load_model
-from clp_utils.precision import autocast, cpu_hardware, decide, time_matmul
+from clp_utils.precision import autocast, cpu_hardware, decide, time_matmul, training_attention
 
 FP32, BF16 = decide(False), decide(True)
 
@@ -47,7 +47,7 @@ def forward_backward(model, texts: list[str], max_len: int, precision, repeats: 
     times = []
     for _ in range(repeats + 1):  # the first call warms up kernels
         t0 = time.perf_counter()
-        with autocast(precision):
+        with autocast(precision), training_attention(precision):
             out = model(features)["sentence_embedding"]
         out.float().pow(2).sum().backward()
         model.zero_grad(set_to_none=True)

@@ -29,7 +29,7 @@ import time
 import torch
 
 from clp_utils.losses import clp_loss
-from clp_utils.precision import autocast, decide
+from clp_utils.precision import autocast, decide, training_attention
 from clp_utils.study import study_configs
 from clp_utils.training import make_batches, prepare_model, to_examples, training_records
 
@@ -90,7 +90,7 @@ def profile_steps(config, examples, batches, precision, device: str) -> float:
         q_f = {key: v.to(device) for key, v in q_f.items() if isinstance(v, torch.Tensor)}
         _sync(device)
         t.append(time.perf_counter())
-        with autocast(precision):
+        with autocast(precision), training_attention(precision):
             docs = model(docs_f)["sentence_embedding"]
             emb = model(q_f)["sentence_embedding"]
             q, nq = emb[:b], emb[b:].reshape(b, k, 1, -1)

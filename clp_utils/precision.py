@@ -21,6 +21,14 @@ study never assumes bf16: every place that autocasts asks
 so a reader can tell why two machines' times differ. ``autocast(precision, device_type)`` is
 the one context manager every training and encoding path uses.
 
+The attention kernel of a training step is the same kind of lever: PyTorch's fused
+(flash) attention for CPUs is fast forward but its backward can be slower than the plain
+matmul-softmax-matmul ("math") kernel, by how much depending on the CPU and dtype. On a CPU,
+``decide`` also times one attention forward + backward at a training batch's shape with each
+kernel (cached with the matmul timing) and ``training_attention(precision)`` enters the
+faster one around a training step; same arithmetic, other rounding in bf16. Encoding keeps
+the default kernel (no backward).
+
 Example:
     >>> p = decide("auto", "cpu")
     >>> with autocast(p, "cpu"):
@@ -50,6 +58,10 @@ MIN_SPEEDUP = 1.2
 #: 2048^3 did not finish in minutes on an AVX2-only CPU; this one takes milliseconds where
 #: bf16 is native and is never run where the CPU reports no native bf16 at all.
 TIMING_SIZE = 384
+#: The math attention kernel must beat the default one by this factor to be used in training.
+MIN_ATTENTION_SPEEDUP = 1.1
+#: Shape of the attention timing: a training batch of MiniLM (batch, heads, tokens, head dim).
+ATTENTION_SHAPE = (32, 12, 128, 32)
 CACHE_FILE = "precision.json"
 #: Environment override of every "auto" decision: ``CLP_BF16=0 make study`` forces float32.
 ENV = "CLP_BF16"
@@ -64,6 +76,7 @@ class Precision:
     device: str  # "cpu" | "cuda" | ...
     reason: str
     hardware: dict[str, Any] = field(default_factory=dict)
+    attention: str = "default"  # the training step's attention kernel: "default" | "math"
 
     @property
     def dtype(self) -> torch.dtype:
@@ -86,7 +99,8 @@ class Precision:
             where += f" ({', '.join(flags)})" if flags else " (no native bf16)"
         else:
             where = hw.get("name", self.device)
-        return f"{self.name} on {where}"
+        kernel = ", math attention in training" if self.attention == "math" else ""
+        return f"{self.name} on {where}{kernel}"
 
 
 def normalize_setting(setting: bool | str | None) -> str:
@@ -140,10 +154,30 @@ def time_matmul(dtype: torch.dtype, n: int = TIMING_SIZE, repeats: int = 5) -> f
     return 2 * n**3 / best / 1e9
 
 
-def _cpu_auto(use_cache: bool = True) -> tuple[bool, str, dict[str, Any]]:
-    hw = cpu_hardware()
-    if not (hw["avx512_bf16"] or hw["amx"]):
-        return False, "the CPU reports no native bf16 (neither AVX512-BF16 nor AMX): float32", hw
+def time_attention(dtype: torch.dtype, math: bool, shape: tuple[int, ...] = ATTENTION_SHAPE,
+                   repeats: int = 3) -> float:
+    """Milliseconds of one attention forward + backward (padding mask, training shape) on the
+    CPU, with the default kernel or the math one, under ``dtype`` autocast (best of
+    ``repeats``)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(*shape, generator=gen, requires_grad=True) for _ in range(3))
+    mask = torch.ones(shape[0], 1, shape[2], shape[2], dtype=torch.bool)
+    mask[::2, :, :, shape[2] // 2:] = False  # half the batch padded, as real batches are
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first call picks kernels
+        kernel = sdpa_kernel(SDPBackend.MATH) if math else contextlib.nullcontext()
+        t0 = time.perf_counter()
+        with kernel, torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out.float().sum().backward()
+        best = min(best, time.perf_counter() - t0)
+    return best * 1000
+
+
+def _cached_timings(hw: dict[str, Any], use_cache: bool, measure) -> dict[str, Any]:
+    """This machine's entry of ``<cache>/precision.json``, completed by ``measure(entry)``."""
     key = json.dumps(hw, sort_keys=True)
     path = cache_dir() / CACHE_FILE
     cached = {}
@@ -152,13 +186,48 @@ def _cpu_auto(use_cache: bool = True) -> tuple[bool, str, dict[str, Any]]:
             cached = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             cached = {}
-    if key not in cached:
-        fp32, bf16 = time_matmul(torch.float32), time_matmul(torch.bfloat16)
-        cached[key] = {"float32_gflops": round(fp32, 1), "bf16_gflops": round(bf16, 1)}
+    entry = dict(cached.get(key, {}))
+    new = measure(entry)
+    if new:
+        entry.update(new)
+        cached[key] = entry
         if use_cache:
             with atomic_write(path) as fh:
                 json.dump(cached, fh, indent=1, sort_keys=True)
-    timing = cached[key]
+    return entry
+
+
+def _cpu_attention(bf16: bool, use_cache: bool = True) -> tuple[str, dict[str, Any]]:
+    """The faster attention kernel for a CPU training step in this precision."""
+    hw = cpu_hardware()
+    name = "bf16" if bf16 else "float32"
+    dtype = torch.bfloat16 if bf16 else torch.float32
+
+    def measure(entry: dict) -> dict:
+        if f"attention_{name}_default_ms" in entry:
+            return {}
+        return {f"attention_{name}_default_ms": round(time_attention(dtype, False), 1),
+                f"attention_{name}_math_ms": round(time_attention(dtype, True), 1)}
+
+    entry = _cached_timings(hw, use_cache, measure)
+    default, math = entry[f"attention_{name}_default_ms"], entry[f"attention_{name}_math_ms"]
+    timing = {"attention_default_ms": default, "attention_math_ms": math}
+    return ("math" if default >= MIN_ATTENTION_SPEEDUP * math else "default"), timing
+
+
+def _cpu_auto(use_cache: bool = True) -> tuple[bool, str, dict[str, Any]]:
+    hw = cpu_hardware()
+    if not (hw["avx512_bf16"] or hw["amx"]):
+        return False, "the CPU reports no native bf16 (neither AVX512-BF16 nor AMX): float32", hw
+
+    def measure(entry: dict) -> dict:
+        if "bf16_gflops" in entry:
+            return {}
+        return {"float32_gflops": round(time_matmul(torch.float32), 1),
+                "bf16_gflops": round(time_matmul(torch.bfloat16), 1)}
+
+    entry = _cached_timings(hw, use_cache, measure)
+    timing = {k: entry[k] for k in ("float32_gflops", "bf16_gflops")}
     hw = {**hw, **timing}
     speedup = timing["bf16_gflops"] / max(timing["float32_gflops"], 1e-9)
     if speedup >= MIN_SPEEDUP:
@@ -196,18 +265,20 @@ def _decide(norm: str, forced_by: str, dev: str, use_cache: bool) -> Precision:
         hw = cpu_hardware()
     else:
         hw = {}
-    if norm == "true":
-        return Precision(True, norm, dev, f"forced by {forced_by}", hw)
-    if norm == "false":
-        return Precision(False, norm, dev, f"forced by {forced_by}", hw)
-    if dev == "cuda":
+    if norm in ("true", "false"):
+        ok, reason = norm == "true", f"forced by {forced_by}"
+    elif dev == "cuda":
         ok = hw["bf16_supported"]
         reason = "the GPU supports bf16" if ok else "no bf16 on this GPU"
-        return Precision(ok, norm, dev, reason, hw)
-    if dev == "cpu":
+    elif dev == "cpu":
         ok, reason, hw = _cpu_auto(use_cache)
-        return Precision(ok, norm, dev, reason, hw)
-    return Precision(False, norm, dev, f"no bf16 policy for device {dev!r}: float32", hw)
+    else:
+        ok, reason = False, f"no bf16 policy for device {dev!r}: float32"
+    attention = "default"
+    if dev == "cpu":
+        attention, timing = _cpu_attention(ok, use_cache)
+        hw = {**hw, **timing}
+    return Precision(ok, norm, dev, reason, hw, attention)
 
 
 @contextlib.contextmanager
@@ -221,6 +292,19 @@ def autocast(precision: Precision, device_type: str | None = None) -> Iterator[N
         yield
         return
     with torch.autocast(device_type or precision.device, dtype=torch.bfloat16):
+        yield
+
+
+@contextlib.contextmanager
+def training_attention(precision: Precision) -> Iterator[None]:
+    """The attention kernel ``decide`` measured as faster for a training step on this machine
+    (``precision.attention``); nothing where the default kernel is the faster one."""
+    if precision.attention != "math":
+        yield
+        return
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):
         yield
 
 

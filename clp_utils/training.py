@@ -46,7 +46,14 @@ from clp_utils.mining import MiningConfig, mine
 from clp_utils.models import load_model
 from clp_utils.paths import RESULTS_DIR
 from clp_utils.policies import apply_policy, merge_lora
-from clp_utils.precision import Precision, autocast, decide, enable_tf32, normalize_setting
+from clp_utils.precision import (
+    Precision,
+    autocast,
+    decide,
+    enable_tf32,
+    normalize_setting,
+    training_attention,
+)
 
 LOSSES = ("infonce", "clp", "gist", "mnrl_hardness")
 POLICIES = ("full", "intermediate", "moe", "lora")
@@ -671,7 +678,8 @@ def train(
             local = config.batch_size // world
             batch = [examples[i] for i in idx[rank * local:(rank + 1) * local]]
             t0 = time.perf_counter()
-            with record_routing(model) if has_moe else nullcontext(), autocast(precision):
+            with (record_routing(model) if has_moe else nullcontext(), autocast(precision),
+                  training_attention(precision)):
                 parts = step_loss(model, batch, config, m, gather=world > 1, st_loss=st_loss)
             optimizer.zero_grad(set_to_none=True)
             parts["loss"].backward()

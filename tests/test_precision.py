@@ -28,10 +28,18 @@ def machine(monkeypatch, tmp_path):
         return speeds[dtype]
 
     monkeypatch.setattr(P, "time_matmul", fake_time)
+    attention_ms = {False: 10.0, True: 10.0}  # default kernel, math kernel
 
-    def set_hw(hw, bf16_speed=400.0):
+    def fake_attention(dtype, math, shape=P.ATTENTION_SHAPE, repeats=3):
+        calls.append(("attention", dtype, math))
+        return attention_ms[math]
+
+    monkeypatch.setattr(P, "time_attention", fake_attention)
+
+    def set_hw(hw, bf16_speed=400.0, default_ms=10.0, math_ms=10.0):
         monkeypatch.setattr(P, "cpu_hardware", lambda: dict(hw))
         speeds[torch.bfloat16] = bf16_speed
+        attention_ms.update({False: default_ms, True: math_ms})
         P._MEMO.clear()
 
     set_hw.calls = calls
@@ -42,18 +50,64 @@ def test_no_native_bf16_means_float32_without_timing(machine):
     machine(NO_BF16)
     p = P.decide("auto", "cpu")
     assert not p.bf16 and p.dtype == torch.float32 and "no native bf16" in p.reason
-    assert machine.calls == []  # an emulated bf16 matmul is never timed
+    assert torch.bfloat16 not in machine.calls  # an emulated bf16 matmul is never timed
+    assert [c for c in machine.calls if c[0] == "attention" and c[1] == torch.bfloat16] == []
     assert p.record()["precision"] == "float32" and "AVX2" in p.describe()
 
 
 def test_native_bf16_is_confirmed_by_timing_and_cached_per_machine(machine, tmp_path):
     machine(NATIVE)
     p = P.decide("auto", "cpu")
-    assert p.bf16 and "4.0x" in p.reason and machine.calls == [torch.float32, torch.bfloat16]
+    assert p.bf16 and "4.0x" in p.reason and machine.calls[:2] == [torch.float32, torch.bfloat16]
     cache = json.loads((tmp_path / "cache" / P.CACHE_FILE).read_text())
-    assert list(cache.values()) == [{"float32_gflops": 100.0, "bf16_gflops": 400.0}]
+    assert list(cache.values()) == [{"float32_gflops": 100.0, "bf16_gflops": 400.0,
+                                     "attention_bf16_default_ms": 10.0,
+                                     "attention_bf16_math_ms": 10.0}]
     P._MEMO.clear()
-    assert P.decide("auto", "cpu").bf16 and len(machine.calls) == 2  # read back, not re-timed
+    n = len(machine.calls)
+    assert P.decide("auto", "cpu").bf16 and len(machine.calls) == n  # read back, not re-timed
+
+
+def test_the_faster_attention_kernel_is_measured_and_used_in_training(machine):
+    machine(NATIVE, default_ms=30.0, math_ms=20.0)  # flash backward slower, as on this CPU
+    p = P.decide("auto", "cpu")
+    assert p.attention == "math" and p.hardware["attention_default_ms"] == 30.0
+    assert "math attention" in p.describe()
+    assert torch.backends.cuda.flash_sdp_enabled()
+    with P.training_attention(p):
+        assert not torch.backends.cuda.flash_sdp_enabled()  # the math kernel only
+    assert torch.backends.cuda.flash_sdp_enabled()
+    machine(NATIVE, default_ms=21.0, math_ms=20.0)  # under the 1.1x margin: keep the default
+    P._MEMO.clear()
+    (__import__("pathlib").Path(P.cache_dir()) / P.CACHE_FILE).unlink()
+    q = P.decide("auto", "cpu")
+    assert q.attention == "default" and "math" not in q.describe()
+    with P.training_attention(q):
+        assert torch.backends.cuda.flash_sdp_enabled()
+
+
+def test_both_attention_kernels_compute_the_same_attention_and_gradients():
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 16, 8, generator=gen, dtype=torch.float64, requires_grad=True)
+               for _ in range(3))
+    mask = torch.ones(2, 1, 16, 16, dtype=torch.bool)
+    mask[1, :, :, 9:] = False
+    results = []
+    for kernel in (None, SDPBackend.MATH):
+        with sdpa_kernel(kernel) if kernel else __import__("contextlib").nullcontext():
+            out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        grads = torch.autograd.grad(out.pow(2).sum(), (q, k, v))
+        results.append((out.detach(), grads))
+    # reference: softmax(q k^T / sqrt(d) + mask) v by hand
+    scores = q @ k.transpose(-1, -2) / 8**0.5
+    ref = torch.softmax(scores.masked_fill(~mask, float("-inf")), -1) @ v
+    ref_grads = torch.autograd.grad(ref.pow(2).sum(), (q, k, v))
+    for out, grads in results:
+        torch.testing.assert_close(out, ref.detach())
+        for got, want in zip(grads, ref_grads, strict=True):
+            torch.testing.assert_close(got, want)
 
 
 def test_native_bf16_that_is_not_faster_stays_float32(machine):
@@ -98,6 +152,7 @@ def test_training_honours_the_decision(machine, tmp_path, monkeypatch):
 
     def spy_step(*args, **kwargs):
         seen["step"].append(torch.is_autocast_enabled("cpu"))
+        seen.setdefault("flash", []).append(torch.backends.cuda.flash_sdp_enabled())
         return step_loss(*args, **kwargs)
 
     def spy_autocast(precision, device_type=None):
@@ -111,7 +166,8 @@ def test_training_honours_the_decision(machine, tmp_path, monkeypatch):
         max_passage_len=32, ood_split=None, no_duplicates=False,
         mining=MiningConfig(rank_min=2, rank_max=10, num_negatives=2))
     for hw, want in ((NO_BF16, False), (NATIVE, True)):
-        machine(hw)
+        machine(hw, default_ms=30.0 if want else 10.0, math_ms=20.0)
+        seen["flash"] = []
         seen["step"].clear()
         seen["encode"].clear()
         res = training.train(config, root=tmp_path / hw["capability"], progress=False, device="cpu")
@@ -120,6 +176,9 @@ def test_training_honours_the_decision(machine, tmp_path, monkeypatch):
         assert info["precision"]["hardware"]["capability"] == hw["capability"]
         assert seen["step"] and set(seen["step"]) == {want}, hw
         assert seen["encode"] and set(seen["encode"]) == {want}, hw
+        # the attention kernel measured faster here (math on the fake native machine)
+        assert set(seen["flash"]) == {not want} and info["precision"]["attention"] == (
+            "math" if want else "default")
     # the precision that ran is part of the run id: the two runs are different runs
     assert len(list((tmp_path / "AVX2").iterdir())) == 1
     assert ({p.name for p in (tmp_path / "AVX2").iterdir()}
