@@ -120,9 +120,13 @@ def test_recipe_drives_the_cpu_profile(tmp_path, monkeypatch):
             == (640, 96, 2, 7e-5))
     assert configs[("ANCE + CLP, intermediate only", 1)].lr == 3e-4
     assert configs[("ANCE + CLP + MoE", 0)].lr == 2e-4
-    assert configs[("ANCE + CLP, intermediate only, full rate", 0)].lr == 7e-5
-    assert ("ANCE + CLP, intermediate only, full rate", 1) not in configs  # extra row: one seed
-    assert {seed for (row, seed) in configs if row == "ANCE + CLP"} == {0, 1}
+    # every row of the cpu profile runs with both seeds; the paper recipe on a sixteenth
+    assert all({seed for (r, seed) in configs if r == row} == {0, 1}
+               for row, _ in configs if row != "zero-shot")
+    assert configs[("paper recipe: ANCE + CLP", 1)].train_queries == 640 // 16
+    full_rate = S.row_config("ANCE + CLP, intermediate only, full rate", full, "reddit", 0,
+                             lrs=recipe["lr"])
+    assert full_rate.policy == "intermediate" and full_rate.lr == 7e-5
     path.write_text(json.dumps({"split": "reddit"}))
     with pytest.raises(ValueError, match="rerun `make design`"):
         S.study_configs("cpu")
