@@ -19,13 +19,15 @@ from clp_utils.paths import FIGURES_DIR
 sns.set_theme(context="notebook", style="whitegrid")
 
 
-def save_figure(fig: plt.Figure, name: str, folder: Path | None = None) -> Path:
-    """Save ``fig`` as ``<folder>/<name>.png`` (150 dpi, tight) and return the path."""
+def save_figure(fig: plt.Figure, name: str, folder: Path | None = None) -> None:
+    """Save ``fig`` as ``<folder>/<name>.png`` (150 dpi, tight).
+
+    Returns nothing on purpose: a chapter cell that ends with this call would otherwise
+    print the file's path under the figure (in the notebook and in the book).
+    """
     folder = Path(folder or FIGURES_DIR)
-    path = folder / f"{name}.png"
-    with atomic_write(path, "wb") as fh:
+    with atomic_write(folder / f"{name}.png", "wb") as fh:
         fig.savefig(fh, format="png", dpi=150, bbox_inches="tight")
-    return path
 
 
 def save_table(df: pd.DataFrame, name: str, folder: Path | None = None, floatfmt: str = ".3f",

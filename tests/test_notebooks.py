@@ -35,6 +35,10 @@ def test_smoke_chain_runs_and_writes_figures(tmp_path):
         errors = [o for c in nb.cells if c.cell_type == "code"
                   for o in c.outputs if o.output_type == "error"]
         assert not errors, path.name
+        # no stray return value under a figure (a reader sees it in the book)
+        shown = [o.get("data", {}).get("text/plain", "") for c in nb.cells
+                 if c.cell_type == "code" for o in c.outputs if o.output_type == "execute_result"]
+        assert not [t for t in shown if "PosixPath(" in t], path.name
     figures = {p.name for p in (tmp_path / "figures").iterdir()}
     assert "00_baselines.png" in figures and "00_baselines.md" in figures
     # every table the README shows (but the design's, made by `make design`) and a figure of
