@@ -31,7 +31,13 @@ import torch
 from clp_utils.losses import clp_loss
 from clp_utils.precision import autocast, decide, training_attention
 from clp_utils.study import study_configs
-from clp_utils.training import make_batches, prepare_model, to_examples, training_records
+from clp_utils.training import (
+    make_batches,
+    make_optimizer,
+    prepare_model,
+    to_examples,
+    training_records,
+)
 
 
 def _sync(device: str) -> None:
@@ -71,8 +77,7 @@ def profile_steps(config, examples, batches, precision, device: str) -> float:
     freshly loaded model; print the table and return the median whole-step seconds."""
     model, _ = prepare_model(config, device)
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr)
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config, device)
     phases: dict[str, list[float]] = {k: [] for k in ("tokenize", "forward", "backward",
                                                        "optimizer", "log sync")}
     for step, idx in enumerate(batches):

@@ -197,9 +197,10 @@ def _cached_timings(hw: dict[str, Any], use_cache: bool, measure) -> dict[str, A
     return entry
 
 
-def _cpu_attention(bf16: bool, use_cache: bool = True) -> tuple[str, dict[str, Any]]:
-    """The faster attention kernel for a CPU training step in this precision."""
-    hw = cpu_hardware()
+def _cpu_attention(hw: dict[str, Any], bf16: bool,
+                   use_cache: bool = True) -> tuple[str, dict[str, Any]]:
+    """The faster attention kernel for a CPU training step in this precision (``hw``: what
+    ``cpu_hardware`` reports, the cache key)."""
     name = "bf16" if bf16 else "float32"
     dtype = torch.bfloat16 if bf16 else torch.float32
 
@@ -215,8 +216,7 @@ def _cpu_attention(bf16: bool, use_cache: bool = True) -> tuple[str, dict[str, A
     return ("math" if default >= MIN_ATTENTION_SPEEDUP * math else "default"), timing
 
 
-def _cpu_auto(use_cache: bool = True) -> tuple[bool, str, dict[str, Any]]:
-    hw = cpu_hardware()
+def _cpu_auto(hw: dict[str, Any], use_cache: bool = True) -> tuple[bool, str, dict[str, Any]]:
     if not (hw["avx512_bf16"] or hw["amx"]):
         return False, "the CPU reports no native bf16 (neither AVX512-BF16 nor AMX): float32", hw
 
@@ -262,7 +262,7 @@ def _decide(norm: str, forced_by: str, dev: str, use_cache: bool) -> Precision:
         hw = {"name": torch.cuda.get_device_name(),
               "bf16_supported": torch.cuda.is_bf16_supported()}
     elif dev == "cpu":
-        hw = cpu_hardware()
+        hw = cpu = cpu_hardware()  # read once: the cache key of both CPU timings
     else:
         hw = {}
     if norm in ("true", "false"):
@@ -271,12 +271,12 @@ def _decide(norm: str, forced_by: str, dev: str, use_cache: bool) -> Precision:
         ok = hw["bf16_supported"]
         reason = "the GPU supports bf16" if ok else "no bf16 on this GPU"
     elif dev == "cpu":
-        ok, reason, hw = _cpu_auto(use_cache)
+        ok, reason, hw = _cpu_auto(cpu, use_cache)
     else:
         ok, reason = False, f"no bf16 policy for device {dev!r}: float32"
     attention = "default"
     if dev == "cpu":
-        attention, timing = _cpu_attention(ok, use_cache)
+        attention, timing = _cpu_attention(cpu, ok, use_cache)
         hw = {**hw, **timing}
     return Precision(ok, norm, dev, reason, hw, attention)
 

@@ -52,6 +52,9 @@ EXTRA_ROWS = [
 ECOSYSTEM_ROWS = ["ANCE + GIST (zero-shot guide)", "ANCE + MNRL, hardness-weighted"]
 #: The official code's own recipe (batch 1 x accumulation 4, tau 0.02, no in-batch negatives).
 PAPER_RECIPE_ROWS = ["paper recipe: ANCE + InfoNCE", "paper recipe: ANCE + CLP"]
+#: Each paper-recipe row and the study row with the same loss, its comparison.
+PAPER_RECIPE_COUNTERPARTS = dict(zip(PAPER_RECIPE_ROWS, ["ANCE negatives", "ANCE + CLP"],
+                                     strict=True))
 
 
 @dataclass(frozen=True)

@@ -562,6 +562,20 @@ def set_attention_dropout(model, p: float) -> int:
     return changed
 
 
+def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig,
+                   device: torch.device | str) -> torch.optim.AdamW:
+    """The run's AdamW (``config.lr``, ``config.weight_decay``) over the trainable ``params``.
+
+    Fused where it can be (float32 parameters on a CPU or CUDA device): the same update in
+    one pass over the parameters; the per-tensor loop cost a noticeable share of a short CPU
+    step.
+    """
+    fused = (torch.device(device).type in ("cpu", "cuda")
+             and all(p.dtype == torch.float32 for p in params))
+    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay,
+                             fused=fused or None)
+
+
 def _routing_columns(model) -> dict[str, float]:
     from clp_utils.moe import routing_stats
 
@@ -622,11 +636,7 @@ def train(
     total_steps = steps_per_epoch * config.epochs
 
     params = [p for p in model.parameters() if p.requires_grad]
-    # The fused AdamW kernel (CPU and CUDA) does the same update in one pass over the
-    # parameters; the per-tensor loop cost a noticeable share of a short CPU step.
-    fused = model.device.type in ("cpu", "cuda") and all(p.dtype == torch.float32 for p in params)
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay,
-                                  fused=fused or None)
+    optimizer = make_optimizer(params, config, model.device)
     from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
     warmup = math.ceil(config.warmup_ratio * total_steps)
