@@ -32,6 +32,7 @@ Experiments:
 
 - ``profiles``: how big every chapter runs (smoke, cpu, full), one table.
 - ``design``: the cpu profile's budget and learning rates, chosen on validation queries.
+- ``budget``: how many seeds the cpu profile affords on the machine at hand, measured.
 - ``study``: the ablation's rows, seeds, tables and claims; the multilingual track.
 - ``geometry``: the mechanism measured: cosines, gradient shares, own-query retrieval.
 - ``plots``: the figures and tables the notebooks share.

@@ -9,6 +9,11 @@ capability or GPU). Then it rewrites the README's generated results section from
 files: the cpu profile's tables, the full profile's beside them when ``figures/full/``
 exists, and a timing line for each. Nothing in that section is typed by hand.
 
+For the cpu profile, the number of seeds per row is sized to the machine first
+(``clp_utils.budget.plan_seeds``: the most seeds whose estimated chapter-03 runs fit its time
+target, measured here) and pinned for every chapter through ``$CLP_SEEDS``, unless that is set
+already or a ``--only`` rerun finds the last run's seeds in ``run.json``.
+
 On a GPU, ``--parallel N`` first trains the profile's runs N processes at a time
 (``study.train_parallel``); the notebooks then read every run back.
 """
@@ -114,6 +119,29 @@ def record_machine(setup_seconds: float | None = None) -> dict:
     return info
 
 
+def pin_seeds(profile: str, previous: dict | None = None) -> dict | None:
+    """The cpu profile's seeds for this machine, pinned in ``$CLP_SEEDS`` for the chapters'
+    kernels; returns what was decided and why (None for the other profiles).
+
+    Order: ``$CLP_SEEDS`` as set by the user; else the seeds of ``previous`` (the last run's
+    record, for a ``--only`` rerun that must read the same runs); else ``plan_seeds``.
+    """
+    from clp_utils.budget import plan_seeds
+    from clp_utils.profiles import SEEDS_ENV, seeds_setting
+
+    if profile != "cpu":
+        return None
+    if os.environ.get(SEEDS_ENV):
+        return {"seeds": seeds_setting(), "reason": f"set by ${SEEDS_ENV}"}
+    last = (previous or {}).get("machine", {}).get("seeds")
+    if last:
+        decided = {"seeds": last["seeds"], "reason": "the last run's seeds (--only rerun)"}
+    else:
+        decided = plan_seeds(profile).record()
+    os.environ[SEEDS_ENV] = str(decided["seeds"])  # inherited by the notebooks' kernels
+    return decided
+
+
 def timing_line(timings: dict[str, float], machine: dict | None = None) -> str:
     """The README's generated timing line: per notebook, setup, total, and what ran."""
     total = sum(timings.values())
@@ -127,7 +155,9 @@ def timing_line(timings: dict[str, float], machine: dict | None = None) -> str:
         total += machine["setup_seconds"]
     line = "Wall time of the last run: " + ", ".join(parts) + f"; total {total / 60:.0f} min"
     if machine:
-        line += f" ({machine['describe']})"
+        seeds = (machine.get("seeds") or {}).get("seeds")
+        per_row = f", {seeds} seed{'s' if seeds != 1 else ''} per row" if seeds else ""
+        line += f" ({machine['describe']}{per_row})"
     return line + "."
 
 
@@ -215,8 +245,11 @@ def main(argv: list[str] | None = None) -> None:
         if machine["precision"]["device"] == "cpu" and not machine["precision"]["bf16"]:
             print(f"[{args.profile}] no native bf16 on this CPU: training and encoding run in "
                   "float32, slower than where AVX512-BF16 or AMX exist (bench/bf16_check.py "
-                  "measures the ratio; `make design` re-sizes the cpu profile to this machine)",
-                  flush=True)
+                  "measures the ratio)", flush=True)
+        seeds = pin_seeds(args.profile, previous)
+        if seeds:
+            machine["seeds"] = seeds
+            print(f"[{args.profile}] seeds per row: {seeds['reason']}", flush=True)
         if setup is None and previous.get("machine", {}).get("setup_seconds") is not None:
             machine["setup_seconds"] = previous["machine"]["setup_seconds"]  # the full run's
         if args.parallel > 1:

@@ -3,7 +3,9 @@
 - ``smoke``: tiny subsets and a few steps; the whole notebook chain in minutes (the tests).
 - ``cpu``: the default of ``make study``, for 2 CPU cores. Its training budget, negatives,
   training passage length and per-policy learning rates are the recipe that ``make design``
-  chose on validation queries (``configs/recipe_cpu.json``).
+  chose on validation queries (``configs/recipe_cpu.json``). Two seeds per row, or the
+  number in ``$CLP_SEEDS``: ``make study`` sets it from the machine (``clp_utils.budget``:
+  one seed where two would not fit chapter 03's time target, e.g. without native bf16).
 - ``full``: every training query, two domains, three seeds, every extra row; for a GPU. Its
   settings are fixed a priori (the paper's and the field's), never chosen from a score.
 
@@ -15,6 +17,7 @@ chapter 06). Every chapter and every language reads its sizes from here.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +28,24 @@ from clp_utils.paths import REPO_ROOT
 from clp_utils.training import TrainConfig
 
 RECIPE_PATH = REPO_ROOT / "configs" / "recipe_cpu.json"
+#: The most seeds the cpu profile runs (its design: two seeds per paper row).
+MAX_SEEDS = 2
+#: Environment variable that pins the seeds for every chapter (``make study`` sets it).
+SEEDS_ENV = "CLP_SEEDS"
+
+
+def seeds_setting(default: int = MAX_SEEDS) -> int:
+    """The number of seeds ``$CLP_SEEDS`` asks for (``default`` when it is unset).
+
+    A value that is not a whole number from 1 to 10 is a ``ValueError`` naming the variable.
+    """
+    raw = os.environ.get(SEEDS_ENV, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= 10:
+        raise ValueError(f"${SEEDS_ENV}={raw!r}: expected a whole number of seeds from 1 to 10")
+    return int(raw)
+
 NAMES = ("smoke", "cpu", "full")
 
 ZERO_SHOT = "zero-shot"
@@ -165,13 +186,15 @@ def _cpu() -> Profile:
     # validation by `make design`); forgetting on a 500-passage new_wiki subset; bf16 where
     # the CPU computes it natively (TrainConfig.bf16="auto").
     recipe = load_recipe()
+    # Every run is the recipe's on every machine; only how many seeds run is sized to it.
+    seeds = tuple(range(seeds_setting()))
     # The paper's own recipe (one query per step x accumulation 4, 4 negatives, tau 0.02, lr
-    # 1e-5) costs more per query at 4 negatives: a sixteenth of the budget's queries, two seeds.
+    # 1e-5) costs more per query at 4 negatives: a sixteenth of the budget's queries.
     # The 40-minute budget holds the paper's rows at two seeds and the paper recipe; rows
     # beyond them (e.g. intermediate-only at the full-fine-tuning rate) run in the full
     # profile. Checkpoints every 40 steps: a crash loses under a minute of training.
     study = StudyProfile(
-        splits=(recipe["split"],), seeds=(0, 1), rows=(*PAPER_ROWS, *PAPER_RECIPE_ROWS),
+        splits=(recipe["split"],), seeds=seeds, rows=(*PAPER_ROWS, *PAPER_RECIPE_ROWS),
         base=recipe_config(recipe, ood_passages=500, checkpoint_every=40), lrs=dict(recipe["lr"]),
         paper_rows=(*PAPER_ROWS, *PAPER_RECIPE_ROWS),
         paper_queries=recipe["train_queries"] // 16)
@@ -179,7 +202,7 @@ def _cpu() -> Profile:
     # on a 600-passage subset, with an eighth of the English budget: a demonstration whose
     # verdicts chapter 06 reports as such.
     track = TrackProfile(StudyProfile(
-        splits=("hindi",), seeds=(0, 1), rows=(ZERO_SHOT, "ANCE negatives", "ANCE + CLP"),
+        splits=("hindi",), seeds=seeds, rows=(ZERO_SHOT, "ANCE negatives", "ANCE + CLP"),
         base=recipe_config(recipe, model="me5-small", split="hindi", freeze_embeddings=True,
                            passages=600, ood_split=None, checkpoint_every=40,
                            train_queries=max(recipe["batch_size"], recipe["train_queries"] // 8)),

@@ -1,0 +1,254 @@
+"""How many seeds the cpu profile affords on this machine.
+
+The cpu profile's recipe (``configs/recipe_cpu.json``) fixes what one run learns: its steps,
+negatives, passage length and learning rates. It is the same on every machine, so a row
+means the same thing wherever it ran. What a slower machine cannot afford is the number of
+runs. On a CPU without native bf16 every step and every encoding runs in float32: twice as
+slow per step on an AVX512 CPU with AMX, and slower still where only AVX2 exists. Two seeds
+of every row then no longer fit chapter 03's time target.
+
+``plan_seeds`` measures the machine at hand (one training step of the recipe and the encoding
+of corpus passages and queries, in the precision ``precision.decide`` picks), estimates the
+seconds of chapter 03's runs (training and evaluation) at 1, 2, ... seeds, and keeps the most
+seeds whose estimate fits ``RUNS_BUDGET_S`` (never fewer than one). ``make study`` pins the
+answer for every chapter through ``$CLP_SEEDS``. Set ``CLP_SEEDS`` yourself to override it,
+e.g. ``CLP_SEEDS=2 make study`` for the two-seed study on a slow machine, which takes longer.
+
+Fewer seeds weaken claims, not rows: with one seed the seed-level test is missing, so a claim
+whose per-query test alone is significant reads "not resolved at this budget" (chapter 04).
+
+Example (``python -m clp_utils.budget`` prints the same for the machine at hand)::
+
+    plan = plan_seeds("cpu")
+    plan.seeds, plan.estimates  # the seeds chosen; seconds estimated at 1 and 2 seeds
+"""
+
+from __future__ import annotations
+
+import random
+import statistics
+import time
+from dataclasses import asdict, dataclass, replace
+
+import torch
+
+from clp_utils.profiles import MAX_SEEDS, get_profile
+
+#: Chapter 03's runs (training and evaluation) should take at most this long: the study's
+#: 40-minute target on 2 cores less about 10 minutes for the other chapters and chapter
+#: 03's own figures. A target, chosen, not measured.
+RUNS_BUDGET_S = 30 * 60
+@dataclass(frozen=True)
+class Rates:
+    """What this machine does per second with the study's model, in the precision that runs."""
+
+    step_seconds: dict[str, float]  # step shape (``step_shape``) -> seconds per optimizer step
+    passages_per_second: float  # evaluation encoding of corpus passages
+    queries_per_second: float  # evaluation encoding of queries
+    precision: str  # what ``Precision.describe`` says ran
+
+
+@dataclass(frozen=True)
+class RunCost:
+    """What one run does: optimizer steps of one shape, and the texts it encodes."""
+
+    shape: str
+    steps: int
+    passages: int
+    queries: int
+
+
+@dataclass(frozen=True)
+class SeedPlan:
+    """The seeds chosen for this machine, the estimate behind it and the budget."""
+
+    seeds: int
+    estimates: dict[int, float]  # seeds -> estimated seconds of chapter 03's runs
+    budget_seconds: float
+    rates: Rates
+    reason: str
+
+    def record(self) -> dict:
+        """A JSON-ready summary (``run.json``, the pipeline's log)."""
+        return {**asdict(self), "estimates": {str(k): round(v, 1)
+                                               for k, v in self.estimates.items()}}
+
+
+def step_shape(config) -> str:
+    """What sets a training step's cost: model, loss, policy, batch, negatives, lengths."""
+    c, mc = config, config.mining
+    return (f"{c.model}/{c.loss}/{c.policy}/b{c.batch_size}/k{mc.num_negatives}"
+            f"/m{mc.neg_queries}/len{c.max_passage_len}/inbatch{int(c.in_batch)}")
+
+
+def run_cost(config, passages: int, queries: int) -> RunCost:
+    """The cost of one run of ``config`` that scores ``passages`` and ``queries``."""
+    n = config.train_queries
+    steps = (n // config.batch_size) * config.epochs if n else 0
+    return RunCost(step_shape(config), steps, passages, queries)
+
+
+def estimate_seconds(costs: list[RunCost], rates: Rates) -> float:
+    """Seconds the runs take at ``rates``: each run's steps at its shape's measured step time,
+    plus the encoding of its passages and queries. (An estimate: mining, checkpoints and
+    the steps' varying padding are left out.)"""
+    return sum(c.steps * rates.step_seconds[c.shape] + c.passages / rates.passages_per_second
+               + c.queries / rates.queries_per_second for c in costs)
+
+
+def _timing_examples(config, n: int, seed: int = 0):
+    """``n`` training groups of real texts from the training split (no mining needed: a
+    step's time depends on the texts' lengths, not on which passage is negative)."""
+    from clp_utils.training import Example, load_training_data
+
+    ds, _ = load_training_data(config)
+    split = ds.train()
+    rng = random.Random(seed)
+    qids = rng.sample(sorted(split.queries), min(n, len(split.queries)))
+    pids = sorted(split.corpus)
+    queries = [q["text"] for q in split.queries.values()]
+    k, m = config.mining.num_negatives, config.mining.neg_queries
+    out = []
+    for qid in qids:
+        pos = next(iter(split.qrels.get(qid, {})), rng.choice(pids))
+        negs = [split.corpus[p]["text"] for p in rng.sample(pids, k)]
+        neg_qs = [[rng.choice(queries) for _ in range(m)] for _ in range(k)]
+        out.append(Example(split.queries[qid]["text"], split.corpus[pos]["text"], negs, neg_qs,
+                           [1.0] * (k * m)))
+    return out, ds, m
+
+
+def time_step(config, repeats: int = 1) -> float:
+    """Seconds of one optimizer step of ``config`` here (forward, backward, AdamW and the
+    loop's one host synchronisation, in the precision and attention kernel training uses),
+    the median of ``repeats`` after one warm-up step."""
+    from clp_utils.precision import autocast, decide, training_attention
+    from clp_utils.training import ecosystem_loss, make_optimizer, prepare_model, step_loss
+
+    examples, _, m = _timing_examples(config, config.batch_size)
+    torch.manual_seed(config.seed)
+    model, _ = prepare_model(config)
+    precision = decide(config.bf16, str(model.device))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, config, model.device)
+    st_loss = ecosystem_loss(model, config)
+    model.train(config.dropout)
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        with autocast(precision), training_attention(precision):
+            parts = step_loss(model, examples, config, m, gather=False, st_loss=st_loss)
+        optimizer.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        optimizer.step()
+        parts["loss"].item()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])
+
+
+def time_encoding(config, n: int = 64) -> tuple[float, float, str]:
+    """(passages/s, queries/s, precision) of evaluation encoding of ``n`` test passages and
+    queries of ``config``'s data with its base model."""
+    from clp_utils.evaluation import encode_passages, encode_queries
+    from clp_utils.models import load_model
+    from clp_utils.precision import decide
+    from clp_utils.training import load_training_data
+
+    model = load_model(config.model)
+    precision = decide(config.bf16, str(model.device))
+    test = load_training_data(config)[0].test()
+    rng = random.Random(0)
+    passages = [test.corpus[p]["text"]
+                for p in rng.sample(sorted(test.corpus), min(n, len(test.corpus)))]
+    queries = [q["text"] for q in rng.sample(list(test.queries.values()),
+                                             min(n, len(test.queries)))]
+    encode_passages(model, passages[:8], progress=False, bf16=precision.bf16)  # warm-up
+    t0 = time.perf_counter()
+    encode_passages(model, passages, progress=False, bf16=precision.bf16)
+    pps = len(passages) / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    encode_queries(model, queries, progress=False, bf16=precision.bf16)
+    qps = len(queries) / (time.perf_counter() - t0)
+    return pps, qps, precision.describe()
+
+
+def measure_rates(configs: list) -> Rates:
+    """This machine's rates for ``configs``: one timed step per distinct step shape, and the
+    encoding speed of the first config's model."""
+    shapes = {}
+    for cfg in configs:
+        shapes.setdefault(step_shape(cfg), cfg)
+    steps = {shape: time_step(cfg) for shape, cfg in shapes.items()}
+    pps, qps, described = time_encoding(configs[0])
+    return Rates(steps, pps, qps, described)
+
+
+def study_costs(profile, seeds: int) -> list[RunCost]:
+    """The cost of chapter 03's runs with ``seeds`` seeds per row (``profile``: a
+    ``StudyProfile``): every trained run, plus each split's zero-shot evaluation and the
+    zero-shot encoding of its training passages for mining (step-free costs)."""
+    from clp_utils.study import study_configs
+    from clp_utils.training import load_training_data
+
+    sized = replace(profile, seeds=tuple(range(seeds)), extra_seeds=None)
+    costs, scored = [], {}
+    for _, _, _, cfg in study_configs(sized):
+        if cfg is None:
+            continue
+        key = (cfg.split, cfg.passages, cfg.ood_split, cfg.ood_passages, cfg.val_fraction)
+        if key not in scored:
+            ds, ood = load_training_data(cfg)
+            passages = len(ds.test().corpus) + (len(ood.test().corpus) if ood else 0)
+            queries = len(ds.test().queries) + (len(ood.test().queries) if ood else 0)
+            if ds.has_validation:
+                queries += len(ds.validation().queries)
+            scored[key] = (passages, queries)
+            # zero-shot: the same evaluation once, and the training passages mined over
+            costs.append(RunCost(step_shape(cfg), 0, passages + len(ds.train().corpus), queries))
+        costs.append(run_cost(cfg, *scored[key]))
+    return costs
+
+
+def study_run_configs(profile) -> list:
+    """The profile's trained configs of seed 0 (one per row and split)."""
+    from clp_utils.study import study_configs
+
+    sized = replace(profile, seeds=(0,), extra_seeds=None)
+    return [cfg for _, _, _, cfg in study_configs(sized) if cfg is not None]
+
+
+def plan_seeds(name: str = "cpu", budget_seconds: float = RUNS_BUDGET_S,
+               max_seeds: int = MAX_SEEDS, rates: Rates | None = None) -> SeedPlan:
+    """The most seeds (1..``max_seeds``) whose estimated chapter-03 runs fit the budget here.
+
+    ``rates`` default to ``measure_rates`` of the profile's runs on this machine.
+    """
+    profile = get_profile(name).study
+    rates = rates or measure_rates(study_run_configs(profile))
+    estimates = {s: estimate_seconds(study_costs(profile, s), rates)
+                 for s in range(1, max_seeds + 1)}
+    fits = [s for s, sec in estimates.items() if sec <= budget_seconds]
+    seeds = max(fits) if fits else 1
+    est, budget = estimates[seeds] / 60, budget_seconds / 60
+    if seeds == max_seeds:
+        reason = f"{seeds} seeds fit: about {est:.0f} min of runs, budget {budget:.0f}"
+    elif fits:
+        reason = (f"{seeds} seed(s): {max_seeds} would take about "
+                  f"{estimates[max_seeds] / 60:.0f} min of runs here, over the "
+                  f"{budget:.0f}-minute budget")
+    else:
+        reason = (f"1 seed, and even that takes about {est:.0f} min of runs here, over the "
+                  f"{budget:.0f}-minute budget")
+    return SeedPlan(seeds, estimates, budget_seconds, rates, reason)
+
+
+def _self_check() -> None:  # pragma: no cover - run by hand: python -m clp_utils.budget
+    plan = plan_seeds()
+    print(plan.rates)
+    for s, sec in plan.estimates.items():
+        print(f"{s} seed(s): about {sec / 60:.1f} min of chapter 03's runs")
+    print(f"plan: {plan.reason}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _self_check()

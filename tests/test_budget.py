@@ -1,0 +1,132 @@
+"""Seeds sized to the machine: the setting, the estimate, the plan, the pipeline's pin."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from clp_utils import budget as B
+from clp_utils.catalog import load_named
+from clp_utils.profiles import MAX_SEEDS, SEEDS_ENV, get_profile, seeds_setting
+from clp_utils.study import study_configs
+
+
+@pytest.fixture
+def no_seeds_env():
+    """$CLP_SEEDS unset during the test and as it was after it (the pipeline sets it in
+    os.environ itself, for the kernels, so monkeypatch alone would not undo it)."""
+    old = os.environ.pop(SEEDS_ENV, None)
+    yield
+    os.environ.pop(SEEDS_ENV, None)
+    if old is not None:
+        os.environ[SEEDS_ENV] = old
+
+
+def test_seeds_setting_reads_the_environment_and_names_it_on_bad_values(no_seeds_env):
+    assert seeds_setting() == MAX_SEEDS
+    os.environ[SEEDS_ENV] = "1"
+    assert seeds_setting() == 1
+    for bad in ("two", "0", "11", "-1", "1.5"):
+        os.environ[SEEDS_ENV] = bad
+        with pytest.raises(ValueError, match="CLP_SEEDS"):
+            seeds_setting()
+
+
+def test_cpu_profile_runs_the_pinned_seeds_and_nothing_else_changes(no_seeds_env):
+    two = get_profile("cpu")
+    os.environ[SEEDS_ENV] = "1"
+    one = get_profile("cpu")
+    assert two.study.seeds == (0, 1) and one.study.seeds == (0,)
+    assert two.track.study.seeds == (0, 1) and one.track.study.seeds == (0,)
+    # the recipe of every run is the same: one seed is the two-seed study's seed 0
+    assert one.study.base == two.study.base and one.study.rows == two.study.rows
+    runs_one = [(r, s, c) for r, _, s, c in study_configs(one.study) if c is not None]
+    runs_two = {(r, s): c for r, _, s, c in study_configs(two.study) if c is not None}
+    assert len(runs_two) == 2 * len(runs_one)
+    assert all(runs_two[(r, s)] == c for r, s, c in runs_one)
+    # the smoke and full profiles do not read it
+    assert get_profile("smoke").study.seeds == (0,)
+    assert get_profile("full").study.seeds == (0, 1, 2)
+
+
+def test_estimate_is_steps_at_their_shape_plus_encoding():
+    rates = B.Rates({"a": 2.0, "b": 0.5}, passages_per_second=10.0, queries_per_second=100.0,
+                    precision="float32")
+    costs = [B.RunCost("a", 80, 2533, 3000), B.RunCost("b", 20, 100, 50),
+             B.RunCost("a", 0, 10, 0)]
+    by_hand = (80 * 2.0 + 253.3 + 30.0) + (20 * 0.5 + 10.0 + 0.5) + 1.0
+    assert B.estimate_seconds(costs, rates) == pytest.approx(by_hand)
+
+
+def test_study_costs_count_every_run_its_steps_and_what_it_scores(no_seeds_env):
+    profile = get_profile("cpu").study
+    trained = [c for _, _, _, c in study_configs(profile) if c is not None]
+    for seeds in (1, 2):
+        costs = B.study_costs(profile, seeds)
+        assert len(costs) == seeds * len(trained) // 2 + 1  # + the zero-shot evaluation
+        zero_shot, runs = costs[0], costs[1:]
+        assert zero_shot.steps == 0
+        reddit = load_named("reddit")
+        passages = reddit.counts()["passages"] + profile.base.ood_passages
+        assert {r.passages for r in runs} == {passages}
+        assert zero_shot.passages > passages  # plus the training passages mined over
+        steps = sorted({r.steps for r in runs})
+        recipe_steps = profile.base.train_queries // profile.base.batch_size
+        assert steps == [profile.paper_queries // 4, recipe_steps]  # paper recipe: 4 per step
+
+
+def test_plan_keeps_the_most_seeds_that_fit_and_says_why(no_seeds_env):
+    profile = get_profile("cpu").study
+    shapes = {B.step_shape(c) for c in B.study_run_configs(profile)}
+    rates = B.Rates({s: 1.0 for s in shapes}, 50.0, 500.0, "float32")
+    one = B.estimate_seconds(B.study_costs(profile, 1), rates)
+    two = B.estimate_seconds(B.study_costs(profile, 2), rates)
+    assert one < two < 2 * one  # the zero-shot evaluation is paid once
+    assert B.plan_seeds("cpu", budget_seconds=two, rates=rates).seeds == 2
+    plan = B.plan_seeds("cpu", budget_seconds=(one + two) / 2, rates=rates)
+    assert plan.seeds == 1 and "over the" in plan.reason
+    assert plan.estimates == pytest.approx({1: one, 2: two})
+    short = B.plan_seeds("cpu", budget_seconds=one / 2, rates=rates)
+    assert short.seeds == 1 and "even that" in short.reason
+    record = short.record()
+    assert record["seeds"] == 1 and set(record["estimates"]) == {"1", "2"}
+
+
+def test_measured_rates_are_a_real_step_and_real_encoding(no_seeds_env):
+    configs = B.study_run_configs(get_profile("smoke").study)
+    picked = [next(c for c in configs if c.loss == "infonce" and c.policy == "full"),
+              next(c for c in configs if c.policy == "moe")]
+    rates = B.measure_rates(picked)
+    assert set(rates.step_seconds) == {B.step_shape(c) for c in picked}
+    assert all(0 < s < 60 for s in rates.step_seconds.values())
+    assert rates.passages_per_second > 0 and rates.queries_per_second > 0
+    assert rates.precision.startswith(("bf16", "float32"))
+
+
+def test_pipeline_pins_the_seeds_for_the_chapters(monkeypatch, no_seeds_env):
+    from clp_utils import pipeline
+
+    calls = []
+
+    def fake_plan(name):
+        calls.append(name)
+        return B.SeedPlan(1, {1: 60.0, 2: 120.0}, 90.0, B.Rates({}, 1.0, 1.0, "float32"),
+                          "1 seed(s): 2 would take about 2 min")
+
+    monkeypatch.setattr(B, "plan_seeds", fake_plan)
+    assert pipeline.pin_seeds("smoke") is None and SEEDS_ENV not in os.environ
+    decided = pipeline.pin_seeds("cpu")
+    assert calls == ["cpu"] and decided["seeds"] == 1 and seeds_setting() == 1
+    assert get_profile("cpu").study.seeds == (0,)
+    # a --only rerun reads the last run's seeds instead of measuring again
+    os.environ.pop(SEEDS_ENV)
+    again = pipeline.pin_seeds("cpu", {"machine": {"seeds": {"seeds": 2}}})
+    assert calls == ["cpu"] and again["seeds"] == 2 and seeds_setting() == 2
+    # the user's own setting wins, and nothing is measured
+    os.environ[SEEDS_ENV] = "1"
+    assert pipeline.pin_seeds("cpu")["reason"] == f"set by ${SEEDS_ENV}"
+    assert calls == ["cpu"]
+    line = pipeline.timing_line({"03.ipynb": 60.0}, {"describe": "float32 on CPU",
+                                                      "seeds": decided})
+    assert line.endswith("(float32 on CPU, 1 seed per row).")
