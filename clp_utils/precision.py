@@ -96,7 +96,13 @@ class Precision:
         if self.device == "cpu":
             where = f"CPU capability {hw.get('capability', '?')}"
             flags = [f for f in ("avx512_bf16", "amx") if hw.get(f)]
-            where += f" ({', '.join(flags)})" if flags else " (no native bf16)"
+            if not flags:
+                where += " (no native bf16)"
+            elif not self.bf16 and "bf16_gflops" in hw:
+                # reported, yet slower when timed (e.g. kernels confined to AVX2)
+                where += f" ({', '.join(flags)} reported; bf16 not faster when timed)"
+            else:
+                where += f" ({', '.join(flags)})"
         else:
             where = hw.get("name", self.device)
         kernel = ", math attention in training" if self.attention == "math" else ""

@@ -116,3 +116,26 @@ def test_readme_shows_the_full_profile_beside_the_cpu_profile_when_its_tables_ex
     assert cpu_at < both.index("### The full profile (GPU)") < full_at
     assert "#### The full profile's Table 2" in both
     assert "total 9 min (bf16 on cuda (NVIDIA H100 80GB HBM3))" in both
+
+
+def test_readme_shows_the_avx2_run_below_and_ignores_a_moved_figures_folder(tmp_path):
+    from clp_utils import pipeline
+
+    (tmp_path / "04_table2.md").write_text("| row | cpu |\n|---|---|\n| ANCE | 0.51 |\n")
+    avx2 = tmp_path / "avx2"
+    avx2.mkdir()
+    (avx2 / "04_claims.md").write_text("| claim | verdict |\n|---|---|\n| CLP | n.d. |\n")
+    (avx2 / "run.json").write_text(json.dumps({
+        "profile": "cpu", "timings": {"03_training.ipynb": 1705.0},
+        "machine": {"describe": "float32 on CPU capability AVX2 (no native bf16)",
+                    "seeds": {"seeds": 1, "reason": "1 seed"}}}))
+    text = pipeline.results_markdown(figures=tmp_path, recipe_path=tmp_path / "none.json")
+    assert text.index("| ANCE | 0.51 |") < text.index("`make study-avx2`") < text.index(
+        "| CLP | n.d. |")
+    assert "total 28 min (float32 on CPU capability AVX2 (no native bf16), 1 seed per row)" in text
+    # `make study-avx2` moves the figures folder: the README still describes figures/
+    code = ("import inspect; from clp_utils import pipeline; "
+            "print(inspect.signature(pipeline.results_markdown).parameters['figures'].default)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "CLP_FIGURES_DIR": str(avx2)}).stdout.strip()
+    assert out == str(pipeline.REPO_ROOT / "figures")

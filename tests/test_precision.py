@@ -114,6 +114,8 @@ def test_native_bf16_that_is_not_faster_stays_float32(machine):
     machine(NATIVE, bf16_speed=110.0)
     p = P.decide("auto", "cpu")
     assert not p.bf16 and "only 1.10x" in p.reason
+    assert p.describe().startswith("float32 on CPU capability AVX512 (avx512_bf16 reported; "
+                                   "bf16 not faster when timed)")
 
 
 def test_forcing_and_the_environment_override(machine, monkeypatch):
