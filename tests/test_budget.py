@@ -83,12 +83,15 @@ def test_plan_keeps_the_most_seeds_that_fit_and_says_why(no_seeds_env):
     one = B.estimate_seconds(B.study_costs(profile, 1), rates)
     two = B.estimate_seconds(B.study_costs(profile, 2), rates)
     assert one < two < 2 * one  # the zero-shot evaluation is paid once
-    assert B.plan_seeds("cpu", budget_seconds=two, rates=rates).seeds == 2
-    plan = B.plan_seeds("cpu", budget_seconds=(one + two) / 2, rates=rates)
+    assert B.plan_seeds("cpu", budget_seconds=two, rates=rates, spread=1.0).seeds == 2
+    plan = B.plan_seeds("cpu", budget_seconds=(one + two) / 2, rates=rates, spread=1.0)
     assert plan.seeds == 1 and "over the" in plan.reason
     assert plan.estimates == pytest.approx({1: one, 2: two})
-    short = B.plan_seeds("cpu", budget_seconds=one / 2, rates=rates)
+    short = B.plan_seeds("cpu", budget_seconds=one / 2, rates=rates, spread=1.0)
     assert short.seeds == 1 and "even that" in short.reason
+    # the estimate's spread: two seeds estimated 1.3x over the budget still run
+    assert B.plan_seeds("cpu", budget_seconds=two / 1.3, rates=rates).seeds == 2
+    assert B.plan_seeds("cpu", budget_seconds=two / 1.5, rates=rates).seeds == 1
     record = short.record()
     assert record["seeds"] == 1 and set(record["estimates"]) == {"1", "2"}
 
