@@ -87,10 +87,11 @@ def main() -> None:
     print(f"forward+backward {batch} x {args.max_len} tokens: float32 {t32:.2f} s", flush=True)
     t16 = forward_backward(model, texts[:batch], args.max_len, BF16, repeats)
     print(f"forward+backward {batch} x {args.max_len} tokens: bf16 {t16:.2f} s", flush=True)
+    last = f"bf16 ratio={t32 / t16:.2f} decision={auto.name} capability={hw['capability']}"
     if not auto.bf16:
         print("bf16 is not used on this machine, so its encoding, metric and training checks "
               "are skipped (each would run the emulated bf16 for minutes).")
-        print(f"bf16 ratio={t32 / t16:.2f} decision={auto.name} capability={hw['capability']}")
+        print(last)
         return
 
     model.max_seq_length = 256
@@ -130,7 +131,7 @@ def main() -> None:
         d16 = out[("clp", "bf16")] - out[("infonce", "bf16")]
         print(f"CLP - InfoNCE validation nDCG@10: float32 {d32:+.4f}, bf16 {d16:+.4f}")
 
-    print(f"bf16 ratio={t32 / t16:.2f} decision={auto.name} capability={hw['capability']}")
+    print(last)
 
 
 if __name__ == "__main__":

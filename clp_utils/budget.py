@@ -27,6 +27,7 @@ Example (``python -m clp_utils.budget`` prints the same for the machine at hand)
 
 from __future__ import annotations
 
+import functools
 import random
 import time
 from dataclasses import asdict, dataclass, replace
@@ -104,12 +105,28 @@ def estimate_seconds(costs: list[RunCost], rates: Rates) -> float:
                + c.queries / rates.queries_per_second for c in costs)
 
 
+def _data(config):
+    """``training.load_training_data(config)``, read once per plan for every config that
+    shares the data (a plan looks at the same split a dozen times)."""
+    c = config
+    return _load_data(c.split, c.passages, c.val_fraction, c.ood_split, c.ood_passages)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_data(split, passages, val_fraction, ood_split, ood_passages):
+    from clp_utils.training import TrainConfig, load_training_data
+
+    return load_training_data(TrainConfig(split=split, passages=passages,
+                                          val_fraction=val_fraction, ood_split=ood_split,
+                                          ood_passages=ood_passages))
+
+
 def _timing_examples(config, n: int, seed: int = 0):
     """``n`` training groups of real texts from the training split (no mining needed: a
     step's time depends on the texts' lengths, not on which passage is negative)."""
-    from clp_utils.training import Example, load_training_data
+    from clp_utils.training import Example
 
-    ds, _ = load_training_data(config)
+    ds, _ = _data(config)
     split = ds.train()
     rng = random.Random(seed)
     qids = rng.sample(sorted(split.queries), min(n, len(split.queries)))
@@ -131,8 +148,8 @@ def time_step(config, repeats: int = 2) -> float:
     loop's one host synchronisation, in the precision and attention kernel training uses),
     the fastest of ``repeats`` after one warm-up step (a single timed step after the warm-up
     read 2.9 s where the run's steps averaged 2.1 s: the first steps still allocate)."""
-    from clp_utils.precision import autocast, decide, training_attention
-    from clp_utils.training import ecosystem_loss, make_optimizer, prepare_model, step_loss
+    from clp_utils.precision import decide
+    from clp_utils.training import ecosystem_loss, make_optimizer, prepare_model, train_step
 
     examples, _, m = _timing_examples(config, config.batch_size)
     torch.manual_seed(config.seed)
@@ -145,12 +162,8 @@ def time_step(config, repeats: int = 2) -> float:
     times = []
     for _ in range(repeats + 1):
         t0 = time.perf_counter()
-        with autocast(precision), training_attention(precision):
-            parts = step_loss(model, examples, config, m, gather=False, st_loss=st_loss)
-        optimizer.zero_grad(set_to_none=True)
-        parts["loss"].backward()
-        optimizer.step()
-        parts["loss"].item()
+        parts = train_step(model, examples, config, m, optimizer, precision, st_loss)
+        parts["loss"].item()  # the loop's one host synchronisation
         times.append(time.perf_counter() - t0)
     return min(times[1:])
 
@@ -162,11 +175,9 @@ def time_encoding(config, n: int = 192) -> tuple[float, float, str]:
     from clp_utils.evaluation import encode_batch_size, encode_passages, encode_queries
     from clp_utils.models import load_model
     from clp_utils.precision import decide
-    from clp_utils.training import load_training_data
-
     model = load_model(config.model)
     precision = decide(config.bf16, str(model.device))
-    test = load_training_data(config)[0].test()
+    test = _data(config)[0].test()
     rng = random.Random(0)
     warm = encode_batch_size(model)
     passages = [test.corpus[p]["text"]
@@ -193,21 +204,24 @@ def measure_rates(configs: list) -> Rates:
     return Rates(steps, pps, qps, described)
 
 
+def study_run_configs(profile, seeds: int = 1) -> list:
+    """The profile's trained configs with ``seeds`` seeds per row (``profile``: a
+    ``StudyProfile``; zero-shot rows left out)."""
+    from clp_utils.study import study_configs
+
+    sized = replace(profile, seeds=tuple(range(seeds)), extra_seeds=None)
+    return [cfg for _, _, _, cfg in study_configs(sized) if cfg is not None]
+
+
 def study_costs(profile, seeds: int) -> list[RunCost]:
     """The cost of chapter 03's runs with ``seeds`` seeds per row (``profile``: a
     ``StudyProfile``): every trained run, plus each split's zero-shot evaluation and the
     zero-shot encoding of its training passages for mining (step-free costs)."""
-    from clp_utils.study import study_configs
-    from clp_utils.training import load_training_data
-
-    sized = replace(profile, seeds=tuple(range(seeds)), extra_seeds=None)
     costs, scored = [], {}
-    for _, _, _, cfg in study_configs(sized):
-        if cfg is None:
-            continue
+    for cfg in study_run_configs(profile, seeds):
         key = (cfg.split, cfg.passages, cfg.ood_split, cfg.ood_passages, cfg.val_fraction)
         if key not in scored:
-            ds, ood = load_training_data(cfg)
+            ds, ood = _data(cfg)
             passages = len(ds.test().corpus) + (len(ood.test().corpus) if ood else 0)
             queries = len(ds.test().queries) + (len(ood.test().queries) if ood else 0)
             if ds.has_validation:
@@ -217,14 +231,6 @@ def study_costs(profile, seeds: int) -> list[RunCost]:
             costs.append(RunCost(step_shape(cfg), 0, passages + len(ds.train().corpus), queries))
         costs.append(run_cost(cfg, *scored[key]))
     return costs
-
-
-def study_run_configs(profile) -> list:
-    """The profile's trained configs of seed 0 (one per row and split)."""
-    from clp_utils.study import study_configs
-
-    sized = replace(profile, seeds=(0,), extra_seeds=None)
-    return [cfg for _, _, _, cfg in study_configs(sized) if cfg is not None]
 
 
 def plan_seeds(name: str = "cpu", budget_seconds: float = RUNS_BUDGET_S,

@@ -183,6 +183,16 @@ def _run_line(folder: Path) -> list[str]:
     return [timing_line(run["timings"], run.get("machine")), ""]
 
 
+def _other_run(folder: Path, title: str, tables: list[tuple[str, str]],
+               intro: str | None = None) -> list[str]:
+    """A run kept in a sub-folder of figures/ (the full profile, the AVX2 run): its heading,
+    an optional sentence, its tables and timing line; nothing when none of its tables exist."""
+    if not any((folder / f"{name}.md").exists() for name, _ in tables):
+        return []
+    return ([f"### {title}", ""] + ([intro, ""] if intro else [])
+            + _tables(folder, tables, heading="####") + _run_line(folder))
+
+
 def _design_line(recipe_path: Path) -> list[str]:
     if not recipe_path.exists():
         return []
@@ -209,20 +219,15 @@ def results_markdown(figures: Path = REPO_ROOT / "figures",
     parts += _tables(figures, README_TABLES)
     parts += [timing_line(timings, machine), ""] if timings else _run_line(figures)
     parts += _design_line(recipe_path)
-    full = figures / "full"
-    if any((full / f"{name}.md").exists() for name, _ in FULL_TABLES):
-        parts += ["### The full profile (GPU), beside the cpu profile", ""]
-        parts += _tables(full, FULL_TABLES, heading="####")
-        parts += _run_line(full)
-    avx2 = figures / "avx2"
-    if any((avx2 / f"{name}.md").exists() for name, _ in AVX2_TABLES):
-        parts += ["### The cpu profile on a CPU without native bf16 (`make study-avx2`)", "",
-                  "The same recipe with PyTorch, oneDNN and MKL confined to AVX2 kernels: "
-                  "float32 (a CPU with native bf16 still reports its flags in the line below; "
-                  "the timed check finds bf16 slower there), and the seeds `make study` sizes "
-                  "to that speed.", ""]
-        parts += _tables(avx2, AVX2_TABLES, heading="####")
-        parts += _run_line(avx2)
+    parts += _other_run(figures / "full", "The full profile (GPU), beside the cpu profile",
+                        FULL_TABLES)
+    parts += _other_run(figures / "avx2",
+                        "The cpu profile on a CPU without native bf16 (`make study-avx2`)",
+                        AVX2_TABLES,
+                        "The same recipe with PyTorch, oneDNN and MKL confined to AVX2 kernels: "
+                        "float32 (a CPU with native bf16 still reports its flags in the line "
+                        "below; the timed check finds bf16 slower there), and the seeds `make "
+                        "study` sizes to that speed.")
     parts.append(END)
     return "\n".join(parts)
 

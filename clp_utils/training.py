@@ -576,6 +576,27 @@ def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig,
                              fused=fused or None)
 
 
+def train_step(model, batch: list[Example], config: TrainConfig, m: int,
+               optimizer: torch.optim.Optimizer, precision: Precision, st_loss=None,
+               world: int = 1) -> dict[str, torch.Tensor]:
+    """One optimizer step of a (local) batch: the loss in the run's precision and attention
+    kernel, backward, gradients averaged over ``world`` processes, the update. Returns the
+    loss's parts (not yet synchronised to the host). ``clp_utils.budget`` times this."""
+    with autocast(precision), training_attention(precision):
+        parts = step_loss(model, batch, config, m, gather=world > 1, st_loss=st_loss)
+    optimizer.zero_grad(set_to_none=True)
+    parts["loss"].backward()
+    if world > 1:
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                dist.all_reduce(p.grad)
+                p.grad /= world
+    optimizer.step()
+    return parts
+
+
 def _routing_columns(model) -> dict[str, float]:
     from clp_utils.moe import routing_stats
 
@@ -688,18 +709,9 @@ def train(
             local = config.batch_size // world
             batch = [examples[i] for i in idx[rank * local:(rank + 1) * local]]
             t0 = time.perf_counter()
-            with (record_routing(model) if has_moe else nullcontext(), autocast(precision),
-                  training_attention(precision)):
-                parts = step_loss(model, batch, config, m, gather=world > 1, st_loss=st_loss)
-            optimizer.zero_grad(set_to_none=True)
-            parts["loss"].backward()
-            if world > 1:
-                for p in params:
-                    if p.grad is None:
-                        p.grad = torch.zeros_like(p)
-                    dist.all_reduce(p.grad)
-                    p.grad /= world
-            optimizer.step()
+            with record_routing(model) if has_moe else nullcontext():
+                parts = train_step(model, batch, config, m, optimizer, precision, st_loss,
+                                   world)
             scheduler.step()
             step += 1
             # The one host synchronisation per step: the logged values.

@@ -133,3 +133,11 @@ def test_pipeline_pins_the_seeds_for_the_chapters(monkeypatch, no_seeds_env):
     line = pipeline.timing_line({"03.ipynb": 60.0}, {"describe": "float32 on CPU",
                                                       "seeds": decided})
     assert line.endswith("(float32 on CPU, 1 seed per row).")
+
+
+def test_the_readme_states_the_budget_the_code_uses():
+    from clp_utils.paths import REPO_ROOT
+
+    readme = " ".join((REPO_ROOT / "README.md").read_text(encoding="utf-8").split())
+    assert (f"fit {B.RUNS_BUDGET_S // 60} minutes (allowing {B.ESTIMATE_SPREAD:g}x for the "
+            "estimate's own spread") in readme
