@@ -90,9 +90,10 @@ def step_shape(config) -> str:
             f"/m{mc.neg_queries}/len{c.max_passage_len}/inbatch{int(c.in_batch)}")
 
 
-def run_cost(config, passages: int, queries: int) -> RunCost:
-    """The cost of one run of ``config`` that scores ``passages`` and ``queries``."""
-    n = config.train_queries
+def run_cost(config, passages: int, queries: int, available: int | None = None) -> RunCost:
+    """The cost of one run of ``config`` that scores ``passages`` and ``queries``
+    (``available``: the split's training queries, for a config that trains on all)."""
+    n = config.train_queries if config.train_queries is not None else available
     steps = (n // config.batch_size) * config.epochs if n else 0
     return RunCost(step_shape(config), steps, passages, queries)
 
@@ -209,8 +210,8 @@ def study_run_configs(profile, seeds: int = 1) -> list:
     ``StudyProfile``; zero-shot rows left out)."""
     from clp_utils.study import study_configs
 
-    sized = replace(profile, seeds=tuple(range(seeds)), extra_seeds=None)
-    return [cfg for _, _, _, cfg in study_configs(sized) if cfg is not None]
+    sized = replace(profile, seeds=tuple(range(seeds)))
+    return [c.config for c in study_configs(sized) if c.config is not None]
 
 
 def study_costs(profile, seeds: int) -> list[RunCost]:
@@ -226,7 +227,7 @@ def study_costs(profile, seeds: int) -> list[RunCost]:
             queries = len(ds.test().queries) + (len(ood.test().queries) if ood else 0)
             if ds.has_validation:
                 queries += len(ds.validation().queries)
-            scored[key] = (passages, queries)
+            scored[key] = (passages, queries, len(ds.train().queries))
             # zero-shot: the same evaluation once, and the training passages mined over
             costs.append(RunCost(step_shape(cfg), 0, passages + len(ds.train().corpus), queries))
         costs.append(run_cost(cfg, *scored[key]))

@@ -177,7 +177,7 @@ def recipe_base(plan: DesignPlan, curve: Curve, steps: int) -> TrainConfig:
 
 def lr_grid(plan: DesignPlan, base: TrainConfig, progress: bool = True) -> pd.DataFrame:
     """Validation nDCG@10 of each policy's study row at each learning rate of the grid."""
-    from clp_utils.study import row_config
+    from clp_utils.profiles import row_config
 
     rows = []
     for policy, lrs in plan.grid.items():

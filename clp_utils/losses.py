@@ -42,6 +42,11 @@ from sentence_transformers.base.losses.merged_forward import embed_columns
 from sentence_transformers.util import all_gather_with_grad, get_rank, get_world_size
 from torch import Tensor, nn
 
+#: The one temperature default of the project (losses and ``TrainConfig``): 0.05, i.e.
+#: sentence-transformers' ``MultipleNegativesRankingLoss`` scale 20, as the field trains. The
+#: paper's code used 0.02; the paper-recipe rows set it (``profiles.PAPER_RECIPE``).
+DEFAULT_TAU = 0.05
+
 Variant = Literal["paper", "sum"]
 VARIANTS: tuple[str, ...] = ("paper", "sum")
 
@@ -115,7 +120,7 @@ def info_nce(
     query: Tensor,
     pos: Tensor,
     negs: Tensor | None = None,
-    tau: float = 0.02,
+    tau: float = DEFAULT_TAU,
     in_batch: bool = True,
     gather: bool = False,
 ) -> Tensor:
@@ -126,6 +131,7 @@ def info_nce(
         pos: (B, d) their positives.
         negs: (B, k, d) hard negatives of each query, or ``None`` / k = 0 for none.
         tau: temperature; logits are cos / tau (``scale = 1 / tau`` in sentence-transformers).
+            Default ``DEFAULT_TAU``.
         in_batch: score each query against every positive and every hard negative in the
             (global) batch, as ``MultipleNegativesRankingLoss`` does; ``False`` scores it against
             its own positive and its own k negatives only (the official CLP code's setting).
@@ -227,7 +233,7 @@ def clp_loss(
     neg_queries: Tensor,
     mask: Tensor | None = None,
     lam: float = 0.1,
-    tau: float = 0.02,
+    tau: float = DEFAULT_TAU,
     variant: Variant = "paper",
     in_batch: bool = True,
     gather: bool = False,
@@ -238,7 +244,8 @@ def clp_loss(
         query, pos: (B, d). negs: (B, k, d). neg_queries: (B, k, m, d).
         mask: (B, k*m) or (B, k, m) 0/1 validity of the negatives' query slots, or ``None``.
         lam: penalty weight lambda in [0, 1] (paper: 0.1).
-        tau: InfoNCE temperature (paper: 0.02); the penalty is not divided by it.
+        tau: InfoNCE temperature (default ``DEFAULT_TAU``; the paper's code: 0.02); the
+            penalty is not divided by it.
         variant, in_batch, gather: see ``clp_penalty`` and ``info_nce``.
 
     Returns:
@@ -285,7 +292,7 @@ class InfoNCELoss(_TemperatureLoss):
     def __init__(
         self,
         model: nn.Module,
-        temperature: float = 0.02,
+        temperature: float = DEFAULT_TAU,
         in_batch_negatives: bool = True,
         gather_across_devices: bool = False,
     ) -> None:
@@ -299,7 +306,8 @@ class InfoNCELoss(_TemperatureLoss):
 
         Args:
             model: SentenceTransformer model.
-            temperature: tau (paper: 0.02; ``MultipleNegativesRankingLoss``'s scale 20 is 0.05).
+            temperature: tau (default ``DEFAULT_TAU`` = ``MultipleNegativesRankingLoss``'s scale 20;
+                the paper's code: 0.02).
             in_batch_negatives: use the other queries' positives and negatives as negatives.
             gather_across_devices: gather candidates across processes (with gradients).
 
@@ -365,7 +373,7 @@ class CLPLoss(_TemperatureLoss):
         num_negatives: int = 4,
         queries_per_negative: int = 1,
         lam: float = 0.1,
-        temperature: float = 0.02,
+        temperature: float = DEFAULT_TAU,
         variant: Variant = "paper",
         in_batch_negatives: bool = True,
         gather_across_devices: bool = False,
@@ -389,7 +397,7 @@ class CLPLoss(_TemperatureLoss):
             num_negatives: k, hard negatives per query.
             queries_per_negative: m, query slots per negative (1 for the paper's data).
             lam: lambda, the penalty weight (paper: 0.1).
-            temperature: tau of InfoNCE (paper: 0.02).
+            temperature: tau of InfoNCE (default ``DEFAULT_TAU``; the paper's code: 0.02).
             variant: ``"paper"`` or ``"sum"``.
             in_batch_negatives: InfoNCE against all positives and negatives of the (global)
                 batch; ``False`` is the official code's setting (own candidates only).

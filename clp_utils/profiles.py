@@ -6,6 +6,11 @@
   chose on validation queries (``configs/recipe_cpu.json``). Two seeds per row, or the
   number in ``$CLP_SEEDS``: ``make study`` sets it from the machine (``clp_utils.budget``:
   one seed where two would not fit chapter 03's time target, e.g. without native bf16).
+- ``extras``: the controls and checks a reviewer asks for (``make study-extras``), at the cpu
+  recipe: intermediate-only at full's rate, CLP at lambda 0.5, the paper recipe with random
+  negatives, symmetric InfoNCE, the MoE gate that learns, GIST, hardness-weighted MNRL (two
+  seeds each), and the scale check (three rows on every training query, one seed), beside the
+  cpu profile's runs they are compared with.
 - ``full``: every training query, two domains, three seeds, every extra row; for a GPU. Its
   settings are fixed a priori (the paper's and the field's), never chosen from a score.
 
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from clp_utils.catalog import load_named
@@ -46,36 +51,125 @@ def seeds_setting(default: int = MAX_SEEDS) -> int:
         raise ValueError(f"${SEEDS_ENV}={raw!r}: expected a whole number of seeds from 1 to 10")
     return int(raw)
 
-NAMES = ("smoke", "cpu", "full")
+NAMES = ("smoke", "cpu", "extras", "full")
+#: Seeds of the extras profile's rows (the scale check: one).
+EXTRAS_SEEDS = 2
 
+# --------------------------------------------------------------------------- row names
+# Every row of the study by name: the notebooks and the package refer to these constants.
 ZERO_SHOT = "zero-shot"
+RANDOM = "random negatives"
+ANCE = "ANCE negatives"
+CLP = "ANCE + CLP"
+INTERMEDIATE = "ANCE + CLP, intermediate only"
+MOE = "ANCE + CLP + MoE"
 #: The paper's six rows, in its order (the first is not trained).
-PAPER_ROWS = [
-    ZERO_SHOT,
-    "random negatives",
-    "ANCE negatives",
-    "ANCE + CLP",
-    "ANCE + CLP, intermediate only",
-    "ANCE + CLP + MoE",
-]
-#: Rows beyond the paper (the full profile runs them all; the cpu profile some).
+PAPER_ROWS = [ZERO_SHOT, RANDOM, ANCE, CLP, INTERMEDIATE, MOE]
+
+INTERMEDIATE_FULL_RATE = "ANCE + CLP, intermediate only, full rate"
+MOE_LEARNED = "ANCE + CLP + MoE, learned gate"
+CLP_LAMBDA_05 = "ANCE + CLP, lambda=0.5"
+SYMMETRIC = "ANCE + symmetric InfoNCE"
+GIST = "ANCE + GIST (zero-shot guide)"
+MNRL_HARDNESS = "ANCE + MNRL, hardness-weighted"
+#: Rows beyond the paper (the full profile runs them all; ``make study-extras`` the controls).
 EXTRA_ROWS = [
-    "ANCE + CLP, intermediate only, full rate",
-    "ANCE + CLP + MoE, learned gate",
+    INTERMEDIATE_FULL_RATE,
+    MOE_LEARNED,
     "ANCE + CLP, lambda=0",
     "ANCE + CLP, lambda=0.05",
     "ANCE + CLP, lambda=0.2",
-    "ANCE + CLP, lambda=0.5",
+    CLP_LAMBDA_05,
     "ANCE + CLP, pseudo queries",
     "ANCE + CLP, LoRA",
+    SYMMETRIC,
 ]
 #: The ecosystem's answers to CLP's problem, at the same budget and seeds.
-ECOSYSTEM_ROWS = ["ANCE + GIST (zero-shot guide)", "ANCE + MNRL, hardness-weighted"]
-#: The official code's own recipe (batch 1 x accumulation 4, tau 0.02, no in-batch negatives).
-PAPER_RECIPE_ROWS = ["paper recipe: ANCE + InfoNCE", "paper recipe: ANCE + CLP"]
-#: Each paper-recipe row and the study row with the same loss, its comparison.
-PAPER_RECIPE_COUNTERPARTS = dict(zip(PAPER_RECIPE_ROWS, ["ANCE negatives", "ANCE + CLP"],
-                                     strict=True))
+ECOSYSTEM_ROWS = [GIST, MNRL_HARDNESS]
+
+# --------------------------------------------------------------------------- the paper's recipe
+#: The official code's own recipe: one query per device step with gradient accumulation 4
+#: (4 independent queries per update, no in-batch negatives; the same objective, tested),
+#: tau 0.02, lr 1e-5, lambda 0.1, the paper's group of 1 positive + 4 negatives.
+PAPER_RECIPE = dict(tau=0.02, lr=1e-5, lam=0.1, batch_size=4, in_batch=False, num_negatives=4)
+PAPER_RECIPE_ANCE = "paper recipe: ANCE + InfoNCE"
+PAPER_RECIPE_CLP = "paper recipe: ANCE + CLP"
+PAPER_RECIPE_RANDOM = "paper recipe: random negatives"
+#: Rows trained with the official code's recipe.
+PAPER_RECIPE_ROWS = [PAPER_RECIPE_ANCE, PAPER_RECIPE_CLP, PAPER_RECIPE_RANDOM]
+#: Each paper-recipe row and the study row with the same loss and negatives, its comparison.
+PAPER_RECIPE_COUNTERPARTS = {PAPER_RECIPE_ANCE: ANCE, PAPER_RECIPE_CLP: CLP,
+                             PAPER_RECIPE_RANDOM: RANDOM}
+
+#: The scale check: a row trained on every training query (one epoch at the recipe).
+SCALE_PREFIX = "scale: "
+SCALE_ROWS = [SCALE_PREFIX + r for r in (ANCE, CLP, INTERMEDIATE)]
+#: The controls and checks of ``make study-extras`` (cpu recipe): what a reviewer asks for.
+CONTROL_ROWS = [INTERMEDIATE_FULL_RATE, CLP_LAMBDA_05, PAPER_RECIPE_RANDOM, SYMMETRIC,
+                MOE_LEARNED, GIST, MNRL_HARDNESS]
+
+#: Every row in the order tables show them.
+ROW_ORDER = [*PAPER_ROWS, *EXTRA_ROWS, *ECOSYSTEM_ROWS, *PAPER_RECIPE_ROWS, *SCALE_ROWS]
+
+
+def row_config(row: str, base: TrainConfig, split: str, seed: int,
+               lrs: dict[str, float] | None = None, paper_epochs: int = 1,
+               paper_queries: int | None = None, scale_queries: int | None = None) -> TrainConfig:
+    """The config of one study row (``base`` holds the profile's sizes, ``lrs`` its rates,
+    ``paper_epochs`` and ``paper_queries`` the size of the paper-recipe rows).
+
+    A ``"scale: <row>"`` row is ``<row>`` trained on ``scale_queries`` training queries
+    (None: every training query of the split).
+    """
+    if row.startswith(SCALE_PREFIX):
+        inner = row_config(row[len(SCALE_PREFIX):], base, split, seed, lrs)
+        return replace(inner, label=f"{split}-{row}", train_queries=scale_queries)
+    ance = replace(base.mining, strategy="ance", seed=seed)
+    common = dict(label=f"{split}-{row}", split=split, seed=seed)
+    clp = replace(base, **common, mining=ance, loss="clp")
+    if row == RANDOM:
+        config = replace(base, **common, mining=replace(ance, strategy="random"), loss="infonce")
+    elif row == ANCE:
+        config = replace(base, **common, mining=ance, loss="infonce")
+    elif row == CLP:
+        config = clp
+    elif row == INTERMEDIATE:
+        config = replace(clp, policy="intermediate")
+    elif row == INTERMEDIATE_FULL_RATE:
+        # the same policy at the full-fine-tuning rate: does the rate or the policy matter?
+        return replace(clp, policy="intermediate", lr=(lrs or {}).get("full", base.lr))
+    elif row == MOE:
+        config = replace(clp, policy="moe", moe_routing="paper")
+    elif row == MOE_LEARNED:
+        config = replace(clp, policy="moe", moe_routing="learned", moe_balance=0.01)
+    elif row.startswith("ANCE + CLP, lambda="):
+        config = replace(clp, lam=float(row.split("=")[1]))
+    elif row == "ANCE + CLP, pseudo queries":
+        config = replace(clp, mining=replace(ance, pseudo_query="first_sentence"))
+    elif row == "ANCE + CLP, LoRA":
+        config = replace(clp, policy="lora")
+    elif row == SYMMETRIC:
+        # InfoNCE both ways (query -> passage and passage -> query): the standard way to add
+        # a passage-to-query term, the kind of term CLP's penalty is
+        config = replace(base, **common, mining=ance, loss="infonce_symmetric")
+    elif row == GIST:
+        # GISTEmbedLoss takes (anchor, positive, negative): one hard negative per query
+        config = replace(base, **common, loss="gist", mining=replace(ance, num_negatives=1))
+    elif row == MNRL_HARDNESS:
+        config = replace(base, **common, mining=ance, loss="mnrl_hardness")
+    elif row in PAPER_RECIPE_ROWS:
+        loss = "clp" if row == PAPER_RECIPE_CLP else "infonce"
+        strategy = "random" if row == PAPER_RECIPE_RANDOM else "ance"
+        r = PAPER_RECIPE
+        return replace(base, **common, loss=loss, lam=r["lam"], tau=r["tau"], lr=r["lr"],
+                       batch_size=r["batch_size"], in_batch=r["in_batch"], epochs=paper_epochs,
+                       train_queries=paper_queries or base.train_queries,
+                       mining=replace(ance, strategy=strategy, num_negatives=r["num_negatives"]))
+    else:
+        raise ValueError(f"unknown study row {row!r}")
+    if lrs and config.policy in lrs:
+        config = replace(config, lr=lrs[config.policy])
+    return config
 
 
 @dataclass(frozen=True)
@@ -84,7 +178,8 @@ class StudyProfile:
 
     ``lrs`` maps a parameter policy (full, intermediate, moe, lora) to its learning rate; a
     row trains with its policy's rate (``base.lr`` where the policy has none).
-    ``extra_seeds`` are the seeds of rows outside the paper's (default: ``seeds``).
+    ``single_seed_rows`` run with the first seed only (the scale check: one long run).
+    ``ood_rows`` limits the out-of-domain (forgetting) evaluation to those rows.
     """
 
     splits: tuple[str, ...]
@@ -92,16 +187,43 @@ class StudyProfile:
     rows: tuple[str, ...]
     base: TrainConfig
     lrs: dict[str, float] = field(default_factory=dict)
-    extra_seeds: tuple[int, ...] | None = None
-    paper_rows: tuple[str, ...] = ()
+    single_seed_rows: tuple[str, ...] = ()
+    ood_rows: tuple[str, ...] | None = None  # rows scored out of domain too (None: all)
     paper_epochs: int = 1  # epochs of the paper-recipe rows (the paper trained 2)
     paper_queries: int | None = None  # their training queries (None: the base config's)
+    scale_queries: int | None = None  # training queries of the scale-check rows (None: all)
 
     def seeds_of(self, row: str) -> tuple[int, ...]:
         """The seeds a row runs with."""
-        if row in self.paper_rows or self.extra_seeds is None:
-            return self.seeds
-        return self.extra_seeds
+        return self.seeds[:1] if row in self.single_seed_rows else self.seeds
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One cell of the study: a row, a split, a seed and its config (None: zero-shot)."""
+
+    row: str
+    split: str
+    seed: int
+    config: TrainConfig | None
+
+
+def cells(study: StudyProfile) -> list[Cell]:
+    """Every cell a study profile trains or evaluates, split by split, row by row."""
+    out = []
+    for split in study.splits:
+        for row in study.rows:
+            if row == ZERO_SHOT:
+                out.append(Cell(row, split, 0, None))
+                continue
+            base = study.base
+            if study.ood_rows is not None and row not in study.ood_rows:
+                base = replace(base, ood_split=None, ood_passages=None)
+            out += [Cell(row, split, s, row_config(row, base, split, s, study.lrs,
+                                                    study.paper_epochs, study.paper_queries,
+                                                    study.scale_queries))
+                    for s in study.seeds_of(row)]
+    return out
 
 
 @dataclass(frozen=True)
@@ -166,14 +288,14 @@ def _smoke() -> Profile:
     tiny = dict(train_queries=8, batch_size=4, max_query_len=16, max_passage_len=32,
                 checkpoint_every=5, attention_dropout=0.0, no_duplicates=False,
                 mining=MiningConfig(rank_min=2, rank_max=15, num_negatives=2))
-    # every kind of row once, tiny, so that the test chain runs every code path
-    rows = (*PAPER_ROWS, "ANCE + CLP, intermediate only, full rate", *ECOSYSTEM_ROWS,
-            *PAPER_RECIPE_ROWS)
+    # every kind of row once, tiny, so that the test chain runs every code path (the paper's
+    # rows, the controls of `make study-extras` and a scale-check row)
+    rows = (*PAPER_ROWS, *CONTROL_ROWS, PAPER_RECIPE_ANCE, PAPER_RECIPE_CLP, *SCALE_ROWS)
     study = StudyProfile(splits=("reddit",), seeds=(0,), rows=rows,
                          base=TrainConfig(passages=80, ood_passages=60, **tiny),
-                         lrs={"intermediate": 1e-4, "moe": 1e-4}, paper_rows=tuple(PAPER_ROWS))
+                         lrs={"intermediate": 1e-4, "moe": 1e-4}, scale_queries=16)
     track = TrackProfile(StudyProfile(
-        splits=("hindi",), seeds=(0,), rows=(ZERO_SHOT, "ANCE negatives", "ANCE + CLP"),
+        splits=("hindi",), seeds=(0,), rows=(ZERO_SHOT, ANCE, CLP),
         base=TrainConfig(model="me5-small", split="hindi", freeze_embeddings=True, passages=30,
                          ood_split=None, **tiny)), persian_passages=20)
     return Profile("smoke", passages=150, ood_passages=60, mined_queries=None, candidate_depth=100,
@@ -181,36 +303,63 @@ def _smoke() -> Profile:
                    geometry_groups=16, gradient_batches=2, study=study, track=track)
 
 
-def _cpu() -> Profile:
+def _cpu_study(recipe: dict, rows: tuple[str, ...], seeds: tuple[int, ...],
+               single_seed_rows: tuple[str, ...] = (),
+               ood_rows: tuple[str, ...] | None = None) -> StudyProfile:
     # 2 cores: the recipe's budget, negatives, training length and learning rates (chosen on
     # validation by `make design`); forgetting on a 500-passage new_wiki subset; bf16 where
-    # the CPU computes it natively (TrainConfig.bf16="auto").
-    recipe = load_recipe()
-    # Every run is the recipe's on every machine; only how many seeds run is sized to it.
-    seeds = tuple(range(seeds_setting()))
-    # The paper's own recipe (one query per step x accumulation 4, 4 negatives, tau 0.02, lr
-    # 1e-5) costs more per query at 4 negatives: a sixteenth of the budget's queries.
-    # The 40-minute budget holds the paper's rows at two seeds and the paper recipe; rows
-    # beyond them (e.g. intermediate-only at the full-fine-tuning rate) run in the full
-    # profile. Checkpoints every 40 steps: a crash loses under a minute of training.
-    study = StudyProfile(
-        splits=(recipe["split"],), seeds=seeds, rows=(*PAPER_ROWS, *PAPER_RECIPE_ROWS),
+    # the CPU computes it natively (TrainConfig.bf16="auto"). The paper's own recipe (one
+    # query per step x accumulation 4, 4 negatives) costs more per query at 4 negatives: a
+    # sixteenth of the budget's queries. Checkpoints every 40 steps: a crash loses under a
+    # minute of training.
+    return StudyProfile(
+        splits=(recipe["split"],), seeds=seeds, rows=rows,
         base=recipe_config(recipe, ood_passages=500, checkpoint_every=40), lrs=dict(recipe["lr"]),
-        paper_rows=(*PAPER_ROWS, *PAPER_RECIPE_ROWS),
+        single_seed_rows=single_seed_rows, ood_rows=ood_rows,
         paper_queries=recipe["train_queries"] // 16)
-    # Hindi with mE5-small (12 layers): the English recipe's settings, not tuned for Hindi,
-    # on a 600-passage subset, with an eighth of the English budget: a demonstration whose
-    # verdicts chapter 06 reports as such.
-    track = TrackProfile(StudyProfile(
-        splits=("hindi",), seeds=seeds, rows=(ZERO_SHOT, "ANCE negatives", "ANCE + CLP"),
-        base=recipe_config(recipe, model="me5-small", split="hindi", freeze_embeddings=True,
-                           passages=600, ood_split=None, checkpoint_every=40,
-                           train_queries=max(recipe["batch_size"], recipe["train_queries"] // 8)),
-        paper_rows=tuple(PAPER_ROWS)), persian_passages=None)
-    return Profile("cpu", passages=None, ood_passages=500, mined_queries=400, candidate_depth=200,
+
+
+def _cpu_profile(name: str, study: StudyProfile, track: TrackProfile) -> Profile:
+    return Profile(name, passages=None, ood_passages=500, mined_queries=400, candidate_depth=200,
                    projection="umap", toy_steps=400, toy_field_points=120,
                    toy_lams=(0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7), geometry_groups=200,
                    gradient_batches=6, study=study, track=track)
+
+
+def _hindi_track(recipe: dict, seeds: tuple[int, ...]) -> TrackProfile:
+    # Hindi with mE5-small (12 layers): the English recipe's settings, not tuned for Hindi,
+    # on a 600-passage subset, with an eighth of the English budget: a demonstration whose
+    # verdicts chapter 06 reports as such.
+    return TrackProfile(StudyProfile(
+        splits=("hindi",), seeds=seeds, rows=(ZERO_SHOT, ANCE, CLP),
+        base=recipe_config(recipe, model="me5-small", split="hindi", freeze_embeddings=True,
+                           passages=600, ood_split=None, checkpoint_every=40,
+                           train_queries=max(recipe["batch_size"], recipe["train_queries"] // 8))),
+        persian_passages=None)
+
+
+def _cpu() -> Profile:
+    # Every run is the recipe's on every machine; only how many seeds run is sized to it.
+    # The 40-minute budget holds the paper's rows and its recipe; the controls a reviewer
+    # asks for run in `make study-extras` (the "extras" profile).
+    recipe = load_recipe()
+    seeds = tuple(range(seeds_setting()))
+    rows = (*PAPER_ROWS, PAPER_RECIPE_ANCE, PAPER_RECIPE_CLP)
+    return _cpu_profile("cpu", _cpu_study(recipe, rows, seeds), _hindi_track(recipe, seeds))
+
+
+def _extras() -> Profile:
+    # `make study-extras`: the controls and the scale check at the cpu recipe, two seeds each
+    # (the scale check one), beside the cpu profile's runs they are compared with (reused:
+    # the same configs are the same runs). The controls are scored in domain only (no claim
+    # about their forgetting), which saves each run the out-of-domain encoding. Rows in order
+    # of priority: the scale check and the learning-rate control first.
+    recipe = load_recipe()
+    seeds = tuple(range(seeds_setting(EXTRAS_SEEDS)))
+    partners = (ZERO_SHOT, ANCE, CLP, INTERMEDIATE, MOE, PAPER_RECIPE_ANCE)
+    study = _cpu_study(recipe, (*partners, *SCALE_ROWS, *CONTROL_ROWS), seeds,
+                       single_seed_rows=tuple(SCALE_ROWS), ood_rows=partners)
+    return _cpu_profile("extras", study, _hindi_track(recipe, seeds))
 
 
 def _full() -> Profile:
@@ -223,13 +372,13 @@ def _full() -> Profile:
         splits=("reddit", "amazon"), seeds=(0, 1, 2),
         rows=tuple(PAPER_ROWS + EXTRA_ROWS + ECOSYSTEM_ROWS + PAPER_RECIPE_ROWS),
         base=TrainConfig(train_queries=None, batch_size=16, max_passage_len=256, lr=2e-5),
-        lrs=lrs, paper_rows=tuple(PAPER_ROWS), paper_epochs=2)
+        lrs=lrs, paper_epochs=2)
     track = TrackProfile(StudyProfile(
         splits=("hindi",), seeds=(0, 1, 2), rows=tuple(PAPER_ROWS),
         base=TrainConfig(model="me5-small", split="hindi", freeze_embeddings=True,
                          train_queries=None, batch_size=16, max_passage_len=256,
                          ood_split="persian", lr=2e-5),
-        lrs=lrs, paper_rows=tuple(PAPER_ROWS)), persian_passages=None)
+        lrs=lrs), persian_passages=None)
     return Profile("full", passages=None, ood_passages=None, mined_queries=None,
                    candidate_depth=200, projection="umap", toy_steps=400, toy_field_points=120,
                    toy_lams=(0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7), geometry_groups=200,
@@ -238,7 +387,7 @@ def _full() -> Profile:
 
 def get_profile(name: str) -> Profile:
     """The named profile; an unknown name lists the known ones."""
-    builders = {"smoke": _smoke, "cpu": _cpu, "full": _full}
+    builders = {"smoke": _smoke, "cpu": _cpu, "extras": _extras, "full": _full}
     if name not in builders:
         raise ValueError(f"unknown profile {name!r}; choose one of {list(NAMES)}")
     return builders[name]()

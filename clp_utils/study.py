@@ -26,13 +26,12 @@ from clp_utils import languages
 from clp_utils.catalog import load_named
 from clp_utils.evaluation import Run, bm25, convex, evaluate_run, rrf, zero_shot
 from clp_utils.profiles import (
-    ECOSYSTEM_ROWS,
-    EXTRA_ROWS,
-    PAPER_RECIPE_ROWS,
-    PAPER_ROWS,
+    ROW_ORDER,
     ZERO_SHOT,
+    Cell,
     StudyProfile,
     TrackProfile,
+    cells,
     get_profile,
 )
 from clp_utils.stats import comparison_table, holm, pair_seeds, verdict
@@ -56,73 +55,26 @@ def study_profile(name: str) -> StudyProfile:
     return get_profile(name).study
 
 
-def row_config(row: str, base: TrainConfig, split: str, seed: int,
-               lrs: dict[str, float] | None = None, paper_epochs: int = 1,
-               paper_queries: int | None = None) -> TrainConfig:
-    """The config of one study row (``base`` holds the profile's sizes, ``lrs`` its rates,
-    ``paper_epochs`` and ``paper_queries`` the size of the paper-recipe rows)."""
-    ance = replace(base.mining, strategy="ance", seed=seed)
-    common = dict(label=f"{split}-{row}", split=split, seed=seed)
-    clp = replace(base, **common, mining=ance, loss="clp")
-    if row == "random negatives":
-        config = replace(base, **common, mining=replace(ance, strategy="random"), loss="infonce")
-    elif row == "ANCE negatives":
-        config = replace(base, **common, mining=ance, loss="infonce")
-    elif row == "ANCE + CLP":
-        config = clp
-    elif row == "ANCE + CLP, intermediate only":
-        config = replace(clp, policy="intermediate")
-    elif row == "ANCE + CLP, intermediate only, full rate":
-        # the same policy at the full-fine-tuning rate: does the rate or the policy matter?
-        return replace(clp, policy="intermediate", lr=(lrs or {}).get("full", base.lr))
-    elif row == "ANCE + CLP + MoE":
-        config = replace(clp, policy="moe", moe_routing="paper")
-    elif row == "ANCE + CLP + MoE, learned gate":
-        config = replace(clp, policy="moe", moe_routing="learned", moe_balance=0.01)
-    elif row.startswith("ANCE + CLP, lambda="):
-        config = replace(clp, lam=float(row.split("=")[1]))
-    elif row == "ANCE + CLP, pseudo queries":
-        config = replace(clp, mining=replace(ance, pseudo_query="first_sentence"))
-    elif row == "ANCE + CLP, LoRA":
-        config = replace(clp, policy="lora")
-    elif row == "ANCE + GIST (zero-shot guide)":
-        # GISTEmbedLoss takes (anchor, positive, negative): one hard negative per query
-        config = replace(base, **common, loss="gist", mining=replace(ance, num_negatives=1))
-    elif row == "ANCE + MNRL, hardness-weighted":
-        config = replace(base, **common, mining=ance, loss="mnrl_hardness")
-    elif row.startswith("paper recipe: "):
-        # The official run: 1 query per step with gradient accumulation 4, i.e. 4 independent
-        # queries per update without in-batch negatives (the same objective; tested), tau
-        # 0.02, lr 1e-5, lambda 0.1, the paper's group of 1 positive + 4 negatives.
-        loss = "clp" if row.endswith("CLP") else "infonce"
-        return replace(base, **common, loss=loss, lam=0.1, tau=0.02, lr=1e-5, batch_size=4,
-                       in_batch=False, epochs=paper_epochs,
-                       train_queries=paper_queries or base.train_queries,
-                       mining=replace(ance, num_negatives=4))
-    else:
-        raise ValueError(f"unknown study row {row!r}")
-    if lrs and config.policy in lrs:
-        config = replace(config, lr=lrs[config.policy])
-    return config
-
-
-def study_configs(profile: str | StudyProfile) -> list[tuple[str, str, int, TrainConfig | None]]:
-    """``(row, split, seed, config)`` for every run of the profile (config None: zero-shot).
+def study_configs(profile: str | StudyProfile) -> list[Cell]:
+    """Every cell (row, split, seed, config) of the profile (config None: zero-shot).
 
     ``profile`` is a profile name (the English study) or a ``StudyProfile`` (e.g. the
     multilingual track's, ``get_profile(name).track.study``).
     """
+    return cells(study_profile(profile) if isinstance(profile, str) else profile)
+
+
+def config_of(profile: str | StudyProfile, row: str, seed: int = 0,
+              split: str | None = None) -> TrainConfig:
+    """The config of one trained cell: ``row`` at ``seed`` on ``split`` (default: the
+    profile's first split). Raises naming the rows the profile trains."""
     p = study_profile(profile) if isinstance(profile, str) else profile
-    out = []
-    for split in p.splits:
-        for row in p.rows:
-            if row == ZERO_SHOT:
-                out.append((row, split, 0, None))
-                continue
-            out += [(row, split, s, row_config(row, p.base, split, s, p.lrs, p.paper_epochs,
-                                               p.paper_queries))
-                    for s in p.seeds_of(row)]
-    return out
+    split = split or p.splits[0]
+    for c in cells(p):
+        if c.row == row and c.seed == seed and c.split == split and c.config is not None:
+            return c.config
+    raise KeyError(f"no trained cell ({row!r}, seed {seed}, {split!r}) in this profile; "
+                   f"its rows: {list(p.rows)}")
 
 
 @dataclass
@@ -151,7 +103,8 @@ def run_study(profile: str | StudyProfile, rows: Iterable[str] | None = None,
     p = study_profile(profile) if isinstance(profile, str) else profile
     wanted = set(rows) if rows is not None else None
     runs = []
-    for row, split, seed, config in study_configs(p):
+    for cell in study_configs(p):
+        row, split, seed, config = cell.row, cell.split, cell.seed, cell.config
         if wanted is not None and row not in wanted:
             continue
         if config is None:
@@ -214,8 +167,7 @@ def table2(runs: list[StudyRun], metric: str = "ndcg_cut_10", domain: str = "in-
     """
     df = results_frame(runs)
     df = df[df["domain"] == domain]
-    order = [r for r in PAPER_ROWS + EXTRA_ROWS + ECOSYSTEM_ROWS + PAPER_RECIPE_ROWS
-             if r in set(df["row"])]
+    order = [r for r in ROW_ORDER if r in set(df["row"])]
     order += [r for r in dict.fromkeys(df["row"]) if r not in order]
     out = []
     for split in dict.fromkeys(df["split"]):
@@ -421,8 +373,8 @@ def train_parallel(profile: str, workers: int, rows: Iterable[str] | None = None
     from clp_utils.paths import RESULTS_DIR
 
     wanted = set(rows) if rows is not None else None
-    configs = [cfg for row, _, _, cfg in study_configs(profile)
-               if cfg is not None and (wanted is None or row in wanted)]
+    configs = [c.config for c in study_configs(profile)
+               if c.config is not None and (wanted is None or c.row in wanted)]
     log_dir = Path(log_dir or RESULTS_DIR / "parallel" / profile)
     log_dir.mkdir(parents=True, exist_ok=True)
     queue = list(enumerate(configs))

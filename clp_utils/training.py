@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from clp_utils.data import DATA_DIR, RetrievalDataset
 from clp_utils.evaluation import RetrievalResult, evaluate_model, evaluate_run, read_trec
 from clp_utils.io import atomic_dir, atomic_write, stable_hash, write_json
-from clp_utils.losses import VARIANTS, clp_loss, info_nce
+from clp_utils.losses import DEFAULT_TAU, VARIANTS, clp_loss, info_nce
 from clp_utils.mining import MiningConfig, mine
 from clp_utils.models import load_model
 from clp_utils.paths import RESULTS_DIR
@@ -55,7 +55,7 @@ from clp_utils.precision import (
     training_attention,
 )
 
-LOSSES = ("infonce", "clp", "gist", "mnrl_hardness")
+LOSSES = ("infonce", "clp", "infonce_symmetric", "gist", "mnrl_hardness")
 POLICIES = ("full", "intermediate", "moe", "lora")
 SCHEDULES = ("linear", "constant")
 #: The validation side's seed: one split for every run and seed of a dataset.
@@ -74,12 +74,12 @@ class TrainConfig:
     model: str = "minilm"
     split: str = "reddit"
     passages: int | None = None  # keep a subset of the split's passages (smoke profile)
-    train_queries: int | None = 336  # training queries sampled with the seed; None = all
+    train_queries: int | None = None  # training queries sampled with the seed; None = all
     mining: MiningConfig = field(default_factory=MiningConfig)
-    loss: str = "clp"  # "infonce" | "clp" | "gist" | "mnrl_hardness" (see ecosystem_loss)
+    loss: str = "clp"  # "infonce" | "clp" | "infonce_symmetric" | "gist" | "mnrl_hardness"
     variant: str = "paper"  # CLP penalty: "paper" (mean) | "sum" (published formula)
     lam: float = 0.1
-    tau: float = 0.05
+    tau: float = DEFAULT_TAU
     in_batch: bool = True
     hardness_strength: float = 5.0  # loss="mnrl_hardness": EmbeddingGemma's alpha
     policy: str = "full"  # "full" | "intermediate" | "moe" | "lora"
@@ -186,7 +186,7 @@ def _validate(c: TrainConfig) -> None:
     _number("weight_decay", c.weight_decay, lo=0.0)
     _number("moe_balance", c.moe_balance, lo=0.0)
     _number("hardness_strength", c.hardness_strength, lo=0.0)
-    if c.loss in ("gist", "mnrl_hardness") and not c.in_batch:
+    if c.loss in ("infonce_symmetric", "gist", "mnrl_hardness") and not c.in_batch:
         raise ValueError(f"loss {c.loss!r} scores in-batch negatives: it needs in_batch=true")
     if c.loss == "gist" and c.mining.num_negatives != 1:
         raise ValueError("loss 'gist' takes one hard negative per query (GISTEmbedLoss's "
@@ -238,18 +238,33 @@ def load_training_data(config: TrainConfig) -> tuple[RetrievalDataset, Retrieval
 
 
 def run_id(config: TrainConfig, data_checksum: str, precision: Precision | None = None) -> str:
-    """``<label>-<hash of config and data>``; the label is not part of the hash.
+    """``<label>-<hash of config, data and precision>``; the label is not part of the hash.
 
-    With ``precision``, the hash holds the precision that ran instead of the setting, so
-    ``bf16="auto"`` and an explicit ``bf16=True`` on a bf16 machine are the same run. Only
-    fields that differ from their defaults enter the hash (``bf16`` always does), so adding
-    a new field to ``TrainConfig`` keeps every finished run reusable.
+    Every field of the config enters the hash with its value, defaults included: editing a
+    default of ``TrainConfig`` (or ``MiningConfig``) gives every affected run a new id, so a
+    run trained under the old value is never read back as if it had the new one. (Hashing
+    only the non-default fields, as this function once did, let a changed default reuse
+    stale runs.) With ``precision``, the hash holds what ran (bf16 or not, the attention
+    kernel) instead of the setting, so ``bf16="auto"`` and an explicit ``bf16=True`` on a
+    bf16 machine are the same run.
     """
-    defaults = asdict(TrainConfig())
-    key = {k: v for k, v in asdict(config).items() if k != "label" and v != defaults[k]}
+    key = {k: v for k, v in asdict(config).items() if k != "label"}
     key["bf16"] = precision.bf16 if precision is not None else config.bf16
+    if precision is not None:
+        key["attention"] = precision.attention
     slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in (config.label or config.loss))
     return f"{slug}-{stable_hash([key, data_checksum])}"
+
+
+def check_same_config(stored: TrainConfig, wanted: TrainConfig, run_dir: Path) -> None:
+    """Refuse to reuse a run folder whose stored config differs from the one asked for
+    (labels aside): a finished run is never read back for another config."""
+    a, b = asdict(replace(stored, label="")), asdict(replace(wanted, label=""))
+    if a != b:
+        diff = sorted(k for k in a if a[k] != b.get(k))
+        raise RuntimeError(f"{run_dir / 'config.json'}: the run stored here was trained with "
+                           f"other values of {diff} than the config asked for; delete the "
+                           "folder to retrain it")
 
 
 def select_queries(train_qids: list[str], n: int | None, seed: int) -> list[str]:
@@ -429,7 +444,14 @@ def features(model, texts: list[str], max_len: int, kind: str = "query") -> dict
 
 
 def ecosystem_loss(model, config: TrainConfig, gather: bool = False):
-    """The sentence-transformers loss behind ``loss="gist"`` or ``"mnrl_hardness"`` (else None).
+    """The sentence-transformers loss behind ``loss="infonce_symmetric"``, ``"gist"`` or
+    ``"mnrl_hardness"`` (else None).
+
+    - ``infonce_symmetric``: ``MultipleNegativesRankingLoss`` (scale ``1/tau``) with
+      ``directions=("query_to_doc", "doc_to_query")`` and ``partition_mode="per_direction"``:
+      InfoNCE from each query over the batch's passages plus InfoNCE from each positive
+      passage over the batch's queries, averaged. The passage-to-query term is the field's
+      standard way to pull passages toward their queries, the kind of term CLP's penalty is.
 
     - ``gist``: ``GISTEmbedLoss`` with the zero-shot model as guide (frozen): an in-batch
       candidate the guide scores above the query's own positive is masked as a likely false
@@ -442,6 +464,10 @@ def ecosystem_loss(model, config: TrainConfig, gather: bool = False):
     """
     from sentence_transformers.sentence_transformer import losses as st_losses
 
+    if config.loss == "infonce_symmetric":
+        return st_losses.MultipleNegativesRankingLoss(
+            model, scale=1.0 / config.tau, directions=("query_to_doc", "doc_to_query"),
+            partition_mode="per_direction", gather_across_devices=gather)
     if config.loss == "mnrl_hardness":
         return st_losses.MultipleNegativesRankingLoss(
             model, scale=1.0 / config.tau, hardness_mode="hard_negatives",
@@ -486,7 +512,7 @@ def step_loss(model, batch: list[Example], config: TrainConfig, m: int, gather: 
         parts = {"loss": out.total, "contrastive": out.contrastive, "penalty": out.penalty}
     else:
         q = embed(model, queries, config.max_query_len)
-        if config.loss == "mnrl_hardness":
+        if config.loss in ("mnrl_hardness", "infonce_symmetric"):
             # the columns as the trainer passes them: query, positive, negative 1..k
             contrastive = st_loss.compute_loss_from_embeddings([q, pos, *negs.unbind(1)], None)
         else:
@@ -635,7 +661,9 @@ def train(
     rid = run_id(config, ds.checksum + (ood.checksum if ood else ""), precision)
     run_dir = root / rid
     if (run_dir / "metrics.json").exists():
-        return load_run(run_dir)
+        done = load_run(run_dir)
+        check_same_config(done.config, config, run_dir)
+        return done
 
     torch.manual_seed(config.seed)
     model, counts = prepare_model(config, device)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -63,6 +64,53 @@ def test_run_id_changes_with_any_parameter_but_not_the_label():
     assert run_id(c, "x") != run_id(c, "y")  # data checksum
     assert (run_id(c, "x").split("-")[-1]
             == run_id(TrainConfig(**TINY, label="named"), "x").split("-")[-1])
+
+
+def test_run_id_changes_when_a_default_changes(tmp_path):
+    """Edit a default in a copy of the package's source, as a maintainer would, and ask a
+    fresh interpreter for the id of the default config: a run trained before the edit must
+    not be found under the id of the config after it."""
+    import inspect
+    import re
+    import shutil
+    import subprocess
+    import sys
+
+    import clp_utils
+
+    package = Path(clp_utils.__file__).parent
+    def run_id_after(pattern: str | None = None, replacement: str = "",
+                     owner: type = TrainConfig) -> str:
+        copy = tmp_path / f"edit{len(list(tmp_path.iterdir()))}"
+        shutil.copytree(package, copy / "clp_utils", ignore=shutil.ignore_patterns("__pycache__"))
+        if pattern:
+            source = Path(inspect.getsourcefile(owner)).relative_to(package)
+            path = copy / "clp_utils" / source
+            text, n = re.subn(pattern, replacement, path.read_text())
+            assert n == 1, f"{pattern!r} not found once in {source}"
+            path.write_text(text)
+        code = ("from clp_utils.training import TrainConfig, run_id; "
+                "print(run_id(TrainConfig(), 'data'))")
+        env = {**os.environ, "PYTHONPATH": str(copy)}
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True, env=env, cwd=copy).stdout.strip()
+
+    unchanged = run_id_after()
+    assert unchanged == run_id(TrainConfig(), "data")  # the copy is the same code
+    assert run_id_after(r"tau: float = [^\n]+", "tau: float = 0.07") != unchanged
+    assert run_id_after(r"rank_max: int = \d+", "rank_max: int = 31",
+                        MiningConfig) != unchanged  # a nested config's default
+    renamed = run_id_after(r"(label: str = )\"\"", r'\1"renamed"')  # the label is not hashed
+    assert renamed.startswith("renamed-") and renamed.split("-")[-1] == unchanged.split("-")[-1]
+
+
+def test_a_finished_run_is_never_reused_for_another_config(tmp_path):
+    from clp_utils.training import check_same_config
+
+    stored = TrainConfig(**TINY, label="a")
+    check_same_config(stored, replace(stored, label="b"), tmp_path)  # labels do not matter
+    with pytest.raises(RuntimeError, match=r"config.json.*\['tau'\]"):
+        check_same_config(stored, replace(stored, tau=0.07), tmp_path)
 
 
 def test_resume_after_kill_equals_uninterrupted_and_finished_runs_are_reused(tmp_path):
