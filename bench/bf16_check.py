@@ -34,9 +34,10 @@ import numpy as np
 import torch
 
 from clp_utils.data import load_squadshifts
-from clp_utils.evaluation import encode_passages, evaluate_run, retrieve
+from clp_utils.evaluation import evaluate_run
 from clp_utils.models import load_model
 from clp_utils.precision import autocast, cpu_hardware, decide, time_matmul, training_attention
+from clp_utils.retrieval import encode_passages, retrieve
 
 FP32, BF16 = decide(False), decide(True)
 #: Passages per forward+backward where bf16 is emulated (the training-sized batch takes minutes).

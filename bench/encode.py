@@ -15,8 +15,9 @@ import time
 from pathlib import Path
 
 from clp_utils.data import load_squadshifts
-from clp_utils.evaluation import encode_passages, evaluate_model
+from clp_utils.evaluation import evaluate_model
 from clp_utils.models import load_model
+from clp_utils.retrieval import encode_passages
 
 N, BATCH = 2000, 64
 

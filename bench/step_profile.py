@@ -28,16 +28,12 @@ import time
 
 import torch
 
+from clp_utils.batching import make_batches, to_examples, training_records
 from clp_utils.losses import clp_loss
 from clp_utils.precision import autocast, decide, training_attention
-from clp_utils.study import study_configs
-from clp_utils.training import (
-    make_batches,
-    make_optimizer,
-    prepare_model,
-    to_examples,
-    training_records,
-)
+from clp_utils.profiles import CLP
+from clp_utils.study import config_of
+from clp_utils.training import make_optimizer, prepare_model
 
 
 def _sync(device: str) -> None:
@@ -54,7 +50,7 @@ def main() -> None:
                         help="time float32 first, then the automatic precision, same batches")
     args = parser.parse_args()
 
-    config = next(cfg for row, _, _, cfg in study_configs(args.profile) if row == "ANCE + CLP")
+    config = config_of(args.profile, CLP)
     examples, _ = to_examples(training_records(config), config.mining.num_negatives, 1)
     batches = make_batches(examples, config, 0)[: args.steps + 1]
     choices = [decide(False, args.device)] if args.float32_baseline else []

@@ -34,7 +34,13 @@ from dataclasses import asdict, dataclass, replace
 
 import torch
 
-from clp_utils.profiles import MAX_SEEDS, get_profile
+from clp_utils.batching import Example, load_training_data
+from clp_utils.models import load_model
+from clp_utils.precision import cached_timings, cpu_hardware, decide
+from clp_utils.profiles import MAX_SEEDS, cells, get_profile
+from clp_utils.retrieval import encode_batch_size, encode_passages, encode_queries
+from clp_utils.train_config import TrainConfig
+from clp_utils.training import ecosystem_loss, make_optimizer, prepare_model, train_step
 
 #: Chapter 03's runs (training and evaluation) should take at most this long: the study's
 #: 40-minute target on 2 cores less about 10 minutes for the other chapters and chapter
@@ -107,7 +113,7 @@ def estimate_seconds(costs: list[RunCost], rates: Rates) -> float:
 
 
 def _data(config):
-    """``training.load_training_data(config)``, read once per plan for every config that
+    """``batching.load_training_data(config)``, read once per plan for every config that
     shares the data (a plan looks at the same split a dozen times)."""
     c = config
     return _load_data(c.split, c.passages, c.val_fraction, c.ood_split, c.ood_passages)
@@ -115,7 +121,6 @@ def _data(config):
 
 @functools.lru_cache(maxsize=4)
 def _load_data(split, passages, val_fraction, ood_split, ood_passages):
-    from clp_utils.training import TrainConfig, load_training_data
 
     return load_training_data(TrainConfig(split=split, passages=passages,
                                           val_fraction=val_fraction, ood_split=ood_split,
@@ -125,7 +130,6 @@ def _load_data(split, passages, val_fraction, ood_split, ood_passages):
 def _timing_examples(config, n: int, seed: int = 0):
     """``n`` training groups of real texts from the training split (no mining needed: a
     step's time depends on the texts' lengths, not on which passage is negative)."""
-    from clp_utils.training import Example
 
     ds, _ = _data(config)
     split = ds.train()
@@ -149,8 +153,6 @@ def time_step(config, repeats: int = 2) -> float:
     loop's one host synchronisation, in the precision and attention kernel training uses),
     the fastest of ``repeats`` after one warm-up step (a single timed step after the warm-up
     read 2.9 s where the run's steps averaged 2.1 s: the first steps still allocate)."""
-    from clp_utils.precision import decide
-    from clp_utils.training import ecosystem_loss, make_optimizer, prepare_model, train_step
 
     examples, _, m = _timing_examples(config, config.batch_size)
     torch.manual_seed(config.seed)
@@ -173,9 +175,7 @@ def time_encoding(config, n: int = 192) -> tuple[float, float, str]:
     """(passages/s, queries/s, precision) of evaluation encoding of ``n`` test passages and
     queries of ``config``'s data with its base model, after a warm-up batch of each (a
     machine's first batches pay for kernel set-up that a run's thousands of texts do not)."""
-    from clp_utils.evaluation import encode_batch_size, encode_passages, encode_queries
-    from clp_utils.models import load_model
-    from clp_utils.precision import decide
+
     model = load_model(config.model)
     precision = decide(config.bf16, str(model.device))
     test = _data(config)[0].test()
@@ -208,30 +208,81 @@ def measure_rates(configs: list) -> Rates:
 def study_run_configs(profile, seeds: int = 1) -> list:
     """The profile's trained configs with ``seeds`` seeds per row (``profile``: a
     ``StudyProfile``; zero-shot rows left out)."""
-    from clp_utils.study import study_configs
-
     sized = replace(profile, seeds=tuple(range(seeds)))
-    return [c.config for c in study_configs(sized) if c.config is not None]
+    return [c.config for c in cells(sized) if c.config is not None]
+
+
+def config_cost(config) -> RunCost:
+    """What one run of ``config`` does: its steps (every training query when it trains on
+    all) and the texts its evaluation encodes (test corpus and queries, validation queries,
+    the out-of-domain set)."""
+    ds, ood = _data(config)
+    passages = len(ds.test().corpus) + (len(ood.test().corpus) if ood else 0)
+    queries = len(ds.test().queries) + (len(ood.test().queries) if ood else 0)
+    if ds.has_validation:
+        queries += len(ds.validation().queries)
+    return run_cost(config, passages, queries, len(ds.train().queries))
 
 
 def study_costs(profile, seeds: int) -> list[RunCost]:
     """The cost of chapter 03's runs with ``seeds`` seeds per row (``profile``: a
     ``StudyProfile``): every trained run, plus each split's zero-shot evaluation and the
     zero-shot encoding of its training passages for mining (step-free costs)."""
-    costs, scored = [], {}
+    costs, scored = [], set()
     for cfg in study_run_configs(profile, seeds):
         key = (cfg.split, cfg.passages, cfg.ood_split, cfg.ood_passages, cfg.val_fraction)
+        cost = config_cost(cfg)
         if key not in scored:
-            ds, ood = _data(cfg)
-            passages = len(ds.test().corpus) + (len(ood.test().corpus) if ood else 0)
-            queries = len(ds.test().queries) + (len(ood.test().queries) if ood else 0)
-            if ds.has_validation:
-                queries += len(ds.validation().queries)
-            scored[key] = (passages, queries, len(ds.train().queries))
+            scored.add(key)
             # zero-shot: the same evaluation once, and the training passages mined over
-            costs.append(RunCost(step_shape(cfg), 0, passages + len(ds.train().corpus), queries))
-        costs.append(run_cost(cfg, *scored[key]))
+            train_passages = len(_data(cfg)[0].train().corpus)
+            costs.append(RunCost(cost.shape, 0, cost.passages + train_passages, cost.queries))
+        costs.append(cost)
     return costs
+
+
+def machine_rates(configs: list, use_cache: bool = True) -> Rates:
+    """``measure_rates`` remembered per machine (in the precision cache, keyed by the CPU and
+    torch): a shape or model timed once on this machine is not timed again, so a chapter can
+    say what a run will cost in a second instead of a minute."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    precision = decide(configs[0].bf16, device)
+    tag = f"rates/{device}/{precision.name}/{precision.attention}"
+
+    def measure(entry: dict) -> dict:
+        new = {}
+        for cfg in configs:
+            key = f"{tag}/step/{step_shape(cfg)}"
+            if key not in entry and key not in new:
+                new[key] = round(time_step(cfg), 4)
+        enc = f"{tag}/encode/{configs[0].model}"
+        if enc not in entry:
+            pps, qps, described = time_encoding(configs[0])
+            new[enc] = [round(pps, 2), round(qps, 2), described]
+        return new
+
+    entry = cached_timings(cpu_hardware(), use_cache, measure)
+    steps = {step_shape(c): entry[f"{tag}/step/{step_shape(c)}"] for c in configs}
+    pps, qps, described = entry[f"{tag}/encode/{configs[0].model}"]
+    return Rates(steps, pps, qps, described)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a list of runs costs here: seconds, optimizer steps, the precision that runs."""
+
+    seconds: float
+    steps: int
+    precision: str
+
+
+def estimate_cells(configs: list) -> Estimate:
+    """The estimated cost of training and evaluating ``configs`` on this machine."""
+    if not configs:
+        return Estimate(0.0, 0, "nothing to run")
+    costs = [config_cost(c) for c in configs]
+    rates = machine_rates(configs)
+    return Estimate(estimate_seconds(costs, rates), sum(c.steps for c in costs), rates.precision)
 
 
 def plan_seeds(name: str = "cpu", budget_seconds: float = RUNS_BUDGET_S,
@@ -240,10 +291,12 @@ def plan_seeds(name: str = "cpu", budget_seconds: float = RUNS_BUDGET_S,
     """The most seeds (1..``max_seeds``) whose estimated chapter-03 runs fit the budget here,
     an estimate counting as fitting while ``estimate / spread <= budget``.
 
-    ``rates`` default to ``measure_rates`` of the profile's runs on this machine.
+    ``rates`` default to ``machine_rates`` of the profile's runs on this machine (measured
+    once per machine and remembered, so ``make study``, ``make lab`` and a chapter run by hand
+    all plan the same seeds here).
     """
     profile = get_profile(name).study
-    rates = rates or measure_rates(study_run_configs(profile))
+    rates = rates or machine_rates(study_run_configs(profile))
     estimates = {s: estimate_seconds(study_costs(profile, s), rates)
                  for s in range(1, max_seeds + 1)}
     fits = [s for s, sec in estimates.items() if sec / spread <= budget_seconds]

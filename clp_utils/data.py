@@ -18,7 +18,6 @@ the test queries against the WHOLE corpus, as retrieval at test time searches ev
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -409,25 +408,40 @@ def _records_by_id(path: Path, required: tuple[str, ...]) -> dict[str, dict]:
     return out
 
 
-def read_qrels(path: Path, queries: dict, corpus: dict) -> dict[str, dict[str, int]]:
-    """Read a BEIR qrels TSV (header ``query-id corpus-id score``), checking every id."""
+def qrels_rows(path: Path) -> list[tuple[int, str, str, int]]:
+    """``(line, qid, docid, relevance)`` of a qrels file, BEIR (``query-id corpus-id score``
+    with a header, tab-separated) or TREC (``qid Q0 docid rel``, whitespace-separated): the
+    project's one qrels parser. A malformed line is a ``DataError`` naming the file and line."""
+    rows = []
+    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        parts = line.split("\t") if "\t" in line else line.split()
+        if not parts or not line.strip() or (lineno == 1 and parts[0] == "query-id"):
+            continue
+        if len(parts) == 4:
+            parts = [parts[0], parts[2], parts[3]]
+        if len(parts) != 3:
+            raise DataError(f"{path}:{lineno}: expected 'qid docid relevance' (BEIR) or "
+                            f"'qid Q0 docid relevance' (TREC), got {len(parts)} fields")
+        qid, docid, score = parts
+        try:
+            rel = int(score)
+        except ValueError:
+            raise DataError(f"{path}:{lineno}: relevance {score!r} is not an integer") from None
+        rows.append((lineno, qid, docid, rel))
+    return rows
+
+
+def read_qrels(path: Path, queries: dict | None = None,
+               corpus: dict | None = None) -> dict[str, dict[str, int]]:
+    """Read a qrels file (``qrels_rows``), checking every id against ``queries`` and
+    ``corpus`` when given, and refusing a duplicate judgement."""
     qrels: dict[str, dict[str, int]] = {}
-    with open(path, encoding="utf-8", newline="") as fh:
-        for lineno, row in enumerate(csv.reader(fh, delimiter="\t"), start=1):
-            if lineno == 1 and row and row[0] == "query-id":
-                continue
-            if not row:
-                continue
-            if len(row) != 3:
-                raise DataError(f"{path}:{lineno}: expected 3 tab-separated fields, got {len(row)}")
-            qid, docid, score = row
-            try:
-                rel = int(score)
-            except ValueError:
-                raise DataError(f"{path}:{lineno}: relevance {score!r} is not an integer") from None
-            if docid in qrels.get(qid, {}):
-                raise DataError(f"{path}:{lineno}: duplicate judgement ({qid}, {docid})")
-            qrels.setdefault(qid, {})[docid] = rel
+    for lineno, qid, docid, rel in qrels_rows(path):
+        if docid in qrels.get(qid, {}):
+            raise DataError(f"{path}:{lineno}: duplicate judgement ({qid}, {docid})")
+        qrels.setdefault(qid, {})[docid] = rel
+    if queries is None or corpus is None:
+        return qrels
     unknown_q = sorted(set(qrels) - set(queries))
     unknown_d = sorted({d for rels in qrels.values() for d in rels} - set(corpus))
     if unknown_q or unknown_d:
@@ -617,12 +631,15 @@ def load_miracl(
 
     base = f"miracl-v1.0-{lang}"
     corpus_dir = f"miracl-corpus-v1.0-{lang}"
+    from huggingface_hub import hf_hub_download, list_repo_files
+
+    def fetch(repo: str, name: str) -> Path:
+        """A file of the hub layout: from ``root`` when given, else downloaded."""
+        if root is not None:
+            return Path(root) / name
+        return Path(hf_hub_download(repo, name, repo_type="dataset"))
+
     if root is None:
-        from huggingface_hub import hf_hub_download, list_repo_files
-
-        def fetch(repo: str, name: str) -> Path:
-            return Path(hf_hub_download(repo, name, repo_type="dataset"))
-
         doc_names = sorted(
             f
             for f in list_repo_files(MIRACL_CORPUS_REPO, repo_type="dataset")
@@ -630,12 +647,7 @@ def load_miracl(
         )
         doc_files = [fetch(MIRACL_CORPUS_REPO, f) for f in doc_names[:max_corpus_files]]
     else:
-        root = Path(root)
-
-        def fetch(repo: str, name: str) -> Path:
-            return root / name
-
-        doc_files = sorted((root / corpus_dir).glob("docs-*.jsonl.gz"))[:max_corpus_files]
+        doc_files = sorted((Path(root) / corpus_dir).glob("docs-*.jsonl.gz"))[:max_corpus_files]
     if not doc_files:
         raise DataError(f"no MIRACL corpus files for {lang!r} ({corpus_dir}/docs-*.jsonl.gz)")
 
@@ -651,15 +663,8 @@ def load_miracl(
                 raise DataError(f"{topics}:{lineno}: expected 'qid<TAB>query'")
             queries[parts[0]] = {"text": parts[1], "answers": []}
         qrels_path = fetch(MIRACL_REPO, f"{base}/qrels/qrels.{base}-{split}.tsv")
-        rows = []
-        for lineno, line in enumerate(qrels_path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            parts = line.split()
-            if len(parts) != 4:
-                raise DataError(f"{qrels_path}:{lineno}: expected 'qid Q0 docid rel'")
-            rows.append((qrels_path, lineno, parts[0], parts[2], int(parts[3])))
-        raw_qrels["test" if split == "dev" else split] = rows
+        raw_qrels["test" if split == "dev" else split] = [
+            (qrels_path, *row) for row in qrels_rows(qrels_path)]
 
     table = datasets.load_dataset("json", data_files=[str(f) for f in doc_files], split="train")
     corpus: dict[str, dict] = {}

@@ -38,11 +38,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clp_utils.batching import load_training_data
 from clp_utils.io import atomic_write
 from clp_utils.mining import MiningConfig
 from clp_utils.paths import FIGURES_DIR, REPO_ROOT, RESULTS_DIR
 from clp_utils.precision import decide
-from clp_utils.training import TrainConfig, load_training_data, train
+from clp_utils.train_config import TrainConfig
+from clp_utils.training import train
 
 RECIPE_PATH = REPO_ROOT / "configs" / "recipe_cpu.json"
 DESIGN_RUNS = RESULTS_DIR / "design" / "runs"

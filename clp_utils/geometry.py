@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import torch
 
-from clp_utils.evaluation import encode_passages, encode_queries
+from clp_utils.evaluation import evaluate_run
+from clp_utils.losses import clp_loss
+from clp_utils.models import load_model
+from clp_utils.retrieval import encode_passages, encode_queries, search, to_run
+from clp_utils.training import embed
 
 
 def _passages(records: list[dict]) -> list[str]:
@@ -56,7 +61,7 @@ def umap_2d(emb: np.ndarray, seed: int = 0, n_neighbors: int = 15,
         from sklearn.decomposition import PCA
 
         return PCA(2, random_state=seed).fit_transform(emb)
-    import umap
+    import umap  # here, not at the top: importing it compiles with numba for a minute
 
     reducer = umap.UMAP(n_neighbors=min(n_neighbors, len(emb) - 1), metric="cosine",
                         random_state=seed)
@@ -85,10 +90,6 @@ def gradient_shares(model, examples: list, batches: list[list[int]], config,
     h')`` is ``p(h'|q) / tau`` per query while ``dP/ds(h', h*)`` is ``1 / (number of slots)``,
     so at tau 0.05 the push outweighs the pull unless lambda is large.
     """
-    import torch
-
-    from clp_utils.losses import clp_loss
-    from clp_utils.training import embed
 
     params = [p for p in model.parameters() if p.requires_grad]
     was_training = model.training
@@ -132,35 +133,128 @@ def gradient_shares(model, examples: list, batches: list[list[int]], config,
 def own_query_retrieval(model, model_id: str | None, dataset, records: list[dict],
                         trained_qids: set[str] | None = None,
                         batch_size: int | None = None) -> pd.DataFrame:
-    """Retrieval of the hard negatives' OWN training queries over the training corpus.
+    """Retrieval of every training query over the training corpus, each marked with the group
+    the harm analysis needs.
 
     CLP's premise: pushing a hard negative away from query i harms its retrieval for the
-    queries it answers. For every passage that served as a hard negative in ``records``,
-    its own train queries (those judged relevant to it, never the query it was a negative
-    for) search the train passages; one row per such query with its ``ndcg_cut_10`` and
-    ``recall_10`` and whether the run also trained on it (``trained``). Compare models on
-    the same rows to measure the harm. Passage embeddings come from the run's evaluation
-    cache when ``model_id`` names it (the whole corpus, as evaluation embedded it).
+    queries it answers. For the passages that served as a hard negative in ``records``, their
+    own train queries (``group="own"``) are the ones that could be harmed; every other
+    training query, whose passage never served as a negative (``group="control"``), is the
+    control: the same corpus, the same run, the same training. One row per training query:
+    ``qid``, ``passage`` (its relevant passage: the bootstrap resamples passages),
+    ``group``, ``trained`` (whether the run also trained on it: training on a query pulls its
+    passage back, which would hide the harm), ``ndcg_cut_10`` and ``recall_10``. Passage
+    embeddings come from the run's evaluation cache when ``model_id`` names it.
     """
-    from clp_utils.evaluation import evaluate_run, search, to_run
-
     train = dataset.train()
     negs = {d for r in records for d in r["neg_ids"]}
-    own = sorted({q for q, rels in train.qrels.items() if set(rels) & negs})
+    qids = sorted(q for q, rels in train.qrels.items() if set(rels) & set(train.corpus))
     everything = dataset.test()  # the whole corpus, in the order evaluation embeds it
     docids = list(everything.corpus)
     emb = encode_passages(model, [everything.passage_text(d) for d in docids], batch_size,
                           progress=False, model_id=model_id)
     keep = np.array([i for i, d in enumerate(docids) if d in train.corpus])
-    q_emb = encode_queries(model, [train.queries[q]["text"] for q in own], batch_size,
+    q_emb = encode_queries(model, [train.queries[q]["text"] for q in qids], batch_size,
                            progress=False)
     scores, idx = search(q_emb, emb[keep], 100)
-    run = to_run(own, [docids[i] for i in keep], scores, idx)
-    per_query = evaluate_run(run, {q: train.qrels[q] for q in own}).per_query
+    run = to_run(qids, [docids[i] for i in keep], scores, idx)
+    per_query = evaluate_run(run, {q: train.qrels[q] for q in qids}).per_query
     trained_qids = trained_qids or set()
-    return pd.DataFrame({"qid": own, "ndcg_cut_10": [per_query["ndcg_cut_10"][q] for q in own],
-                         "recall_10": [per_query["recall_10"][q] for q in own],
-                         "trained": [q in trained_qids for q in own]})
+    passage = {q: sorted(train.qrels[q])[0] for q in qids}
+    return pd.DataFrame({"qid": qids, "passage": [passage[q] for q in qids],
+                         "group": ["own" if set(train.qrels[q]) & negs else "control"
+                                   for q in qids],
+                         "trained": [q in trained_qids for q in qids],
+                         "ndcg_cut_10": [per_query["ndcg_cut_10"][q] for q in qids],
+                         "recall_10": [per_query["recall_10"][q] for q in qids]})
+
+
+#: Strata of zero-shot nDCG@10 within which the control queries are matched to the
+#: negatives' own queries (a query that was already easy or hard before training).
+HARM_STRATA = (-0.01, 0.0, 0.4, 0.7, 0.99, 1.0)
+
+
+def harm_frame(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
+    """Per query not trained on: group, passage, zero-shot score, its stratum and the change
+    (fine-tuned - zero-shot nDCG@10), from ``own_query_retrieval`` before and after."""
+    merged = before.merge(after[["qid", "ndcg_cut_10"]], on="qid", suffixes=("_zs", "_ft"))
+    merged = merged[~merged["trained"]].copy()
+    merged["change"] = merged["ndcg_cut_10_ft"] - merged["ndcg_cut_10_zs"]
+    merged["stratum"] = pd.cut(merged["ndcg_cut_10_zs"], HARM_STRATA, labels=False)
+    return merged[["qid", "passage", "group", "stratum", "ndcg_cut_10_zs", "change"]]
+
+
+def _harm_sums(frame: pd.DataFrame, passages: list[str]) -> np.ndarray:
+    """(2 groups, 2 [sum, count], strata, passages) of the changes."""
+    pos = {p: i for i, p in enumerate(passages)}
+    out = np.zeros((2, 2, len(HARM_STRATA) - 1, len(passages)))
+    for g, name in enumerate(("own", "control")):
+        part = frame[frame["group"] == name]
+        np.add.at(out[g, 0], (part["stratum"].to_numpy(), part["passage"].map(pos).to_numpy()),
+                  part["change"].to_numpy())
+        np.add.at(out[g, 1], (part["stratum"].to_numpy(), part["passage"].map(pos).to_numpy()), 1)
+    return out
+
+
+def _matched_gap(sums: np.ndarray) -> np.ndarray:
+    """Own-group mean change minus the control's, the control reweighted to the own group's
+    strata (``sums`` from ``_harm_sums`` with the passage axis summed, any leading axes)."""
+    own_sum, own_n = sums[..., 0, 0, :], sums[..., 0, 1, :]
+    ctl_sum, ctl_n = sums[..., 1, 0, :], sums[..., 1, 1, :]
+    share = own_n / np.maximum(own_n.sum(-1, keepdims=True), 1e-12)
+    ctl_mean = np.where(ctl_n > 0, ctl_sum / np.maximum(ctl_n, 1e-12), 0.0)
+    matched = (share * ctl_mean).sum(-1) / np.maximum((share * (ctl_n > 0)).sum(-1), 1e-12)
+    return own_sum.sum(-1) / np.maximum(own_n.sum(-1), 1e-12) - matched
+
+
+def harm_gaps(frames: dict[tuple[str, int], pd.DataFrame], reference: str, row: str,
+              n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """The harm, with a control group: for each of ``reference`` (InfoNCE) and ``row`` (CLP),
+    the negatives' own queries' change minus the matched control's (a difference in
+    differences: negative if serving as a hard negative hurt a passage's own queries), and
+    ``row`` minus ``reference`` (does CLP repair it?), each with a 95% interval from a
+    two-level bootstrap (seeds, then passages, as ``stats.two_level_bootstrap``).
+
+    ``frames``: ``(row, seed) -> harm_frame``. Seeds pair by number.
+    """
+    passages = sorted({p for f in frames.values() for p in f["passage"]})
+    rows = {name: {s: _harm_sums(f, passages) for (r, s), f in frames.items() if r == name}
+            for name in (reference, row)}
+    seeds = sorted(set(rows[reference]) & set(rows[row]))
+    if not seeds:
+        raise ValueError(f"no seed in common between {reference!r} and {row!r}")
+    rng = np.random.default_rng(seed)
+    w = rng.multinomial(len(passages), np.full(len(passages), 1 / len(passages)), size=n_boot)
+    gaps = {}
+    for name in (reference, row):
+        stacked = np.stack([rows[name][s] for s in seeds])  # (S, 2, 2, strata, P)
+        gaps[name] = (_matched_gap(stacked.sum(-1)),  # (S,) estimates
+                      _matched_gap(np.einsum("sgkzp,bp->bsgkz", stacked, w)))  # (B, S)
+    gaps["difference"] = (gaps[row][0] - gaps[reference][0],
+                          gaps[row][1] - gaps[reference][1])
+    n = len(seeds)
+    pick = rng.multinomial(n, np.full(n, 1 / n), size=n_boot) / n  # (B, S) seed weights
+    out = []
+    for name, (est, reps) in gaps.items():
+        if n > 1:
+            centre = reps.mean(1, keepdims=True)
+            reps = centre + np.sqrt(n / (n - 1)) * (reps - centre)
+        combined = (pick * reps).sum(1)
+        low, high = np.quantile(combined, [0.025, 0.975])
+        label = f"{row} - {reference}" if name == "difference" else name
+        out.append({"comparison": label, "own minus matched control": float(est.mean()),
+                    "95% CI low": float(low), "95% CI high": float(high), "seeds": n,
+                    "seed values": ", ".join(f"{v:+.4f}" for v in est)})
+    return pd.DataFrame(out).set_index("comparison")
+
+
+def harm_summary(frames: dict[tuple[str, int], pd.DataFrame]) -> pd.DataFrame:
+    """Mean change and query count per row and group (seed-averaged), for the figure."""
+    parts = [f.assign(row=r, seed=s) for (r, s), f in frames.items()]
+    long = pd.concat(parts, ignore_index=True)
+    per_seed = long.groupby(["row", "group", "seed"]).agg(change=("change", "mean"),
+                                                          queries=("qid", "size"))
+    return per_seed.groupby(["row", "group"]).mean()
 
 
 # --------------------------------------------------------------------------- the temperature
@@ -233,8 +327,6 @@ def corpus_embeddings(model: str, model_id: str, dataset) -> np.ndarray:
     ``model`` is a model name or folder (a run's ``model/``); it is loaded to name the
     cache entry, and only computes when the entry is missing.
     """
-    from clp_utils.models import load_model
-
     model = load_model(model)
     everything = dataset.test()
     return encode_passages(model, [everything.passage_text(d) for d in everything.corpus],

@@ -50,9 +50,9 @@ import numpy as np
 import pandas as pd
 
 from clp_utils.data import Split
-from clp_utils.evaluation import encode_passages, encode_queries, search
 from clp_utils.io import read_jsonl, stable_hash, write_json, write_jsonl
 from clp_utils.paths import RESULTS_DIR
+from clp_utils.retrieval import encode_passages, encode_queries, search
 
 #: Bumped when the record format or the mining rules change, so old caches are not reused.
 FORMAT_VERSION = 1

@@ -11,10 +11,26 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DATA_DIR = REPO_ROOT / "data"
-# The smoke profile (and the tests) point these elsewhere so that a quick run never
-# overwrites the study's committed figures or reuses its trained runs.
-FIGURES_DIR = Path(os.environ.get("CLP_FIGURES_DIR") or REPO_ROOT / "figures")
+#: The committed figures and tables of the cpu profile (``make study``).
+FIGURES_ROOT = REPO_ROOT / "figures"
+# $CLP_FIGURES_DIR / $CLP_RESULTS_DIR point these elsewhere (the tests, the AVX2 run) so that
+# such a run never overwrites the study's committed figures or reuses its trained runs.
+FIGURES_DIR = Path(os.environ.get("CLP_FIGURES_DIR") or FIGURES_ROOT)
 RESULTS_DIR = Path(os.environ.get("CLP_RESULTS_DIR") or REPO_ROOT / "results")
+#: Where each profile writes its figures under ``figures/``: only the cpu profile's own
+#: ``make study`` writes the top folder; smoke is never committed (git ignores it).
+PROFILE_FIGURES = {"cpu": "", "extras": "extras", "full": "full", "smoke": "smoke"}
+
+
+def figures_dir(profile: str) -> Path:
+    """Where ``profile``'s figures and tables go: ``$CLP_FIGURES_DIR`` when set (the tests,
+    ``make study-avx2``), else ``figures/`` for the cpu profile and ``figures/<profile>/``
+    for every other one, so a smoke run or an extras run never overwrites the cpu results."""
+    if os.environ.get("CLP_FIGURES_DIR"):
+        return Path(os.environ["CLP_FIGURES_DIR"])
+    if profile not in PROFILE_FIGURES:
+        raise ValueError(f"unknown profile {profile!r}; known: {sorted(PROFILE_FIGURES)}")
+    return FIGURES_ROOT / PROFILE_FIGURES[profile]
 
 
 def cache_dir() -> Path:

@@ -182,7 +182,7 @@ def time_attention(dtype: torch.dtype, math: bool, shape: tuple[int, ...] = ATTE
     return best * 1000
 
 
-def _cached_timings(hw: dict[str, Any], use_cache: bool, measure) -> dict[str, Any]:
+def cached_timings(hw: dict[str, Any], use_cache: bool, measure) -> dict[str, Any]:
     """This machine's entry of ``<cache>/precision.json``, completed by ``measure(entry)``."""
     key = json.dumps(hw, sort_keys=True)
     path = cache_dir() / CACHE_FILE
@@ -216,7 +216,7 @@ def _cpu_attention(hw: dict[str, Any], bf16: bool,
         return {f"attention_{name}_default_ms": round(time_attention(dtype, False), 1),
                 f"attention_{name}_math_ms": round(time_attention(dtype, True), 1)}
 
-    entry = _cached_timings(hw, use_cache, measure)
+    entry = cached_timings(hw, use_cache, measure)
     default, math = entry[f"attention_{name}_default_ms"], entry[f"attention_{name}_math_ms"]
     timing = {"attention_default_ms": default, "attention_math_ms": math}
     return ("math" if default >= MIN_ATTENTION_SPEEDUP * math else "default"), timing
@@ -232,7 +232,7 @@ def _cpu_auto(hw: dict[str, Any], use_cache: bool = True) -> tuple[bool, str, di
         return {"float32_gflops": round(time_matmul(torch.float32), 1),
                 "bf16_gflops": round(time_matmul(torch.bfloat16), 1)}
 
-    entry = _cached_timings(hw, use_cache, measure)
+    entry = cached_timings(hw, use_cache, measure)
     timing = {k: entry[k] for k in ("float32_gflops", "bf16_gflops")}
     hw = {**hw, **timing}
     speedup = timing["bf16_gflops"] / max(timing["float32_gflops"], 1e-9)

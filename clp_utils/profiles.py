@@ -30,7 +30,7 @@ from clp_utils.catalog import load_named
 from clp_utils.data import RetrievalDataset
 from clp_utils.mining import MiningConfig
 from clp_utils.paths import REPO_ROOT
-from clp_utils.training import TrainConfig
+from clp_utils.train_config import TrainConfig
 
 RECIPE_PATH = REPO_ROOT / "configs" / "recipe_cpu.json"
 #: The most seeds the cpu profile runs (its design: two seeds per paper row).

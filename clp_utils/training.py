@@ -2,16 +2,10 @@
 
 ``train(config)`` is the study's single entry point (``python -m clp_utils.training`` is the
 same from the shell, and ``torchrun --nproc_per_node N -m clp_utils.training ...`` runs it on
-several processes). A run lives in ``results/runs/<run-id>/``, where the run id is a hash of
-the config and the data checksum, so a finished run is reused and a changed parameter never
-reuses a stale one:
-
-    config.json     the config, the data checksum, parameter counts, mining summary
-    log.csv         per step: loss, its two parts, learning rate, MoE routing statistics
-    checkpoint.pt   the latest state (model, optimizer, scheduler, RNG, log), while training
-    model/          the fine-tuned model (reloads with plain ``SentenceTransformer(path)``)
-    run.trec, metrics.json, per_query.csv          in-domain test evaluation
-    ood/run.trec, ood/metrics.json, ...            out-of-domain (forgetting) evaluation
+several processes). A run lives in the run store (``clp_utils.runstore``): a finished run is
+reused, an interrupted one resumes from its checkpoint, and a changed parameter never reuses
+a stale one. This module is the step and the loop; the config is ``clp_utils.train_config``,
+the batches ``clp_utils.batching``.
 
 The loop is plain PyTorch rather than ``SentenceTransformerTrainer``: it has to re-mine
 between epochs, log routing statistics per step and resume bit-for-bit after a kill, and each
@@ -22,403 +16,61 @@ of those is a few lines here. The losses are the sentence-transformers losses of
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import torch
 import torch.distributed as dist
+from sentence_transformers.sentence_transformer import losses as st_losses
 from tqdm.auto import tqdm
+from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
-from clp_utils.data import DATA_DIR, RetrievalDataset
-from clp_utils.evaluation import RetrievalResult, evaluate_model, evaluate_run, read_trec
-from clp_utils.io import atomic_dir, atomic_write, stable_hash, write_json
-from clp_utils.losses import DEFAULT_TAU, VARIANTS, clp_loss, info_nce
-from clp_utils.mining import MiningConfig, mine
-from clp_utils.models import load_model
-from clp_utils.paths import RESULTS_DIR
-from clp_utils.policies import apply_policy, merge_lora
-from clp_utils.precision import (
-    Precision,
-    autocast,
-    decide,
-    enable_tf32,
-    normalize_setting,
-    training_attention,
+from clp_utils.batching import (
+    Example,
+    load_training_data,
+    make_batches,
+    queries_per_negative,
+    select_queries,
+    to_examples,
 )
-
-LOSSES = ("infonce", "clp", "infonce_symmetric", "gist", "mnrl_hardness")
-POLICIES = ("full", "intermediate", "moe", "lora")
-SCHEDULES = ("linear", "constant")
-#: The validation side's seed: one split for every run and seed of a dataset.
-VAL_SEED = 0
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Everything that decides a run. ``label`` names it for people and is not hashed.
-
-    Every field is checked at construction (type and range), so a bad value fails at once
-    with a message naming the field, before any mining or training starts.
-    """
-
-    label: str = ""
-    model: str = "minilm"
-    split: str = "reddit"
-    passages: int | None = None  # keep a subset of the split's passages (smoke profile)
-    train_queries: int | None = None  # training queries sampled with the seed; None = all
-    mining: MiningConfig = field(default_factory=MiningConfig)
-    loss: str = "clp"  # "infonce" | "clp" | "infonce_symmetric" | "gist" | "mnrl_hardness"
-    variant: str = "paper"  # CLP penalty: "paper" (mean) | "sum" (published formula)
-    lam: float = 0.1
-    tau: float = DEFAULT_TAU
-    in_batch: bool = True
-    hardness_strength: float = 5.0  # loss="mnrl_hardness": EmbeddingGemma's alpha
-    policy: str = "full"  # "full" | "intermediate" | "moe" | "lora"
-    moe_experts: int = 2
-    moe_top_k: int = 1
-    moe_routing: str = "paper"  # "paper" | "learned"
-    moe_balance: float = 0.0
-    lora_rank: int = 8
-    seed: int = 0
-    epochs: int = 1
-    batch_size: int = 16
-    lr: float = 2e-5
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    schedule: str = "linear"  # after warmup: "linear" decay to 0 | "constant" (learning curves)
-    max_query_len: int = 64
-    max_passage_len: int = 256
-    # "auto": bf16 autocast only where the hardware computes bf16 natively (clp_utils.precision)
-    bf16: bool | str = "auto"
-    attention_dropout: float | None = None  # None: the model's own (MiniLM: 0.1)
-    no_duplicates: bool = True  # no passage twice among a batch's positives and negatives
-    remine_each_epoch: bool = False  # ANCE rounds: re-mine with the current model
-    checkpoint_every: int = 10
-    dropout: bool = True  # False trains in eval mode (used to compare 1 vs N processes exactly)
-    freeze_embeddings: bool = False  # word embeddings fixed (saves memory with big vocabularies)
-    val_fraction: float = 0.1  # train passages carved out for validation (by passage, VAL_SEED)
-    val_at: tuple[int, ...] = ()  # steps at which the validation queries are scored in training
-    test_eval: bool = True  # False: score validation only (design runs never see test queries)
-    ood_split: str | None = "new_wiki"
-    ood_passages: int | None = None
-
-    def __post_init__(self) -> None:
-        if isinstance(self.mining, dict):
-            object.__setattr__(self, "mining", MiningConfig(**self.mining))
-        if isinstance(self.val_at, list):
-            object.__setattr__(self, "val_at", tuple(self.val_at))
-        object.__setattr__(self, "bf16", _bf16_setting(self.bf16))
-        _validate(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
-        """Inverse of ``dataclasses.asdict`` (unknown keys are an error)."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
-            raise ValueError(f"unknown config keys: {sorted(unknown)}")
-        return cls(**d)
-
-
-def _bf16_setting(value) -> bool | str:
-    norm = normalize_setting(value)  # ValueError names the accepted values
-    return "auto" if norm == "auto" else norm == "true"
-
-
-def _number(name: str, value, *, integer: bool = False, lo: float | None = None,
-            hi: float | None = None, lo_open: bool = False, hi_open: bool = False,
-            optional: bool = False) -> None:
-    """Type and range check of one numeric field; raises naming the field."""
-    if value is None and optional:
-        return
-    kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds):
-        want = "an integer" if integer else "a number"
-        raise TypeError(f"{name} must be {want}{' or None' if optional else ''}, got {value!r}")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if lo is not None and (value <= lo if lo_open else value < lo):
-        raise ValueError(f"{name} must be {'>' if lo_open else '>='} {lo}, got {value!r}")
-    if hi is not None and (value >= hi if hi_open else value > hi):
-        raise ValueError(f"{name} must be {'<' if hi_open else '<='} {hi}, got {value!r}")
-
-
-def _choice(name: str, value, options) -> None:
-    if value not in options:
-        raise ValueError(f"{name} must be one of {list(options)}, got {value!r}")
-
-
-def _validate(c: TrainConfig) -> None:
-    for name in ("label", "model", "split"):
-        if not isinstance(getattr(c, name), str):
-            raise TypeError(f"{name} must be a string, got {getattr(c, name)!r}")
-    if not c.model or not c.split:
-        raise ValueError("model and split must not be empty")
-    _choice("loss", c.loss, LOSSES)
-    _choice("variant", c.variant, VARIANTS)
-    _choice("policy", c.policy, POLICIES)
-    _choice("moe_routing", c.moe_routing, ("paper", "learned"))
-    _choice("schedule", c.schedule, SCHEDULES)
-    for name in ("in_batch", "no_duplicates", "remine_each_epoch", "dropout", "freeze_embeddings",
-                 "test_eval"):
-        if not isinstance(getattr(c, name), bool):
-            raise TypeError(f"{name} must be true or false, got {getattr(c, name)!r}")
-    for name in ("passages", "train_queries", "ood_passages"):
-        _number(name, getattr(c, name), integer=True, lo=1, optional=True)
-    for name in ("moe_experts", "lora_rank", "epochs", "batch_size", "max_query_len",
-                 "max_passage_len", "checkpoint_every"):
-        _number(name, getattr(c, name), integer=True, lo=1)
-    _number("seed", c.seed, integer=True, lo=0)
-    _number("moe_top_k", c.moe_top_k, integer=True, lo=1, hi=c.moe_experts)
-    _number("lam", c.lam, lo=0.0, hi=1.0)
-    _number("tau", c.tau, lo=0.0, lo_open=True)
-    _number("lr", c.lr, lo=0.0, lo_open=True)
-    _number("warmup_ratio", c.warmup_ratio, lo=0.0, hi=1.0)
-    _number("weight_decay", c.weight_decay, lo=0.0)
-    _number("moe_balance", c.moe_balance, lo=0.0)
-    _number("hardness_strength", c.hardness_strength, lo=0.0)
-    if c.loss in ("infonce_symmetric", "gist", "mnrl_hardness") and not c.in_batch:
-        raise ValueError(f"loss {c.loss!r} scores in-batch negatives: it needs in_batch=true")
-    if c.loss == "gist" and c.mining.num_negatives != 1:
-        raise ValueError("loss 'gist' takes one hard negative per query (GISTEmbedLoss's "
-                         "(anchor, positive, negative) columns); got "
-                         f"num_negatives={c.mining.num_negatives}")
-    _number("attention_dropout", c.attention_dropout, lo=0.0, hi=1.0, hi_open=True, optional=True)
-    _number("val_fraction", c.val_fraction, lo=0.0, hi=1.0, hi_open=True)
-    for step in c.val_at:
-        _number("val_at", step, integer=True, lo=1)
-    if not c.test_eval and c.val_fraction == 0:
-        raise ValueError("test_eval=False scores validation only: it needs val_fraction > 0")
-    if c.ood_split is not None and not isinstance(c.ood_split, str):
-        raise TypeError(f"ood_split must be a string or None, got {c.ood_split!r}")
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if c.batch_size % world:
-        raise ValueError(f"batch_size {c.batch_size} is not divisible by the world size {world}")
-
-
-@dataclass
-class RunResult:
-    """A finished run: where it lives and its evaluations (test, validation, out-of-domain)."""
-
-    run_id: str
-    run_dir: Path
-    config: TrainConfig
-    in_domain: RetrievalResult | None  # None for a validation-only run (test_eval=False)
-    ood: RetrievalResult | None
-    val: RetrievalResult | None = None
-
-    @property
-    def metrics(self) -> dict[str, float]:
-        """Test metrics (empty for a validation-only run)."""
-        return self.in_domain.metrics if self.in_domain is not None else {}
-
-
-# --------------------------------------------------------------------------- data
-
-
-def load_training_data(config: TrainConfig) -> tuple[RetrievalDataset, RetrievalDataset | None]:
-    """The in-domain dataset (subset, validation carved as configured) and the out-of-domain one."""
-    from clp_utils.catalog import load_named
-
-    ds = load_named(config.split).sized(config.passages, seed=0)
-    ds = ds.with_validation(config.val_fraction, seed=VAL_SEED)
-    ood = None
-    if config.ood_split:
-        ood = load_named(config.ood_split).sized(config.ood_passages, seed=0)
-    return ds, ood
-
-
-def run_id(config: TrainConfig, data_checksum: str, precision: Precision | None = None) -> str:
-    """``<label>-<hash of config, data and precision>``; the label is not part of the hash.
-
-    Every field of the config enters the hash with its value, defaults included: editing a
-    default of ``TrainConfig`` (or ``MiningConfig``) gives every affected run a new id, so a
-    run trained under the old value is never read back as if it had the new one. (Hashing
-    only the non-default fields, as this function once did, let a changed default reuse
-    stale runs.) With ``precision``, the hash holds what ran (bf16 or not, the attention
-    kernel) instead of the setting, so ``bf16="auto"`` and an explicit ``bf16=True`` on a
-    bf16 machine are the same run.
-    """
-    key = {k: v for k, v in asdict(config).items() if k != "label"}
-    key["bf16"] = precision.bf16 if precision is not None else config.bf16
-    if precision is not None:
-        key["attention"] = precision.attention
-    slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in (config.label or config.loss))
-    return f"{slug}-{stable_hash([key, data_checksum])}"
-
-
-def check_same_config(stored: TrainConfig, wanted: TrainConfig, run_dir: Path) -> None:
-    """Refuse to reuse a run folder whose stored config differs from the one asked for
-    (labels aside): a finished run is never read back for another config."""
-    a, b = asdict(replace(stored, label="")), asdict(replace(wanted, label=""))
-    if a != b:
-        diff = sorted(k for k in a if a[k] != b.get(k))
-        raise RuntimeError(f"{run_dir / 'config.json'}: the run stored here was trained with "
-                           f"other values of {diff} than the config asked for; delete the "
-                           "folder to retrain it")
-
-
-def select_queries(train_qids: list[str], n: int | None, seed: int) -> list[str]:
-    """``n`` training queries sampled with ``seed`` (all, in sorted order, when ``n`` is None)."""
-    qids = sorted(train_qids)
-    if n is None or n >= len(qids):
-        return qids
-    rng = np.random.default_rng(seed)
-    return [qids[i] for i in sorted(rng.choice(len(qids), n, replace=False))]
-
-
-@dataclass
-class Example:
-    """One training group: a query, its positive, k negatives, each with m own-query slots."""
-
-    query: str
-    pos: str
-    negs: list[str]
-    neg_qs: list[list[str]]  # k lists of m texts ("" where masked)
-    mask: list[float]  # k*m, j-major
-    pos_id: str = ""
-    neg_ids: list[str] = field(default_factory=list)
-
-    @property
-    def passage_ids(self) -> set[str]:
-        """The passages this group puts into a batch (positive and negatives)."""
-        return {self.pos_id or self.pos, *(self.neg_ids or self.negs)}
-
-
-def to_examples(records: list[dict], k: int, m: int) -> tuple[list[Example], int]:
-    """Training groups from mined records; records with fewer than k negatives are skipped."""
-    out, short = [], 0
-    for r in records:
-        if len(r["neg"]) < k:
-            short += 1
-            continue
-        neg_qs, mask = [], []
-        for qs in r["neg_q"][:k]:
-            slots = list(qs[:m]) + [""] * (m - len(qs[:m]))
-            neg_qs.append(slots)
-            mask += [1.0 if t else 0.0 for t in slots]
-        out.append(Example(r["query"], r["pos"], list(r["neg"][:k]), neg_qs, mask,
-                           r.get("pos_id", ""), list(r.get("neg_ids", []))[:k]))
-    return out, short
-
-
-def random_batches(n: int, batch_size: int, seed: int) -> list[list[int]]:
-    """Plain shuffled batches (the last incomplete one dropped)."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    return [order[i:i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
-
-
-def no_duplicate_batches(examples: list[Example], batch_size: int, seed: int) -> list[list[int]]:
-    """Shuffled batches in which no passage appears twice among positives and negatives.
-
-    sentence-transformers' ``NoDuplicatesBatchSampler`` rule on passage ids: walk a seeded
-    permutation and put a group into the current batch unless one of its passages is
-    already there; a group that collides waits for a later batch. Groups left over when no
-    full batch can be formed are dropped. Why: with in-batch negatives, a passage that is
-    query i's positive and also sits in the batch as another group's passage is scored as a
-    negative of query i, pushing i away from its own passage (a false in-batch negative);
-    SQuADShifts has ~5 questions per passage, so this happens often in plain batches.
-    """
-    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed)).tolist()
-    batches = []
-    while len(order) >= batch_size:
-        batch, used, rest = [], set(), []
-        for i in order:
-            ids = examples[i].passage_ids
-            if len(batch) < batch_size and not ids & used:
-                batch.append(i)
-                used |= ids
-            else:
-                rest.append(i)
-        if len(batch) < batch_size:
-            break
-        batches.append(batch)
-        order = rest
-    return batches
-
-
-def false_in_batch_negatives(examples: list[Example], batches: list[list[int]]) -> dict[str, float]:
-    """How often batches hold false in-batch negatives.
-
-    A false in-batch negative is a (query, passage) pair where the passage is the query's
-    own positive but also enters the batch through another group (as that group's positive
-    or hard negative), so in-batch InfoNCE scores it as a negative of the query. Returns the
-    share of batches with at least one, their mean count per batch, and the share of queries
-    affected.
-    """
-    hits, affected, queries = [], 0, 0
-    for batch in batches:
-        count = 0
-        for i in batch:
-            others = [examples[j] for j in batch if j != i]
-            own = examples[i].pos_id or examples[i].pos
-            if any(own in e.passage_ids for e in others):
-                count += 1
-        hits.append(count)
-        affected += count
-        queries += len(batch)
-    return {"batches": len(batches),
-            "share_of_batches_with_false_negative":
-                float(np.mean([h > 0 for h in hits])) if hits else 0.0,
-            "false_negatives_per_batch": float(np.mean(hits)) if hits else 0.0,
-            "share_of_queries_affected": affected / max(1, queries)}
-
-
-def batch_report(config: TrainConfig) -> pd.DataFrame:
-    """False in-batch negatives of the config's first-epoch batches, plain vs no-duplicate.
-
-    Mines (or reads from the mining cache) the config's training groups and counts, for a
-    plain shuffled batching and for ``no_duplicate_batches`` with the same seed, the share
-    of batches holding a false in-batch negative, their number per batch and the share of
-    queries affected.
-    """
-    records = training_records(config)
-    examples, _ = to_examples(records, config.mining.num_negatives, 1)
-    seed = config.seed * 1000
-    plain = random_batches(len(examples), config.batch_size, seed)
-    dedup = no_duplicate_batches(examples, config.batch_size, seed)
-    return pd.DataFrame({"plain shuffled batches": false_in_batch_negatives(examples, plain),
-                         "no-duplicate batches (used)":
-                             false_in_batch_negatives(examples, dedup)}).T
-
-
-def make_batches(examples: list[Example], config: TrainConfig, epoch: int) -> list[list[int]]:
-    """The epoch's batches (global batch size; ranks slice them), seeded by seed and epoch."""
-    seed = config.seed * 1000 + epoch
-    if config.no_duplicates and config.in_batch:  # without in-batch negatives nothing collides
-        return no_duplicate_batches(examples, config.batch_size, seed)
-    return random_batches(len(examples), config.batch_size, seed)
-
-
-def queries_per_negative(config: TrainConfig, records: list[dict]) -> int:
-    """m: 1 for the paper's variant, else the configured H* size (or the largest found)."""
-    if config.variant == "paper":
-        return 1
-    if isinstance(config.mining.neg_queries, int):
-        return config.mining.neg_queries
-    return max((len(qs) for r in records for qs in r["neg_q"]), default=1)
-
-
-def training_records(config: TrainConfig, model=None, progress: bool = False) -> list[dict]:
-    """The mined records a run trained on (first round), from the mining cache when present."""
-    ds, _ = load_training_data(config)
-    train_split = ds.train()
-    qids = select_queries(list(train_split.queries), config.train_queries, config.seed)
-    model = model or load_model(config.model)
-    return mine(model, train_split, config.mining, model_id=config.model, data_checksum=ds.checksum,
-                query_ids=qids, progress=progress).records
-
-
-# --------------------------------------------------------------------------- the step
+from clp_utils.batching import false_in_batch_negatives as batch_statistics
+from clp_utils.data import RetrievalDataset
+from clp_utils.evaluation import evaluate_run
+from clp_utils.io import atomic_dir
+from clp_utils.losses import clp_loss, info_nce
+from clp_utils.mining import mine
+from clp_utils.models import load_model
+from clp_utils.moe import (
+    moe_balance_loss,
+    moe_layers,
+    record_routing,
+    routing_stats,
+    transformer_module,
+)
+from clp_utils.policies import apply_policy, count_parameters, merge_lora
+from clp_utils.precision import Precision, autocast, decide, enable_tf32, training_attention
+from clp_utils.retrieval import retrieve
+from clp_utils.runstore import (
+    RunResult,
+    check_same_config,
+    data_checksum,
+    drop_checkpoint,
+    evaluate_into,
+    load_checkpoint,
+    load_run,
+    run_id,
+    runs_root,
+    save_checkpoint,
+    write_info,
+    write_log,
+)
+from clp_utils.train_config import TrainConfig
 
 
 def embed(model, texts: list[str], max_len: int, kind: str = "query") -> torch.Tensor:
@@ -462,8 +114,6 @@ def ecosystem_loss(model, config: TrainConfig, gather: bool = False):
     Both answer the problem CLP answers (hard negatives that are not really negative) with
     the ecosystem's tools, so they run beside CLP at the same budget.
     """
-    from sentence_transformers.sentence_transformer import losses as st_losses
-
     if config.loss == "infonce_symmetric":
         return st_losses.MultipleNegativesRankingLoss(
             model, scale=1.0 / config.tau, directions=("query_to_doc", "doc_to_query"),
@@ -523,8 +173,6 @@ def step_loss(model, batch: list[Example], config: TrainConfig, m: int, gather: 
         parts = {"loss": contrastive, "contrastive": contrastive,
                  "penalty": torch.zeros((), device=contrastive.device, dtype=contrastive.dtype)}
     if config.policy == "moe" and config.moe_balance > 0:
-        from clp_utils.moe import moe_balance_loss
-
         balance = moe_balance_loss(model)
         parts["loss"] = parts["loss"] + balance
         parts["balance"] = balance
@@ -555,9 +203,6 @@ def prepare_model(config: TrainConfig, device: str | None = None):
         kwargs = dict(r=config.lora_rank)
     counts = apply_policy(model, config.policy, **kwargs)
     if config.freeze_embeddings:
-        from clp_utils.moe import transformer_module
-        from clp_utils.policies import count_parameters
-
         transformer_module(model).auto_model.get_input_embeddings().requires_grad_(False)
         counts = count_parameters(model, config.policy + "+frozen-embeddings")
     if config.attention_dropout is not None:
@@ -624,13 +269,160 @@ def train_step(model, batch: list[Example], config: TrainConfig, m: int,
 
 
 def _routing_columns(model) -> dict[str, float]:
-    from clp_utils.moe import routing_stats
-
     row = {}
     for i, s in enumerate(routing_stats(model)):
         row[f"L{i}_expert0_load"] = s.load[0] if s.load else float("nan")
         row[f"L{i}_load_entropy"] = s.load_entropy
     return row
+
+
+@dataclass
+class _Run:
+    """Everything one training call holds between its set-up and its evaluation."""
+
+    rid: str
+    run_dir: Path
+    ds: RetrievalDataset
+    ood: RetrievalDataset | None
+    precision: Precision
+    model: object
+    eval_len: int
+    qids: list[str]
+    examples: list[Example]
+    m: int
+    steps_per_epoch: int
+    first_batches: list[list[int]]
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    step: int = 0
+    log: list = None  # type: ignore[assignment]
+
+
+def _setup(config: TrainConfig, rid: str, run_dir: Path, ds, ood, precision: Precision,
+           device: str | None, rank: int, world: int, progress: bool) -> _Run:
+    """Model, mined groups, batches, optimizer and schedule; ``config.json`` written."""
+    torch.manual_seed(config.seed)
+    model, counts = prepare_model(config, device)
+    train_split = ds.train()
+    qids = select_queries(list(train_split.queries), config.train_queries, config.seed)
+    # Every policy leaves the model equal to the base model at step 0 (MoE experts are copies,
+    # LoRA's B is zero), so the base model's cached embeddings serve the first mining round.
+    mined = mine(model, train_split, config.mining, model_id=config.model,
+                 data_checksum=ds.checksum, query_ids=qids, progress=progress and rank == 0)
+    m = queries_per_negative(config, mined.records)
+    examples, short = to_examples(mined.records, config.mining.num_negatives, m)
+    first_batches = make_batches(examples, config, 0)
+    if not first_batches:
+        raise ValueError(f"no full batch of {config.batch_size} from {len(examples)} usable "
+                         f"training groups (no_duplicates={config.no_duplicates})")
+    total_steps = len(first_batches) * config.epochs
+    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config,
+                               model.device)
+    warmup = math.ceil(config.warmup_ratio * total_steps)
+    scheduler = (get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
+                 if config.schedule == "linear"
+                 else get_constant_schedule_with_warmup(optimizer, warmup))
+    if rank == 0:
+        write_info(run_dir, {
+            "run_id": rid, "config": asdict(config), "data_checksum": ds.checksum,
+            "data_counts": ds.counts(), "params": asdict(counts), "mining": mined.summary,
+            "usable_groups": len(examples), "skipped_short_groups": short,
+            "queries_per_negative": m, "steps": total_steps, "world_size": world,
+            "precision": precision.record(),
+            "batches": batch_statistics(examples, first_batches)})
+    return _Run(rid, run_dir, ds, ood, precision, model, model.max_seq_length, qids, examples, m,
+                len(first_batches), first_batches, optimizer, scheduler, 0, [])
+
+
+def _resume(run: _Run) -> None:
+    """Continue from the checkpoint, if one exists: weights, optimizer, schedule, RNG, log."""
+    state = load_checkpoint(run.run_dir)
+    if state is None:
+        return
+    run.model.load_state_dict(state["model"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.scheduler.load_state_dict(state["scheduler"])
+    torch.set_rng_state(state["rng"])
+    run.step, run.log = state["step"], state["log"]
+    run.examples = [Example(**e) for e in state["examples"]]
+    print(f"resuming {run.rid} at step {run.step}")
+
+
+def _checkpoint(run: _Run) -> None:
+    save_checkpoint(run.run_dir, {
+        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict(), "rng": torch.get_rng_state(),
+        "step": run.step, "log": run.log, "examples": [asdict(e) for e in run.examples]})
+
+
+def _epoch_batches(run: _Run, config: TrainConfig, epoch: int) -> list[list[int]]:
+    """The epoch's batches; an ANCE round (``remine_each_epoch``) re-mines first, with the
+    model as it is now (not cached: in-memory weights)."""
+    if config.remine_each_epoch and epoch > 0 and run.step == epoch * run.steps_per_epoch:
+        run.model.max_seq_length = run.eval_len
+        with autocast(run.precision):
+            fresh = mine(run.model, run.ds.train(), config.mining, model_id=None,
+                         query_ids=run.qids, cache_dir=None, progress=False)
+        run.examples, _ = to_examples(fresh.records, config.mining.num_negatives, run.m)
+        run.model.train(config.dropout)
+    batches = run.first_batches if epoch == 0 else make_batches(run.examples, config, epoch)
+    return batches[:run.steps_per_epoch]
+
+
+def _log_row(run: _Run, config: TrainConfig, parts: dict, epoch: int, seconds: float,
+             world: int, rank: int, has_moe: bool) -> dict:
+    # The one host synchronisation per step: the logged values.
+    values = torch.stack([v.detach().float() for v in parts.values()])
+    if world > 1:
+        dist.all_reduce(values)  # log the global batch's loss, not this rank's share
+        values /= world
+    row = {"step": run.step, "epoch": epoch, "lr": run.scheduler.get_last_lr()[0],
+           "seconds": round(seconds, 3), **dict(zip(parts, values.tolist(), strict=True))}
+    if has_moe:
+        row.update(_routing_columns(run.model))
+    if run.step in config.val_at and rank == 0:
+        row.update(_validation_point(run.model, run.ds, run.eval_len, run.precision))
+        run.model.train(config.dropout)
+    return row
+
+
+def _train_loop(run: _Run, config: TrainConfig, rank: int, world: int, progress: bool,
+                stop_after_steps: int | None) -> None:
+    """The optimizer steps from ``run.step`` to the end; a checkpoint every
+    ``config.checkpoint_every`` steps and at the end."""
+    has_moe = bool(moe_layers(run.model))
+    st_loss = ecosystem_loss(run.model, config, gather=world > 1)
+    run.model.train(config.dropout)
+    total = run.steps_per_epoch * config.epochs
+    done_this_call = 0
+    bar = tqdm(total=total, initial=run.step, desc=run.rid, disable=not progress or rank != 0)
+    local = config.batch_size // world
+    for epoch in range(run.step // run.steps_per_epoch, config.epochs):
+        for b, idx in enumerate(_epoch_batches(run, config, epoch)):
+            if epoch * run.steps_per_epoch + b < run.step:
+                continue  # done before the resume
+            batch = [run.examples[i] for i in idx[rank * local:(rank + 1) * local]]
+            t0 = time.perf_counter()
+            with record_routing(run.model) if has_moe else nullcontext():
+                parts = train_step(run.model, batch, config, run.m, run.optimizer, run.precision,
+                                   st_loss, world)
+            run.scheduler.step()
+            run.step += 1
+            row = _log_row(run, config, parts, epoch, time.perf_counter() - t0, world, rank,
+                           has_moe)
+            run.log.append(row)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+            done_this_call += 1
+            if rank == 0:
+                write_log(run.run_dir, run.log)
+                if run.step % config.checkpoint_every == 0 or run.step == total:
+                    _checkpoint(run)
+            if (stop_after_steps is not None and done_this_call >= stop_after_steps
+                    and run.step < total):
+                bar.close()
+                raise KeyboardInterrupt(f"stopped after {done_this_call} steps (simulated kill)")
+    bar.close()
 
 
 def train(
@@ -651,126 +443,23 @@ def train(
         device: torch device (default: sentence-transformers' choice).
     """
     rank, world = _distributed()
-    root = Path(root or RESULTS_DIR / "runs")
     ds, ood = load_training_data(config)
     if device is None and world > 1 and torch.cuda.is_available():
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    precision = decide(config.bf16, dev)
+    precision = decide(config.bf16, device or ("cuda" if torch.cuda.is_available() else "cpu"))
     enable_tf32()
-    rid = run_id(config, ds.checksum + (ood.checksum if ood else ""), precision)
-    run_dir = root / rid
+    rid = run_id(config, data_checksum(ds, ood), precision)
+    run_dir = runs_root(root) / rid
     if (run_dir / "metrics.json").exists():
         done = load_run(run_dir)
         check_same_config(done.config, config, run_dir)
         return done
-
-    torch.manual_seed(config.seed)
-    model, counts = prepare_model(config, device)
-    eval_len = model.max_seq_length
-    train_split = ds.train()
-    qids = select_queries(list(train_split.queries), config.train_queries, config.seed)
-    # Every policy leaves the model equal to the base model at step 0 (MoE experts are copies,
-    # LoRA's B is zero), so the base model's cached embeddings serve the first mining round.
-    mined = mine(model, train_split, config.mining, model_id=config.model,
-                 data_checksum=ds.checksum, query_ids=qids, progress=progress and rank == 0)
-    m = queries_per_negative(config, mined.records)
-    examples, short = to_examples(mined.records, config.mining.num_negatives, m)
-    first_batches = make_batches(examples, config, 0)
-    steps_per_epoch = len(first_batches)
-    if steps_per_epoch == 0:
-        raise ValueError(f"no full batch of {config.batch_size} from {len(examples)} usable "
-                         "training "
-                         f"groups (no_duplicates={config.no_duplicates})")
-    total_steps = steps_per_epoch * config.epochs
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, config, model.device)
-    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
-
-    warmup = math.ceil(config.warmup_ratio * total_steps)
-    scheduler = (get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
-                 if config.schedule == "linear"
-                 else get_constant_schedule_with_warmup(optimizer, warmup))
-
-    info = {"run_id": rid, "config": asdict(config), "data_checksum": ds.checksum,
-            "data_counts": ds.counts(), "params": asdict(counts), "mining": mined.summary,
-            "usable_groups": len(examples), "skipped_short_groups": short,
-            "queries_per_negative": m, "steps": total_steps, "world_size": world,
-            "precision": precision.record(),
-            "batches": false_in_batch_negatives(examples, first_batches)}
-    if rank == 0:
-        write_json(run_dir / "config.json", info)
-
-    step, log = 0, []
-    ckpt = run_dir / "checkpoint.pt"
-    if ckpt.exists():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["rng"])
-        step, log, examples = state["step"], state["log"], [Example(**e) for e in state["examples"]]
-        print(f"resuming {rid} at step {step}/{total_steps}")
-
-    from clp_utils.moe import moe_layers, record_routing
-
-    has_moe = bool(moe_layers(model))
-    st_loss = ecosystem_loss(model, config, gather=world > 1)
-    model.train(config.dropout)
-    done_this_call = 0
-    bar = tqdm(total=total_steps, initial=step, desc=rid, disable=not progress or rank != 0)
-    for epoch in range(step // steps_per_epoch, config.epochs):
-        if config.remine_each_epoch and epoch > 0 and step == epoch * steps_per_epoch:
-            # ANCE round: negatives from the model as it is now (not cached: in-memory weights).
-            model.max_seq_length = eval_len
-            with autocast(precision):
-                fresh = mine(model, train_split, config.mining, model_id=None, query_ids=qids,
-                             cache_dir=None, progress=False)
-            examples, _ = to_examples(fresh.records, config.mining.num_negatives, m)
-            model.train(config.dropout)
-        batches = first_batches if epoch == 0 else make_batches(examples, config, epoch)
-        batches = batches[:steps_per_epoch]
-        for b, idx in enumerate(batches):
-            if epoch * steps_per_epoch + b < step:
-                continue  # done before the resume
-            local = config.batch_size // world
-            batch = [examples[i] for i in idx[rank * local:(rank + 1) * local]]
-            t0 = time.perf_counter()
-            with record_routing(model) if has_moe else nullcontext():
-                parts = train_step(model, batch, config, m, optimizer, precision, st_loss,
-                                   world)
-            scheduler.step()
-            step += 1
-            # The one host synchronisation per step: the logged values.
-            values = torch.stack([v.detach().float() for v in parts.values()])
-            if world > 1:
-                dist.all_reduce(values)  # log the global batch's loss, not this rank's share
-                values /= world
-            row = {"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
-                   "seconds": round(time.perf_counter() - t0, 3),
-                   **dict(zip(parts, values.tolist(), strict=True))}
-            if has_moe:
-                row.update(_routing_columns(model))
-            if step in config.val_at and rank == 0:
-                row.update(_validation_point(model, ds, eval_len, precision))
-                model.train(config.dropout)
-            log.append(row)
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.4f}")
-            done_this_call += 1
-            if rank == 0:
-                _write_log(run_dir / "log.csv", log)
-                if step % config.checkpoint_every == 0 or step == total_steps:
-                    _save_checkpoint(ckpt, model, optimizer, scheduler, step, log, examples)
-            if (stop_after_steps is not None and done_this_call >= stop_after_steps
-                    and step < total_steps):
-                bar.close()
-                raise KeyboardInterrupt(f"stopped after {done_this_call} steps (simulated kill)")
-    bar.close()
-
+    run = _setup(config, rid, run_dir, ds, ood, precision, device, rank, world, progress)
+    _resume(run)
+    _train_loop(run, config, rank, world, progress, stop_after_steps)
+    model = run.model
     model.eval()
-    model.max_seq_length = eval_len
+    model.max_seq_length = run.eval_len
     if config.policy == "lora":
         merge_lora(model)
     if rank != 0:
@@ -778,9 +467,9 @@ def train(
         return None  # type: ignore[return-value]
     with atomic_dir(run_dir / "model") as tmp:
         model.save(str(tmp))
-    result = evaluate_run_dirs(model, rid, run_dir, ds, ood, progress, precision,
-                               test=config.test_eval)
-    ckpt.unlink(missing_ok=True)
+    result = evaluate_into(model, rid, run_dir, ds, ood, progress, precision,
+                           test=config.test_eval)
+    drop_checkpoint(run_dir)
     if world > 1:
         dist.barrier()
     return RunResult(rid, run_dir, config, *result)
@@ -788,8 +477,6 @@ def train(
 
 def _validation_point(model, ds: RetrievalDataset, eval_len: int, precision: Precision) -> dict:
     """Validation nDCG@10 (and recall@100) of the model as it is now, for learning curves."""
-    from clp_utils.evaluation import retrieve
-
     model.eval()
     train_len, model.max_seq_length = model.max_seq_length, eval_len
     val = ds.validation()
@@ -797,106 +484,6 @@ def _validation_point(model, ds: RetrievalDataset, eval_len: int, precision: Pre
     model.max_seq_length = train_len
     mean = evaluate_run(run, val.qrels).mean
     return {"val_ndcg_cut_10": mean["ndcg_cut_10"], "val_recall_100": mean["recall_100"]}
-
-
-def evaluate_run_dirs(model, rid: str, run_dir: Path, ds: RetrievalDataset,
-                      ood: RetrievalDataset | None, progress: bool = True,
-                      precision: Precision | None = None, test: bool = True):
-    """Evaluate test (``run_dir``), validation (``run_dir/val``) and out-of-domain
-    (``run_dir/ood``); metrics files last, so a finished run is one with ``metrics.json``.
-
-    Test and validation share one encoding of the corpus (validation searches its non-test
-    part). Returns ``(test, ood, val)`` results (``None`` where a side does not exist).
-    With ``test=False`` only validation is scored (no test or out-of-domain query is even
-    embedded) and ``metrics.json`` in ``run_dir`` only marks the run as finished.
-    """
-    from clp_utils.evaluation import retrieve_splits, save_evaluation
-
-    bf16 = precision.bf16 if precision is not None else "auto"
-
-    def qrels_file(d: RetrievalDataset) -> Path | None:
-        path = DATA_DIR / "squadshifts" / d.name / "qrels" / "test.tsv"
-        return path if path.exists() else None  # a subset writes its own qrels
-
-    if not test:
-        if not ds.has_validation:
-            raise ValueError("test_eval=False needs a validation side (val_fraction > 0)")
-        val = ds.validation()
-        runs = retrieve_splits(model, {"val": val}, progress=progress, bf16=bf16)
-        val_res = save_evaluation(runs["val"], val, run_dir / "val", rid)
-        write_json(run_dir / "metrics.json", {"run": None, "qrels": None, "metrics": {},
-                                              "validation_only": True})
-        return None, None, val_res
-    ood_res = None
-    if ood is not None:
-        ood_res = evaluate_model(model, ood.test(), run_dir / "ood", rid,
-                                 qrels_path=qrels_file(ood), progress=progress, bf16=bf16)
-    sides = {"test": ds.test()}
-    if ds.has_validation:
-        sides["val"] = ds.validation()
-    # model_id=rid caches the corpus embeddings: chapter 05 reuses them (own-query retrieval)
-    runs = retrieve_splits(model, sides, model_id=rid, progress=progress, bf16=bf16)
-    val_res = None
-    if "val" in runs:
-        val_res = save_evaluation(runs["val"], sides["val"], run_dir / "val", rid)
-    in_res = save_evaluation(runs["test"], sides["test"], run_dir, rid, qrels_file(ds))
-    return in_res, ood_res, val_res
-
-
-def _write_log(path: Path, log: list[dict]) -> None:
-    columns = list(dict.fromkeys(k for row in log for k in row))
-    with atomic_write(path) as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(log)
-
-
-def _save_checkpoint(path: Path, model, optimizer, scheduler, step, log, examples) -> None:
-    state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-             "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "step": step,
-             "log": log, "examples": [asdict(e) for e in examples]}
-    with atomic_write(path, "wb") as fh:
-        torch.save(state, fh)
-
-
-def load_run(run_dir: Path) -> RunResult:
-    """Read a finished run back (no model is loaded)."""
-    run_dir = Path(run_dir)
-    info = json.loads((run_dir / "config.json").read_text())
-    config = TrainConfig.from_dict(info["config"])
-
-    def read(d: Path) -> RetrievalResult | None:
-        if not (d / "metrics.json").exists():
-            return None
-        meta = json.loads((d / "metrics.json").read_text())
-        if meta.get("run") is None:  # a validation-only run: no test evaluation exists
-            return None
-        qrels_path = Path(meta["qrels"])
-        if not qrels_path.is_absolute():
-            from clp_utils.paths import REPO_ROOT
-
-            qrels_path = REPO_ROOT / qrels_path
-        qrels = _read_qrels_any(qrels_path)
-        run = read_trec(d / "run.trec")
-        return RetrievalResult(d, run, evaluate_run(run, qrels))
-
-    return RunResult(info["run_id"], run_dir, config, read(run_dir), read(run_dir / "ood"),
-                     read(run_dir / "val"))
-
-
-def _read_qrels_any(path: Path) -> dict[str, dict[str, int]]:
-    """Read BEIR (``qid docid score`` with header) or TREC (``qid 0 docid rel``) qrels."""
-    qrels: dict[str, dict[str, int]] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
-        parts = line.split()
-        if not parts or parts[0] == "query-id":
-            continue
-        qid, docid, rel = (parts[0], parts[2], parts[3]) if len(parts) == 4 else parts
-        qrels.setdefault(qid, {})[docid] = int(rel)
-    return qrels
-
-
-# --------------------------------------------------------------------------- CLI
 
 
 def main(argv: list[str] | None = None) -> None:

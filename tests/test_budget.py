@@ -41,8 +41,8 @@ def test_cpu_profile_runs_the_pinned_seeds_and_nothing_else_changes(no_seeds_env
     assert two.track.study.seeds == (0, 1) and one.track.study.seeds == (0,)
     # the recipe of every run is the same: one seed is the two-seed study's seed 0
     assert one.study.base == two.study.base and one.study.rows == two.study.rows
-    runs_one = [(r, s, c) for r, _, s, c in study_configs(one.study) if c is not None]
-    runs_two = {(r, s): c for r, _, s, c in study_configs(two.study) if c is not None}
+    runs_one = [(c.row, c.seed, c.config) for c in study_configs(one.study) if c.config]
+    runs_two = {(c.row, c.seed): c.config for c in study_configs(two.study) if c.config}
     assert len(runs_two) == 2 * len(runs_one)
     assert all(runs_two[(r, s)] == c for r, s, c in runs_one)
     # the smoke and full profiles do not read it
@@ -61,7 +61,7 @@ def test_estimate_is_steps_at_their_shape_plus_encoding():
 
 def test_study_costs_count_every_run_its_steps_and_what_it_scores(no_seeds_env):
     profile = get_profile("cpu").study
-    trained = [c for _, _, _, c in study_configs(profile) if c is not None]
+    trained = [c.config for c in study_configs(profile) if c.config is not None]
     for seeds in (1, 2):
         costs = B.study_costs(profile, seeds)
         assert len(costs) == seeds * len(trained) // 2 + 1  # + the zero-shot evaluation
@@ -105,6 +105,22 @@ def test_measured_rates_are_a_real_step_and_real_encoding(no_seeds_env):
     assert all(0 < s < 60 for s in rates.step_seconds.values())
     assert rates.passages_per_second > 0 and rates.queries_per_second > 0
     assert rates.precision.startswith(("bf16", "float32"))
+
+
+def test_machine_rates_are_measured_once_per_machine(monkeypatch, tmp_path):
+    """A chapter states its cost from rates remembered per machine: the second call for the
+    same configs measures nothing."""
+    monkeypatch.setenv("CLP_CACHE", str(tmp_path))
+    timed = []
+    monkeypatch.setattr(B, "time_step", lambda cfg: timed.append(B.step_shape(cfg)) or 1.5)
+    monkeypatch.setattr(B, "time_encoding", lambda cfg: (40.0, 400.0, "float32 on CPU"))
+    configs = B.study_run_configs(get_profile("smoke").study)[:3]
+    first = B.machine_rates(configs)
+    assert len(timed) == len({B.step_shape(c) for c in configs})
+    second = B.machine_rates(configs)
+    assert second == first and len(timed) == len({B.step_shape(c) for c in configs})
+    est = B.estimate_cells(configs)
+    assert est.steps == sum(B.config_cost(c).steps for c in configs) and est.seconds > 0
 
 
 def test_pipeline_pins_the_seeds_for_the_chapters(monkeypatch, no_seeds_env):

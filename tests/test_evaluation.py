@@ -8,15 +8,8 @@ import pytrec_eval
 from scipy import stats
 
 from clp_utils.data import Split
-from clp_utils.evaluation import (
-    METRICS,
-    evaluate_run,
-    rank,
-    read_trec,
-    save_evaluation,
-    search,
-    write_trec,
-)
+from clp_utils.evaluation import METRICS, evaluate_run, save_evaluation
+from clp_utils.retrieval import rank, read_trec, search, write_trec
 from clp_utils.stats import holm, paired_test
 
 PYTREC = {"ndcg_cut_5": "ndcg_cut_5", "ndcg_cut_10": "ndcg_cut_10", "recall_10": "recall_10",

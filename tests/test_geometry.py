@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
-from clp_utils.training import Example, TrainConfig, prepare_model
+from clp_utils.batching import Example
+from clp_utils.train_config import TrainConfig
+from clp_utils.training import prepare_model
 
 
 def batch(n: int = 3) -> list[Example]:
@@ -133,3 +137,35 @@ def test_spread_separates_a_collapsed_set_from_a_spread_one():
     d2 = ((x[:, None] - x[None]) ** 2).sum(-1)[~np.eye(60, dtype=bool)]
     assert spread(x, pairs=200_000)["uniformity"] == pytest.approx(np.log(np.exp(-2 * d2).mean()),
                                                                    abs=0.05)
+
+
+def test_harm_gaps_find_a_planted_harm_and_its_repair():
+    """Own queries lose 0.05 against matched controls under InfoNCE and nothing under CLP:
+    the difference in differences reads -0.05, 0, and CLP - InfoNCE +0.05, with the control
+    reweighted to the own group's zero-shot strata (the control is easier on purpose)."""
+    from clp_utils.geometry import HARM_STRATA, harm_gaps
+
+    rng = np.random.default_rng(0)
+
+    def frame(harm: float) -> pd.DataFrame:
+        rows = []
+        for p in range(300):
+            group = "own" if p < 100 else "control"
+            for j in range(4):
+                zs = rng.choice([0.0, 0.5, 1.0], p=[0.5, 0.3, 0.2] if group == "own"
+                                else [0.2, 0.3, 0.5])
+                stratum = int(np.digitize(zs, HARM_STRATA[1:-1], right=True))
+                lift = {0.0: 0.2, 0.5: 0.1, 1.0: 0.0}[zs]  # easy queries have less to gain
+                change = lift + (harm if group == "own" else 0.0) + rng.normal(0, 0.05)
+                rows.append((f"q{p}.{j}", f"p{p}", group, stratum, zs, change))
+        return pd.DataFrame(rows, columns=["qid", "passage", "group", "stratum",
+                                           "ndcg_cut_10_zs", "change"])
+
+    frames = {(row, s): frame(h) for row, h in (("InfoNCE", -0.05), ("CLP", 0.0))
+              for s in (0, 1)}
+    gaps = harm_gaps(frames, "InfoNCE", "CLP", n_boot=500)
+    assert gaps.loc["InfoNCE", "own minus matched control"] == pytest.approx(-0.05, abs=0.01)
+    assert gaps.loc["CLP", "own minus matched control"] == pytest.approx(0.0, abs=0.01)
+    diff = gaps.loc["CLP - InfoNCE"]
+    assert diff["own minus matched control"] == pytest.approx(0.05, abs=0.015)
+    assert diff["95% CI low"] < 0.05 < diff["95% CI high"] and diff["95% CI low"] > 0

@@ -11,17 +11,12 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from clp_utils.batching import load_training_data, select_queries, to_examples
 from clp_utils.data import DATA_DIR
 from clp_utils.mining import MiningConfig
-from clp_utils.training import (
-    TrainConfig,
-    load_run,
-    load_training_data,
-    run_id,
-    select_queries,
-    to_examples,
-    train,
-)
+from clp_utils.runstore import load_run, run_id
+from clp_utils.train_config import TrainConfig
+from clp_utils.training import train
 
 pytestmark = pytest.mark.slow
 
@@ -89,7 +84,8 @@ def test_run_id_changes_when_a_default_changes(tmp_path):
             text, n = re.subn(pattern, replacement, path.read_text())
             assert n == 1, f"{pattern!r} not found once in {source}"
             path.write_text(text)
-        code = ("from clp_utils.training import TrainConfig, run_id; "
+        code = ("from clp_utils.train_config import TrainConfig; "
+                "from clp_utils.runstore import run_id; "
                 "print(run_id(TrainConfig(), 'data'))")
         env = {**os.environ, "PYTHONPATH": str(copy)}
         return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -105,7 +101,7 @@ def test_run_id_changes_when_a_default_changes(tmp_path):
 
 
 def test_a_finished_run_is_never_reused_for_another_config(tmp_path):
-    from clp_utils.training import check_same_config
+    from clp_utils.runstore import check_same_config
 
     stored = TrainConfig(**TINY, label="a")
     check_same_config(stored, replace(stored, label="b"), tmp_path)  # labels do not matter
@@ -179,14 +175,14 @@ def test_two_gloo_processes_train_like_one(tmp_path):
 
 
 def group(pos, negs, q=None):
-    from clp_utils.training import Example
+    from clp_utils.batching import Example
 
     return Example(q or f"q-{pos}", f"text {pos}", [f"text {n}" for n in negs], [[""]] * len(negs),
                    [0.0] * len(negs), pos, list(negs))
 
 
 def test_no_duplicate_batches_never_repeat_a_passage_and_are_seeded():
-    from clp_utils.training import false_in_batch_negatives, no_duplicate_batches, random_batches
+    from clp_utils.batching import false_in_batch_negatives, no_duplicate_batches, random_batches
 
     # 5 questions per passage, negatives drawn among the same 40 passages: collisions galore
     rng = torch.Generator().manual_seed(0)
@@ -210,7 +206,7 @@ def test_no_duplicate_batches_never_repeat_a_passage_and_are_seeded():
 
 
 def test_false_in_batch_negatives_counts_by_hand():
-    from clp_utils.training import false_in_batch_negatives
+    from clp_utils.batching import false_in_batch_negatives
 
     # q0's positive p0 is q1's hard negative: q0 is affected; q1's positive p1 appears nowhere
     # else; q2 shares its positive p0 with q0: both q0 and q2 are affected.
@@ -224,7 +220,8 @@ def test_false_in_batch_negatives_counts_by_hand():
 def test_every_logged_part_lives_on_the_losss_device_and_dtype():
     """The InfoNCE rows logged their penalty as a CPU float32 zero (crashed torch.stack on CUDA);
     a float64 model shows the same mismatch on a CPU."""
-    from clp_utils.training import Example, step_loss
+    from clp_utils.batching import Example
+    from clp_utils.training import step_loss
 
     torch.manual_seed(0)
     model, _ = __import__("clp_utils.training", fromlist=["prepare_model"]).prepare_model(

@@ -1,0 +1,125 @@
+"""The first cell of every chapter: data present, figures in the profile's folder, the
+machine's seed plan, and a card saying how long the chapter takes here.
+
+``begin(number, profile)`` is what a chapter calls after its parameters cell, the same under
+``make study`` (papermill), ``make lab`` (JupyterLab) and a notebook run by hand:
+
+- the data: when the chapter's datasets are not built it says so in one line and builds
+  them (``python -m clp_utils.catalog build``, with its progress), instead of stopping with
+  a bare ``FileNotFoundError``;
+- the figures: every figure and table of this run goes to the profile's folder
+  (``paths.figures_dir``): a smoke run never overwrites the committed cpu results;
+- the seeds: for the cpu profile, the seed plan ``make study`` uses on this machine
+  (``budget.plan_seeds``, from rates measured once per machine), unless ``$CLP_SEEDS`` is set;
+- the card: the chapter's run time on this machine from the last run here, else the time of
+  the committed results (and their machine), printed in one line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from clp_utils.paths import DATA_DIR, FIGURES_ROOT, RESULTS_DIR
+from clp_utils.plots import use_figures
+from clp_utils.profiles import SEEDS_ENV, get_profile
+
+#: The datasets each chapter reads (the multilingual chapter also the SQuADShifts ones it
+#: compares with). Presence of one file per set is checked.
+NEEDS = {"06": ("hindi", "persian")}
+SQUAD_CHECK = DATA_DIR / "squadshifts" / "reddit" / "corpus.jsonl"
+
+
+@dataclass(frozen=True)
+class ChapterRun:
+    """What ``begin`` settled for this run of a chapter."""
+
+    number: str
+    profile: str
+    figures: Path
+    seeds: int | None
+    card: str
+
+
+def data_missing(number: str) -> list[str]:
+    """The datasets chapter ``number`` needs that are not built."""
+    missing = [] if SQUAD_CHECK.exists() else ["squadshifts"]
+    for name in NEEDS.get(number, ()):
+        if not (DATA_DIR / name / "corpus.jsonl").exists():
+            missing.append(name)
+    return missing
+
+
+def ensure_data(number: str, build: bool = True) -> None:
+    """Build the data a chapter needs if it is missing, saying so in one line."""
+    missing = data_missing(number)
+    if not missing:
+        return
+    line = (f"data not built ({', '.join(missing)} under {DATA_DIR}): the command is "
+            "`make data` (python -m clp_utils.catalog build)")
+    if not build:
+        raise SystemExit(line)
+    print(line + "; building it now (a one-time download of the bigbench sdist, ~360 MB)",
+          flush=True)
+    from clp_utils.catalog import main as catalog
+
+    catalog(["build"])
+
+
+def pin_seeds(profile: str) -> int | None:
+    """The seeds per row this run uses: ``$CLP_SEEDS`` if set; for the cpu profile otherwise
+    the machine's seed plan (the same one ``make study`` pins), which it then pins in
+    ``$CLP_SEEDS`` for the rest of the process."""
+    if os.environ.get(SEEDS_ENV):
+        return int(os.environ[SEEDS_ENV])
+    if profile != "cpu":
+        return None
+    from clp_utils.budget import plan_seeds
+
+    plan = plan_seeds(profile)
+    os.environ[SEEDS_ENV] = str(plan.seeds)
+    print(f"seeds per row: {plan.reason} (this machine's plan, as `make study` uses it)",
+          flush=True)
+    return plan.seeds
+
+
+def _minutes(timings: dict, number: str) -> float | None:
+    for name, seconds in timings.items():
+        if name.startswith(number + "_"):
+            return seconds / 60
+    return None
+
+
+def timing_card(number: str, profile: str) -> str:
+    """How long the chapter takes: the last run here (``results/notebooks/<profile>``),
+    else the committed run of the profile and the machine it ran on."""
+    here = RESULTS_DIR / "notebooks" / profile / "timings.json"
+    if here.exists():
+        minutes = _minutes(json.loads(here.read_text()), number)
+        if minutes is not None:
+            return f"the last run on this machine took {minutes:.1f} min"
+    folder = FIGURES_ROOT / ("" if profile == "cpu" else profile)
+    record = folder / "run.json"
+    if record.exists():
+        run = json.loads(record.read_text())
+        minutes = _minutes(run.get("timings", {}), number)
+        if minutes is not None:
+            machine = run.get("machine", {}).get("describe", "another machine")
+            return (f"the committed run took {minutes:.1f} min ({machine}); training runs "
+                    "already finished here are read back, not retrained")
+    return "no timing recorded for this profile yet"
+
+
+def begin(number: str, profile: str, build_data: bool = True) -> ChapterRun:
+    """Prepare a chapter run (see the module docstring) and print its card."""
+    get_profile(profile)  # an unknown profile fails here, naming the known ones
+    ensure_data(number, build_data)
+    folder = use_figures(profile)
+    seeds = pin_seeds(profile)
+    card = (f"chapter {number}, profile {profile!r}: figures and tables go to {folder}; "
+            + (f"{seeds} seed(s) per row; " if seeds else "")
+            + timing_card(number, profile) + ".")
+    print(card, flush=True)
+    return ChapterRun(number, profile, folder, seeds, card)

@@ -1,0 +1,115 @@
+"""Chapter 06's track: multilingual-e5-small on Hindi and Persian, zero-shot and fine-tuned.
+
+``zero_shot_runs`` scores BM25 and the dense models on both languages; ``zero_shot_tables``
+compares them (two-level bootstrap, which reduces to a passage bootstrap for single runs;
+one Holm family: the zero-shot comparisons); ``run_track`` trains the Hindi rows of the
+profile; ``summary_table`` is the chapter in one table; its claims are the ``hindi`` family
+of ``clp_utils.claims``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import pandas as pd
+
+from clp_utils import languages
+from clp_utils.catalog import load_named
+from clp_utils.evaluation import bm25, zero_shot
+from clp_utils.models import load_model
+from clp_utils.profiles import ANCE, ZERO_SHOT, TrackProfile, get_profile
+from clp_utils.results import significance_table, table2
+from clp_utils.stats import comparison_table, holm, verdict
+from clp_utils.study import StudyRun, run_study
+
+
+def track_profile(name: str) -> TrackProfile:
+    """Chapter 06's runs in profile ``name`` (``profiles.get_profile(name).track``)."""
+    return get_profile(name).track
+
+
+def zero_shot_runs(profile: str, models: Iterable[str] = ("me5-small", "minilm"),
+                   progress: bool = True) -> dict[tuple[str, str], object]:
+    """Zero-shot retrieval on Hindi and Persian: ``{(dataset, system): RetrievalResult}``.
+
+    Systems: BM25 (Snowball stemmer of the language, ``languages.TOKEN_PATTERN`` words) and
+    each dense model in ``models`` (``evaluation.zero_shot``, cached). The Hindi set is the
+    profile's training subset, so these numbers pair with the fine-tuned runs.
+    """
+    tp = track_profile(profile)
+    sets = {"hindi": load_named("hindi").sized(tp.hindi_passages),
+            "persian": load_named("persian").sized(tp.persian_passages)}
+    out = {(name, "BM25"): bm25(ds, languages.language(name), token_pattern=languages.TOKEN_PATTERN)
+           for name, ds in sets.items()}
+    for model_name in models:
+        model = load_model(model_name)
+        for name, ds in sets.items():
+            out[(name, model_name)] = zero_shot(ds, model_name, model, progress=progress)
+    return out
+
+
+def zero_shot_tables(results: dict, metric: str = "ndcg_cut_10") -> tuple[pd.DataFrame,
+                                                                          pd.DataFrame]:
+    """(metrics table, comparison table) of ``zero_shot_runs``' results.
+
+    On each dataset, the first dense model against every other system on the same test
+    queries (a passage bootstrap: each system is one run), Holm over the whole table.
+    """
+    table = pd.DataFrame([{"dataset": d, "system": s,
+                           "test queries": len(r.evaluation.per_query[metric]), **r.metrics}
+                          for (d, s), r in results.items()]).set_index(["dataset", "system"])
+    table = table.sort_index(level="dataset", sort_remaining=False)
+    parts = []
+    for dataset in dict.fromkeys(d for d, _ in results):
+        systems = [s for d, s in results if d == dataset]
+        dense = [s for s in systems if s != "BM25"]
+        if not dense:
+            continue
+        per_seed = {s: {0: results[(dataset, s)].evaluation.per_query[metric]} for s in systems}
+        clusters = results[(dataset, dense[0])].evaluation.clusters
+        pairs = [(dense[0], other) for other in systems if other != dense[0]]
+        parts.append(comparison_table(per_seed, pairs, clusters, holm_family=False)
+                     .assign(dataset=dataset))
+    if not parts:
+        return table, pd.DataFrame()
+    sig = pd.concat(parts, ignore_index=True)
+    sig["p Holm"] = holm(sig["p"].tolist())
+    sig["verdict"] = [verdict(r["95% CI low"], r["95% CI high"], r["p Holm"])
+                      for _, r in sig.iterrows()]
+    sig["comparison"] = sig["system"] + " vs " + sig["reference"]
+    return table, sig.drop(columns=["system", "reference"])
+
+
+def run_track(profile: str, progress: bool = True) -> list[StudyRun]:
+    """Train (or reuse) every Hindi run of the profile: ``run_study`` on the track's rows."""
+    return run_study(track_profile(profile).study, progress=progress)
+
+
+def summary_table(zero_shot_table: pd.DataFrame, runs: list[StudyRun],
+                  metric: str = "ndcg_cut_10") -> pd.DataFrame:
+    """Chapter 06 in one table (the README's): every Hindi system on the same test queries.
+
+    BM25 and MiniLM zero-shot (from ``zero_shot_tables``), mE5-small zero-shot and each
+    fine-tuned row (mean and sd over seeds), with the difference and its 95% interval
+    (seeds, then passages) against mE5 zero-shot and against ANCE + InfoNCE. Intervals
+    only: the track's tests are the ``hindi`` claims.
+    """
+    t2 = table2(runs, metric, paper_column=False).loc["hindi"]
+    sig = significance_table(runs, metric).set_index("comparison")
+    rows = [{"system": "BM25" if system == "BM25" else f"{system} zero-shot", "seeds": 1,
+             f"{metric} mean": r[metric]}
+            for system, r in zero_shot_table.loc["hindi"].iterrows()
+            if system in ("BM25", "minilm")]
+    for row, r in t2.iterrows():
+        entry = {"system": "me5-small zero-shot" if row == ZERO_SHOT else f"me5-small, {row}",
+                 "seeds": int(r["seeds"]), f"{metric} mean": r[f"{metric} mean"],
+                 f"{metric} sd": r[f"{metric} sd"]}
+        for ref, tag in ((ZERO_SHOT, "zero-shot"), (ANCE, "ANCE + InfoNCE")):
+            key = f"{row} vs {ref}"
+            if key in sig.index:
+                s = sig.loc[key]
+                entry[f"delta vs {tag}"] = s["delta"]
+                entry[f"95% CI vs {tag}"] = f"{s['95% CI low']:+.4f} to {s['95% CI high']:+.4f}"
+        rows.append(entry)
+    out = pd.DataFrame(rows).set_index("system")
+    return out[["seeds", *[c for c in out.columns if c != "seeds"]]]

@@ -1,0 +1,56 @@
+"""The paper's published numbers, in one place (Yu 2024, arXiv 2412.17364, Table 2).
+
+Everything the study says about the paper's results reads these constants: Table 2 beside
+ours, the paper's claimed differences that an interval may exclude, the size of its test
+sets. ``tests/test_narrative.py`` accepts a number in a chapter's prose only if it is one of
+``PUBLISHED_NUMBERS`` (or a declared constant of the study): anything a run measures is
+printed by code.
+"""
+
+from __future__ import annotations
+
+#: Published nDCG@5 (points) on MIRACL dev: (Korean, Persian, Hindi, average of the three).
+TABLE2 = {
+    "zero-shot": (64.36, 51.13, 52.35, 55.95),
+    "random negatives": (59.61, 47.38, 51.78, 52.92),
+    "ANCE negatives": (66.89, 50.88, 54.53, 57.43),
+    "ANCE + CLP": (67.05, 52.39, 54.75, 58.06),
+    "ANCE + CLP, intermediate only": (66.92, 55.10, 56.34, 59.45),
+    "ANCE + CLP + MoE": (67.74, 55.56, 56.36, 59.89),
+}
+LANGUAGES = ("ko", "fa", "hi", "avg")
+#: Queries of MIRACL dev per language (the paper's test sets): 213 + 632 + 350 = 1,195.
+DEV_QUERIES = {"ko": 213, "fa": 632, "hi": 350}
+#: FlagEmbedding's reported BGE-M3 dense nDCG@10 on MIRACL dev (its own protocol).
+BGE_M3_NDCG10 = {"ko": 69.9, "fa": 60.9, "hi": 59.5}
+#: The official code's training settings (a FlagEmbedding fork).
+OFFICIAL_CODE = dict(tau=0.02, lam=0.1, lr=1e-5, batch_size=1, accumulation=4, epochs=2,
+                     query_len=128, passage_len=512, negatives=4)
+
+
+def published(row: str, language: str = "avg") -> float:
+    """A Table 2 entry as a fraction (nDCG@5 / 100); NaN for a row the paper did not run."""
+    values = TABLE2.get(row)
+    return values[LANGUAGES.index(language)] / 100 if values else float("nan")
+
+
+def claimed_difference(better: str, worse: str, language: str = "avg") -> float | None:
+    """The paper's own difference between two of its rows (fraction of nDCG@5), e.g. ANCE
+    over random +0.0451 on the average; None when either row is not in its table."""
+    if better not in TABLE2 or worse not in TABLE2:
+        return None
+    return round(published(better, language) - published(worse, language), 6)
+
+
+def _published_numbers() -> set[float]:
+    numbers = {v for row in TABLE2.values() for v in row}
+    numbers |= {round(a - b, 2) for a_row in TABLE2.values() for b_row in TABLE2.values()
+                for a, b in zip(a_row, b_row, strict=True)}
+    numbers |= set(DEV_QUERIES.values()) | {sum(DEV_QUERIES.values())}
+    numbers |= set(BGE_M3_NDCG10.values()) | set(OFFICIAL_CODE.values())
+    return {abs(float(n)) for n in numbers}
+
+
+#: Every number the paper publishes that the prose may quote (and the differences of its
+#: Table 2 entries, which the chapters cite as its claimed steps).
+PUBLISHED_NUMBERS = frozenset(_published_numbers())

@@ -1,0 +1,171 @@
+"""The study's tables: Table 2, descriptive comparisons, forgetting, per-query deltas.
+
+Every table is built from ``StudyRun``s (``clp_utils.study.run_study``). Comparisons go
+through ``stats.comparison_table``: a two-level bootstrap over seeds and test passages.
+Which comparisons form a Holm family is stated where a table is built:
+
+- ``significance_table``: every row against zero-shot and against ANCE + InfoNCE, as
+  intervals only (descriptive; no test, so no family): the tests are the claims
+  (``clp_utils.claims``);
+- ``forgetting_table``: every fine-tuned row against zero-shot on the out-of-domain queries,
+  one Holm family of its own (the question: does fine-tuning forget?).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from clp_utils.paper import published
+from clp_utils.profiles import ROW_ORDER, ZERO_SHOT
+from clp_utils.stats import SeedScores, comparison_table, holm, verdict
+from clp_utils.study import DOMAINS, StudyRun
+
+PAPER_COLUMN = "paper: MIRACL avg nDCG@5 (other model and data; orientation only)"
+
+
+def results_frame(runs: list[StudyRun],
+                  metrics: tuple[str, ...] = ("ndcg_cut_5", "ndcg_cut_10")) -> pd.DataFrame:
+    """One row per (row, split, seed, domain) with the mean of each metric."""
+    rows = []
+    for r in runs:
+        for domain in DOMAINS:
+            per_query = r.per_query(domain)
+            if per_query is None:
+                continue
+            rows.append({"row": r.row, "split": r.split, "seed": r.seed, "domain": domain,
+                         "run_id": r.result.run_id if r.result else ZERO_SHOT,
+                         **{m: float(np.mean(list(per_query[m].values()))) for m in metrics}})
+    return pd.DataFrame(rows)
+
+
+def seed_scores(runs: list[StudyRun], row: str, split: str, metric: str,
+                domain: str = "in-domain") -> SeedScores:
+    """``{seed: {qid: value}}`` of one row (zero-shot: one key)."""
+    found = {r.seed: r.per_query(domain)[metric] for r in runs
+             if r.row == row and r.split == split and r.per_query(domain) is not None}
+    if not found:
+        raise KeyError(f"no run of {row!r} on {split} ({domain})")
+    return found
+
+
+def clusters_of(runs: list[StudyRun], split: str, domain: str = "in-domain") -> dict[str, str]:
+    """Each query's passage cluster on ``split``/``domain``, from the runs' evaluations."""
+    out: dict[str, str] = {}
+    for r in runs:
+        if r.split == split and r.per_query(domain) is not None:
+            out.update(r.clusters_of(domain))
+    return out
+
+
+def mean_over_seeds(runs: list[StudyRun], row: str, split: str, metric: str,
+                    domain: str = "in-domain") -> dict[str, float]:
+    """Per-query metric averaged over the row's seeds."""
+    tables = list(seed_scores(runs, row, split, metric, domain).values())
+    return {q: float(np.mean([t[q] for t in tables])) for q in tables[0]}
+
+
+def table2(runs: list[StudyRun], metric: str = "ndcg_cut_10", domain: str = "in-domain",
+           paper_column: bool = True) -> pd.DataFrame:
+    """Mean and standard deviation over seeds per row and split.
+
+    ``paper_column`` adds the paper's published MIRACL average nDCG@5 beside the in-domain
+    table (a different model, data and cut-off: orientation only, never a comparison).
+    """
+    df = results_frame(runs)
+    df = df[df["domain"] == domain]
+    order = [r for r in ROW_ORDER if r in set(df["row"])]
+    order += [r for r in dict.fromkeys(df["row"]) if r not in order]
+    out = []
+    for split in dict.fromkeys(df["split"]):
+        for row in order:
+            vals = df[(df["row"] == row) & (df["split"] == split)]
+            if not len(vals):
+                continue
+            entry = {"split": split, "row": row, "seeds": len(vals),
+                     f"{metric} mean": vals[metric].mean(),
+                     f"{metric} sd": vals[metric].std(ddof=1) if len(vals) > 1 else np.nan,
+                     "ndcg_cut_5 mean": vals["ndcg_cut_5"].mean()}
+            if paper_column and domain == "in-domain":
+                entry[PAPER_COLUMN] = published(row)  # the paper's percent, as a fraction
+            out.append(entry)
+    return pd.DataFrame(out).set_index(["split", "row"])
+
+
+def compare_rows(runs: list[StudyRun], pairs: list[tuple[str, str]], split: str,
+                 metric: str = "ndcg_cut_10", domain: str = "in-domain",
+                 family_size: int | None = None, holm_family: bool = True,
+                 seed: int = 0) -> pd.DataFrame:
+    """``stats.comparison_table`` of study rows on ``split``: two-level bootstrap per pair,
+    Holm over ``pairs`` (a family of ``family_size`` when some declared members are absent)."""
+    rows = {r for pair in pairs for r in pair}
+    per_seed = {r: seed_scores(runs, r, split, metric, domain) for r in rows}
+    return comparison_table(per_seed, pairs, clusters_of(runs, split, domain),
+                            family_size=family_size, holm_family=holm_family, seed=seed)
+
+
+def significance_table(runs: list[StudyRun], metric: str = "ndcg_cut_10",
+                       domain: str = "in-domain",
+                       refs: tuple[str, ...] = (ZERO_SHOT, "ANCE negatives")) -> pd.DataFrame:
+    """Every row against each reference (zero-shot, ANCE + InfoNCE), per split: the
+    difference and its 95% interval over seeds and passages. Descriptive: no p-value and no
+    verdict here (the paper's claims are tested, in one family, by ``claims.claims_table``)."""
+    tables = []
+    for split in dict.fromkeys(r.split for r in runs):
+        rows = list(dict.fromkeys(x.row for x in runs if x.split == split and x.per_query(domain)))
+        pairs = [(row, ref) for i, ref in enumerate(refs) if ref in rows for row in rows
+                 if row != ref and row != ZERO_SHOT and row not in refs[:i]]
+        if pairs:
+            t = compare_rows(runs, pairs, split, metric, domain, holm_family=False)
+            tables.append(t.assign(split=split))
+    if not tables:
+        return pd.DataFrame()
+    df = pd.concat(tables, ignore_index=True).drop(columns=["p"])
+    df["comparison"] = df["system"] + " vs " + df["reference"]
+    return df.rename(columns={"system": "row", "reference": "ref"})
+
+
+def forgetting_table(runs: list[StudyRun], metric: str = "ndcg_cut_10") -> pd.DataFrame:
+    """Out-of-domain means over seeds; each fine-tuned row against zero-shot (delta, 95%
+    interval over seeds and passages, Holm p over this table's rows: their own family, and
+    the verdict). No paper column: the paper measured no forgetting."""
+    t = table2(runs, metric, domain="out-of-domain", paper_column=False)
+    parts = []
+    for split in dict.fromkeys(r.split for r in runs):
+        rows = [x for x in dict.fromkeys(r.row for r in runs if r.split == split
+                                         and r.per_query("out-of-domain") is not None)
+                if x != ZERO_SHOT]
+        if rows and any(r.row == ZERO_SHOT and r.split == split for r in runs):
+            parts.append(compare_rows(runs, [(row, ZERO_SHOT) for row in rows], split, metric,
+                                      "out-of-domain", holm_family=False).assign(split=split))
+    if not parts:
+        return t
+    sig = pd.concat(parts, ignore_index=True)
+    family = comparison_holm(sig)
+    family = family.rename(columns={"system": "row"}).set_index(["split", "row"])
+    return t.join(family[["delta", "95% CI low", "95% CI high", "p Holm", "verdict",
+                          "seed deltas"]], how="left")
+
+
+def comparison_holm(table: pd.DataFrame, family_size: int | None = None) -> pd.DataFrame:
+    """Holm over the rows of a (concatenated) comparison table, and their verdicts."""
+    out = table.copy()
+    out["p Holm"] = holm(out["p"].tolist(), family_size)
+    out["verdict"] = [verdict(r["95% CI low"], r["95% CI high"], r["p Holm"])
+                      for _, r in out.iterrows()]
+    return out
+
+
+def per_query_deltas(runs: list[StudyRun], row: str, ref: str, split: str,
+                     metric: str = "ndcg_cut_10", domain: str = "in-domain") -> pd.Series:
+    """Per-query ``row - ref`` (seed-averaged), sorted, for delta plots."""
+    a = mean_over_seeds(runs, ref, split, metric, domain)
+    b = mean_over_seeds(runs, row, split, metric, domain)
+    return pd.Series({q: b[q] - a[q] for q in a}).sort_values()
+
+
+def seed_spread(runs: list[StudyRun], metric: str = "ndcg_cut_10",
+                domain: str = "in-domain") -> pd.Series:
+    """Each row's seed-to-seed standard deviation of its mean (NaN with one seed)."""
+    frame = results_frame(runs)
+    return frame[frame["domain"] == domain].groupby("row")[metric].std(ddof=1)

@@ -1,0 +1,227 @@
+"""Where a run lives and how it is read: the run store.
+
+A run is ``results/runs/<run-id>/``; the id is a hash of every field of its config, its data
+and what ran (``run_id``), so a finished run is reused and a changed parameter (default
+values included) never reuses a stale one:
+
+    config.json     the config, the data checksum, parameter counts, mining summary
+    log.csv         per step: loss, its two parts, learning rate, MoE routing statistics
+    checkpoint.pt   the latest state (model, optimizer, scheduler, RNG, log), while training
+    model/          the fine-tuned model (reloads with plain ``SentenceTransformer(path)``)
+    run.trec, metrics.json, per_query.csv          in-domain test evaluation
+    val/run.trec, val/metrics.json, ...            validation (carved from train passages)
+    ood/run.trec, ood/metrics.json, ...            out-of-domain (forgetting) evaluation
+
+Nothing outside this module opens those files by path: ``RunResult`` is the accessor
+(``info``, ``log``, ``model_path``/``load_model``, ``metrics``), ``load_run`` reads one back,
+``locate``/``is_finished`` find one from its config.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import asdict, dataclass, replace
+from functools import cached_property
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from clp_utils.data import DATA_DIR, RetrievalDataset, read_qrels
+from clp_utils.evaluation import RetrievalResult, evaluate_model, evaluate_run, save_evaluation
+from clp_utils.io import atomic_write, stable_hash, write_json
+from clp_utils.paths import REPO_ROOT, RESULTS_DIR
+from clp_utils.precision import Precision, decide
+from clp_utils.retrieval import read_trec, retrieve_splits
+from clp_utils.train_config import TrainConfig
+
+RUNS_DIR_NAME = "runs"
+
+
+def runs_root(root: Path | None = None) -> Path:
+    """The folder of runs (``results/runs`` unless ``root`` says otherwise)."""
+    return Path(root or RESULTS_DIR / RUNS_DIR_NAME)
+
+
+def run_id(config: TrainConfig, data_checksum: str, precision: Precision | None = None) -> str:
+    """``<label>-<hash of config, data and precision>``; the label is not part of the hash.
+
+    Every field of the config enters the hash with its value, defaults included: editing a
+    default of ``TrainConfig`` (or ``MiningConfig``) gives every affected run a new id, so a
+    run trained under the old value is never read back as if it had the new one. (Hashing
+    only the non-default fields, as this function once did, let a changed default reuse
+    stale runs.) With ``precision``, the hash holds what ran (bf16 or not, the attention
+    kernel) instead of the setting, so ``bf16="auto"`` and an explicit ``bf16=True`` on a
+    bf16 machine are the same run.
+    """
+    key = {k: v for k, v in asdict(config).items() if k != "label"}
+    key["bf16"] = precision.bf16 if precision is not None else config.bf16
+    if precision is not None:
+        key["attention"] = precision.attention
+    slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in (config.label or config.loss))
+    return f"{slug}-{stable_hash([key, data_checksum])}"
+
+
+def check_same_config(stored: TrainConfig, wanted: TrainConfig, run_dir: Path) -> None:
+    """Refuse to reuse a run folder whose stored config differs from the one asked for
+    (labels aside): a finished run is never read back for another config."""
+    a, b = asdict(replace(stored, label="")), asdict(replace(wanted, label=""))
+    if a != b:
+        diff = sorted(k for k in a if a[k] != b.get(k))
+        raise RuntimeError(f"{run_dir / 'config.json'}: the run stored here was trained with "
+                           f"other values of {diff} than the config asked for; delete the "
+                           "folder to retrain it")
+
+
+def data_checksum(ds: RetrievalDataset, ood: RetrievalDataset | None) -> str:
+    """What the run id holds of a run's data: the in-domain and out-of-domain checksums."""
+    return ds.checksum + (ood.checksum if ood else "")
+
+
+def locate(config: TrainConfig, root: Path | None = None, device: str | None = None) -> Path:
+    """The folder ``config``'s run has (or will have) on this machine."""
+    from clp_utils.batching import load_training_data
+
+    ds, ood = load_training_data(config)
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    return runs_root(root) / run_id(config, data_checksum(ds, ood), decide(config.bf16, dev))
+
+
+def is_finished(config: TrainConfig, root: Path | None = None) -> bool:
+    """Whether ``config``'s run has finished here (its ``metrics.json`` exists)."""
+    return (locate(config, root) / "metrics.json").exists()
+
+
+@dataclass
+class RunResult:
+    """A run in the store: where it lives, its config and its evaluations (test, validation,
+    out-of-domain); the accessor of everything in its folder."""
+
+    run_id: str
+    run_dir: Path
+    config: TrainConfig
+    in_domain: RetrievalResult | None  # None for a validation-only run (test_eval=False)
+    ood: RetrievalResult | None
+    val: RetrievalResult | None = None
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """Test metrics (empty for a validation-only run)."""
+        return self.in_domain.metrics if self.in_domain is not None else {}
+
+    @cached_property
+    def info(self) -> dict:
+        """``config.json``: config, data counts, parameter counts, mining summary, steps,
+        precision, batch statistics."""
+        return json.loads((self.run_dir / "config.json").read_text(encoding="utf-8"))
+
+    @property
+    def log(self) -> pd.DataFrame:
+        """``log.csv``: one row per optimizer step."""
+        return pd.read_csv(self.run_dir / "log.csv")
+
+    @property
+    def model_path(self) -> Path:
+        """The fine-tuned model's folder (a plain sentence-transformers model)."""
+        return self.run_dir / "model"
+
+    def load_model(self, device: str | None = None):
+        """The fine-tuned model (``models.load_model`` on ``model_path``)."""
+        from clp_utils.models import load_model
+
+        return load_model(str(self.model_path), device=device)
+
+
+def load_run(run_dir: Path) -> RunResult:
+    """Read a finished run back (no model is loaded)."""
+    run_dir = Path(run_dir)
+    info = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    config = TrainConfig.from_dict(info["config"])
+
+    def read(d: Path) -> RetrievalResult | None:
+        if not (d / "metrics.json").exists():
+            return None
+        meta = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
+        if meta.get("run") is None:  # a validation-only run: no test evaluation exists
+            return None
+        qrels_path = Path(meta["qrels"])
+        if not qrels_path.is_absolute():
+            qrels_path = REPO_ROOT / qrels_path
+        run = read_trec(d / "run.trec")
+        return RetrievalResult(d, run, evaluate_run(run, read_qrels(qrels_path)))
+
+    return RunResult(info["run_id"], run_dir, config, read(run_dir), read(run_dir / "ood"),
+                     read(run_dir / "val"))
+
+
+def write_info(run_dir: Path, info: dict) -> None:
+    """Write ``config.json`` (atomically)."""
+    write_json(run_dir / "config.json", info)
+
+
+def write_log(run_dir: Path, log: list[dict]) -> None:
+    """Write ``log.csv`` (atomically): every step so far, columns in order of appearance."""
+    columns = list(dict.fromkeys(k for row in log for k in row))
+    with atomic_write(run_dir / "log.csv") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(log)
+
+
+def save_checkpoint(run_dir: Path, state: dict) -> None:
+    """Write ``checkpoint.pt`` (atomically): a crash loses at most the steps since."""
+    with atomic_write(run_dir / "checkpoint.pt", "wb") as fh:
+        torch.save(state, fh)
+
+
+def load_checkpoint(run_dir: Path) -> dict | None:
+    """The state saved by ``save_checkpoint``, or None."""
+    path = run_dir / "checkpoint.pt"
+    return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
+
+
+def drop_checkpoint(run_dir: Path) -> None:
+    (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+
+
+def evaluate_into(model, rid: str, run_dir: Path, ds: RetrievalDataset,
+                  ood: RetrievalDataset | None, progress: bool = True,
+                  precision: Precision | None = None, test: bool = True):
+    """Evaluate test (``run_dir``), validation (``run_dir/val``) and out-of-domain
+    (``run_dir/ood``); metrics files last, so a finished run is one with ``metrics.json``.
+
+    Test and validation share one encoding of the corpus (validation searches its non-test
+    part). Returns ``(test, ood, val)`` results (``None`` where a side does not exist).
+    With ``test=False`` only validation is scored (no test or out-of-domain query is even
+    embedded) and ``metrics.json`` in ``run_dir`` only marks the run as finished.
+    """
+    bf16 = precision.bf16 if precision is not None else "auto"
+
+    def qrels_file(d: RetrievalDataset) -> Path | None:
+        path = DATA_DIR / "squadshifts" / d.name / "qrels" / "test.tsv"
+        return path if path.exists() else None  # a subset writes its own qrels
+
+    if not test:
+        if not ds.has_validation:
+            raise ValueError("test_eval=False needs a validation side (val_fraction > 0)")
+        val = ds.validation()
+        runs = retrieve_splits(model, {"val": val}, progress=progress, bf16=bf16)
+        val_res = save_evaluation(runs["val"], val, run_dir / "val", rid)
+        write_json(run_dir / "metrics.json", {"run": None, "qrels": None, "metrics": {},
+                                              "validation_only": True})
+        return None, None, val_res
+    ood_res = None
+    if ood is not None:
+        ood_res = evaluate_model(model, ood.test(), run_dir / "ood", rid,
+                                 qrels_path=qrels_file(ood), progress=progress, bf16=bf16)
+    sides = {"test": ds.test()}
+    if ds.has_validation:
+        sides["val"] = ds.validation()
+    # model_id=rid caches the corpus embeddings: chapter 05 reuses them (own-query retrieval)
+    runs = retrieve_splits(model, sides, model_id=rid, progress=progress, bf16=bf16)
+    val_res = None
+    if "val" in runs:
+        val_res = save_evaluation(runs["val"], sides["val"], run_dir / "val", rid)
+    in_res = save_evaluation(runs["test"], sides["test"], run_dir, rid, qrels_file(ds))
+    return in_res, ood_res, val_res
