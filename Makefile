@@ -9,14 +9,16 @@ PARALLEL ?= 1
 # When make started (before the venv and data steps), so the study's timing line includes setup.
 STARTED := $(shell date +%s)
 
-.PHONY: study study-avx2 design test data lab lint bench clean-results help
+.PHONY: study study-extras study-avx2 design test data lab lab-check lint bench clean-results help
 
 help:
 	@echo "make study   - set up .venv, build the data, run notebooks 00..06 (PROFILE=$(PROFILE))"
+	@echo "make study-extras - the controls and checks a reviewer asks for (figures/extras; after make study)"
 	@echo "make study-avx2 - the cpu profile as a CPU without native bf16 runs it (figures/avx2)"
 	@echo "make design  - choose the cpu profile's budget and learning rates on validation (writes configs/recipe_cpu.json)"
 	@echo "make test    - set up .venv, build the data, ruff, pytest (smoke chain included)"
-	@echo "make lab     - JupyterLab on notebooks/"
+	@echo "make lab     - JupyterLab on notebooks/ (the same seed plan as make study here)"
+	@echo "make lab-check - headless Chromium runs chapter 02 in make lab on the smoke profile (screenshots)"
 	@echo "make bench   - the speed benchmarks in bench/"
 	@echo "make book    - the executed chapters of the last make study as HTML: results/book/index.html"
 
@@ -33,7 +35,15 @@ data: $(STAMP)
 	$(PY) -m clp_utils.catalog build
 
 study: data
-	$(PY) -m clp_utils.pipeline --profile $(PROFILE) --parallel $(PARALLEL) --started $(STARTED)
+	$(PY) -m clp_utils.machinery.pipeline --profile $(PROFILE) --parallel $(PARALLEL) --started $(STARTED)
+
+# The controls and checks of the reviewer issue at the cpu recipe (chapters 03-05 on the
+# extras profile): intermediate-only at full's rate, CLP at lambda 0.5, the paper recipe with
+# random negatives, symmetric InfoNCE, the MoE gate that learns, GIST, hardness-weighted MNRL,
+# and the scale check. It reuses the cpu profile's runs (run `make study` first); its figures
+# go to figures/extras and the README shows its tables and timing line.
+study-extras: data
+	$(PY) -m clp_utils.machinery.pipeline --profile extras --started $(STARTED)
 
 # The cpu profile as a CPU without native bf16 runs it, on any x86 CPU: PyTorch, oneDNN and
 # MKL confined to AVX2 kernels, so "auto" precision picks float32 and the seeds are sized to
@@ -42,12 +52,12 @@ study: data
 AVX2_ONLY := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
 study-avx2: data
 	$(AVX2_ONLY) CLP_RESULTS_DIR=$(CURDIR)/results/avx2 CLP_FIGURES_DIR=$(CURDIR)/figures/avx2 \
-	  $(PY) -m clp_utils.pipeline --profile cpu --started $(STARTED)
+	  $(PY) -m clp_utils.machinery.pipeline --profile cpu --started $(STARTED)
 
 # The cpu profile's design experiments (learning curves, learning-rate grids) on validation
 # queries only; its recipe and figures are committed, so `make study` never reruns them.
 design: data
-	$(PY) -m clp_utils.design
+	$(PY) -m clp_utils.machinery.design
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -55,8 +65,20 @@ lint: $(STAMP)
 test: data lint
 	$(PY) -m pytest -q
 
-lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks/ $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
+# JupyterLab with the study's settings (no news prompt) and this machine's seed plan pinned,
+# so a chapter run by hand trains what `make study` trains here.
+LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
+$(LAB_SETTINGS): notebooks/lab-overrides.json $(STAMP)
+	mkdir -p $(dir $@) && cp notebooks/lab-overrides.json $@
+
+lab: data $(LAB_SETTINGS)
+	CLP_SEEDS=$$($(PY) -m clp_utils.machinery.budget --seeds) \
+	  $(VENV)/bin/jupyter lab notebooks/ $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
+
+# A person's use of JupyterLab, scripted: headless Chromium opens chapter 02 in `make lab`,
+# runs every cell on the smoke profile and takes screenshots (results/lab-check/).
+lab-check: data $(LAB_SETTINGS)
+	$(PY) tests/lab_check.py
 
 bench: data
 	$(PY) bench/encode.py
@@ -67,7 +89,7 @@ bench: data
 	$(PY) bench/step_profile.py
 
 book: $(STAMP)
-	$(PY) -m clp_utils.book --profile $(PROFILE)
+	$(PY) -m clp_utils.machinery.book --profile $(PROFILE)
 
 clean-results:
 	rm -rf results/

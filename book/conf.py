@@ -1,6 +1,6 @@
-"""Sphinx configuration of the study's book (``make book``; see ``clp_utils/book.py``).
+"""Sphinx configuration of the study's book (``make book``; see ``clp_utils/machinery/book.py``).
 
-``clp_utils.book`` copies this folder next to the pages it generates from the executed
+``clp_utils.machinery.book`` copies this folder next to the pages it generates from the executed
 chapters and runs Sphinx there, so every path below is relative to that staged copy.
 Nothing here reaches the network: notebooks are never re-executed and MathJax is served
 from ``_static/mathjax`` (copied from the ``jupyter-server-mathjax`` package).

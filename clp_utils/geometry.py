@@ -15,6 +15,7 @@ import torch
 from clp_utils.evaluation import evaluate_run
 from clp_utils.losses import clp_loss
 from clp_utils.models import load_model
+from clp_utils.profiles import PAPER_RECIPE_COUNTERPARTS, ZERO_SHOT
 from clp_utils.retrieval import encode_passages, encode_queries, search, to_run
 from clp_utils.training import embed
 
@@ -248,13 +249,32 @@ def harm_gaps(frames: dict[tuple[str, int], pd.DataFrame], reference: str, row: 
     return pd.DataFrame(out).set_index("comparison")
 
 
-def harm_summary(frames: dict[tuple[str, int], pd.DataFrame]) -> pd.DataFrame:
-    """Mean change and query count per row and group (seed-averaged), for the figure."""
+def harm_summary(frames: dict[tuple[str, int], pd.DataFrame],
+                 trained: dict[tuple[str, int], pd.DataFrame] | None = None) -> pd.DataFrame:
+    """Per row and group: zero-shot and fine-tuned nDCG@10 and their change, averaged over
+    seeds, and the number of queries (the smallest over seeds: groups differ by seed). With
+    ``trained`` (the own queries the runs also trained on), a third group beside the two."""
     parts = [f.assign(row=r, seed=s) for (r, s), f in frames.items()]
+    parts += [f.assign(row=r, seed=s, group="own, also trained on")
+              for (r, s), f in (trained or {}).items()]
     long = pd.concat(parts, ignore_index=True)
-    per_seed = long.groupby(["row", "group", "seed"]).agg(change=("change", "mean"),
-                                                          queries=("qid", "size"))
-    return per_seed.groupby(["row", "group"]).mean()
+    long["fine-tuned"] = long["ndcg_cut_10_zs"] + long["change"]
+    per_seed = long.groupby(["row", "group", "seed"]).agg(
+        **{"zero-shot": ("ndcg_cut_10_zs", "mean"), "fine-tuned": ("fine-tuned", "mean"),
+           "change": ("change", "mean"), "queries": ("qid", "size")})
+    out = per_seed.groupby(["row", "group"]).agg(
+        **{"zero-shot": ("zero-shot", "mean"), "fine-tuned": ("fine-tuned", "mean"),
+           "change": ("change", "mean"), "queries (fewest over seeds)": ("queries", "min")})
+    return out
+
+
+def trained_frame(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
+    """``harm_frame``'s columns for the negatives' own queries the run ALSO trained on."""
+    merged = before.merge(after[["qid", "ndcg_cut_10"]], on="qid", suffixes=("_zs", "_ft"))
+    merged = merged[merged["trained"] & (merged["group"] == "own")].copy()
+    merged["change"] = merged["ndcg_cut_10_ft"] - merged["ndcg_cut_10_zs"]
+    merged["stratum"] = pd.cut(merged["ndcg_cut_10_zs"], HARM_STRATA, labels=False)
+    return merged[["qid", "passage", "group", "stratum", "ndcg_cut_10_zs", "change"]]
 
 
 # --------------------------------------------------------------------------- the temperature
@@ -331,3 +351,51 @@ def corpus_embeddings(model: str, model_id: str, dataset) -> np.ndarray:
     everything = dataset.test()
     return encode_passages(model, [everything.passage_text(d) for d in everything.corpus],
                            progress=False, model_id=model_id)
+
+
+# --------------------------------------------------------------------------- the paper's recipe
+
+
+def recipe_comparison(runs: list, table2: pd.DataFrame, split: str, records: list[dict],
+                      dataset, model_name: str, metric: str = "ndcg_cut_10"
+                      ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """The paper's recipe (no in-batch negatives, tau 0.02) beside the study's rows.
+
+    Returns ``(pushes, spread_table, sentences)``: where InfoNCE's push lands among a query's
+    own negatives at each temperature (``push_weights``, zero-shot model, ``records``), how
+    spread out each model leaves the corpus (``spread``, seed 0 of each row, beside its test
+    score), and generated sentences saying which way the numbers point at this budget.
+    """
+    present = {r.row for r in runs if r.split == split}
+    recipe_rows = [r for r in PAPER_RECIPE_COUNTERPARTS if r in present]
+    pushes = push_weights(load_model(model_name), records, taus=(0.02, 0.05))
+    shown = [(ZERO_SHOT, model_name, model_name)] + [
+        (r.row, str(r.result.model_path), r.result.run_id) for r in runs
+        if r.split == split and r.seed == 0
+        and r.row in {*recipe_rows, *(PAPER_RECIPE_COUNTERPARTS[x] for x in recipe_rows)}]
+    spreads = pd.DataFrame({row: spread(corpus_embeddings(path, mid, dataset))
+                            for row, path, mid in shown}).T
+    spreads[f"{metric} (test, mean over seeds)"] = [table2.loc[(split, row), f"{metric} mean"]
+                                                    for row in spreads.index]
+    zs = table2.loc[(split, ZERO_SHOT), f"{metric} mean"]
+    lines = []
+    for row in recipe_rows:
+        twin = PAPER_RECIPE_COUNTERPARTS[row]
+        v, w = (table2.loc[(split, r), f"{metric} mean"] for r in (row, twin))
+        lines.append(f"{row}: {v:.4f} against zero-shot {zs:.4f} ({v - zs:+.4f}) and the "
+                     f"study's {twin} {w:.4f} ({v - w:+.4f}).")
+    top = pushes["top_negative_share"]
+    lines.append(f"At tau 0.02 the top-scored negative takes {top.loc[0.02]:.0%} of a query's "
+                 f"push, at 0.05 {top.loc[0.05]:.0%}: the lower temperature "
+                 + ("concentrates each update on fewer passages." if top.loc[0.02] > top.loc[0.05]
+                    else "does not concentrate it."))
+    cos = spreads["mean_pair_cosine"]
+    for row in recipe_rows:
+        twin = PAPER_RECIPE_COUNTERPARTS[row]
+        if twin in cos.index and row in cos.index:
+            more = cos[row] > cos[twin]
+            lines.append(f"{row} leaves random passage pairs at mean cosine {cos[row]:.3f}, "
+                         f"the study's {twin} at {cos[twin]:.3f}, zero-shot at "
+                         f"{cos[ZERO_SHOT]:.3f}: {'more' if more else 'less'} collapsed than "
+                         "in-batch training.")
+    return pushes, spreads, lines

@@ -53,8 +53,8 @@ from clp_utils.data import (
     split_by_passage,
     write_beir,
 )
-from clp_utils.io import DataError, sha256_file, write_json
-from clp_utils.paths import DATA_DIR
+from clp_utils.machinery.io import DataError, sha256_file, write_json
+from clp_utils.machinery.paths import DATA_DIR
 
 #: Bumped when the conversion rules change, so that a built set is rebuilt.
 BUILDER_VERSION = 1

@@ -47,11 +47,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from clp_utils.data import Split
-from clp_utils.io import read_jsonl, stable_hash, write_json, write_jsonl
-from clp_utils.paths import RESULTS_DIR
+from clp_utils.machinery.io import read_jsonl, stable_hash, write_json, write_jsonl
+from clp_utils.machinery.paths import RESULTS_DIR
 from clp_utils.retrieval import encode_passages, encode_queries, search
 
 #: Bumped when the record format or the mining rules change, so old caches are not reused.
@@ -243,7 +242,7 @@ class TrainIndex:
         embedding_cache_dir: Path | None = RESULTS_DIR / "cache" / "embeddings",
     ) -> TrainIndex:
         """Embed every train passage (cached by ``model_id``) and index its own queries."""
-        _check_train(split)
+        check_train(split)
         docids = list(split.corpus)
         texts = [split.passage_text(d) for d in docids]
         doc_emb = encode_passages(
@@ -266,7 +265,7 @@ class TrainIndex:
         return encode_queries(model, texts, batch_size, progress)
 
 
-def _index_and_queries(model, train: Split, qids: Sequence[str], model_id: str | None,
+def index_and_queries(model, train: Split, qids: Sequence[str], model_id: str | None,
                        batch_size: int | None, progress: bool,
                        embedding_cache_dir: Path | None) -> tuple[TrainIndex, np.ndarray]:
     """The train index and the query embeddings; a model in training mode is put back in it
@@ -280,7 +279,7 @@ def _index_and_queries(model, train: Split, qids: Sequence[str], model_id: str |
             model.train()
 
 
-def _check_train(split: Split) -> None:
+def check_train(split: Split) -> None:
     if split.name != "train":
         raise ValueError(
             f"mining takes the train split (RetrievalDataset.train()), got {split.name!r}: "
@@ -293,7 +292,7 @@ def _query_rng(seed: int, qid: str, stream: int) -> np.random.Generator:
     return np.random.default_rng([seed, stream, zlib.crc32(qid.encode())])
 
 
-def _positives(split: Split, qid: str) -> list[str]:
+def positives_of(split: Split, qid: str) -> list[str]:
     rels = split.qrels.get(qid, {})
     return sorted((d for d, r in rels.items() if r > 0), key=lambda d: (-rels[d], d))
 
@@ -340,7 +339,7 @@ def mine(
         >>> mined = mine(load_model("minilm"), ds.train(), MiningConfig(), "minilm", ds.checksum)
         >>> mined.records[0]["neg"], mined.records[0]["neg_q"]
     """
-    _check_train(train)
+    check_train(train)
     qids = list(train.queries) if query_ids is None else list(query_ids)
     unknown = [q for q in qids if q not in train.queries]
     if unknown:
@@ -355,7 +354,7 @@ def mine(
             return MinedSet(read_jsonl(path), {**summary, "from_cache": True}, path)
 
     start = time.perf_counter()
-    index, q_emb = _index_and_queries(model, train, qids, model_id, batch_size, progress,
+    index, q_emb = index_and_queries(model, train, qids, model_id, batch_size, progress,
                                       embedding_cache_dir)
     records, counts = _mine_records(index, qids, q_emb, config)
     summary = {
@@ -414,7 +413,7 @@ def _mine_records(
     records = []
     chunk = np.empty((0, len(docids)), dtype=np.float32)
     for row, qid in enumerate(qids):
-        positives = _positives(split, qid)
+        positives = positives_of(split, qid)
         if row % SCORE_CHUNK == 0:
             # One matmul per chunk of queries: per-query matvecs pay BLAS threading overhead.
             chunk = q_emb[row : row + SCORE_CHUNK] @ index.doc_emb.T
@@ -546,158 +545,3 @@ def _own_queries(
         ids_out.append(own)
         texts_out.append([split.queries[q]["text"] for q in own])
     return ids_out, texts_out
-
-
-# --------------------------------------------------------------------------- analysis
-
-
-def candidate_frame(
-    model,
-    train: Split,
-    query_ids: Sequence[str] | None = None,
-    depth: int = 200,
-    model_id: str | None = None,
-    batch_size: int | None = None,
-    progress: bool = True,
-    embedding_cache_dir: Path | None = RESULTS_DIR / "cache" / "embeddings",
-) -> pd.DataFrame:
-    """The model's ranking of train passages for each query, one row per (query, rank).
-
-    Columns: ``qid, docid, rank, score, pos_score`` (lowest positive score, as the margins
-    use), ``is_pos``, ``answer_hit`` (DPR-style answer check), ``n_own_queries`` (train
-    queries of the passage other than this one). Feed it to ``false_negative_table``.
-    """
-    _check_train(train)
-    qids = list(train.queries) if query_ids is None else list(query_ids)
-    index, q_emb = _index_and_queries(model, train, qids, model_id, batch_size, progress,
-                                      embedding_cache_dir)
-    depth = min(depth, len(index.docids))
-    scores, idx = search(q_emb, index.doc_emb, depth)
-    pos_of = {d: i for i, d in enumerate(index.docids)}
-    rows = []
-    for row, qid in enumerate(qids):
-        positives = set(_positives(train, qid))
-        if not positives:
-            continue
-        pos_score = float(min(index.doc_emb[pos_of[d]] @ q_emb[row] for d in positives))
-        match = answer_matcher(train.queries[qid].get("answers", []))
-        for r, (s, i) in enumerate(zip(scores[row], idx[row], strict=True), start=1):
-            docid = index.docids[i]
-            own = [q for q in index.doc_queries.get(docid, ()) if q != qid]
-            rows.append(
-                (
-                    qid,
-                    docid,
-                    r,
-                    float(s),
-                    pos_score,
-                    docid in positives,
-                    bool(match and match(index.norm_text[i])),
-                    len(own),
-                )
-            )
-    columns = ["qid", "docid", "rank", "score", "pos_score", "is_pos", "answer_hit"]
-    return pd.DataFrame(rows, columns=[*columns, "n_own_queries"])
-
-
-def false_negative_table(
-    frame: pd.DataFrame,
-    windows: Sequence[tuple[int, int]],
-    filters: dict[str, MiningConfig],
-) -> pd.DataFrame:
-    """False-negative rate of candidates by rank window and by filter.
-
-    For each window ``(lo, hi)`` (1-based ranks) and each named filter config (only its
-    filter fields are used; ``answer_filter`` included), over the non-positive candidates of
-    the window: ``candidates``, ``kept_share`` (share passing the filter), ``fn_rate_before``
-    (share containing an answer) and ``fn_rate_after`` (share of kept ones containing one).
-    """
-    rows = []
-    cand = frame[~frame["is_pos"]]
-    for lo, hi in windows:
-        win = cand[(cand["rank"] >= lo) & (cand["rank"] <= hi)]
-        for name, cfg in filters.items():
-            reasons = filter_reasons(
-                win["score"].to_numpy(),
-                win["pos_score"].to_numpy(),
-                win["answer_hit"].to_numpy(),
-                win["n_own_queries"].to_numpy() > 0,
-                cfg,
-            )
-            kept = win[reasons == ""]
-            rows.append(
-                {
-                    "window": f"{lo}-{hi}",
-                    "filter": name,
-                    "candidates": len(win),
-                    "kept_share": len(kept) / max(1, len(win)),
-                    "fn_rate_before": float(win["answer_hit"].mean()) if len(win) else np.nan,
-                    "fn_rate_after": float(kept["answer_hit"].mean()) if len(kept) else np.nan,
-                }
-            )
-    return pd.DataFrame(rows)
-
-
-def negatives_frame(mined: MinedSet, label: str | None = None) -> pd.DataFrame:
-    """One row per mined negative: ``qid, docid, rank, score, pos_score, answer_hit,
-    n_own_queries`` and ``label`` (default: the strategy), for plots and tables."""
-    label = label or mined.summary.get("config", {}).get("strategy", "")
-    rows = [
-        (r["qid"], d, rk, s, r["pos_score"], h, len(q), label)
-        for r in mined.records
-        for d, rk, s, h, q in zip(
-            r["neg_ids"],
-            r["neg_ranks"],
-            r["neg_scores"],
-            r["neg_answer_hit"],
-            r["neg_q"],
-            strict=True,
-        )
-    ]
-    cols = ["qid", "docid", "rank", "score", "pos_score", "answer_hit", "n_own_queries", "label"]
-    return pd.DataFrame(rows, columns=cols)
-
-
-def neighbourhood(
-    model,
-    train: Split,
-    record: dict,
-    n_background: int = 100,
-    model_id: str | None = None,
-    batch_size: int | None = None,
-) -> pd.DataFrame:
-    """Texts around one mined record, embedded, for a 2-D picture.
-
-    Rows: the query, its positive, its negatives, the negatives' own queries, and the
-    ``n_background`` train passages the model ranks highest for the query (``kind`` says
-    which). Column ``emb`` holds the normalised embedding of each row. ``model_id`` reuses
-    the cached passage embeddings.
-    """
-    _check_train(train)
-    q_emb = encode_queries(model, [record["query"]], batch_size, progress=False)
-    docids = list(train.corpus)
-    doc_emb = encode_passages(
-        model, [train.passage_text(d) for d in docids], batch_size, False, model_id
-    )
-    _, idx = search(q_emb, doc_emb, min(n_background, len(docids)))
-    shown = {record["pos_id"], *record["neg_ids"]}
-    items = [("query", record["qid"], record["query"], q_emb[0])]
-    items.append(
-        ("positive", record["pos_id"], record["pos"], doc_emb[docids.index(record["pos_id"])])
-    )
-    for d in record["neg_ids"]:
-        items.append(("negative", d, train.passage_text(d), doc_emb[docids.index(d)]))
-    own = [
-        (qid, t)
-        for ids, texts in zip(record["neg_q_ids"], record["neg_q"], strict=True)
-        for qid, t in zip(ids, texts, strict=True)
-    ]
-    if own:
-        own_emb = encode_queries(model, [t for _, t in own], batch_size, progress=False)
-        items += [("negative's query", q, t, e) for (q, t), e in zip(own, own_emb, strict=True)]
-    items += [
-        ("other passage", docids[i], train.passage_text(docids[i]), doc_emb[i])
-        for i in idx[0]
-        if docids[i] not in shown
-    ]
-    return pd.DataFrame(items, columns=["kind", "id", "text", "emb"])

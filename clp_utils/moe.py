@@ -19,7 +19,8 @@ Two routing modes, with g = gate(x) the E logits of a token:
   Switch Transformer gradient (Fedus et al., 2021) divided by sum(p_kept). An optional
   Switch-style load-balancing loss, E * sum_i f_i * P_i (f_i: fraction of routing slots sent to
   expert i, P_i: mean router probability of expert i, both over non-padding tokens), is
-  collected with :func:`moe_balance_loss` or :class:`MoEBalanceLoss`.
+  collected with :func:`moe_balance_loss` (``TrainConfig.moe_balance`` adds it to a run's loss;
+  the extras' learned-gate row trains with it).
 
 Tokens are dispatched per expert with batched tensor operations (sort by expert, one matmul per
 expert, scatter back). Padding tokens are excluded from routing statistics and from the
@@ -469,7 +470,7 @@ def apply_moe(
             (softmax over all, top-k, renormalised); see the module docstring.
         seed: seeds the gate initialisation.
         balance_coef: weight of the Switch load-balancing loss (``learned`` only); collect it
-            with :func:`moe_balance_loss` or :class:`MoEBalanceLoss`.
+            with :func:`moe_balance_loss`.
 
     Returns:
         ``model`` itself, now holding :class:`MoELinear` layers.
@@ -493,43 +494,6 @@ def moe_balance_loss(model: SentenceTransformer) -> Tensor:
     if not losses:
         return torch.zeros((), device=model.device)
     return torch.stack(losses).sum()
-
-
-class MoEBalanceLoss(nn.Module):
-    """Adds the MoE load-balancing loss to any sentence-transformers loss.
-
-    .. math::
-        L = L_{base} + \\sum_{layers} c \\, E \\sum_{i=1}^{E} f_i P_i
-
-    where f_i is the fraction of (non-padding) routing slots sent to expert i, P_i the mean router
-    probability of expert i, and c the ``balance_coef`` given to :func:`apply_moe`.
-
-    Args:
-        model: the MoE model (``apply_moe(..., routing="learned", balance_coef=c)``).
-        loss: the base loss module, called first (it runs the forward passes).
-
-    Inputs: whatever ``loss`` takes. Works with losses that run their forward passes with
-    gradients inside ``forward`` (not with gradient-caching losses).
-
-    References:
-        Fedus, Zoph, Shazeer, "Switch Transformers", JMLR 2022, section 2.2.
-
-    Example:
-        >>> apply_moe(model, routing="learned", balance_coef=0.01)
-        >>> loss = MoEBalanceLoss(model, MultipleNegativesRankingLoss(model))
-    """
-
-    def __init__(self, model: SentenceTransformer, loss: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-        self.loss = loss
-
-    def forward(self, *args, **kwargs) -> Tensor | dict[str, Tensor]:
-        value = self.loss(*args, **kwargs)
-        balance = moe_balance_loss(self.model)
-        if isinstance(value, dict):
-            return {**value, "moe_balance": balance}
-        return value + balance
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import pandas as pd
 
 from clp_utils import languages
@@ -113,3 +114,34 @@ def summary_table(zero_shot_table: pd.DataFrame, runs: list[StudyRun],
         rows.append(entry)
     out = pd.DataFrame(rows).set_index("system")
     return out[["seeds", *[c for c in out.columns if c != "seeds"]]]
+
+
+def validation_table(runs: list[StudyRun], metric: str = "ndcg_cut_10") -> pd.DataFrame:
+    """Each row's validation and test ``metric`` (mean over seeds): would the validation
+    queries, carved from the training passages, have warned about a test result?"""
+    out = []
+    for row in dict.fromkeys(r.row for r in runs):
+        members = [r for r in runs if r.row == row and r.val is not None]
+        if not members:
+            continue
+        out.append({"row": row, "seeds": len(members),
+                    f"validation {metric}": float(np.mean([np.mean(list(r.val[metric].values()))
+                                                           for r in members])),
+                    f"test {metric}": float(np.mean([np.mean(list(r.in_domain[metric].values()))
+                                                     for r in members]))})
+    return pd.DataFrame(out).set_index("row")
+
+
+def tokenizer_table(models: dict[str, object], texts: list[str]) -> pd.DataFrame:
+    """How each model's tokenizer cuts ``texts``: pieces per whitespace word and the share of
+    unknown pieces (an English WordPiece vocabulary spells other scripts letter by letter)."""
+    rows = []
+    words = sum(len(t.split()) for t in texts)
+    for name, model in models.items():
+        tok = model.tokenizer
+        ids = [i for t in texts for i in tok(t, add_special_tokens=False)["input_ids"]]
+        unknown = tok.unk_token_id
+        rows.append({"model": name, "pieces per word": len(ids) / max(1, words),
+                     "unknown share": (sum(i == unknown for i in ids) / max(1, len(ids))
+                                       if unknown is not None else 0.0)})
+    return pd.DataFrame(rows).set_index("model")

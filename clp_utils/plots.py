@@ -3,7 +3,7 @@
 Every figure goes to the current figures folder as PNG; every table as CSV plus a markdown
 copy that the README's generated results section includes. The folder is the profile's
 (``paths.figures_dir``), set once per chapter by ``use_figures(profile)``
-(``clp_utils.chapter.begin`` calls it): a smoke run in JupyterLab never overwrites the
+(``clp_utils.machinery.chapter.begin`` calls it): a smoke run in JupyterLab never overwrites the
 committed cpu results.
 """
 
@@ -16,8 +16,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from clp_utils.io import atomic_write
-from clp_utils.paths import FIGURES_DIR, figures_dir
+from clp_utils.machinery.io import atomic_write
+from clp_utils.machinery.paths import FIGURES_DIR, figures_dir
 
 sns.set_theme(context="notebook", style="whitegrid")
 _FOLDER = [FIGURES_DIR]
@@ -32,6 +32,12 @@ def use_figures(profile: str) -> Path:
 def current_figures() -> Path:
     """The folder figures and tables go to now."""
     return _FOLDER[0]
+
+
+def int_format(df: pd.DataFrame) -> tuple[str, ...]:
+    """One number format per column for ``save_table``: integers as integers (tabulate would
+    print integer counts with the float format), everything else to three decimals."""
+    return ("",) + tuple(".0f" if pd.api.types.is_integer_dtype(t) else ".3f" for t in df.dtypes)
 
 
 def save_figure(fig: plt.Figure, name: str, folder: Path | None = None) -> None:
@@ -79,17 +85,25 @@ def metric_bars(df: pd.DataFrame, x: str, y: str, hue: str, title: str,
 
 
 def row_bars(frame: pd.DataFrame, metric: str, order: Sequence[str], title: str,
-             xlabel: str | None = None) -> plt.Figure:
-    """One bar per study row (mean over seeds, 95% CI) with each seed as a dot.
+             xlabel: str | None = None,
+             references: dict[str, float] | None = None) -> plt.Figure:
+    """One bar per study row (mean over seeds, 95% CI) with each seed as a dot, and a
+    vertical line per ``references`` entry (e.g. BM25, the best hybrid).
 
-    ``frame`` is ``study.results_frame`` restricted to one domain (columns ``row`` and
+    ``frame`` is ``results.results_frame`` restricted to one domain (columns ``row`` and
     ``metric``). Chapters 04 and 06 draw their Table 2 with it.
     """
     fig, ax = plt.subplots(figsize=(9, 0.55 * len(order) + 1.2))
     sns.barplot(data=frame, y="row", x=metric, order=order, errorbar=("ci", 95), seed=0, ax=ax,
                 color="steelblue")
     sns.stripplot(data=frame, y="row", x=metric, order=order, color="black", size=4, ax=ax)
-    ax.set_xlim(max(0, frame[metric].min() - 0.05), min(1, frame[metric].max() + 0.03))
+    values = list(frame[metric]) + list((references or {}).values())
+    ax.set_xlim(max(0, min(values) - 0.05), min(1, max(values) + 0.03))
+    for (name, value), colour in zip((references or {}).items(), ("tab:red", "tab:orange",
+                                                                   "tab:green"), strict=False):
+        ax.axvline(value, color=colour, ls="--", lw=1.2, label=f"{name} ({value:.3f})")
+    if references:
+        ax.legend(fontsize="small", loc="lower right")
     ax.set_xlabel(xlabel or metric)
     ax.set_ylabel("")
     ax.set_title(title)

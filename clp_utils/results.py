@@ -66,11 +66,12 @@ def mean_over_seeds(runs: list[StudyRun], row: str, split: str, metric: str,
 
 
 def table2(runs: list[StudyRun], metric: str = "ndcg_cut_10", domain: str = "in-domain",
-           paper_column: bool = True) -> pd.DataFrame:
+           paper_column: bool = True, language: str = "avg") -> pd.DataFrame:
     """Mean and standard deviation over seeds per row and split.
 
-    ``paper_column`` adds the paper's published MIRACL average nDCG@5 beside the in-domain
-    table (a different model, data and cut-off: orientation only, never a comparison).
+    ``paper_column`` adds the paper's published MIRACL nDCG@5 beside the in-domain table, for
+    ``language`` (``"avg"``: its average of three languages; ``"hi"`` for the Hindi track): a
+    different model, data and cut-off, orientation only, never a comparison.
     """
     df = results_frame(runs)
     df = df[df["domain"] == domain]
@@ -87,7 +88,9 @@ def table2(runs: list[StudyRun], metric: str = "ndcg_cut_10", domain: str = "in-
                      f"{metric} sd": vals[metric].std(ddof=1) if len(vals) > 1 else np.nan,
                      "ndcg_cut_5 mean": vals["ndcg_cut_5"].mean()}
             if paper_column and domain == "in-domain":
-                entry[PAPER_COLUMN] = published(row)  # the paper's percent, as a fraction
+                column = PAPER_COLUMN if language == "avg" else PAPER_COLUMN.replace(
+                    "avg", language)
+                entry[column] = published(row, language)  # the paper's percent, as a fraction
             out.append(entry)
     return pd.DataFrame(out).set_index(["split", "row"])
 

@@ -42,6 +42,8 @@ from scipy import stats
 SMALLEST_EFFECT = 0.01
 #: The level of every test and the complement of every interval's coverage.
 ALPHA = 0.05
+#: Every interval's coverage.
+CONFIDENCE = 1 - ALPHA
 #: Bootstrap replicates per comparison (a p-value's resolution is 1 / (N_BOOT + 1)).
 N_BOOT = 4000
 VERDICTS = ("held", "reversed", "equivalent", "inconclusive")
@@ -273,11 +275,12 @@ def verdict(low: float, high: float, p_holm: float, smallest: float = SMALLEST_E
       (two one-sided tests at level alpha / 2 each): any effect is too small to matter;
     - ``inconclusive``: neither (the interval is too wide to say).
     """
+    held, reversed_, equivalent, inconclusive = VERDICTS
     if p_holm < alpha and (low > 0 or high < 0):
-        return "held" if low > 0 else "reversed"
+        return held if low > 0 else reversed_
     if -smallest < low and high < smallest:
-        return "equivalent"
-    return "inconclusive"
+        return equivalent
+    return inconclusive
 
 
 def excludes(low: float, high: float, effect: float | None) -> bool | None:

@@ -10,7 +10,7 @@ in ``clp_utils.claims``, the hybrids in ``clp_utils.hybrids``.
 
 Nothing is tuned on test queries. The cpu profile's budget, negatives, passage length and
 per-policy learning rates come from ``configs/recipe_cpu.json``, written by ``make design``
-(``clp_utils.design``) from learning curves and learning-rate grids scored on the
+(``clp_utils.machinery.design``) from learning curves and learning-rate grids scored on the
 validation side carved from the training passages. The full profile's settings are fixed a
 priori (the paper's and the field's defaults), not chosen by looking at any score.
 """
@@ -24,11 +24,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from clp_utils.batching import load_training_data
-from clp_utils.budget import estimate_cells
 from clp_utils.evaluation import Evaluation, zero_shot
+from clp_utils.machinery.budget import estimate_cells
+from clp_utils.machinery.runstore import RunResult, is_finished
 from clp_utils.profiles import ZERO_SHOT, Cell, StudyProfile, cells, get_profile
 from clp_utils.retrieval import Run
-from clp_utils.runstore import RunResult, is_finished
 from clp_utils.train_config import TrainConfig
 from clp_utils.training import train
 
@@ -168,3 +168,29 @@ def trainable_parameters(runs: list[StudyRun]) -> pd.DataFrame:
             info = r.result.info["params"]
             rows[r.row] = {**info, "trainable share": info["trainable"] / info["total"]}
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def training_table(runs: list[StudyRun]) -> pd.DataFrame:
+    """One row per trained cell: row, split, seed, run id, learning rate, trainable and total
+    parameters, steps, training queries, the precision that ran, training seconds and the
+    validation nDCG@10 (from each run's record, through the run store's accessor)."""
+    rows = []
+    for r in runs:
+        if r.result is None:
+            continue
+        info = r.result.info
+        rows.append({"row": r.row, "split": r.split, "seed": r.seed, "run": r.result.run_id,
+                     "lr": info["config"]["lr"], "trainable params": info["params"]["trainable"],
+                     "total params": info["params"]["total"], "steps": info["steps"],
+                     "training queries": info["steps"] * info["config"]["batch_size"],
+                     "precision": info["precision"]["precision"],
+                     "training seconds": float(r.result.log["seconds"].sum()),
+                     "val nDCG@10": (r.result.val.metrics["ndcg_cut_10"] if r.result.val
+                                     else float("nan"))})
+    return pd.DataFrame(rows)
+
+
+def step_logs(runs: list[StudyRun]) -> pd.DataFrame:
+    """Every trained cell's ``log.csv`` (one row per optimizer step), with row and seed."""
+    logs = [r.result.log.assign(row=r.row, seed=r.seed) for r in runs if r.result is not None]
+    return pd.concat(logs, ignore_index=True) if logs else pd.DataFrame()

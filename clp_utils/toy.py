@@ -13,9 +13,13 @@ q* never moves (it is not in the loss). In a real model q*, q and n share parame
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 import torch
+from matplotlib.figure import Figure
 from torch import Tensor
 
 from clp_utils.losses import clp_loss
@@ -35,10 +39,19 @@ class Scene:
     pos: float = -35.0
     neg: float = 20.0
     neg_query: float = 10.0
+    #: Further negatives of q, pinned, each with an own query 5 degrees from it: with k
+    #: negatives the penalty's mean over k slots gives each one a pull of lambda / k.
+    others: tuple[float, ...] = ()
 
     def angles(self) -> dict[str, float]:
         """The four angles by name."""
         return {name: getattr(self, name) for name in NAMES}
+
+    def with_negatives(self, k: int) -> Scene:
+        """This scene with ``k`` negatives in all (the hard one and ``k - 1`` easier ones,
+        spread over the far side of the circle)."""
+        spread = tuple(float(a) for a in np.linspace(70.0, 290.0, max(k - 1, 0)))
+        return replace(self, others=spread)
 
 
 def unit(deg: float | Tensor) -> Tensor:
@@ -52,13 +65,17 @@ def angle(vec: Tensor) -> Tensor:
     return torch.rad2deg(torch.atan2(vec[..., 1], vec[..., 0]))
 
 
-def toy_loss(vecs: dict[str, Tensor], lam: float, tau: float) -> Tensor:
-    """CLP total on one (q, p, n, q*) example; ``lam = 0`` is InfoNCE."""
+def toy_loss(vecs: dict[str, Tensor], lam: float, tau: float,
+             others: tuple[float, ...] = ()) -> Tensor:
+    """CLP total on one (q, p, n, q*) example; ``lam = 0`` is InfoNCE. ``others``: the
+    angles of further pinned negatives, each with its own query 5 degrees away."""
+    negs = [vecs["neg"], *(unit(a) for a in others)]
+    own = [vecs["neg_query"], *(unit(a + 5.0) for a in others)]
     out = clp_loss(
         vecs["query"][None],
         vecs["pos"][None],
-        vecs["neg"][None, None],
-        vecs["neg_query"][None, None, None],
+        torch.stack(negs)[None],
+        torch.stack(own)[None, :, None],
         lam=lam,
         tau=tau,
         in_batch=False,
@@ -133,7 +150,7 @@ def simulate(
     history = {name: [angle(v.detach()).item()] for name, v in vecs.items()}
     losses = []
     for _ in range(steps):
-        loss = toy_loss(vecs, lam, tau)
+        loss = toy_loss(vecs, lam, tau, scene.others)
         moving = [name for name in vecs if name in movable]
         grads = torch.autograd.grad(loss, [vecs[name] for name in moving], allow_unused=True)
         losses.append(loss.item())
@@ -213,3 +230,157 @@ def analytic_negative_grad(
     m = neg_queries.shape[2]
     grad = (1 - lam) / (b * tau) * push - lam / (b * k * m) * pull
     return grad / negs.norm(dim=-1, keepdim=True)
+
+
+# --------------------------------------------------------------------------- the explorer
+
+
+def trajectory_figure(lam: float = 0.1, tau: float = 0.02, negatives: int = 1,
+                      steps: int = 400, lr: float = 0.002, scene: Scene = Scene()) -> Figure:
+    """How the hard negative n and its own query q* move (q and p pinned), under InfoNCE
+    (dashed) and CLP (solid) at ``lam``, ``tau`` and ``negatives`` negatives per query."""
+    scene = scene.with_negatives(negatives)
+    fig, ax = plt.subplots(figsize=(9, 3.6), layout="constrained")
+    for name, weight, style in (("InfoNCE", 0.0, "--"), (f"CLP λ={lam:.3g}", lam, "-")):
+        traj = simulate(scene, weight, tau, steps, lr, movable=("neg", "neg_query"))
+        for emb, colour in (("neg", "tab:red"), ("neg_query", "tab:purple")):
+            label = {"neg": "n", "neg_query": "q*"}[emb]
+            ax.plot(traj.angles[emb], style, color=colour, label=f"{label} · {name}")
+    ax.axhline(scene.query, color="tab:blue", lw=0.8, ls=":", label="q (pinned)")
+    ax.set(xlabel="step", ylabel="angle (degrees)",
+           title=f"n and its own query q* (τ={tau:.3g}, {negatives} negative(s) per query)")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig
+
+
+def trajectory_explorer(steps: int = 400, lam: float = 0.1, tau: float = 0.02,
+                        negatives: int = 1):
+    """Sliders for lambda, tau and the number of negatives that redraw
+    ``trajectory_figure`` below them (ipywidgets; a live JupyterLab kernel only: the figure
+    at the starting values is the chapter's own, drawn above the sliders). Returns
+    ``(widget, draw)``: ``draw(lam, tau, negatives)`` is what a slider's change calls,
+    returned so a test can drive it."""
+    import ipywidgets as widgets  # only where a live kernel wants sliders
+    from IPython.display import display
+
+    out = widgets.Output()
+    sliders = dict(
+        lam=widgets.FloatSlider(value=lam, min=0.0, max=0.9, step=0.05, description="λ"),
+        tau=widgets.FloatSlider(value=tau, min=0.01, max=0.2, step=0.01, description="τ"),
+        negatives=widgets.IntSlider(value=negatives, min=1, max=8, description="negatives"))
+
+    def draw(lam: float, tau: float, negatives: int) -> Figure:
+        fig = trajectory_figure(lam, tau, negatives, steps)
+        with out:
+            out.clear_output(wait=True)
+            display(fig)
+        plt.close(fig)
+        return fig
+
+    def changed(_) -> None:
+        draw(**{name: s.value for name, s in sliders.items()})
+
+    for slider in sliders.values():
+        slider.observe(changed, names="value")
+    note = widgets.HTML("<i>Move a slider: the figure below redraws with the new values.</i>")
+    return widgets.VBox([note, *sliders.values(), out]), draw
+
+
+# --------------------------------------------------------------------------- the figures
+
+MARKS = {"q": ("query", "tab:blue"), "p": ("pos", "tab:green"), "q*": ("neg_query", "tab:purple")}
+
+
+def field_figure(scene: Scene, lam: float, tau: float, points: int = 120) -> Figure:
+    """Where gradient descent sends the negative from every point of the circle (q, p, q*
+    held), under InfoNCE and under CLP: two circles of arrows, and the signed speed along
+    the circle on a log-like axis."""
+    degrees = torch.linspace(-180, 180, points + 1)[:-1]
+    arrow_degrees = torch.arange(-180, 180, 10.0)
+    shown = {"InfoNCE": 0.0, f"CLP λ={lam:g}": lam}
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.8), gridspec_kw={"width_ratios": [1, 1, 1.4]},
+                             layout="constrained")
+    for ax, (name, weight) in zip(axes[:2], shown.items(), strict=True):
+        pts, desc, _ = negative_field(scene, weight, tau, arrow_degrees)
+        speed = desc.norm(dim=1)
+        moving = speed > 1e-3  # below this a step of lr 0.002 moves n by less than 1e-5 rad
+        arrows = desc / speed.clamp_min(1e-12)[:, None]
+        ax.add_patch(plt.Circle((0, 0), 1, fill=False, color="0.7"))
+        ax.plot(pts[~moving, 0], pts[~moving, 1], ".", color="0.6", ms=4)
+        qv = ax.quiver(pts[moving, 0], pts[moving, 1], arrows[moving, 0], arrows[moving, 1],
+                       np.log10(speed[moving].numpy()), cmap="viridis", clim=(-3, 1.5),
+                       scale=10, width=0.01, pivot="tail")
+        for label, (attr, colour) in MARKS.items():
+            x, y = unit(getattr(scene, attr)).tolist()
+            ax.plot(x, y, "o", color=colour, ms=10)
+            ax.annotate(label, (0.8 * x, 0.8 * y), color=colour, ha="center", va="center",
+                        fontsize=13)
+        ax.set(aspect="equal", xlim=(-1.45, 1.45), ylim=(-1.45, 1.45),
+               title=f"{name}: where n would move")
+        ax.set_xticks([]), ax.set_yticks([])
+    fig.colorbar(qv, ax=axes[:2], orientation="horizontal", shrink=0.6, aspect=30, pad=0.02,
+                 label="speed of n, log10 (grey dots: too slow to matter, < 0.001)")
+    for name, weight in shown.items():
+        axes[2].plot(degrees, negative_field(scene, weight, tau, degrees)[2], label=name)
+    axes[2].set_yscale("symlog", linthresh=1e-3)
+    axes[2].axhline(0, color="0.5", lw=0.8)
+    for label, (attr, colour) in MARKS.items():
+        axes[2].axvline(getattr(scene, attr), color=colour, ls=":", label=f"{label}")
+    axes[2].set(xlabel="angle of the negative n (degrees)",
+                ylabel="speed along the circle (+: counter-clockwise)",
+                title=f"Speed of n along the circle (τ={tau:g})\nlinear near 0, log beyond")
+    axes[2].legend(loc="lower left")
+    return fig
+
+
+def trajectories_figure(runs: dict[tuple[str, str], Trajectory], lam: float,
+                        tau: float) -> Figure:
+    """Angles of q, p, n and q* over the steps, InfoNCE (dashed) and CLP (solid), with q and
+    p pinned (left) and everything free (right). ``runs``: (setting, loss) -> trajectory."""
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4.5), sharey=True, layout="constrained")
+    colours = {"query": "tab:blue", "pos": "tab:green", "neg": "tab:red",
+               "neg_query": "tab:purple"}
+    settings = list(dict.fromkeys(s for s, _ in runs))
+    for ax, setting in zip(axes, settings, strict=True):
+        for (s, name), traj in runs.items():
+            if s != setting:
+                continue
+            style = "--" if name == "InfoNCE" else "-"
+            for emb, colour in colours.items():
+                ax.plot(traj.angles[emb], style, color=colour, label=f"{emb} · {name}")
+        ax.set(title=f"{setting} (τ={tau:g}, λ={lam:g})", xlabel="step",
+               ylabel="angle (degrees)")
+    axes[1].legend(fontsize="x-small", ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig
+
+
+def tradeoff_figure(sweep, steps: int) -> Figure:
+    """The lambda trade-off of ``lambda_sweep``: margin and cos(n, q*) against lambda (left)
+    and against each other (right), one colour per temperature."""
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.5))
+    for (t, part), colour in zip(sweep.groupby("tau"), ("tab:blue", "tab:orange"), strict=True):
+        axes[0].plot(part["lambda"], part["margin"], "o-", color=colour,
+                     label=f"margin cos(q,p)-cos(q,n), τ={t}")
+        axes[0].plot(part["lambda"], part["neg_to_its_query"], "s--", color=colour,
+                     label=f"cos(n,q*), τ={t}")
+        axes[1].plot(part["margin"], part["neg_to_its_query"], "o-", color=colour, label=f"τ={t}")
+        for weight, x, y in zip(part["lambda"], part["margin"], part["neg_to_its_query"],
+                                strict=True):
+            axes[1].annotate(f"{weight:g}", (x, y), fontsize=8, xytext=(3, 3),
+                             textcoords="offset points")
+    axes[0].set(xlabel="λ", ylabel="cosine", title=f"After {steps} steps (q, p pinned)")
+    axes[0].legend(fontsize="small")
+    axes[1].set(xlabel="margin for q (higher: q retrieves p over n)",
+                ylabel="cos(n, q*) (higher: n stays near its query)",
+                title="The trade-off curve (labels: λ)")
+    axes[1].legend()
+    return fig
+
+
+def trajectory_summary(runs: dict[tuple[str, str], Trajectory]) -> pd.DataFrame:
+    """Where each trajectory ends: the cosines retrieval cares about and the final angles."""
+    return pd.DataFrame([
+        {"setting": s, "loss": n, "cos(q,p)": t.final_cos("query", "pos"),
+         "cos(q,n)": t.final_cos("query", "neg"), "cos(n,q*)": t.final_cos("neg", "neg_query"),
+         "angle n": t.angles["neg"][-1].item(), "angle q*": t.angles["neg_query"][-1].item()}
+        for (s, n), t in runs.items()]).set_index(["setting", "loss"])

@@ -1,7 +1,7 @@
 """What decides a run: ``TrainConfig``, every field checked at construction.
 
 A run is one ``TrainConfig`` (``clp_utils.training.train``); its id is a hash of every field
-(``clp_utils.runstore.run_id``), so the config is the run's identity. A bad value fails at
+(``clp_utils.machinery.runstore.run_id``), so the config is the run's identity. A bad value fails at
 construction with a message naming the field, before any mining or training starts; the
 command line (``python -m clp_utils.training --set key=value``) turns that into one line and
 exit code 2.
@@ -14,8 +14,8 @@ import os
 from dataclasses import dataclass, field, fields
 
 from clp_utils.losses import DEFAULT_TAU, VARIANTS
+from clp_utils.machinery.precision import normalize_setting
 from clp_utils.mining import MiningConfig
-from clp_utils.precision import normalize_setting
 
 LOSSES = ("infonce", "clp", "infonce_symmetric", "gist", "mnrl_hardness")
 POLICIES = ("full", "intermediate", "moe", "lora")
@@ -59,7 +59,7 @@ class TrainConfig:
     schedule: str = "linear"  # after warmup: "linear" decay to 0 | "constant" (learning curves)
     max_query_len: int = 64
     max_passage_len: int = 256
-    # "auto": bf16 autocast only where the hardware computes bf16 natively (clp_utils.precision)
+    # "auto": bf16 autocast only where the hardware computes bf16 natively (machinery.precision)
     bf16: bool | str = "auto"
     attention_dropout: float | None = None  # None: the model's own (MiniLM: 0.1)
     no_duplicates: bool = True  # no passage twice among a batch's positives and negatives

@@ -2,10 +2,10 @@
 
 ``train(config)`` is the study's single entry point (``python -m clp_utils.training`` is the
 same from the shell, and ``torchrun --nproc_per_node N -m clp_utils.training ...`` runs it on
-several processes). A run lives in the run store (``clp_utils.runstore``): a finished run is
-reused, an interrupted one resumes from its checkpoint, and a changed parameter never reuses
-a stale one. This module is the step and the loop; the config is ``clp_utils.train_config``,
-the batches ``clp_utils.batching``.
+several processes). A run lives in the run store (``clp_utils.machinery.runstore``): a
+finished run is reused, an interrupted one resumes from its checkpoint, and a changed
+parameter never reuses a stale one. This module is the step and the loop; the config is
+``clp_utils.train_config``, the batches ``clp_utils.batching``.
 
 The loop is plain PyTorch rather than ``SentenceTransformerTrainer``: it has to re-mine
 between epochs, log routing statistics per step and resume bit-for-bit after a kill, and each
@@ -42,21 +42,16 @@ from clp_utils.batching import (
 from clp_utils.batching import false_in_batch_negatives as batch_statistics
 from clp_utils.data import RetrievalDataset
 from clp_utils.evaluation import evaluate_run
-from clp_utils.io import atomic_dir
 from clp_utils.losses import clp_loss, info_nce
-from clp_utils.mining import mine
-from clp_utils.models import load_model
-from clp_utils.moe import (
-    moe_balance_loss,
-    moe_layers,
-    record_routing,
-    routing_stats,
-    transformer_module,
+from clp_utils.machinery.io import atomic_dir
+from clp_utils.machinery.precision import (
+    Precision,
+    autocast,
+    decide,
+    enable_tf32,
+    training_attention,
 )
-from clp_utils.policies import apply_policy, count_parameters, merge_lora
-from clp_utils.precision import Precision, autocast, decide, enable_tf32, training_attention
-from clp_utils.retrieval import retrieve
-from clp_utils.runstore import (
+from clp_utils.machinery.runstore import (
     RunResult,
     check_same_config,
     data_checksum,
@@ -70,6 +65,17 @@ from clp_utils.runstore import (
     write_info,
     write_log,
 )
+from clp_utils.mining import mine
+from clp_utils.models import load_model
+from clp_utils.moe import (
+    moe_balance_loss,
+    moe_layers,
+    record_routing,
+    routing_stats,
+    transformer_module,
+)
+from clp_utils.policies import apply_policy, count_parameters, merge_lora
+from clp_utils.retrieval import retrieve
 from clp_utils.train_config import TrainConfig
 
 
@@ -252,7 +258,7 @@ def train_step(model, batch: list[Example], config: TrainConfig, m: int,
                world: int = 1) -> dict[str, torch.Tensor]:
     """One optimizer step of a (local) batch: the loss in the run's precision and attention
     kernel, backward, gradients averaged over ``world`` processes, the update. Returns the
-    loss's parts (not yet synchronised to the host). ``clp_utils.budget`` times this."""
+    loss's parts (not yet synchronised to the host). ``clp_utils.machinery.budget`` times this."""
     with autocast(precision), training_attention(precision):
         parts = step_loss(model, batch, config, m, gather=world > 1, st_loss=st_loss)
     optimizer.zero_grad(set_to_none=True)

@@ -20,7 +20,7 @@ import pytest
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from clp_utils.book import build_book, check_book, clean_stream_text  # noqa: E402
+from clp_utils.machinery.book import build_book, check_book, clean_stream_text  # noqa: E402
 
 CHAPTERS = ["00_intro", "01_figures", "02_training", "03_tables"]
 MISSING = "02_training"

@@ -6,8 +6,8 @@ import os
 
 import pytest
 
-from clp_utils import budget as B
 from clp_utils.catalog import load_named
+from clp_utils.machinery import budget as B
 from clp_utils.profiles import MAX_SEEDS, SEEDS_ENV, get_profile, seeds_setting
 from clp_utils.study import study_configs
 
@@ -124,7 +124,7 @@ def test_machine_rates_are_measured_once_per_machine(monkeypatch, tmp_path):
 
 
 def test_pipeline_pins_the_seeds_for_the_chapters(monkeypatch, no_seeds_env):
-    from clp_utils import pipeline
+    from clp_utils.machinery import pipeline
 
     calls = []
 
@@ -133,7 +133,7 @@ def test_pipeline_pins_the_seeds_for_the_chapters(monkeypatch, no_seeds_env):
         return B.SeedPlan(1, {1: 60.0, 2: 120.0}, 90.0, B.Rates({}, 1.0, 1.0, "float32"),
                           "1 seed(s): 2 would take about 2 min")
 
-    monkeypatch.setattr(B, "plan_seeds", fake_plan)
+    monkeypatch.setattr(pipeline, "plan_seeds", fake_plan)
     assert pipeline.pin_seeds("smoke") is None and SEEDS_ENV not in os.environ
     decided = pipeline.pin_seeds("cpu")
     assert calls == ["cpu"] and decided["seeds"] == 1 and seeds_setting() == 1
@@ -152,7 +152,7 @@ def test_pipeline_pins_the_seeds_for_the_chapters(monkeypatch, no_seeds_env):
 
 
 def test_the_readme_states_the_budget_the_code_uses():
-    from clp_utils.paths import REPO_ROOT
+    from clp_utils.machinery.paths import REPO_ROOT
 
     readme = " ".join((REPO_ROOT / "README.md").read_text(encoding="utf-8").split())
     assert (f"fit {B.RUNS_BUDGET_S // 60} minutes (allowing {B.ESTIMATE_SPREAD:g}x for the "

@@ -11,15 +11,8 @@ import numpy as np
 import pytest
 
 from clp_utils.data import RetrievalDataset, Split, load_beir, write_beir
-from clp_utils.mining import (
-    MiningConfig,
-    candidate_frame,
-    contains_answer,
-    false_negative_table,
-    first_sentence,
-    mine,
-    mining_key,
-)
+from clp_utils.mining import MiningConfig, contains_answer, first_sentence, mine, mining_key
+from clp_utils.negatives import candidate_frame, false_negative_table
 
 # Score of each train passage for q0 (its positive is p0): the ranking is
 # p1 .95, p0 .90, p2 .89, p3 .80, p4 .70, p5 .60, p6 .50, p7 .40, p8 .30, p9 .20.

@@ -14,19 +14,39 @@ import sys
 import nbformat
 import pytest
 
-from clp_utils.paths import REPO_ROOT
+from clp_utils.machinery.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 
 
+def _committed_state() -> tuple[str, dict[str, str]]:
+    """``git status`` of figures/ and the README, and a hash of every file under figures/
+    outside figures/smoke/ (the committed results a smoke run must not touch)."""
+    import hashlib
+
+    status = subprocess.run(["git", "status", "--porcelain", "--", "figures", "README.md"],
+                            cwd=REPO_ROOT, capture_output=True, text=True).stdout
+    files = {str(p.relative_to(REPO_ROOT)): hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in sorted((REPO_ROOT / "figures").rglob("*"))
+             if p.is_file() and "smoke" not in p.relative_to(REPO_ROOT / "figures").parts}
+    files["README.md"] = hashlib.sha256((REPO_ROOT / "README.md").read_bytes()).hexdigest()
+    return status, files
+
+
 def test_smoke_chain_runs_and_writes_figures(tmp_path):
+    """The whole chain on the smoke profile, as `make study PROFILE=smoke` runs it: figures go
+    to figures/smoke (git-ignored), and nothing committed changes."""
     if not (REPO_ROOT / "data" / "squadshifts" / "manifest.json").exists():
         pytest.skip("data not built (make data)")
-    env = {**os.environ, "CLP_RESULTS_DIR": str(tmp_path / "results"),
-           "CLP_FIGURES_DIR": str(tmp_path / "figures"), "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.run([sys.executable, "-m", "clp_utils.pipeline", "--profile", "smoke"],
-                          cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=1200)
+    env = {k: v for k, v in os.environ.items() if k != "CLP_FIGURES_DIR"}
+    env.update(CLP_RESULTS_DIR=str(tmp_path / "results"), PYTHONUNBUFFERED="1")
+    before = _committed_state()
+    proc = subprocess.run([sys.executable, "-m", "clp_utils.machinery.pipeline", "--profile",
+                           "smoke"], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert _committed_state() == before, "the smoke run changed the committed figures or README"
+    smoke_figures = REPO_ROOT / "figures" / "smoke"
     executed = sorted((tmp_path / "results" / "notebooks" / "smoke").glob("*.ipynb"))
     sources = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     assert [p.name for p in executed] == [p.name for p in sources]
@@ -39,31 +59,35 @@ def test_smoke_chain_runs_and_writes_figures(tmp_path):
         shown = [o.get("data", {}).get("text/plain", "") for c in nb.cells
                  if c.cell_type == "code" for o in c.outputs if o.output_type == "execute_result"]
         assert not [t for t in shown if "PosixPath(" in t], path.name
-    figures = {p.name for p in (tmp_path / "figures").iterdir()}
+        # every exercise ran, and its solution printed a measured outcome or the command
+        solutions = [c for c in nb.cells if c.cell_type == "code"
+                     and "exercises.folded_solution(" in c.source]
+        assert all(any("<details>" in o.get("data", {}).get("text/html", "")
+                       and "Solution" in o["data"]["text/html"] for o in c.outputs)
+                   for c in solutions), path.name
+    figures = {p.name for p in smoke_figures.iterdir()}
     assert "00_baselines.png" in figures and "00_baselines.md" in figures
     # every table the README shows (but the design's, made by `make design`) and a figure of
     # every chapter came out of the chain
-    from clp_utils import pipeline
+    from clp_utils.machinery import pipeline
 
     made_by_design = {"03_validation"}
-    for name, _ in pipeline.README_TABLES:
+    for name, _ in pipeline.README_TABLES + pipeline.EXTRAS_TABLES:
         if name not in made_by_design:
             assert f"{name}.md" in figures and f"{name}.csv" in figures, name
     for nb_path in sources:
         prefix = nb_path.name[:3]
         assert any(f.startswith(prefix) and f.endswith(".png") for f in figures), nb_path.name
     assert "run.json" not in figures  # the smoke profile records no timing line
-    # the smoke run must not touch the README (only cpu/full regenerate it)
-    assert "smoke" not in (REPO_ROOT / "README.md").read_text().split("<!-- results:start -->")[1]
     # the executed chapters read as a book: every chapter page, every image, every link
-    from clp_utils.book import build_book, check_book
+    from clp_utils.machinery.book import build_book, check_book
 
     index = build_book(tmp_path / "results" / "notebooks" / "smoke", tmp_path / "book")
     assert check_book(index.parent) == []
 
 
 def test_rerunning_some_notebooks_keeps_the_other_timings(tmp_path, monkeypatch):
-    from clp_utils import pipeline
+    from clp_utils.machinery import pipeline
 
     src = tmp_path / "notebooks"
     src.mkdir()
@@ -88,7 +112,7 @@ def test_rerunning_some_notebooks_keeps_the_other_timings(tmp_path, monkeypatch)
 
 
 def test_timing_line_counts_setup_and_parallel_training_and_says_what_ran():
-    from clp_utils import pipeline
+    from clp_utils.machinery import pipeline
 
     machine = {"describe": "bf16 on CPU capability AVX512 (avx512_bf16, amx)",
                "setup_seconds": 120.0,
@@ -100,7 +124,7 @@ def test_timing_line_counts_setup_and_parallel_training_and_says_what_ran():
 
 
 def test_readme_shows_the_full_profile_beside_the_cpu_profile_when_its_tables_exist(tmp_path):
-    from clp_utils import pipeline
+    from clp_utils.machinery import pipeline
 
     (tmp_path / "04_table2.md").write_text("| row | cpu |\n|---|---|\n| ANCE | 0.51 |\n")
     cpu_only = pipeline.results_markdown(figures=tmp_path, recipe_path=tmp_path / "none.json")
@@ -119,7 +143,7 @@ def test_readme_shows_the_full_profile_beside_the_cpu_profile_when_its_tables_ex
 
 
 def test_readme_shows_the_avx2_run_below_and_ignores_a_moved_figures_folder(tmp_path):
-    from clp_utils import pipeline
+    from clp_utils.machinery import pipeline
 
     (tmp_path / "04_table2.md").write_text("| row | cpu |\n|---|---|\n| ANCE | 0.51 |\n")
     avx2 = tmp_path / "avx2"
@@ -134,7 +158,7 @@ def test_readme_shows_the_avx2_run_below_and_ignores_a_moved_figures_folder(tmp_
         "| CLP | n.d. |")
     assert "total 28 min (float32 on CPU capability AVX2 (no native bf16), 1 seed per row)" in text
     # `make study-avx2` moves the figures folder: the README still describes figures/
-    code = ("import inspect; from clp_utils import pipeline; "
+    code = ("import inspect; from clp_utils.machinery import pipeline; "
             "print(inspect.signature(pipeline.results_markdown).parameters['figures'].default)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "CLP_FIGURES_DIR": str(avx2)}).stdout.strip()

@@ -14,7 +14,7 @@ from clp_utils import profiles as P
 from clp_utils import results as R
 from clp_utils import stats as T
 from clp_utils import study as S
-from clp_utils.design import Curve, DesignPlan, best_lrs, choose_setting, value_at_seconds
+from clp_utils.machinery.design import Curve, DesignPlan, best_lrs, choose_setting, value_at_seconds
 
 QIDS = [f"q{i}" for i in range(300)]
 
@@ -110,9 +110,9 @@ def test_recipe_drives_the_cpu_profile(tmp_path, monkeypatch):
               "lr": {"full": 7e-5, "intermediate": 3e-4, "moe": 2e-4, "lora": 1e-3}}
     path = tmp_path / "recipe.json"
     path.write_text(json.dumps(recipe))
-    from clp_utils import profiles
+    from clp_utils import recipe as recipe_module
 
-    monkeypatch.setattr(profiles, "RECIPE_PATH", path)
+    monkeypatch.setattr(recipe_module, "RECIPE_PATH", path)
     configs = {(c.row, c.seed): c.config for c in S.study_configs("cpu")}
     full = configs[("ANCE negatives", 0)]
     assert ((full.train_queries, full.max_passage_len, full.mining.num_negatives, full.lr)

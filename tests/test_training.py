@@ -13,8 +13,8 @@ import torch.multiprocessing as mp
 
 from clp_utils.batching import load_training_data, select_queries, to_examples
 from clp_utils.data import DATA_DIR
+from clp_utils.machinery.runstore import load_run, run_id
 from clp_utils.mining import MiningConfig
-from clp_utils.runstore import load_run, run_id
 from clp_utils.train_config import TrainConfig
 from clp_utils.training import train
 
@@ -85,7 +85,7 @@ def test_run_id_changes_when_a_default_changes(tmp_path):
             assert n == 1, f"{pattern!r} not found once in {source}"
             path.write_text(text)
         code = ("from clp_utils.train_config import TrainConfig; "
-                "from clp_utils.runstore import run_id; "
+                "from clp_utils.machinery.runstore import run_id; "
                 "print(run_id(TrainConfig(), 'data'))")
         env = {**os.environ, "PYTHONPATH": str(copy)}
         return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -101,7 +101,7 @@ def test_run_id_changes_when_a_default_changes(tmp_path):
 
 
 def test_a_finished_run_is_never_reused_for_another_config(tmp_path):
-    from clp_utils.runstore import check_same_config
+    from clp_utils.machinery.runstore import check_same_config
 
     stored = TrainConfig(**TINY, label="a")
     check_same_config(stored, replace(stored, label="b"), tmp_path)  # labels do not matter
@@ -283,7 +283,7 @@ def test_cli_names_the_bad_field_in_one_line_and_exits_2():
     import subprocess
     import sys
 
-    from clp_utils.paths import REPO_ROOT
+    from clp_utils.machinery.paths import REPO_ROOT
 
     for arg, field in (("lr=abc", "lr"), ("lam=1.5", "lam"), ("train_queries=-5", "train_queries"),
                        ("nope=1", "nope")):
@@ -312,17 +312,18 @@ def test_validation_only_runs_never_score_test_queries(tmp_path):
 
 
 def test_parallel_runner_trains_every_run_in_its_own_process(tmp_path, monkeypatch):
-    """study.train_parallel: one process per run, two at a time, sharing the mining and
+    """parallel.train_parallel: one process per run, two at a time, sharing the mining and
     embedding caches; a failing run is named with its log."""
     need_data()
-    from clp_utils import study
+    from clp_utils.machinery import parallel
+    from clp_utils.profiles import Cell
 
     monkeypatch.setenv("CLP_RESULTS_DIR", str(tmp_path / "results"))  # the workers' results
     configs = [TrainConfig(**TINY, loss=loss, seed=seed, label=f"par-{loss}")
                for loss in ("infonce", "clp") for seed in (0, 1)]
-    monkeypatch.setattr(study, "study_configs",
-                        lambda profile: [("row", "reddit", c.seed, c) for c in configs])
-    done = study.train_parallel("smoke", workers=2, log_dir=tmp_path / "logs", poll_seconds=0.2)
+    monkeypatch.setattr(parallel, "cells",
+                        lambda study: [Cell("row", "reddit", c.seed, c) for c in configs])
+    done = parallel.train_parallel("smoke", workers=2, log_dir=tmp_path / "logs", poll_seconds=0.2)
     assert sorted(done) == sorted(c.label for c in configs)
     runs = sorted((tmp_path / "results" / "runs").iterdir())
     assert len(runs) == 4 and all((r / "metrics.json").exists() for r in runs)
@@ -330,7 +331,7 @@ def test_parallel_runner_trains_every_run_in_its_own_process(tmp_path, monkeypat
     mined = list((tmp_path / "results" / "cache" / "mining").glob("*.jsonl"))
     assert len(mined) == 2 and not list((tmp_path / "results").rglob("*.tmp"))
     bad = [replace(configs[0], label="bad", split="no-such-split")]
-    monkeypatch.setattr(study, "study_configs",
-                        lambda profile: [("row", "reddit", 0, c) for c in bad])
+    monkeypatch.setattr(parallel, "cells",
+                        lambda study: [Cell("row", "reddit", 0, c) for c in bad])
     with pytest.raises(RuntimeError, match=r"bad \(log: .*\.log\)"):
-        study.train_parallel("smoke", workers=2, log_dir=tmp_path / "logs2", poll_seconds=0.2)
+        parallel.train_parallel("smoke", workers=2, log_dir=tmp_path / "logs2", poll_seconds=0.2)

@@ -28,11 +28,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from clp_utils.batching import load_training_data
 from clp_utils.data import DATA_DIR, RetrievalDataset, read_qrels
 from clp_utils.evaluation import RetrievalResult, evaluate_model, evaluate_run, save_evaluation
-from clp_utils.io import atomic_write, stable_hash, write_json
-from clp_utils.paths import REPO_ROOT, RESULTS_DIR
-from clp_utils.precision import Precision, decide
+from clp_utils.machinery.io import atomic_write, slug, stable_hash, write_json
+from clp_utils.machinery.paths import REPO_ROOT, RESULTS_DIR
+from clp_utils.machinery.precision import Precision, decide
+from clp_utils.models import load_model
 from clp_utils.retrieval import read_trec, retrieve_splits
 from clp_utils.train_config import TrainConfig
 
@@ -59,8 +61,7 @@ def run_id(config: TrainConfig, data_checksum: str, precision: Precision | None 
     key["bf16"] = precision.bf16 if precision is not None else config.bf16
     if precision is not None:
         key["attention"] = precision.attention
-    slug = "".join(c if c.isalnum() or c in "-_" else "-" for c in (config.label or config.loss))
-    return f"{slug}-{stable_hash([key, data_checksum])}"
+    return f"{slug(config.label or config.loss)}-{stable_hash([key, data_checksum])}"
 
 
 def check_same_config(stored: TrainConfig, wanted: TrainConfig, run_dir: Path) -> None:
@@ -81,8 +82,6 @@ def data_checksum(ds: RetrievalDataset, ood: RetrievalDataset | None) -> str:
 
 def locate(config: TrainConfig, root: Path | None = None, device: str | None = None) -> Path:
     """The folder ``config``'s run has (or will have) on this machine."""
-    from clp_utils.batching import load_training_data
-
     ds, ood = load_training_data(config)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     return runs_root(root) / run_id(config, data_checksum(ds, ood), decide(config.bf16, dev))
@@ -128,8 +127,6 @@ class RunResult:
 
     def load_model(self, device: str | None = None):
         """The fine-tuned model (``models.load_model`` on ``model_path``)."""
-        from clp_utils.models import load_model
-
         return load_model(str(self.model_path), device=device)
 
 

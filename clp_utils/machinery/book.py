@@ -1,9 +1,10 @@
 """Read the study as a book: the executed chapters as a static HTML site (``make book``).
 
-``python -m clp_utils.book --profile cpu`` takes the executed copies that ``make study`` wrote
-to ``results/notebooks/<profile>/`` and builds ``results/book/index.html`` with MyST-NB and
-Sphinx (config in ``book/conf.py``). Notebooks are never re-executed and nothing is fetched
-from the network. Before Sphinx sees them, the chapters are cleaned for a reader:
+``python -m clp_utils.machinery.book --profile cpu`` takes the executed copies that
+``make study`` wrote to ``results/notebooks/<profile>/`` and builds
+``results/book/index.html`` with MyST-NB and Sphinx (config in ``book/conf.py``).
+Notebooks are never re-executed and nothing is fetched from the network. Before Sphinx sees
+them, the chapters are cleaned for a reader:
 
 * progress bars (tqdm's ``\\r``-redrawn lines, ``it/s``) and warnings are cut from the outputs,
   and so are bare object reprs such as ``<matplotlib.legend.Legend at 0x...>``;
@@ -39,7 +40,8 @@ from warnings import catch_warnings, filterwarnings
 
 import nbformat
 
-from clp_utils.paths import REPO_ROOT, RESULTS_DIR
+from clp_utils.exercises import exercises_of, task
+from clp_utils.machinery.paths import FIGURES_ROOT, REPO_ROOT, RESULTS_DIR
 
 BOOK_CONFIG = REPO_ROOT / "book"
 SOURCE_NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -182,6 +184,30 @@ def split_at_figures(cell: nbformat.NotebookNode) -> list[nbformat.NotebookNode]
     return [cell, *rest]
 
 
+FIGURE_CAPTION = re.compile(r"^\*\*Figure\b")
+GLOSSARY_LINK = re.compile(r"\]\(\.\./book/glossary\.md")
+
+
+def figure_captions(cells: list) -> dict[int, int]:
+    """Code cell index -> index of the markdown cell right after it that starts with
+    ``**Figure``: the chapter's own caption of the figure that cell draws (what is plotted,
+    how to read it, what to look for), which the book sets under the figure."""
+    out = {}
+    for i, cell in enumerate(cells[:-1]):
+        after = cells[i + 1]
+        if (cell.cell_type == "code" and after.cell_type == "markdown"
+                and FIGURE_CAPTION.match(after.source.strip())
+                and any(_is_figure(o) for o in cell.get("outputs", []))):
+            out[i] = i + 1
+    return out
+
+
+def glossary_links(source: str) -> str:
+    """A chapter's links to ``../book/glossary.md#term`` (right in JupyterLab, where the
+    notebooks sit in ``notebooks/``) as the book's ``glossary.md#term``."""
+    return GLOSSARY_LINK.sub("](glossary.md", source)
+
+
 def prepare_chapter(nb: nbformat.NotebookNode, name: str) -> tuple[nbformat.NotebookNode, list]:
     """A copy of an executed chapter ready for the book, and its figures.
 
@@ -201,9 +227,13 @@ def prepare_chapter(nb: nbformat.NotebookNode, name: str) -> tuple[nbformat.Note
     injected = any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
     figures: list[tuple[bytes, str]] = []
     cells, section = [], None
-    for cell in nb.cells:
+    captions = figure_captions(nb.cells)
+    for index, cell in enumerate(nb.cells):
+        if index in captions.values():
+            continue  # a figure's caption cell: its text goes under the figure instead
         cells.append(cell)
         if cell.cell_type == "markdown":
+            cell.source = glossary_links(cell.source)
             section = _heading(cell.source) or section
         if cell.cell_type != "code":
             continue
@@ -222,12 +252,15 @@ def prepare_chapter(nb: nbformat.NotebookNode, name: str) -> tuple[nbformat.Note
         if sum(map(_is_figure, cell.outputs)) != len(saved):
             saved = []  # which name goes with which figure is not clear: name none
         cells.pop()
+        told = nb.cells[captions[index]].source if index in captions else None
         for part in split_at_figures(cell):
             cells.append(part)
             if part.outputs and _is_figure(part.outputs[0]):
                 caption = f"Figure {_chapter_number(name)}.{len(figures) + 1}"
                 caption += f" · {section}" if section else ""
                 caption += f" · saved as `figures/{saved.pop(0)}.png`" if saved else ""
+                if told:
+                    caption += ". " + " ".join(told.split())
                 alt = re.sub(r"[`*]", "", caption)  # what a screen reader says instead of a hash
                 part.metadata["mystnb"] = {"figure": {"caption": caption}, "image": {"alt": alt}}
                 figures.append((base64.b64decode(part.outputs[0].data["image/png"]), caption))
@@ -262,7 +295,7 @@ def not_executed_page(name: str, title: str, executed_dir: Path) -> str:
     return (f"# {title}\n\n"
             ":::{note}\nThis chapter has not been executed yet.\n:::\n\n"
             f"There is no `{name}.ipynb` in `{_shown(executed_dir)}`. Run `make study` (or "
-            "`make study PROFILE=...`; `.venv/bin/python -m clp_utils.pipeline --only "
+            "`make study PROFILE=...`; `.venv/bin/python -m clp_utils.machinery.pipeline --only "
             f"{name[:2]}` runs this chapter alone), then `make book` again.\n")
 
 
@@ -294,7 +327,8 @@ def readme_story(readme: Path) -> tuple[str, str, str]:
     return title, unlink.sub(r"\1", intro), unlink.sub(r"\1", results)
 
 
-def landing_page(readme: Path, chapters: Sequence[Chapter], profiles: set[str]) -> str:
+def landing_page(readme: Path, chapters: Sequence[Chapter], profiles: set[str],
+                 reproduction: str = "") -> str:
     """``index.md``: the README's introduction, the chapters, and its results section."""
     title, intro, results = readme_story(readme)
     done = sum(c.executed for c in chapters)
@@ -306,7 +340,14 @@ def landing_page(readme: Path, chapters: Sequence[Chapter], profiles: set[str]) 
              f"{status}. Each chapter is its executed notebook: narrative, tables and figures, "
              "with the code folded (**Show code** opens it). [Every figure](figures.md) of the "
              "study is also collected on one page.",
-             f"```{{toctree}}\n:maxdepth: 1\n\n{toc}\nfigures\n```"]
+             f"```{{toctree}}\n:maxdepth: 1\n\n{toc}\nfigures\nglossary\nteacher\n```",
+             "The [glossary](glossary.md) defines every term the chapters use; the "
+             "[teacher's page](teacher.md) says what to run before class, what students run "
+             "live, and the exercises and questions of each chapter."]
+    if reproduction:
+        parts += ["## Reproduction report",
+                  "How the numbers of the last `make study` compare with the committed ones "
+                  "(`results/reproduction/`).", reproduction]
     if results:
         parts += ["## Results",
                   "From the README, where `make study` (profiles `cpu` and `full`) writes them.",
@@ -329,6 +370,66 @@ def figures_page(figures: dict[str, list[tuple[str, str]]], chapters: Sequence[C
                   for path, caption in figures[chapter.name]]
     if len(parts) == 2:
         parts.append("No chapter with figures has been executed yet.")
+    return "\n\n".join(parts) + "\n"
+
+
+#: The questions a teacher can put to the class after each chapter (no numbers: the
+#: chapters print those).
+DISCUSSION = {
+    "00": ["Why would a model trained on millions of pairs lose to a word-count formula here?",
+           "Which split would you fine-tune on, and what would a gain there prove?"],
+    "01": ["When is a mined negative a bad negative, and how would you know without answer "
+           "strings?", "What does a filter buy, and what does it cost?"],
+    "02": ["Why does the penalty's weight mean nothing without the temperature?",
+           "What does the toy leave out that a real encoder has?"],
+    "03": ["What decides a fair training budget on a small machine?",
+           "Which settings were chosen by a measurement, and which were fixed beforehand?"],
+    "04": ["What is the difference between 'no effect' and 'not shown'?",
+           "Why do questions on one passage not count as independent evidence?",
+           "Which claim changes with the learning rate, and what does that say about the "
+           "paper's ablation?"],
+    "05": ["What would you have concluded from the own queries' gain alone, without a control?",
+           "How would you test a mechanism the paper only draws?"],
+    "06": ["Why can fine-tuning make a good model worse, and what would have warned you?",
+           "What does a multilingual model's vocabulary do that an English one's cannot?"],
+}
+
+
+def teacher_page(executed_dir: Path) -> str:
+    """``teacher.md``: what to run before class and how long it takes here, what students run
+    live, each chapter's exercises and questions to discuss (times from the last runs)."""
+    def minutes(path: Path) -> dict[str, float]:
+        if not path.exists():
+            return {}
+        data = json.loads(path.read_text())
+        timings = data.get("timings", data)
+        return {name[:2]: sec / 60 for name, sec in timings.items()}
+
+    cpu = minutes(FIGURES_ROOT / "run.json")
+    smoke = minutes(executed_dir.parent / "smoke" / "timings.json")
+    parts = ["# For teachers",
+             "**Before class** run `make study` once on the machine the class will use (it "
+             "trains every run and regenerates every figure; "
+             + (f"the committed run took {sum(cpu.values()):.0f} min in all"
+                if cpu else "its time is printed at the end") + "), then `make book` for this "
+             "book. Runs are stored: a chapter opened afterwards reads them back instead of "
+             "training.",
+             "**In class** students open `make lab`. Chapters whose runs exist read them back "
+             "in about the times below; any chapter runs live on the `smoke` profile (set "
+             "`profile = \"smoke\"` in its parameters cell) in seconds to a few minutes, with "
+             "its figures in `figures/smoke/`, never over the committed ones.",
+             "| chapter | with the class's stored runs (min) | live on smoke (min) |",
+             "|---|---|---|"]
+    for name in sorted({*cpu, *smoke}):
+        parts.append(f"| {name} | {cpu.get(name, float('nan')):.1f} | "
+                     f"{smoke.get(name, float('nan')):.1f} |")
+    parts.append("## Exercises and questions, chapter by chapter")
+    for number, questions in DISCUSSION.items():
+        parts.append(f"### Chapter {number}")
+        parts += [f"- {task(e.key)}" for e in exercises_of(number)]
+        parts += [f"- *Discuss:* {q}" for q in questions]
+    parts.append("Each exercise's solution is folded under it in its chapter: what the project "
+                 "measured, and what to conclude.")
     return "\n\n".join(parts) + "\n"
 
 
@@ -363,7 +464,10 @@ def _stage_sources(src: Path, executed_dir: Path, readme: Path,
             (src / "_figures" / f"{name}-{k}.png").write_bytes(png)
             figures[name].append((f"_figures/{name}-{k}.png", caption))
         result.append(Chapter(name, title, executed=True))
-    (src / "index.md").write_text(landing_page(readme, result, profiles))
+    report = RESULTS_DIR / "reproduction" / next(iter(sorted(profiles)), "cpu") / "reproduction.md"
+    text = report.read_text().split("\n", 1)[1].strip() if report.exists() else ""
+    (src / "index.md").write_text(landing_page(readme, result, profiles, text))
+    (src / "teacher.md").write_text(teacher_page(executed_dir))
     (src / "figures.md").write_text(figures_page(figures, result))
     return result
 
@@ -449,7 +553,7 @@ def check_book(out_dir: Path) -> list[str]:
         problems.append(f"{out_dir}: no index.html")
     manifest = out_dir / MANIFEST
     if not manifest.exists():
-        return problems + [f"{out_dir}: no {MANIFEST} (not built by clp_utils.book)"]
+        return problems + [f"{out_dir}: no {MANIFEST} (not built by clp_utils.machinery.book)"]
     for chapter in json.loads(manifest.read_text())["chapters"]:
         if not (out_dir / chapter["page"]).exists():
             problems.append(f"missing chapter page {chapter['page']} ({chapter['title']})")
@@ -472,9 +576,9 @@ def check_book(out_dir: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m clp_utils.book",
+    parser = argparse.ArgumentParser(prog="python -m clp_utils.machinery.book",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "full"],
+    parser.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "extras", "full"],
                         help="read results/notebooks/<profile>/ (default: cpu)")
     parser.add_argument("--executed", type=Path, help="executed chapters (overrides --profile)")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR / "book")

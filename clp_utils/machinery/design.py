@@ -1,12 +1,12 @@
 """Design of the cpu profile: learning curves and learning-rate grids, on validation only.
 
-The cpu profile has to answer the paper's questions on 2 cores in about half an hour, so
+The cpu profile has to answer the paper's questions on 2 cores within its time target, so
 its budget (steps per run), its number of negatives, its training passage length and each
 policy's learning rate are choices, and every one of them is made here, on the validation
 side carved from the training passages (``RetrievalDataset.with_validation``). No run of
 this module embeds a test query: they train with ``TrainConfig(test_eval=False)``.
 
-    python -m clp_utils.design            # make design
+    python -m clp_utils.machinery.design            # make design
 
 1. **Learning curves.** ANCE + InfoNCE, full fine-tuning, a constant learning rate after
    warmup, scored on validation at fixed steps, for 1, 2 and 4 negatives at 128 training
@@ -21,7 +21,8 @@ this module embeds a test query: they train with ``TrainConfig(test_eval=False)`
 5. **Levers checked.** bf16 vs float32 encoding of the validation side, and with the chosen
    recipe: bf16 vs float32 training (where the machine has native bf16) and attention
    dropout 0 vs the model's own, each on validation nDCG@10.
-6. **The recipe.** ``configs/recipe_cpu.json`` (read by ``clp_utils.study``'s cpu profile),
+6. **The recipe.** ``configs/recipe_cpu.json`` (``clp_utils.recipe.Recipe``, read by the cpu
+   and extras profiles of ``clp_utils.profiles``),
    ``figures/03_learning_curve.{csv,png}`` and ``figures/03_validation.{csv,md}``.
 
 Runs live in ``results/design/runs`` and are reused by config hash, like the study's.
@@ -35,18 +36,24 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import seaborn as sns
 
 from clp_utils.batching import load_training_data
-from clp_utils.io import atomic_write
+from clp_utils.evaluation import evaluate_run
+from clp_utils.machinery.paths import FIGURES_DIR, RESULTS_DIR
+from clp_utils.machinery.precision import decide
 from clp_utils.mining import MiningConfig
-from clp_utils.paths import FIGURES_DIR, REPO_ROOT, RESULTS_DIR
-from clp_utils.precision import decide
+from clp_utils.models import load_model
+from clp_utils.plots import save_figure, save_table
+from clp_utils.profiles import row_config
+from clp_utils.recipe import RECIPE_PATH, Recipe
+from clp_utils.retrieval import retrieve
 from clp_utils.train_config import TrainConfig
 from clp_utils.training import train
 
-RECIPE_PATH = REPO_ROOT / "configs" / "recipe_cpu.json"
 DESIGN_RUNS = RESULTS_DIR / "design" / "runs"
 
 
@@ -179,8 +186,6 @@ def recipe_base(plan: DesignPlan, curve: Curve, steps: int) -> TrainConfig:
 
 def lr_grid(plan: DesignPlan, base: TrainConfig, progress: bool = True) -> pd.DataFrame:
     """Validation nDCG@10 of each policy's study row at each learning rate of the grid."""
-    from clp_utils.profiles import row_config
-
     rows = []
     for policy, lrs in plan.grid.items():
         for lr in lrs:
@@ -202,9 +207,6 @@ def best_lrs(grid: pd.DataFrame) -> dict[str, float]:
 def lever_checks(plan: DesignPlan, base: TrainConfig, lr: float,
                  progress: bool = True) -> pd.DataFrame:
     """Validation nDCG@10 with and without each speed lever (same data, seed and budget)."""
-    from clp_utils.evaluation import evaluate_run, retrieve
-    from clp_utils.models import load_model
-
     rows = []
     ds, _ = load_training_data(replace(base, split=plan.split))
     val = ds.validation()
@@ -241,9 +243,6 @@ def plot_curves(curves: pd.DataFrame, budget_seconds: float, budget_queries: int
     ``marks`` (optional; columns ``train_queries``, ``train_seconds``, ``val_ndcg_cut_10``,
     ``label``) adds points such as the study's finished runs, to show where the profile sits.
     """
-    import matplotlib.pyplot as plt
-    import seaborn as sns
-
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
     for ax, x, budget in ((axes[0], "train_queries", budget_queries),
                           (axes[1], "train_seconds", budget_seconds)):
@@ -256,17 +255,28 @@ def plot_curves(curves: pd.DataFrame, budget_seconds: float, budget_queries: int
                        zorder=5, label=marks["label"].iloc[0])
         ax.set_xlabel({"train_queries": "training queries (16 per step)",
                        "train_seconds": "training seconds (evaluation excluded)"}[x])
+        ax.set_title({"train_queries": "A: per query trained on",
+                      "train_seconds": "B: per second of training (what a CPU pays)"}[x],
+                     fontsize=10)
         ax.legend(fontsize=8)
     axes[0].set_ylabel("validation nDCG@10")
     fig.suptitle("Learning curves: ANCE + InfoNCE, full fine-tuning, constant learning rate")
     return fig
 
 
-def run_design(plan: DesignPlan | None = None, progress: bool = True,
-               figures: Path | None = None, recipe_path: Path = RECIPE_PATH) -> dict:
-    """Run every design experiment, write the figures and the recipe; returns the recipe."""
-    from clp_utils.plots import save_figure, save_table
+def curve_slopes(curves: pd.DataFrame, per: int = 1000) -> pd.Series:
+    """Each learning curve's change in validation nDCG@10 per ``per`` training queries
+    between its last two points: is it still rising where the budget stops?"""
+    last = curves.sort_values("train_queries").groupby("curve").tail(2)
+    return last.groupby("curve").apply(
+        lambda d: ((d["val_ndcg_cut_10"].iloc[-1] - d["val_ndcg_cut_10"].iloc[0])
+                   / max(1, d["train_queries"].iloc[-1] - d["train_queries"].iloc[0]) * per),
+        include_groups=False)
 
+
+def run_design(plan: DesignPlan | None = None, progress: bool = True,
+               figures: Path | None = None, recipe_path: Path = RECIPE_PATH) -> Recipe:
+    """Run every design experiment, write the figures and the recipe; returns the recipe."""
     plan = plan or DesignPlan()
     figures = Path(figures or FIGURES_DIR)
     t0 = time.perf_counter()
@@ -294,17 +304,12 @@ def run_design(plan: DesignPlan | None = None, progress: bool = True,
                caption="Every choice of the cpu profile, scored on validation queries "
                        "(never on test): the curves at the time budget, the learning-rate "
                        "grid per policy, and the speed levers.")
-    recipe = {
-        "split": plan.split,
-        "steps": steps,
-        "train_queries": steps * plan.base.batch_size,
-        "batch_size": plan.base.batch_size,
-        "num_negatives": curve.num_negatives,
-        "max_passage_len": curve.max_passage_len,
-        "attention_dropout": plan.base.attention_dropout,
-        "val_fraction": plan.base.val_fraction,
-        "lr": lrs,
-        "why": {
+    recipe = Recipe(
+        split=plan.split, steps=steps, train_queries=steps * plan.base.batch_size,
+        batch_size=plan.base.batch_size, num_negatives=curve.num_negatives,
+        max_passage_len=curve.max_passage_len, attention_dropout=plan.base.attention_dropout,
+        val_fraction=plan.base.val_fraction, lr=lrs,
+        why={
             "budget": f"{plan.train_seconds_per_run:g} s of training per run / "
                       f"{per_step(at_budget, curve):.2f}"
                       f" s per step, rounded down to a multiple of {plan.step_quantum}",
@@ -314,25 +319,23 @@ def run_design(plan: DesignPlan | None = None, progress: bool = True,
             "lr": "best validation nDCG@10 of each policy's study row over the grid "
                   + json.dumps({k: list(v) for k, v in plan.grid.items()}),
         },
-        "plan": {"curve_lr": plan.curve_lr, "curves": [asdict(c) for c in plan.curves],
-                 "train_seconds_per_run": plan.train_seconds_per_run, "seed": plan.seed},
-        "machine": decide("auto", "cpu").record(),
-        "design_minutes": round((time.perf_counter() - t0) / 60, 1),
-    }
-    with atomic_write(recipe_path) as fh:
-        json.dump(recipe, fh, indent=2)
-        fh.write("\n")
+        plan={"curve_lr": plan.curve_lr, "curves": [asdict(c) for c in plan.curves],
+              "train_seconds_per_run": plan.train_seconds_per_run, "seed": plan.seed},
+        machine=decide("auto", "cpu").record(),
+        design_minutes=round((time.perf_counter() - t0) / 60, 1))
+    recipe.save(recipe_path)
     return recipe
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m clp_utils.design",
+    parser = argparse.ArgumentParser(prog="python -m clp_utils.machinery.design",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
     recipe = run_design(progress=not args.no_progress)
-    print(json.dumps({k: recipe[k] for k in ("steps", "num_negatives", "max_passage_len", "lr",
-                                             "design_minutes")}, indent=2))
+    print(json.dumps({k: getattr(recipe, k) for k in ("steps", "num_negatives",
+                                                      "max_passage_len", "lr", "design_minutes")},
+                     indent=2))
 
 
 if __name__ == "__main__":

@@ -1,21 +1,25 @@
 """Run the study's notebooks in order, headless, and regenerate the README's results.
 
-``python -m clp_utils.pipeline --profile cpu`` executes every ``notebooks/NN_*.ipynb`` with
-papermill (kernel ``python3``, working directory = the repository root), writes the executed
-copies under ``results/notebooks/<profile>/`` and, for the ``cpu`` and ``full`` profiles, the
-figures and tables to ``figures/`` (``figures/full/`` for the full profile) with ``run.json``:
-the wall time of each chapter, the setup time before it, and what ran (precision, CPU
-capability or GPU). Then it rewrites the README's generated results section from those
-files: the cpu profile's tables, the full profile's beside them when ``figures/full/``
-exists, and a timing line for each. Nothing in that section is typed by hand.
+``python -m clp_utils.machinery.pipeline --profile cpu`` executes every
+``notebooks/NN_*.ipynb`` with papermill (kernel ``python3``, working directory = the
+repository root), writes the executed copies under ``results/notebooks/<profile>/`` and the
+figures and tables to the profile's folder (``paths.figures_dir``: ``figures/`` for cpu,
+``figures/extras``, ``figures/full``, ``figures/smoke``), with ``run.json``: the wall time of
+each chapter, the setup time before it, and what ran (precision, CPU capability or GPU,
+seeds). Then it compares every headline number with the committed one (the reproduction
+report, ``clp_utils.machinery.report``: printed, and written to
+``results/reproduction/<profile>/``) and rewrites the README's generated results section
+from the figure folders. Nothing in that section is typed by hand; the smoke profile never
+touches it.
 
 For the cpu profile, the number of seeds per row is sized to the machine first
-(``clp_utils.budget.plan_seeds``: the most seeds whose estimated chapter-03 runs fit its time
-target, measured here) and pinned for every chapter through ``$CLP_SEEDS``, unless that is set
-already or a ``--only`` rerun finds the last run's seeds in ``run.json``.
+(``budget.plan_seeds``: the most seeds whose estimated chapter-03 runs fit its time target)
+and pinned for every chapter through ``$CLP_SEEDS``, unless that is set already or a
+``--only`` rerun finds the last run's seeds in ``run.json``. The extras profile runs chapters
+03-05 only (``EXTRAS_CHAPTERS``).
 
 On a GPU, ``--parallel N`` first trains the profile's runs N processes at a time
-(``study.train_parallel``); the notebooks then read every run back.
+(``parallel.train_parallel``); the notebooks then read every run back.
 """
 
 from __future__ import annotations
@@ -27,8 +31,17 @@ import re
 import time
 from pathlib import Path
 
-from clp_utils.io import atomic_write, write_json
-from clp_utils.paths import FIGURES_DIR, REPO_ROOT, RESULTS_DIR
+import papermill as pm
+import torch
+
+from clp_utils.machinery import report
+from clp_utils.machinery.budget import plan_seeds
+from clp_utils.machinery.io import atomic_write, write_json
+from clp_utils.machinery.parallel import train_parallel
+from clp_utils.machinery.paths import FIGURES_ROOT, REPO_ROOT, RESULTS_DIR, figures_dir
+from clp_utils.machinery.precision import decide
+from clp_utils.profiles import EXTRAS_SEEDS, NAMES, SEEDS_ENV, get_profile, seeds_setting
+from clp_utils.recipe import RECIPE_PATH, Recipe
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 README = REPO_ROOT / "README.md"
@@ -66,12 +79,14 @@ FULL_TABLES = [
 ]
 
 
-def figures_dir(profile: str) -> Path:
-    """Where a profile's figures go: ``$CLP_FIGURES_DIR`` if set, ``figures/full`` for the
-    full profile, else ``figures``."""
-    if os.environ.get("CLP_FIGURES_DIR"):
-        return Path(os.environ["CLP_FIGURES_DIR"])
-    return FIGURES_DIR / "full" if profile == "full" else FIGURES_DIR
+#: The chapters the extras profile runs (its controls are trained in 03, tested in 04, the
+#: mechanism's control group in 05).
+EXTRAS_CHAPTERS = ["03", "04", "05"]
+#: The extras' tables shown in the README (from ``figures/extras/``).
+EXTRAS_TABLES = [
+    ("04_claims_controls", "The controls and checks (`make study-extras`)"),
+    ("05_harm_gaps", "The mechanism with its control group, lambda 0.5 included"),
+]
 
 
 def notebooks(only: list[str] | None = None) -> list[Path]:
@@ -88,8 +103,6 @@ def run_notebooks(profile: str, only: list[str] | None = None, out_dir: Path | N
     (and in the returned dict), so the README's per-notebook times stay complete. The
     kernels write their figures to ``figures_dir(profile)``.
     """
-    import papermill as pm
-
     out_dir = out_dir or RESULTS_DIR / "notebooks" / profile
     out_dir.mkdir(parents=True, exist_ok=True)
     os.environ["CLP_FIGURES_DIR"] = str(figures_dir(profile))  # inherited by the kernels
@@ -99,8 +112,10 @@ def run_notebooks(profile: str, only: list[str] | None = None, out_dir: Path | N
     for nb in notebooks(only):
         t0 = time.perf_counter()
         print(f"[{profile}] running {nb.name}", flush=True)
+        # the smoke chain runs every "Try this" exercise, so none rots
+        defaults = {"profile": profile, "run_exercises": profile == "smoke"}
         pm.execute_notebook(
-            str(nb), str(out_dir / nb.name), parameters={"profile": profile, **(parameters or {})},
+            str(nb), str(out_dir / nb.name), parameters={**defaults, **(parameters or {})},
             kernel_name="python3", cwd=str(REPO_ROOT), progress_bar=False,
         )
         timings[nb.name] = round(time.perf_counter() - t0, 1)
@@ -112,10 +127,6 @@ def run_notebooks(profile: str, only: list[str] | None = None, out_dir: Path | N
 def record_machine(setup_seconds: float | None = None) -> dict:
     """What runs here: the precision ``"auto"`` picks and the hardware behind it, and, when
     ``make`` passed its start time, the setup time (venv and data) before the chapters."""
-    import torch
-
-    from clp_utils.precision import decide
-
     device = "cuda" if torch.cuda.is_available() else "cpu"
     p = decide("auto", device)
     info = {"describe": p.describe(), "precision": p.record()}
@@ -131,9 +142,10 @@ def pin_seeds(profile: str, previous: dict | None = None) -> dict | None:
     Order: ``$CLP_SEEDS`` as set by the user; else the seeds of ``previous`` (the last run's
     record, for a ``--only`` rerun that must read the same runs); else ``plan_seeds``.
     """
-    from clp_utils.budget import plan_seeds
-    from clp_utils.profiles import SEEDS_ENV, seeds_setting
-
+    if profile == "extras":
+        return {"seeds": get_profile("extras").study.seeds[-1] + 1,
+                "reason": f"the extras profile's seeds (${SEEDS_ENV} if set, else "
+                          f"{EXTRAS_SEEDS})"}
     if profile != "cpu":
         return None
     if os.environ.get(SEEDS_ENV):
@@ -196,21 +208,21 @@ def _other_run(folder: Path, title: str, tables: list[tuple[str, str]],
 def _design_line(recipe_path: Path) -> list[str]:
     if not recipe_path.exists():
         return []
-    recipe = json.loads(recipe_path.read_text())
-    machine = recipe.get("machine", {})
-    return [f"The cpu profile's recipe ({recipe['train_queries']} training queries per run, "
-            f"{recipe['num_negatives']} negative(s), {recipe['max_passage_len']}-token training "
-            f"passages, learning rates {recipe['lr']}) was chosen by `make design` in "
-            f"{recipe.get('design_minutes', float('nan')):.0f} min "
+    recipe = Recipe.load(recipe_path)
+    machine = recipe.machine
+    return [f"The cpu profile's recipe ({recipe.train_queries} training queries per run, "
+            f"{recipe.num_negatives} negative(s), {recipe.max_passage_len}-token training "
+            f"passages, learning rates {recipe.lr}) was chosen by `make design` in "
+            f"{recipe.design_minutes or float('nan'):.0f} min "
             f"({machine.get('precision', '?')} on "
             f"{machine.get('hardware', {}).get('cpu', '?')}, "
             f"CPU capability {machine.get('hardware', {}).get('capability', '?')}).", ""]
 
 
-def results_markdown(figures: Path = REPO_ROOT / "figures",
+def results_markdown(figures: Path = FIGURES_ROOT,
                      timings: dict[str, float] | None = None,
                      machine: dict | None = None,
-                     recipe_path: Path = REPO_ROOT / "configs" / "recipe_cpu.json") -> str:
+                     recipe_path: Path = RECIPE_PATH) -> str:
     """The README's results section, assembled from the files in ``figures`` (the
     repository's, whatever ``$CLP_FIGURES_DIR`` says), ``figures/full`` for the full profile
     and ``figures/avx2`` for the cpu profile on AVX2 kernels. ``timings`` and ``machine``
@@ -219,6 +231,12 @@ def results_markdown(figures: Path = REPO_ROOT / "figures",
     parts += _tables(figures, README_TABLES)
     parts += [timing_line(timings, machine), ""] if timings else _run_line(figures)
     parts += _design_line(recipe_path)
+    parts += _other_run(figures / "extras",
+                        "The controls and checks a reviewer asks for (`make study-extras`)",
+                        EXTRAS_TABLES,
+                        "The extras profile: the cpu recipe, two seeds per control, the scale "
+                        "check on every training query with one seed, beside the cpu runs they "
+                        "are compared with. Chapter 04 reads each paper claim with its controls.")
     parts += _other_run(figures / "full", "The full profile (GPU), beside the cpu profile",
                         FULL_TABLES)
     parts += _other_run(figures / "avx2",
@@ -244,10 +262,21 @@ def update_readme(timings: dict[str, float] | None = None, readme: Path = README
         fh.write(new)
 
 
+def reproduce(profile: str, folder: Path, committed: Path, then_record: dict | None,
+              now_record: dict | None) -> str:
+    """Compare the regenerated headline numbers with the committed snapshot; write and print
+    the reproduction report (``results/reproduction/<profile>/``). Returns its summary."""
+    table = report.compare(committed, folder, then_record, now_record)
+    path = report.write(table, RESULTS_DIR / "reproduction" / profile)
+    text = report.summary(table)
+    print(f"[{profile}] reproduction report ({path}):\n{text}", flush=True)
+    return text
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m clp_utils.pipeline",
+    parser = argparse.ArgumentParser(prog="python -m clp_utils.machinery.pipeline",
                                      description=__doc__.split("\n")[0])
-    parser.add_argument("--profile", default="cpu", choices=["smoke", "cpu", "full"])
+    parser.add_argument("--profile", default="cpu", choices=list(NAMES))
     parser.add_argument("--only", nargs="*", help="notebook numbers to run, e.g. 00 03")
     parser.add_argument("--readme-only", action="store_true",
                         help="only regenerate the README section")
@@ -256,11 +285,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--started", type=float, default=None,
                         help="epoch seconds when `make` started (the setup time is recorded)")
     args = parser.parse_args(argv)
+    only = args.only or (EXTRAS_CHAPTERS if args.profile == "extras" else None)
+    partial = bool(args.only)  # the extras' own chapter list is a whole run of that profile
     folder = figures_dir(args.profile)
     record = folder / RUN_RECORD
     if not args.readme_only:
-        previous = json.loads(record.read_text()) if record.exists() and args.only else {}
-        setup = time.time() - args.started if args.started and not args.only else None
+        previous = json.loads(record.read_text()) if record.exists() and partial else {}
+        committed = report.snapshot(folder, RESULTS_DIR / "reproduction" / args.profile
+                                    / "committed")
+        then_record = report.read_record(committed)
+        setup = time.time() - args.started if args.started and not partial else None
         machine = record_machine(setup)
         print(f"[{args.profile}] precision: {machine['describe']}", flush=True)
         if machine["precision"]["device"] == "cpu" and not machine["precision"]["bf16"]:
@@ -274,15 +308,15 @@ def main(argv: list[str] | None = None) -> None:
         if setup is None and previous.get("machine", {}).get("setup_seconds") is not None:
             machine["setup_seconds"] = previous["machine"]["setup_seconds"]  # the full run's
         if args.parallel > 1:
-            from clp_utils.study import train_parallel
-
             t0 = time.perf_counter()
             train_parallel(args.profile, args.parallel)
             machine["parallel"] = {"workers": args.parallel,
                                    "seconds": round(time.perf_counter() - t0, 1)}
-        timings = run_notebooks(args.profile, args.only)
+        timings = run_notebooks(args.profile, only)
+        now_record = {"profile": args.profile, "timings": timings, "machine": machine}
         if args.profile != "smoke":
-            write_json(record, {"profile": args.profile, "timings": timings, "machine": machine})
+            write_json(record, now_record)
+        reproduce(args.profile, folder, committed, then_record, now_record)
     if args.profile != "smoke":
         update_readme()
 

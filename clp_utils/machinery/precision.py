@@ -48,10 +48,9 @@ from typing import Any
 
 import torch
 
-from clp_utils.io import atomic_write
-from clp_utils.paths import cache_dir
+from clp_utils.machinery.io import atomic_write
+from clp_utils.machinery.paths import cache_dir
 
-SETTINGS = ("auto", True, False)
 #: bf16 must beat float32 by this factor in the timed matmul before "auto" turns it on.
 MIN_SPEEDUP = 1.2
 #: Matmul side of the confirmation timing. Small on purpose: an emulated bf16 matmul of

@@ -19,7 +19,7 @@ machine, which takes longer.
 Fewer seeds weaken claims, not rows: with one seed the seed-level test is missing, so a claim
 whose per-query test alone is significant reads "not resolved at this budget" (chapter 04).
 
-Example (``python -m clp_utils.budget`` prints the same for the machine at hand)::
+Example (``python -m clp_utils.machinery.budget`` prints the same for the machine at hand)::
 
     plan = plan_seeds("cpu")
     plan.seeds, plan.estimates  # the seeds chosen; seconds estimated at 1 and 2 seeds
@@ -35,8 +35,8 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from clp_utils.batching import Example, load_training_data
+from clp_utils.machinery.precision import cached_timings, cpu_hardware, decide
 from clp_utils.models import load_model
-from clp_utils.precision import cached_timings, cpu_hardware, decide
 from clp_utils.profiles import MAX_SEEDS, cells, get_profile
 from clp_utils.retrieval import encode_batch_size, encode_passages, encode_queries
 from clp_utils.train_config import TrainConfig
@@ -313,7 +313,24 @@ def plan_seeds(name: str = "cpu", budget_seconds: float = RUNS_BUDGET_S,
     return SeedPlan(seeds, estimates, budget_seconds, rates, reason)
 
 
-def _self_check() -> None:  # pragma: no cover - run by hand: python -m clp_utils.budget
+def main(argv: list[str] | None = None) -> None:
+    """``python -m clp_utils.machinery.budget`` prints this machine's rates and estimate;
+    ``--seeds`` prints only the number of seeds the plan keeps (``make lab`` pins it)."""
+    import argparse
+    import contextlib
+    import io
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m clp_utils.machinery.budget",
+                                     description=__doc__.split("\n")[0])
+    parser.add_argument("--seeds", action="store_true", help="print the planned seeds only")
+    args = parser.parse_args(argv)
+    if args.seeds:
+        with contextlib.redirect_stdout(io.StringIO()):  # progress and loading messages
+            plan = plan_seeds()
+        print(plan.seeds)
+        print(f"seeds per row on this machine: {plan.reason}", file=sys.stderr)
+        return
     plan = plan_seeds()
     print(plan.rates)
     for s, sec in plan.estimates.items():
@@ -322,4 +339,4 @@ def _self_check() -> None:  # pragma: no cover - run by hand: python -m clp_util
 
 
 if __name__ == "__main__":  # pragma: no cover
-    _self_check()
+    main()

@@ -107,6 +107,12 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def slug(name: str, keep: str = "-_") -> str:
+    """``name`` as a file name: letters, digits and ``keep`` stay, anything else becomes "-"
+    (run folders, baseline folders and the parallel runner's logs are named with it)."""
+    return "".join(c if c.isalnum() or c in keep else "-" for c in name)
+
+
 def stable_hash(obj: Any, length: int = 12) -> str:
     """A short hash of a JSON-serialisable object, independent of dict order."""
     blob = json.dumps(obj, sort_keys=True, ensure_ascii=False, default=str).encode()

@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import json
 import os
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from clp_utils.paths import DATA_DIR, FIGURES_ROOT, RESULTS_DIR
+from clp_utils.catalog import main as catalog
+from clp_utils.machinery.budget import plan_seeds
+from clp_utils.machinery.paths import DATA_DIR, FIGURES_ROOT, RESULTS_DIR
 from clp_utils.plots import use_figures
 from clp_utils.profiles import SEEDS_ENV, get_profile
 
@@ -63,8 +66,6 @@ def ensure_data(number: str, build: bool = True) -> None:
         raise SystemExit(line)
     print(line + "; building it now (a one-time download of the bigbench sdist, ~360 MB)",
           flush=True)
-    from clp_utils.catalog import main as catalog
-
     catalog(["build"])
 
 
@@ -76,8 +77,6 @@ def pin_seeds(profile: str) -> int | None:
         return int(os.environ[SEEDS_ENV])
     if profile != "cpu":
         return None
-    from clp_utils.budget import plan_seeds
-
     plan = plan_seeds(profile)
     os.environ[SEEDS_ENV] = str(plan.seeds)
     print(f"seeds per row: {plan.reason} (this machine's plan, as `make study` uses it)",
@@ -123,3 +122,13 @@ def begin(number: str, profile: str, build_data: bool = True) -> ChapterRun:
             + timing_card(number, profile) + ".")
     print(card, flush=True)
     return ChapterRun(number, profile, folder, seeds, card)
+
+
+def say(*parts: object, width: int = 100) -> None:
+    """Print generated sentences wrapped at ``width`` columns (JupyterLab and the book
+    break long output lines mid-word); a line starting "- " keeps its bullet's indent."""
+    text = " ".join(str(p) for p in parts)
+    for line in text.split("\n"):
+        indent = "  " if line.startswith("- ") else ""
+        print(textwrap.fill(line, width, subsequent_indent=indent, break_long_words=False,
+                            break_on_hyphens=False) if line.strip() else line)

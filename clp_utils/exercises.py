@@ -1,0 +1,309 @@
+"""The chapters' "try this" exercises: a parameter change, the question it answers, and a
+solution with the outcome the project measured.
+
+Each chapter ends with two exercises. ``task(key)`` says what to change and what it answers;
+``attempt(key, profile, run)`` does it at the profile's size (a tiny run in the smoke
+profile, so the test chain executes every exercise; in the cpu profile a trained exercise is
+the run ``make study-extras`` trained, read back, or it says how long it would take);
+``solution(key)`` states what the project measured, read from the committed figures (the
+cpu profile's, or the extras' for the controls), and what to conclude from it. Nothing in a
+solution is typed by hand: a solution whose measurement is not committed says which command
+produces it.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from clp_utils import profiles as P
+from clp_utils.claims import CONTROL_CLAIMS, claim_sentence
+from clp_utils.machinery.paths import FIGURES_ROOT
+from clp_utils.study import config_of
+from clp_utils.train_config import TrainConfig
+from clp_utils.training import train
+
+EXTRAS = FIGURES_ROOT / "extras"
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One exercise: its chapter, the change, the question, what trains (if anything) and
+    where its measured answer lives."""
+
+    key: str
+    title: str
+    change: str
+    question: str
+    config: Callable[[str], TrainConfig] | None = None  # the run it trains, per profile
+    answer: Callable[[], str] | None = None  # the measured outcome and what it means
+
+
+def _read(path) -> pd.DataFrame | None:
+    return pd.read_csv(path) if path.exists() else None
+
+
+def _missing(path, command: str) -> str:
+    return f"Not measured yet: {path.relative_to(FIGURES_ROOT.parent)} is absent (`{command}`)."
+
+
+def _control(name: str) -> Callable[[], str]:
+    def answer() -> str:
+        path = EXTRAS / "04_claims_controls.csv"
+        table = _read(path)
+        if table is None or name not in set(table["claim"]):
+            return _missing(path, "make study-extras")
+        return claim_sentence(table.set_index("claim").loc[name].rename(name)
+                              .to_frame().T.reset_index(names="claim").iloc[0])
+    return answer
+
+
+def _negatives_answer() -> str:
+    path = FIGURES_ROOT / "03_validation.csv"
+    table = _read(path)
+    if table is None:
+        return _missing(path, "make design")
+    curves = table[table["kind"] == "curve at the time budget"].set_index("setting")
+    one, four = (curves.loc[f"{k} neg, 128 tok", "val_ndcg_cut_10"] for k in (1, 4))
+    better = "1 negative" if one >= four else "4 negatives"
+    return (f"At the same training time, the design's learning curves reached validation "
+            f"nDCG@10 {one:.4f} with 1 negative and {four:.4f} with 4: {better} per query "
+            "wins at equal cost on two cores, because 4 negatives make each step slower and "
+            "the in-batch negatives already supply most of the contrast.")
+
+
+def _window_answer() -> str:
+    path = FIGURES_ROOT / "01_false_negatives.csv"
+    table = _read(path)
+    if table is None:
+        return _missing(path, "make study")
+    t = table.set_index("configuration")
+    a, b = (t.loc[c, "fn_rate_negatives"] for c in ("ANCE 3-30", "ANCE 1-30"))
+    return (f"Negatives containing an answer: {a:.1%} from ranks 3-30, {b:.1%} from ranks "
+            "1-30. The passages the model ranks at the very top are the likeliest false "
+            "negatives, which is why mined windows start below them.")
+
+
+def _toy_answer(column: str, lam: float, tau: float, versus: tuple[float, float]) -> Callable:
+    def answer() -> str:
+        path = FIGURES_ROOT / "02_lambda_tradeoff.csv"
+        table = _read(path)
+        if table is None:
+            return _missing(path, "make study")
+        t = table.set_index(["tau", "lambda"])
+        here, there = t.loc[(tau, lam)], t.loc[versus]
+        return (f"At tau {tau} and lambda {lam}: margin {here['margin']:.3f}, cos(n, q*) "
+                f"{here['neg_to_its_query']:.3f}; at tau {versus[0]} and lambda {versus[1]}: "
+                f"margin {there['margin']:.3f}, cos(n, q*) {there['neg_to_its_query']:.3f}. "
+                + ("Raising lambda keeps the negative nearer its own query and costs q "
+                   "margin: a trade, not a free gain." if column == "lambda" else
+                   "The higher temperature pushes the negative further from q (a larger "
+                   "margin) and from its own query too: lambda means something only with tau."))
+    return answer
+
+
+def _harm_answer() -> str:
+    path = EXTRAS / "05_harm_gaps.csv"
+    table = _read(path)
+    if table is None:
+        return _missing(path, "make study-extras")
+    t = table.set_index("comparison")
+    rows = [r for r in t.index if P.CLP_LAMBDA_05 in r and " - " in r]
+    if not rows:
+        return _missing(path, "make study-extras")
+    r = t.loc[rows[0]]
+    return (f"{rows[0]}: the own-query gap moves by {r['own minus matched control']:+.4f} "
+            f"(95% CI {r['95% CI low']:+.4f} to {r['95% CI high']:+.4f}). An interval across 0 "
+            "means even five times the paper's lambda does not measurably change how the "
+            "negatives' own queries fare.")
+
+
+def _overlap_answer() -> str:
+    path = FIGURES_ROOT / "00_lexical_overlap.csv"
+    table = _read(path)
+    if table is None:
+        return _missing(path, "make study")
+    t = table.set_index("split")
+    rho = t["query terms in the positive"].corr(t["BM25 - dense"], method="spearman")
+    most = t["query terms in the positive"].idxmax()
+    return (f"Across the five splits the share of query terms found in the positive and "
+            f"BM25's lead over the dense model have Spearman correlation {rho:+.2f}; "
+            f"{most} has the most overlap. Where questions reuse their passage's words, "
+            "exact term matching is hard to beat for a small dense model.")
+
+
+def _cutoff_answer() -> str:
+    path = FIGURES_ROOT / "00_baselines.csv"
+    table = _read(path)
+    if table is None:
+        return _missing(path, "make study")
+    flips = []
+    for split, part in table.groupby("split"):
+        at5 = part.set_index("system")["ndcg_cut_5"].idxmax()
+        at10 = part.set_index("system")["ndcg_cut_10"].idxmax()
+        if at5 != at10:
+            flips.append(split)
+    return ("No split changes its winner between nDCG@5 and nDCG@10: the cut-off moves every "
+            "number, not the ranking of systems." if not flips else
+            f"The winner changes on {', '.join(flips)}: the cut-off matters there.")
+
+
+def _chapter06_answer(stem: str, text: Callable[[pd.DataFrame], str]) -> Callable[[], str]:
+    def answer() -> str:
+        path = FIGURES_ROOT / f"{stem}.csv"
+        table = _read(path)
+        return _missing(path, "make study") if table is None else text(table)
+    return answer
+
+
+def _validation_text(t: pd.DataFrame) -> str:
+    t = t.set_index("row")
+    zs = t.loc[P.ZERO_SHOT, "validation ndcg_cut_10"]
+    worse = [r for r in t.index if r != P.ZERO_SHOT and t.loc[r, "validation ndcg_cut_10"] < zs]
+    return (f"On the validation queries mE5-small zero-shot scores {zs:.4f}; "
+            + (f"{', '.join(worse)} score below it there too: validation would have warned "
+               "before any test query was seen." if worse else
+               "every fine-tuned row scores above it there: validation would not have "
+               "warned, so the drop on test is not visible before testing."))
+
+
+def _tokenizer_text(t: pd.DataFrame) -> str:
+    t = t.set_index("model")
+    parts = [f"{m}: {t.loc[m, 'pieces per word']:.1f} pieces per Hindi word, "
+             f"{t.loc[m, 'unknown share']:.1%} unknown pieces" for m in t.index]
+    return ("; ".join(parts) + ". An English WordPiece vocabulary spells Hindi out letter by "
+            "letter, which is why MiniLM retrieves almost nothing there.")
+
+
+def _trained_on_answer() -> str:
+    path = FIGURES_ROOT / "05_own_query_retrieval.csv"
+    table = _read(path)
+    if table is None:
+        return _missing(path, "make study")
+    t = table.set_index(["row", "group"])["change"]
+    parts = [f"{row}: {t[(row, g)]:+.4f} for {g}" for row, g in t.index]
+    return ("Mean change in nDCG@10 (fine-tuned minus zero-shot) per group: " + "; ".join(parts)
+            + ". Queries the run trained on gain the most: training pulls their passage back, "
+              "which is why the harm analysis sets them apart.")
+
+
+def _trained(row: str) -> Callable[[str], TrainConfig]:
+    return lambda profile: config_of(profile if profile == "smoke" else "extras", row)
+
+
+EXERCISES = [
+    Exercise("00a", "Lexical overlap and BM25's lead",
+             "no training: compare the overlap column with BM25's lead in the table above",
+             "Is BM25's lead over the dense model largest where questions reuse their "
+             "passage's words?", None, _overlap_answer),
+    Exercise("00b", "nDCG@5 instead of nDCG@10", "metric = 'ndcg_cut_5' in the bar chart",
+             "Does any split change its winner with the cut-off?", None, _cutoff_answer),
+    Exercise("01a", "Four negatives per query",
+             "MiningConfig(num_negatives=4) in the training config, instead of the recipe's 1",
+             "At equal training time on two cores, do more hard negatives per query help?",
+             None, _negatives_answer),
+    Exercise("01b", "Mine from rank 1",
+             "MiningConfig(rank_min=1): let the negatives start right below the positive",
+             "How many more false negatives does the top of the ranking bring?",
+             None, _window_answer),
+    Exercise("02a", "Lambda 0.5", "lam = 0.5 (the slider in JupyterLab)",
+             "Where does the negative come to rest, and what does q pay for it?",
+             None, _toy_answer("lambda", 0.5, 0.02, (0.02, 0.1))),
+    Exercise("02b", "Temperature 0.05", "tau = 0.05 (the slider in JupyterLab)",
+             "How much further does InfoNCE alone push the negative?",
+             None, _toy_answer("tau", 0.0, 0.05, (0.02, 0.0))),
+    Exercise("03a", "Intermediate-only at full fine-tuning's rate",
+             "policy='intermediate' with the full policy's learning rate",
+             "Is intermediate-only's lead the policy, or its ten times higher rate?",
+             _trained(P.INTERMEDIATE_FULL_RATE),
+             _control(CONTROL_CLAIMS[2].name)),
+    Exercise("03b", "Random negatives without in-batch negatives",
+             "the paper's recipe (in_batch=False, tau 0.02, batch 4) with random negatives",
+             "Do random negatives hurt where they are nearly the only negatives, as in the "
+             "paper?", _trained(P.PAPER_RECIPE_RANDOM), _control(CONTROL_CLAIMS[5].name)),
+    Exercise("04a", "CLP at lambda 0.5", "lam=0.5 in the ANCE + CLP row",
+             "With the penalty at five times the paper's weight, does CLP beat InfoNCE?",
+             _trained(P.CLP_LAMBDA_05), _control(CONTROL_CLAIMS[4].name)),
+    Exercise("04b", "Symmetric InfoNCE", "loss='infonce_symmetric' (passage-to-query added)",
+             "Does CLP beat the standard way of adding a passage-to-query term?",
+             _trained(P.SYMMETRIC), _control(CONTROL_CLAIMS[7].name)),
+    Exercise("06a", "Would validation have warned?",
+             "no training: the validation scores of the Hindi runs (table above)",
+             "Does fine-tuning hurt mE5-small on Hindi validation queries too?", None,
+             _chapter06_answer("06_validation", _validation_text)),
+    Exercise("06b", "MiniLM's vocabulary on Hindi",
+             "no training: tokenize Hindi test passages with each model's tokenizer",
+             "Why does an English model retrieve almost nothing in Hindi?", None,
+             _chapter06_answer("06_tokenizer", _tokenizer_text)),
+    Exercise("05b", "Queries the run also trained on",
+             "no training: the own queries that were also training queries (table above)",
+             "How much does training on a query protect its passage?", None,
+             _trained_on_answer),
+    Exercise("05a", "The harm at lambda 0.5", "the own-query analysis on the lambda 0.5 runs",
+             "Does a five times stronger penalty change how the negatives' own queries fare?",
+             _trained(P.CLP_LAMBDA_05), _harm_answer),
+]
+BY_KEY = {e.key: e for e in EXERCISES}
+
+
+def exercises_of(chapter: str) -> list[Exercise]:
+    """A chapter's exercises (``chapter``: "00" .. "06")."""
+    return [e for e in EXERCISES if e.key.startswith(chapter)]
+
+
+def task(key: str) -> str:
+    """The exercise as a student reads it: title, change, question."""
+    e = BY_KEY[key]
+    return f"Exercise {e.key}: {e.title}. Change: {e.change}. Question: {e.question}"
+
+
+def attempt(key: str, profile: str, run: bool = False) -> str:
+    """Do the exercise at ``profile``'s size when ``run`` (the smoke chain runs every one);
+    otherwise say what it would train. A run the extras already trained is read back."""
+    e = BY_KEY[key]
+    if e.config is None:
+        return f"{task(key)}\nNo training: {e.change}, then rerun this chapter's cells."
+    config = e.config(profile)
+    if not run:
+        return (f"{task(key)}\nSet run_exercises = True to train it here ({config.label}, "
+                f"{config.train_queries or 'all'} training queries); a run `make study-extras` "
+                "trained is read back at once.")
+    result = train(config, progress=True)
+    return (f"{task(key)}\nTrained here ({profile}): test nDCG@10 "
+            f"{result.metrics.get('ndcg_cut_10', float('nan')):.4f}.")
+
+
+def solution(key: str) -> str:
+    """What the project measured for this exercise, and what to conclude."""
+    e = BY_KEY[key]
+    if e.answer is None:
+        return f"Solution {key}: see the cells above."
+    try:
+        return f"Solution {key}: {e.answer()}"
+    except (KeyError, ValueError) as err:  # a committed table from before this exercise
+        return (f"Solution {key}: the committed table does not hold this measurement yet "
+                f"({err}); `make study` (and `make study-extras`) regenerate it.")
+
+
+@dataclass(frozen=True)
+class Folded:
+    """A solution that stays folded until the reader opens it: an HTML ``<details>`` in
+    JupyterLab and in the book (folded even right after the cell runs), plain text elsewhere."""
+
+    text: str
+
+    def _repr_html_(self) -> str:
+        body = html.escape(self.text.split(": ", 1)[1]) if ": " in self.text else self.text
+        return (f"<details><summary><b>{html.escape(self.text.split(':', 1)[0])}</b> "
+                f"(click to unfold)</summary><p>{body}</p></details>")
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def folded_solution(key: str) -> Folded:
+    """``solution(key)``, folded (the last expression of an exercise's solution cell)."""
+    return Folded(solution(key))

@@ -1,0 +1,176 @@
+"""The reproduction report: every headline number ``make study`` regenerated, set against
+the committed value, OK or DIFF, in the spirit of Anserini's regression matrix.
+
+Before the chapters run, ``snapshot`` copies the committed headline tables of the profile's
+figures folder; after they ran, ``compare`` reads both and lists, for every number, the
+committed value, the new one, their difference, a tolerance and OK or DIFF, and every verdict
+that changed. The tolerance of a mean is what the two runs' seeds and precision allow:
+
+    tolerance = Z * sqrt(sd_committed^2 / n_committed + sd_now^2 / n_now) + floor
+
+with each row's seed-to-seed sd (the committed one stands in where a run has a single seed),
+``Z`` = 3, and a ``floor`` for the arithmetic (``FLOOR``, plus ``PRECISION_FLOOR`` when the
+two runs computed in different precisions). A claim's difference gets the half-width of its
+committed 95% interval as its tolerance. When the two runs differ in seeds or precision, the
+report says so for every difference, so a DIFF on a machine of another kind reads against
+its cause: within the tolerance those causes allow (OK), or beyond it (DIFF).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+#: The headline tables compared: (file stem, index columns, value columns, verdict column).
+HEADLINES = [
+    ("04_table2", ["split", "row"], ["ndcg_cut_10 mean"], None),
+    ("04_claims", ["claim"], ["delta"], "verdict"),
+    ("04_forgetting", ["split", "row"], ["ndcg_cut_10 mean"], "verdict"),
+    ("04_hybrid_reddit", ["system"], ["ndcg_cut_10 mean"], None),
+    ("06_multilingual", ["system"], ["ndcg_cut_10 mean"], None),
+    ("06_claims", ["claim"], ["delta"], "verdict"),
+    ("04_claims_controls", ["claim"], ["delta"], "verdict"),
+]
+Z = 3.0
+FLOOR = 0.002
+PRECISION_FLOOR = 0.005
+REPORT = "reproduction.md"
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What a run's numbers depend on besides the code: seeds per row and precision."""
+
+    seeds: int | None
+    precision: str | None
+
+    @classmethod
+    def of(cls, record: dict | None) -> Machine:
+        machine = (record or {}).get("machine", {})
+        return cls((machine.get("seeds") or {}).get("seeds"),
+                   (machine.get("precision") or {}).get("precision"))
+
+
+def snapshot(figures: Path, into: Path) -> Path:
+    """Copy the committed headline tables (and ``run.json``) of ``figures`` to ``into``."""
+    into.mkdir(parents=True, exist_ok=True)
+    for stem, *_ in HEADLINES:
+        if (figures / f"{stem}.csv").exists():
+            shutil.copy2(figures / f"{stem}.csv", into / f"{stem}.csv")
+    if (figures / "run.json").exists():
+        shutil.copy2(figures / "run.json", into / "run.json")
+    return into
+
+
+def _table(path: Path, index: list[str]) -> pd.DataFrame | None:
+    if not path.exists():
+        return None
+    df = pd.read_csv(path)
+    keep = [c for c in index if c in df.columns]
+    return df.set_index(keep) if keep else None
+
+
+def _sd(df: pd.DataFrame, key, column: str) -> float:
+    sd_col = column.replace(" mean", " sd")
+    if sd_col in df.columns and key in df.index:
+        value = df.loc[key, sd_col]
+        return float(value) if pd.notna(value) else math.nan
+    return math.nan
+
+
+def _seeds(df: pd.DataFrame, key) -> int:
+    if "seeds" in df.columns and key in df.index and pd.notna(df.loc[key, "seeds"]):
+        return int(df.loc[key, "seeds"])
+    return 1
+
+
+def tolerance(then: pd.DataFrame, now: pd.DataFrame, key, column: str,
+              precision_differs: bool) -> float:
+    """The tolerance of one number (see the module docstring)."""
+    floor = FLOOR + (PRECISION_FLOOR if precision_differs else 0.0)
+    if column == "delta":
+        if {"95% CI low", "95% CI high"} <= set(then.columns):
+            return float(then.loc[key, "95% CI high"] - then.loc[key, "95% CI low"]) / 2 + floor
+        return floor
+    sd_then, sd_now = _sd(then, key, column), _sd(now, key, column)
+    sd_then = sd_now if math.isnan(sd_then) else sd_then
+    sd_now = sd_then if math.isnan(sd_now) else sd_now
+    if math.isnan(sd_then):
+        return floor  # a single run on both sides (zero-shot, BM25): deterministic
+    n_then, n_now = _seeds(then, key), _seeds(now, key)
+    return Z * math.sqrt(sd_then ** 2 / n_then + sd_now ** 2 / n_now) + floor
+
+
+def compare(committed: Path, figures: Path, then_record: dict | None = None,
+            now_record: dict | None = None) -> pd.DataFrame:
+    """One row per headline number present in both folders (see the module docstring)."""
+    then_m, now_m = Machine.of(then_record), Machine.of(now_record)
+    precision_differs = bool(then_m.precision and now_m.precision
+                             and then_m.precision != now_m.precision)
+    seeds_differ = bool(then_m.seeds and now_m.seeds and then_m.seeds != now_m.seeds)
+    causes = ", ".join(c for c, on in (("seeds", seeds_differ), ("precision", precision_differs))
+                       if on)
+    rows = []
+    for stem, index, columns, verdict in HEADLINES:
+        then = _table(committed / f"{stem}.csv", index)
+        now = _table(figures / f"{stem}.csv", index)
+        if then is None or now is None:
+            continue
+        for key in then.index.intersection(now.index):
+            for column in columns:
+                if column not in then.columns or column not in now.columns:
+                    continue
+                a, b = float(then.loc[key, column]), float(now.loc[key, column])
+                tol = tolerance(then, now, key, column, precision_differs)
+                ok = abs(b - a) <= tol or (math.isnan(a) and math.isnan(b))
+                row = {"table": stem, "row": " / ".join(map(str, key if isinstance(key, tuple)
+                                                             else (key,))),
+                       "number": column, "committed": a, "now": b, "difference": b - a,
+                       "tolerance": tol, "status": "OK" if ok else "DIFF",
+                       "machine differs in": causes or "nothing"}
+                if verdict and verdict in then.columns and verdict in now.columns:
+                    v_then, v_now = then.loc[key, verdict], now.loc[key, verdict]
+                    row["verdict committed"], row["verdict now"] = v_then, v_now
+                    if v_then != v_now:
+                        row["status"] = "VERDICT CHANGED"
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summary(report: pd.DataFrame) -> str:
+    """The report in a few lines of markdown: counts, then every number that is not OK."""
+    if not len(report):
+        return "No committed headline numbers to compare with (a first run of this profile)."
+    counts = report["status"].value_counts()
+    head = (f"{len(report)} headline numbers compared with the committed ones: "
+            + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("OK", "DIFF", "VERDICT CHANGED"))
+            + ".")
+    causes = set(report["machine differs in"]) - {"nothing"}
+    if causes:
+        head += (f" This run differs from the committed one in {', '.join(sorted(causes))}: "
+                 "the tolerances allow for that, so a DIFF here is beyond what it explains.")
+    bad = report[report["status"] != "OK"]
+    if not len(bad):
+        return head
+    return head + "\n\n" + bad.to_markdown(index=False, floatfmt=".4f")
+
+
+def write(report: pd.DataFrame, folder: Path) -> Path:
+    """``reproduction.csv`` and ``reproduction.md`` (the summary, then every row)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    report.to_csv(folder / "reproduction.csv", index=False)
+    text = "# Reproduction report\n\n" + summary(report) + "\n"
+    if len(report):
+        text += "\n## Every number\n\n" + report.to_markdown(index=False, floatfmt=".4f") + "\n"
+    (folder / REPORT).write_text(text, encoding="utf-8")
+    return folder / REPORT
+
+
+def read_record(folder: Path) -> dict | None:
+    path = folder / "run.json"
+    return json.loads(path.read_text()) if path.exists() else None
