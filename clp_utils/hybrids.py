@@ -96,4 +96,4 @@ def best_hybrid_sentence(split: str, table: pd.DataFrame, sig: pd.DataFrame,
     return (f"{split}: the best hybrid is {best} at {fused.loc[best, f'{metric} mean']:.4f} "
             f"against BM25's {table.loc['BM25', f'{metric} mean']:.4f} (difference "
             f"{vs['delta']:+.4f}, 95% CI {vs['95% CI low']:+.4f} to {vs['95% CI high']:+.4f}, "
-            f"Holm p {vs['p Holm']:.4g}: {vs['verdict']}).")
+            f"Holm p {vs['p Holm']:.4f}: {vs['verdict']}).")

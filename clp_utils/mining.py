@@ -388,6 +388,72 @@ def mining_key(
     )
 
 
+def _new_counts(config: MiningConfig) -> dict:
+    """The summary counters ``_mine_records`` fills (``MinedSet.summary``)."""
+    return {"queries": 0, "queries_without_positive": 0,
+            "num_negatives_asked": config.num_negatives, "negatives": 0, "short_queries": 0,
+            "missing_negatives": 0, "candidates_examined": 0, "candidates_with_answer": 0,
+            "negatives_with_answer": 0, "dropped": dict.fromkeys(FILTERS, 0),
+            "negatives_without_own_query": 0, "own_queries_total": 0}
+
+
+def _pick_ance(index: TrainIndex, window: np.ndarray, excluded: set[int], filt: tuple,
+               rng: np.random.Generator, config: MiningConfig,
+               counts: dict) -> tuple[np.ndarray, np.ndarray]:
+    """ANCE: the survivors of the rank window, best ranked first (or sampled)."""
+    cands = np.array([i for i in window if i >= 0 and i not in excluded], dtype=np.int64)
+    keep, hits = _examine(index, cands, *filt, config, counts)
+    kept = np.flatnonzero(keep)
+    if config.pick == "sample" and len(kept) > config.num_negatives:
+        kept = np.sort(rng.choice(kept, config.num_negatives, replace=False))
+    kept = kept[: config.num_negatives]
+    return cands[kept], hits[kept]
+
+
+def _pick_random(index: TrainIndex, pos_idx: list[int], filt: tuple, rng: np.random.Generator,
+                 config: MiningConfig, counts: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Random: walk a seeded permutation, drawing as many as are still missing each time, so
+    the counts describe exactly the draws made (a query whose answer is a common string draws
+    more: its fn_rate_candidates share is larger than a fixed draw's)."""
+    order = rng.permutation(len(index.docids))
+    order = order[~np.isin(order, pos_idx)]
+    chosen_l, hits_l, start = [], [], 0
+    while len(chosen_l) < config.num_negatives and start < len(order):
+        cands = order[start : start + config.num_negatives - len(chosen_l)]
+        start += len(cands)
+        keep, hits = _examine(index, cands, *filt, config, counts)
+        chosen_l += cands[keep].tolist()
+        hits_l += hits[keep].tolist()
+    return np.array(chosen_l, dtype=np.int64), np.array(hits_l, bool)
+
+
+def _record(index: TrainIndex, qid: str, positives: list[str], scores_row: np.ndarray,
+            pos_idx: list[int], chosen: np.ndarray, chosen_hits: np.ndarray,
+            config: MiningConfig, counts: dict) -> dict:
+    """One mined group in the official code's field names, its counts added to ``counts``."""
+    split, docids = index.split, index.docids
+    neg_ids = [docids[i] for i in chosen]
+    neg_q_ids, neg_q = _own_queries(index, qid, neg_ids, config)
+    neg_scores = scores_row[chosen]
+    n_missing = config.num_negatives - len(neg_ids)
+    counts["queries"] += 1
+    counts["negatives"] += len(neg_ids)
+    counts["short_queries"] += int(n_missing > 0)
+    counts["missing_negatives"] += n_missing
+    counts["negatives_with_answer"] += int(chosen_hits.sum())
+    counts["negatives_without_own_query"] += sum(1 for q in neg_q if not q)
+    counts["own_queries_total"] += sum(len(q) for q in neg_q)
+    return {"qid": qid, "query": split.queries[qid]["text"], "pos_id": positives[0],
+            "pos": split.passage_text(positives[0]),
+            "pos_score": float(np.float32(scores_row[pos_idx[0]])),
+            "pos_rank": int(1 + (scores_row > scores_row[pos_idx[0]]).sum()),
+            "neg_ids": neg_ids, "neg": [split.passage_text(d) for d in neg_ids],
+            "neg_scores": [float(np.float32(s)) for s in neg_scores],
+            "neg_ranks": [int(1 + (scores_row > s).sum()) for s in neg_scores],
+            "neg_answer_hit": [bool(h) for h in chosen_hits], "neg_q_ids": neg_q_ids,
+            "neg_q": neg_q, "n_missing": n_missing}
+
+
 def _mine_records(
     index: TrainIndex, qids: list[str], q_emb: np.ndarray, config: MiningConfig
 ) -> tuple[list[dict], dict]:
@@ -396,20 +462,7 @@ def _mine_records(
     depth = min(config.rank_max, len(docids))
     if config.strategy == "ance":
         _, top_idx = search(q_emb, index.doc_emb, depth)
-    counts = {
-        "queries": 0,
-        "queries_without_positive": 0,
-        "num_negatives_asked": config.num_negatives,
-        "negatives": 0,
-        "short_queries": 0,
-        "missing_negatives": 0,
-        "candidates_examined": 0,
-        "candidates_with_answer": 0,
-        "negatives_with_answer": 0,
-        "dropped": dict.fromkeys(FILTERS, 0),
-        "negatives_without_own_query": 0,
-        "own_queries_total": 0,
-    }
+    counts = _new_counts(config)
     records = []
     chunk = np.empty((0, len(docids)), dtype=np.float32)
     for row, qid in enumerate(qids):
@@ -422,66 +475,17 @@ def _mine_records(
             continue
         scores_row = chunk[row % SCORE_CHUNK]
         pos_idx = [pos_of[d] for d in positives]
-        pos_score = float(np.float32(scores_row[pos_idx[0]]))
         margin_pos = float(scores_row[pos_idx].min())
         match = answer_matcher(split.queries[qid].get("answers", []))
-        excluded = set(pos_idx)
-
         filt = (scores_row, margin_pos, match, qid)
         rng = _query_rng(config.seed, qid, 0)
         if config.strategy == "ance":
             window = top_idx[row][config.rank_min - 1 : depth]
-            cands = np.array([i for i in window if i >= 0 and i not in excluded], dtype=np.int64)
-            keep, hits = _examine(index, cands, *filt, config, counts)
-            kept = np.flatnonzero(keep)
-            if config.pick == "sample" and len(kept) > config.num_negatives:
-                kept = np.sort(rng.choice(kept, config.num_negatives, replace=False))
-            kept = kept[: config.num_negatives]
-            chosen, chosen_hits = cands[kept], hits[kept]
+            chosen, hits = _pick_ance(index, window, set(pos_idx), filt, rng, config, counts)
         else:
-            # Walk a seeded permutation, drawing as many as are still missing each time, so
-            # the counts describe exactly the draws made (a query whose answer is a common
-            # string draws more: its fn_rate_candidates share is larger than a fixed draw's).
-            order = rng.permutation(len(docids))
-            order = order[~np.isin(order, pos_idx)]
-            chosen_l, hits_l, start = [], [], 0
-            while len(chosen_l) < config.num_negatives and start < len(order):
-                cands = order[start : start + config.num_negatives - len(chosen_l)]
-                start += len(cands)
-                keep, hits = _examine(index, cands, *filt, config, counts)
-                chosen_l += cands[keep].tolist()
-                hits_l += hits[keep].tolist()
-            chosen, chosen_hits = np.array(chosen_l, dtype=np.int64), np.array(hits_l, bool)
-
-        neg_ids = [docids[i] for i in chosen]
-        neg_q_ids, neg_q = _own_queries(index, qid, neg_ids, config)
-        neg_scores = scores_row[chosen]
-        n_missing = config.num_negatives - len(neg_ids)
-        counts["queries"] += 1
-        counts["negatives"] += len(neg_ids)
-        counts["short_queries"] += int(n_missing > 0)
-        counts["missing_negatives"] += n_missing
-        counts["negatives_with_answer"] += int(chosen_hits.sum())
-        counts["negatives_without_own_query"] += sum(1 for q in neg_q if not q)
-        counts["own_queries_total"] += sum(len(q) for q in neg_q)
-        records.append(
-            {
-                "qid": qid,
-                "query": split.queries[qid]["text"],
-                "pos_id": positives[0],
-                "pos": split.passage_text(positives[0]),
-                "pos_score": pos_score,
-                "pos_rank": int(1 + (scores_row > scores_row[pos_idx[0]]).sum()),
-                "neg_ids": neg_ids,
-                "neg": [split.passage_text(d) for d in neg_ids],
-                "neg_scores": [float(np.float32(s)) for s in neg_scores],
-                "neg_ranks": [int(1 + (scores_row > s).sum()) for s in neg_scores],
-                "neg_answer_hit": [bool(h) for h in chosen_hits],
-                "neg_q_ids": neg_q_ids,
-                "neg_q": neg_q,
-                "n_missing": n_missing,
-            }
-        )
+            chosen, hits = _pick_random(index, pos_idx, filt, rng, config, counts)
+        records.append(_record(index, qid, positives, scores_row, pos_idx, chosen, hits, config,
+                               counts))
     counts["fn_rate_candidates"] = counts["candidates_with_answer"] / max(
         1, counts["candidates_examined"]
     )

@@ -36,6 +36,33 @@ def model_path(name: str) -> str:
     return name
 
 
+#: Where a hub id would be fetched from (checked, not contacted, by ``hub_reachable``).
+HUB_HOST = ("huggingface.co", 443)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the model hub answers within ``timeout`` seconds (never when
+    ``HF_HUB_OFFLINE`` is set): a cheap TCP connect instead of the hub client's long wait."""
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""):
+        return False
+    try:
+        with socket.create_connection(HUB_HOST, timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def check_model_name(name: str) -> str | None:
+    """Why ``name`` cannot load here, in one line (None when it can or might): not a local
+    folder, not a packaged name, and the hub unreachable."""
+    if is_local(name) or hub_reachable():
+        return None
+    return (f"model {name!r} is not a local folder, not a known name "
+            f"({', '.join(PACKAGED_MODELS)}), and the model hub is unreachable from here")
+
+
 def is_local(name: str) -> bool:
     """True when ``name`` resolves to a folder on disk (no network needed)."""
     return name in PACKAGED_MODELS or Path(name).is_dir()

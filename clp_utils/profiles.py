@@ -342,9 +342,29 @@ def _extras() -> Profile:
     recipe = Recipe.load()
     seeds = tuple(range(seeds_setting(EXTRAS_SEEDS)))
     partners = (ZERO_SHOT, ANCE, CLP, INTERMEDIATE, MOE, PAPER_RECIPE_ANCE)
-    study = _cpu_study(recipe, (*partners, *SCALE_ROWS, *CONTROL_ROWS), seeds,
+    study = _cpu_study(recipe, (*partners, *extras_rows()), seeds,
                        single_seed_rows=tuple(SCALE_ROWS), ood_rows=partners)
     return _cpu_profile("extras", study, _hindi_track(recipe, seeds))
+
+
+#: Environment variable naming the extras rows that fit this machine's time target
+#: (``make study-extras`` sets it from ``budget.plan_extras``; unset: every row).
+EXTRAS_ENV = "CLP_EXTRAS_ROWS"
+#: The extras' rows, in order of priority: what the time target keeps first.
+EXTRAS_PRIORITY = (*SCALE_ROWS, *CONTROL_ROWS)
+
+
+def extras_rows() -> tuple[str, ...]:
+    """The extras rows to run: ``$CLP_EXTRAS_ROWS`` (rows separated by ";") or all of them,
+    always in ``EXTRAS_PRIORITY`` order. An unknown row name is a ``ValueError``."""
+    raw = os.environ.get(EXTRAS_ENV, "").strip()
+    if not raw:
+        return EXTRAS_PRIORITY
+    wanted = [r.strip() for r in raw.split(";") if r.strip()]
+    unknown = sorted(set(wanted) - set(EXTRAS_PRIORITY))
+    if unknown:
+        raise ValueError(f"${EXTRAS_ENV}: unknown rows {unknown}; known: {list(EXTRAS_PRIORITY)}")
+    return tuple(r for r in EXTRAS_PRIORITY if r in wanted)
 
 
 def _full() -> Profile:

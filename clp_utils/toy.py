@@ -275,6 +275,7 @@ def trajectory_explorer(steps: int = 400, lam: float = 0.1, tau: float = 0.02,
             out.clear_output(wait=True)
             display(fig)
         plt.close(fig)
+        box.figure = fig  # the last figure drawn (what the output area shows)
         return fig
 
     def changed(_) -> None:
@@ -283,7 +284,8 @@ def trajectory_explorer(steps: int = 400, lam: float = 0.1, tau: float = 0.02,
     for slider in sliders.values():
         slider.observe(changed, names="value")
     note = widgets.HTML("<i>Move a slider: the figure below redraws with the new values.</i>")
-    return widgets.VBox([note, *sliders.values(), out]), draw
+    box = widgets.VBox([note, *sliders.values(), out])
+    return box, draw
 
 
 # --------------------------------------------------------------------------- the figures

@@ -13,6 +13,7 @@ import math
 import os
 from dataclasses import dataclass, field, fields
 
+from clp_utils.catalog import DATASETS, known_dataset
 from clp_utils.losses import DEFAULT_TAU, VARIANTS
 from clp_utils.machinery.precision import normalize_setting
 from clp_utils.mining import MiningConfig
@@ -125,6 +126,11 @@ def _validate(c: TrainConfig) -> None:
             raise TypeError(f"{name} must be a string, got {getattr(c, name)!r}")
     if not c.model or not c.split:
         raise ValueError("model and split must not be empty")
+    for name in ("split", "ood_split"):
+        value = getattr(c, name)
+        if value is not None and isinstance(value, str) and not known_dataset(value):
+            raise ValueError(f"{name} must be one of {list(DATASETS)} or 'miracl-<language>', "
+                             f"got {value!r}")
     _choice("loss", c.loss, LOSSES)
     _choice("variant", c.variant, VARIANTS)
     _choice("policy", c.policy, POLICIES)

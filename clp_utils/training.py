@@ -43,7 +43,6 @@ from clp_utils.batching import false_in_batch_negatives as batch_statistics
 from clp_utils.data import RetrievalDataset
 from clp_utils.evaluation import evaluate_run
 from clp_utils.losses import clp_loss, info_nce
-from clp_utils.machinery.io import atomic_dir
 from clp_utils.machinery.precision import (
     Precision,
     autocast,
@@ -62,11 +61,12 @@ from clp_utils.machinery.runstore import (
     run_id,
     runs_root,
     save_checkpoint,
+    save_model,
     write_info,
     write_log,
 )
 from clp_utils.mining import mine
-from clp_utils.models import load_model
+from clp_utils.models import check_model_name, load_model
 from clp_utils.moe import (
     moe_balance_loss,
     moe_layers,
@@ -471,8 +471,7 @@ def train(
     if rank != 0:
         dist.barrier()
         return None  # type: ignore[return-value]
-    with atomic_dir(run_dir / "model") as tmp:
-        model.save(str(tmp))
+    save_model(run_dir, model)
     result = evaluate_into(model, rid, run_dir, ds, ood, progress, precision,
                            test=config.test_eval)
     drop_checkpoint(run_dir)
@@ -513,6 +512,10 @@ def main(argv: list[str] | None = None) -> None:
     except (TypeError, ValueError) as err:
         print(f"{parser.prog}: error: {err}", file=sys.stderr)
         raise SystemExit(2) from None
+    problem = check_model_name(config.model)
+    if problem:
+        print(f"{parser.prog}: error: {problem}", file=sys.stderr)
+        raise SystemExit(2)
     result = train(config, root=args.root)
     if result is not None:
         print(json.dumps({"run_id": result.run_id, "metrics": result.metrics}, indent=2))

@@ -119,6 +119,8 @@ def test_machine_rates_are_measured_once_per_machine(monkeypatch, tmp_path):
     assert len(timed) == len({B.step_shape(c) for c in configs})
     second = B.machine_rates(configs)
     assert second == first and len(timed) == len({B.step_shape(c) for c in configs})
+    B.machine_rates(configs, refresh=True)  # make study: measured again, remembered anew
+    assert len(timed) == 2 * len({B.step_shape(c) for c in configs})
     est = B.estimate_cells(configs)
     assert est.steps == sum(B.config_cost(c).steps for c in configs) and est.seconds > 0
 
@@ -128,8 +130,9 @@ def test_pipeline_pins_the_seeds_for_the_chapters(monkeypatch, no_seeds_env):
 
     calls = []
 
-    def fake_plan(name):
+    def fake_plan(name, refresh=False):
         calls.append(name)
+        assert refresh  # make study measures afresh; lab and chapters reuse what it measured
         return B.SeedPlan(1, {1: 60.0, 2: 120.0}, 90.0, B.Rates({}, 1.0, 1.0, "float32"),
                           "1 seed(s): 2 would take about 2 min")
 
@@ -157,3 +160,27 @@ def test_the_readme_states_the_budget_the_code_uses():
     readme = " ".join((REPO_ROOT / "README.md").read_text(encoding="utf-8").split())
     assert (f"fit {B.RUNS_BUDGET_S // 60} minutes (allowing {B.ESTIMATE_SPREAD:g}x for the "
             "estimate's own spread") in readme
+
+
+def test_extras_keep_the_scale_check_and_the_rate_control_first(monkeypatch, no_seeds_env):
+    """When the extras do not fit their time target here, the lowest-priority rows go first
+    and are named; the scale check and the learning-rate control always stay."""
+    from clp_utils import profiles
+
+    monkeypatch.delenv(profiles.EXTRAS_ENV, raising=False)
+    monkeypatch.setattr(B, "is_finished", lambda config: False)
+    study = get_profile("extras").study
+    shapes = {B.step_shape(c.config) for c in B.cells(study) if c.config is not None}
+    rates = B.Rates({s: 1.0 for s in shapes}, 50.0, 500.0, "bf16")
+    everything = B.plan_extras(budget_seconds=10 ** 9, rates=rates)
+    assert everything.rows == profiles.EXTRAS_PRIORITY and not everything.left_out
+    tight = B.plan_extras(budget_seconds=everything.estimate_seconds / 2, rates=rates, spread=1.0)
+    assert tight.rows == profiles.EXTRAS_PRIORITY[:len(tight.rows)]  # a prefix, in priority
+    assert profiles.INTERMEDIATE_FULL_RATE in tight.rows and tight.left_out
+    assert all(r in tight.reason for r in tight.left_out)
+    monkeypatch.setenv(profiles.EXTRAS_ENV, ";".join(tight.rows))
+    assert set(get_profile("extras").study.rows) >= set(tight.rows)
+    assert not set(get_profile("extras").study.rows) & set(tight.left_out)
+    monkeypatch.setenv(profiles.EXTRAS_ENV, "no such row")
+    with pytest.raises(ValueError, match="CLP_EXTRAS_ROWS"):
+        get_profile("extras")

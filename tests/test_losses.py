@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
@@ -357,3 +358,21 @@ def test_paper_recipe_batch_of_four_without_in_batch_equals_accumulating_four_si
         singles.append(part.item())
     assert together.item() == pytest.approx(sum(singles), rel=1e-12)
     assert torch.allclose(g_together, grads, atol=1e-14)
+
+
+def test_the_explorer_redraws_when_a_slider_moves():
+    """Chapter 02's sliders call ``draw``: two settings give two different figures."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from clp_utils.toy import trajectory_explorer
+
+    widget, draw = trajectory_explorer(steps=60)
+    a, b = draw(0.1, 0.02, 1), draw(0.6, 0.05, 3)
+    red = [[ln.get_ydata() for ln in f.axes[0].lines if ln.get_color() == "tab:red"]
+           for f in (a, b)]
+    assert len(red[0]) == 2 and not all(np.allclose(x, y) for x, y in zip(*red, strict=True))
+    assert "τ=0.05" in b.axes[0].get_title() and "3 negative" in b.axes[0].get_title()
+    lam_slider = widget.children[1]
+    lam_slider.value = 0.3  # a person moving the slider redraws through the same callback
+    assert "λ=0.3" in " ".join(t.get_text() for t in widget.figure.axes[0].get_legend().texts)

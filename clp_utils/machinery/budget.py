@@ -36,8 +36,9 @@ import torch
 
 from clp_utils.batching import Example, load_training_data
 from clp_utils.machinery.precision import cached_timings, cpu_hardware, decide
+from clp_utils.machinery.runstore import is_finished
 from clp_utils.models import load_model
-from clp_utils.profiles import MAX_SEEDS, cells, get_profile
+from clp_utils.profiles import EXTRAS_PRIORITY, MAX_SEEDS, cells, get_profile
 from clp_utils.retrieval import encode_batch_size, encode_passages, encode_queries
 from clp_utils.train_config import TrainConfig
 from clp_utils.training import ecosystem_loss, make_optimizer, prepare_model, train_step
@@ -241,10 +242,12 @@ def study_costs(profile, seeds: int) -> list[RunCost]:
     return costs
 
 
-def machine_rates(configs: list, use_cache: bool = True) -> Rates:
+def machine_rates(configs: list, use_cache: bool = True, refresh: bool = False) -> Rates:
     """``measure_rates`` remembered per machine (in the precision cache, keyed by the CPU and
     torch): a shape or model timed once on this machine is not timed again, so a chapter can
-    say what a run will cost in a second instead of a minute."""
+    say what a run will cost in a second instead of a minute. ``refresh`` times everything
+    again and replaces what was remembered (``make study`` does, so that one noisy reading,
+    e.g. taken while the machine was busy, does not decide forever)."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     precision = decide(configs[0].bf16, device)
     tag = f"rates/{device}/{precision.name}/{precision.attention}"
@@ -253,10 +256,10 @@ def machine_rates(configs: list, use_cache: bool = True) -> Rates:
         new = {}
         for cfg in configs:
             key = f"{tag}/step/{step_shape(cfg)}"
-            if key not in entry and key not in new:
+            if (refresh or key not in entry) and key not in new:
                 new[key] = round(time_step(cfg), 4)
         enc = f"{tag}/encode/{configs[0].model}"
-        if enc not in entry:
+        if refresh or enc not in entry:
             pps, qps, described = time_encoding(configs[0])
             new[enc] = [round(pps, 2), round(qps, 2), described]
         return new
@@ -287,16 +290,16 @@ def estimate_cells(configs: list) -> Estimate:
 
 def plan_seeds(name: str = "cpu", budget_seconds: float = RUNS_BUDGET_S,
                max_seeds: int = MAX_SEEDS, rates: Rates | None = None,
-               spread: float = ESTIMATE_SPREAD) -> SeedPlan:
+               spread: float = ESTIMATE_SPREAD, refresh: bool = False) -> SeedPlan:
     """The most seeds (1..``max_seeds``) whose estimated chapter-03 runs fit the budget here,
     an estimate counting as fitting while ``estimate / spread <= budget``.
 
-    ``rates`` default to ``machine_rates`` of the profile's runs on this machine (measured
-    once per machine and remembered, so ``make study``, ``make lab`` and a chapter run by hand
-    all plan the same seeds here).
+    ``rates`` default to ``machine_rates`` of the profile's runs on this machine: ``make study``
+    measures them afresh (``refresh``) and remembers them, and ``make lab`` and a chapter run
+    by hand plan from what it remembered, so all three plan the same seeds here.
     """
     profile = get_profile(name).study
-    rates = rates or machine_rates(study_run_configs(profile))
+    rates = rates or machine_rates(study_run_configs(profile), refresh=refresh)
     estimates = {s: estimate_seconds(study_costs(profile, s), rates)
                  for s in range(1, max_seeds + 1)}
     fits = [s for s, sec in estimates.items() if sec / spread <= budget_seconds]
@@ -311,6 +314,51 @@ def plan_seeds(name: str = "cpu", budget_seconds: float = RUNS_BUDGET_S,
     else:
         reason = f"1 seed, and even that takes about {est:.0f} min of runs here, over {allowed}"
     return SeedPlan(seeds, estimates, budget_seconds, rates, reason)
+
+
+#: ``make study-extras`` should take at most this long on a 2-core machine with native bf16.
+EXTRAS_BUDGET_S = 75 * 60
+
+
+@dataclass(frozen=True)
+class ExtrasPlan:
+    """Which extras rows fit the time target here, in priority order, and why."""
+
+    rows: tuple[str, ...]
+    left_out: tuple[str, ...]
+    estimate_seconds: float
+    reason: str
+
+    def record(self) -> dict:
+        return asdict(self)
+
+
+def plan_extras(budget_seconds: float = EXTRAS_BUDGET_S, rates: Rates | None = None,
+                spread: float = ESTIMATE_SPREAD, refresh: bool = False) -> ExtrasPlan:
+    """Keep the extras rows, in priority order (the scale check, then the learning-rate
+    control, ...), while the estimated training and evaluation of the ones not yet run here
+    fit ``budget_seconds`` (with the estimate's ``spread``); the rest are left out and named."""
+    study = get_profile("extras").study
+    todo = [c for c in cells(study) if c.config is not None and not is_finished(c.config)]
+    if not todo:
+        return ExtrasPlan(EXTRAS_PRIORITY, (), 0.0, "every extras run has finished here")
+    rates = rates or machine_rates(todo, refresh=refresh)
+    kept, total = [], 0.0
+    for row in EXTRAS_PRIORITY:
+        cost = estimate_seconds([config_cost(c.config) for c in todo if c.row == row], rates)
+        if (total + cost) / spread <= budget_seconds or not kept:
+            kept.append(row)
+            total += cost
+    partners_cost = estimate_seconds([config_cost(c.config) for c in todo
+                                      if c.row not in EXTRAS_PRIORITY], rates)
+    total += partners_cost
+    left = tuple(r for r in EXTRAS_PRIORITY if r not in kept)
+    minutes = f"about {total / 60:.0f} min of runs here"
+    reason = (f"every extras row fits: {minutes}" if not left else
+              f"{len(kept)} of {len(EXTRAS_PRIORITY)} rows fit the "
+              f"{budget_seconds / 60:.0f}-minute target ({minutes}); left out, lowest "
+              f"priority first: {', '.join(reversed(left))}")
+    return ExtrasPlan(tuple(kept), left, total, reason)
 
 
 def main(argv: list[str] | None = None) -> None:

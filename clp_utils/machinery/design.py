@@ -125,7 +125,7 @@ def learning_curves(plan: DesignPlan, progress: bool = True) -> pd.DataFrame:
     rows = []
     for curve in plan.curves:
         res = train(curve_config(plan, curve), root=DESIGN_RUNS, progress=progress)
-        log = pd.read_csv(res.run_dir / "log.csv")
+        log = res.log
         log["train_seconds"] = log["seconds"].cumsum()
         points = log.dropna(subset=["val_ndcg_cut_10"])
         if not len(points) or points["step"].iloc[-1] != log["step"].iloc[-1]:
@@ -228,7 +228,7 @@ def lever_checks(plan: DesignPlan, base: TrainConfig, lr: float,
         variants += [("training precision", "float32", replace(chosen, bf16=False))]
     for lever, setting, config in variants:
         res = train(config, root=DESIGN_RUNS, progress=progress)
-        log = pd.read_csv(res.run_dir / "log.csv")
+        log = res.log
         rows.append({"lever": lever, "setting": setting,
                      "val_ndcg_cut_10": res.val.metrics["ndcg_cut_10"],
                      "val_recall_100": res.val.metrics["recall_100"],

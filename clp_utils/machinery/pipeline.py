@@ -35,12 +35,21 @@ import papermill as pm
 import torch
 
 from clp_utils.machinery import report
-from clp_utils.machinery.budget import plan_seeds
+from clp_utils.machinery.budget import plan_extras, plan_seeds
 from clp_utils.machinery.io import atomic_write, write_json
 from clp_utils.machinery.parallel import train_parallel
 from clp_utils.machinery.paths import FIGURES_ROOT, REPO_ROOT, RESULTS_DIR, figures_dir
 from clp_utils.machinery.precision import decide
-from clp_utils.profiles import EXTRAS_SEEDS, NAMES, SEEDS_ENV, get_profile, seeds_setting
+from clp_utils.profiles import (
+    EXTRAS_ENV,
+    EXTRAS_PRIORITY,
+    EXTRAS_SEEDS,
+    NAMES,
+    SEEDS_ENV,
+    extras_rows,
+    get_profile,
+    seeds_setting,
+)
 from clp_utils.recipe import RECIPE_PATH, Recipe
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -154,9 +163,21 @@ def pin_seeds(profile: str, previous: dict | None = None) -> dict | None:
     if last:
         decided = {"seeds": last["seeds"], "reason": "the last run's seeds (--only rerun)"}
     else:
-        decided = plan_seeds(profile).record()
+        decided = plan_seeds(profile, refresh=True).record()
     os.environ[SEEDS_ENV] = str(decided["seeds"])  # inherited by the notebooks' kernels
     return decided
+
+
+def pin_extras() -> dict:
+    """The extras rows that fit this machine's time target (``budget.plan_extras``), pinned in
+    ``$CLP_EXTRAS_ROWS`` for the chapters' kernels unless the user set it."""
+    if os.environ.get(EXTRAS_ENV):
+        rows = extras_rows()
+        return {"rows": list(rows), "left_out": [r for r in EXTRAS_PRIORITY if r not in rows],
+                "reason": f"set by ${EXTRAS_ENV}"}
+    plan = plan_extras(refresh=True)
+    os.environ[EXTRAS_ENV] = ";".join(plan.rows)
+    return plan.record()
 
 
 def timing_line(timings: dict[str, float], machine: dict | None = None) -> str:
@@ -305,6 +326,9 @@ def main(argv: list[str] | None = None) -> None:
         if seeds:
             machine["seeds"] = seeds
             print(f"[{args.profile}] seeds per row: {seeds['reason']}", flush=True)
+        if args.profile == "extras":
+            machine["extras"] = pin_extras()
+            print(f"[extras] rows: {machine['extras']['reason']}", flush=True)
         if setup is None and previous.get("machine", {}).get("setup_seconds") is not None:
             machine["setup_seconds"] = previous["machine"]["setup_seconds"]  # the full run's
         if args.parallel > 1:

@@ -31,7 +31,7 @@ import torch
 from clp_utils.batching import load_training_data
 from clp_utils.data import DATA_DIR, RetrievalDataset, read_qrels
 from clp_utils.evaluation import RetrievalResult, evaluate_model, evaluate_run, save_evaluation
-from clp_utils.machinery.io import atomic_write, slug, stable_hash, write_json
+from clp_utils.machinery.io import atomic_dir, atomic_write, slug, stable_hash, write_json
 from clp_utils.machinery.paths import REPO_ROOT, RESULTS_DIR
 from clp_utils.machinery.precision import Precision, decide
 from clp_utils.models import load_model
@@ -150,6 +150,12 @@ def load_run(run_dir: Path) -> RunResult:
 
     return RunResult(info["run_id"], run_dir, config, read(run_dir), read(run_dir / "ood"),
                      read(run_dir / "val"))
+
+
+def save_model(run_dir: Path, model) -> None:
+    """Write the fine-tuned model to ``model/`` (atomically: a folder appears whole or not)."""
+    with atomic_dir(run_dir / "model") as tmp:
+        model.save(str(tmp))
 
 
 def write_info(run_dir: Path, info: dict) -> None:

@@ -1,0 +1,62 @@
+"""The reproduction report flags a drifted number and a changed verdict, and nothing else."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+
+from clp_utils.machinery import report
+
+
+def _write(folder, table2, claims, seeds=2, precision="bf16"):
+    folder.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(table2).to_csv(folder / "04_table2.csv", index=False)
+    pd.DataFrame(claims).to_csv(folder / "04_claims.csv", index=False)
+    (folder / "run.json").write_text(json.dumps({"machine": {
+        "seeds": {"seeds": seeds}, "precision": {"precision": precision}}}))
+
+
+TABLE2 = {"split": ["reddit"] * 3, "row": ["zero-shot", "ANCE negatives", "ANCE + CLP"],
+          "seeds": [1, 2, 2], "ndcg_cut_10 mean": [0.4317, 0.5100, 0.5103],
+          "ndcg_cut_10 sd": [float("nan"), 0.002, 0.002]}
+CLAIMS = {"claim": ["CLP beats InfoNCE", "ANCE beats random"], "delta": [0.0003, 0.0081],
+          "95% CI low": [-0.0034, -0.0010], "95% CI high": [0.0039, 0.0172],
+          "verdict": ["equivalent", "inconclusive"]}
+
+
+def test_a_drifted_number_and_a_changed_verdict_are_flagged(tmp_path):
+    _write(tmp_path / "committed", TABLE2, CLAIMS)
+    drifted = {**TABLE2, "ndcg_cut_10 mean": [0.4317, 0.5300, 0.5108]}  # ANCE +0.02, CLP +0.0005
+    changed = {**CLAIMS, "verdict": ["equivalent", "held"], "delta": [0.0004, 0.0150]}
+    _write(tmp_path / "now", drifted, changed)
+    rep = report.compare(tmp_path / "committed", tmp_path / "now",
+                         report.read_record(tmp_path / "committed"),
+                         report.read_record(tmp_path / "now"))
+    status = rep.set_index(["table", "row"])["status"]
+    assert status[("04_table2", "reddit / ANCE negatives")] == "DIFF"  # beyond 3 sd / sqrt(n)
+    assert status[("04_table2", "reddit / ANCE + CLP")] == "OK"
+    assert status[("04_table2", "reddit / zero-shot")] == "OK"
+    assert status[("04_claims", "ANCE beats random")] == "VERDICT CHANGED"
+    assert status[("04_claims", "CLP beats InfoNCE")] == "OK"
+    text = report.summary(rep)
+    assert "1 DIFF" in text and "1 VERDICT CHANGED" in text and "ANCE negatives" in text
+
+
+def test_a_machine_of_another_kind_widens_the_tolerance_and_says_why(tmp_path):
+    _write(tmp_path / "committed", TABLE2, CLAIMS)
+    one_seed = {**TABLE2, "seeds": [1, 1, 1], "ndcg_cut_10 sd": [float("nan")] * 3,
+                "ndcg_cut_10 mean": [0.4340, 0.5140, 0.5103]}
+    _write(tmp_path / "now", one_seed, CLAIMS, seeds=1, precision="float32")
+    rep = report.compare(tmp_path / "committed", tmp_path / "now",
+                         report.read_record(tmp_path / "committed"),
+                         report.read_record(tmp_path / "now"))
+    assert set(rep["machine differs in"]) == {"seeds, precision"}
+    row = rep.set_index("row").loc["reddit / ANCE negatives"]
+    # one seed now: the committed sd stands in for it; float32 adds the precision floor
+    expected = report.Z * (0.002 ** 2 / 2 + 0.002 ** 2 / 1) ** 0.5 + report.FLOOR \
+        + report.PRECISION_FLOOR
+    assert abs(row["tolerance"] - expected) < 1e-12 and row["status"] == "OK"
+    assert "seeds, precision" in report.summary(rep)
+    path = report.write(rep, tmp_path / "out")
+    assert path.read_text().startswith("# Reproduction report")
