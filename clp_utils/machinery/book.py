@@ -252,7 +252,7 @@ def prepare_chapter(nb: nbformat.NotebookNode, name: str) -> tuple[nbformat.Note
         if sum(map(_is_figure, cell.outputs)) != len(saved):
             saved = []  # which name goes with which figure is not clear: name none
         cells.pop()
-        told = nb.cells[captions[index]].source if index in captions else None
+        told = glossary_links(nb.cells[captions[index]].source) if index in captions else None
         for part in split_at_figures(cell):
             cells.append(part)
             if part.outputs and _is_figure(part.outputs[0]):
