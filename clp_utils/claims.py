@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from clp_utils import profiles as P
-from clp_utils.machinery.paths import FIGURES_ROOT
+from clp_utils.base.paths import FIGURES_ROOT
 from clp_utils.paper import claimed_difference
 from clp_utils.results import compare_rows, seed_spread
 from clp_utils.stats import SMALLEST_EFFECT, excludes

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clp_utils.machinery.io import (
+from clp_utils.base.io import (
     DataError,
     atomic_dir,
     atomic_write,
@@ -35,7 +35,7 @@ from clp_utils.machinery.io import (
     write_json,
     write_jsonl,
 )
-from clp_utils.machinery.paths import DATA_DIR
+from clp_utils.base.paths import DATA_DIR
 from clp_utils.sdist import BIGBENCH, ChecksumError, Sdist, fetch_sdist, read_members, sdist_url
 
 __all__ = ["BIGBENCH", "ChecksumError", "Sdist", "fetch_sdist", "read_members", "sdist_url"]

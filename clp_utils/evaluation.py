@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clp_utils.base.io import atomic_write, slug, stable_hash, write_json
+from clp_utils.base.paths import REPO_ROOT, RESULTS_DIR
+from clp_utils.base.precision import decide
 from clp_utils.data import Split
-from clp_utils.machinery.io import atomic_write, slug, stable_hash, write_json
-from clp_utils.machinery.paths import REPO_ROOT, RESULTS_DIR
-from clp_utils.machinery.precision import decide
 from clp_utils.models import load_model
 from clp_utils.retrieval import (
     TOP_K,

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from clp_utils import profiles as P
+from clp_utils.base.paths import FIGURES_ROOT
 from clp_utils.claims import CONTROL_CLAIMS, claim_sentence
-from clp_utils.machinery.paths import FIGURES_ROOT
 from clp_utils.study import config_of
 from clp_utils.train_config import TrainConfig
 from clp_utils.training import train

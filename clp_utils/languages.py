@@ -40,6 +40,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from clp_utils.base.io import DataError, sha256_file, write_json
+from clp_utils.base.paths import DATA_DIR
 from clp_utils.data import (
     BIGBENCH,
     DEFAULT_SEED,
@@ -53,8 +55,6 @@ from clp_utils.data import (
     split_by_passage,
     write_beir,
 )
-from clp_utils.machinery.io import DataError, sha256_file, write_json
-from clp_utils.machinery.paths import DATA_DIR
 
 #: Bumped when the conversion rules change, so that a built set is rebuilt.
 BUILDER_VERSION = 1

@@ -48,9 +48,9 @@ from pathlib import Path
 
 import numpy as np
 
+from clp_utils.base.io import read_jsonl, stable_hash, write_json, write_jsonl
+from clp_utils.base.paths import RESULTS_DIR
 from clp_utils.data import Split
-from clp_utils.machinery.io import read_jsonl, stable_hash, write_json, write_jsonl
-from clp_utils.machinery.paths import RESULTS_DIR
 from clp_utils.retrieval import encode_passages, encode_queries, search
 
 #: Bumped when the record format or the mining rules change, so old caches are not reused.

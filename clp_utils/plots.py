@@ -16,8 +16,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-from clp_utils.machinery.io import atomic_write
-from clp_utils.machinery.paths import FIGURES_DIR, figures_dir
+from clp_utils.base.io import atomic_write
+from clp_utils.base.paths import FIGURES_DIR, figures_dir
 
 sns.set_theme(context="notebook", style="whitegrid")
 _FOLDER = [FIGURES_DIR]

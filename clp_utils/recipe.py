@@ -19,8 +19,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from clp_utils.machinery.io import atomic_write
-from clp_utils.machinery.paths import REPO_ROOT
+from clp_utils.base.io import atomic_write
+from clp_utils.base.paths import REPO_ROOT
 from clp_utils.mining import MiningConfig
 from clp_utils.train_config import POLICIES, TrainConfig
 

@@ -2,7 +2,7 @@
 
 - ``encode_queries`` / ``encode_passages``: batched, progress bar, L2-normalised float32,
   the model's own "query"/"passage" prompts when it has them, in the precision
-  ``clp_utils.machinery.precision.decide`` picks; passage embeddings of a named model are cached on
+  ``clp_utils.base.precision.decide`` picks; passage embeddings of a named model are cached on
   disk (keyed by model id, texts and precision), since notebooks reuse them.
 - ``search``: exact inner-product search with faiss (``IndexFlatIP``), top 100.
 - ``retrieve`` / ``retrieve_splits``: a dataset's queries over its corpus.
@@ -20,10 +20,10 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from clp_utils.base.io import atomic_write, stable_hash
+from clp_utils.base.paths import RESULTS_DIR
+from clp_utils.base.precision import autocast, decide
 from clp_utils.data import Split
-from clp_utils.machinery.io import atomic_write, stable_hash
-from clp_utils.machinery.paths import RESULTS_DIR
-from clp_utils.machinery.precision import autocast, decide
 
 Run = dict[str, dict[str, float]]  # qid -> {docid: score}
 TOP_K = 100
@@ -51,7 +51,7 @@ def encode_queries(
 ) -> np.ndarray:
     """Embed queries (with the model's ``query`` prompt if it has one), normalised float32.
 
-    ``bf16`` goes through ``clp_utils.machinery.precision.decide``: bf16 autocast only where the
+    ``bf16`` goes through ``clp_utils.base.precision.decide``: bf16 autocast only where the
     hardware computes it natively (``"auto"``), or forced on/off.
     """
     return _encode(model, texts, _prompt(model, ("query",)), batch_size, progress, bf16)

@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from clp_utils.machinery.io import DataError, atomic_write, sha256_file
-from clp_utils.machinery.paths import cache_dir
+from clp_utils.base.io import DataError, atomic_write, sha256_file
+from clp_utils.base.paths import cache_dir
 
 
 @dataclass(frozen=True)

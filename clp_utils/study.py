@@ -24,11 +24,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from clp_utils.batching import load_training_data
+from clp_utils.costs import estimate_cells
 from clp_utils.evaluation import Evaluation, zero_shot
-from clp_utils.machinery.budget import estimate_cells
-from clp_utils.machinery.runstore import RunResult, is_finished
 from clp_utils.profiles import ZERO_SHOT, Cell, StudyProfile, cells, get_profile
 from clp_utils.retrieval import Run
+from clp_utils.runstore import RunResult, is_finished
 from clp_utils.train_config import TrainConfig
 from clp_utils.training import train
 
@@ -110,7 +110,7 @@ def missing_cells(profile: str | StudyProfile, rows: Iterable[str] | None = None
 
 def training_plan(missing: list[Cell]) -> str:
     """What ``run_study`` is about to train, in one paragraph: runs, rows, seeds, optimizer
-    steps, the precision, and the estimated minutes here (``budget.estimate_cells``: this
+    steps, the precision, and the estimated minutes here (``costs.estimate_cells``: this
     machine's measured step and encoding rates)."""
     est = estimate_cells([c.config for c in missing])
     rows = list(dict.fromkeys(c.row for c in missing))

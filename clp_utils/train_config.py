@@ -1,7 +1,7 @@
 """What decides a run: ``TrainConfig``, every field checked at construction.
 
 A run is one ``TrainConfig`` (``clp_utils.training.train``); its id is a hash of every field
-(``clp_utils.machinery.runstore.run_id``), so the config is the run's identity. A bad value fails at
+(``clp_utils.runstore.run_id``), so the config is the run's identity. A bad value fails at
 construction with a message naming the field, before any mining or training starts; the
 command line (``python -m clp_utils.training --set key=value``) turns that into one line and
 exit code 2.
@@ -13,9 +13,9 @@ import math
 import os
 from dataclasses import dataclass, field, fields
 
+from clp_utils.base.precision import normalize_setting
 from clp_utils.catalog import DATASETS, known_dataset
 from clp_utils.losses import DEFAULT_TAU, VARIANTS
-from clp_utils.machinery.precision import normalize_setting
 from clp_utils.mining import MiningConfig
 
 LOSSES = ("infonce", "clp", "infonce_symmetric", "gist", "mnrl_hardness")

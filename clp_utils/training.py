@@ -2,7 +2,7 @@
 
 ``train(config)`` is the study's single entry point (``python -m clp_utils.training`` is the
 same from the shell, and ``torchrun --nproc_per_node N -m clp_utils.training ...`` runs it on
-several processes). A run lives in the run store (``clp_utils.machinery.runstore``): a
+several processes). A run lives in the run store (``clp_utils.runstore``): a
 finished run is reused, an interrupted one resumes from its checkpoint, and a changed
 parameter never reuses a stale one. This module is the step and the loop; the config is
 ``clp_utils.train_config``, the batches ``clp_utils.batching``.
@@ -31,6 +31,13 @@ from sentence_transformers.sentence_transformer import losses as st_losses
 from tqdm.auto import tqdm
 from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
 
+from clp_utils.base.precision import (
+    Precision,
+    autocast,
+    decide,
+    enable_tf32,
+    training_attention,
+)
 from clp_utils.batching import (
     Example,
     load_training_data,
@@ -43,14 +50,18 @@ from clp_utils.batching import false_in_batch_negatives as batch_statistics
 from clp_utils.data import RetrievalDataset
 from clp_utils.evaluation import evaluate_run
 from clp_utils.losses import clp_loss, info_nce
-from clp_utils.machinery.precision import (
-    Precision,
-    autocast,
-    decide,
-    enable_tf32,
-    training_attention,
+from clp_utils.mining import mine
+from clp_utils.models import check_model_name, load_model
+from clp_utils.moe import (
+    moe_balance_loss,
+    moe_layers,
+    record_routing,
+    routing_stats,
+    transformer_module,
 )
-from clp_utils.machinery.runstore import (
+from clp_utils.policies import apply_policy, count_parameters, merge_lora
+from clp_utils.retrieval import retrieve
+from clp_utils.runstore import (
     RunResult,
     check_same_config,
     data_checksum,
@@ -65,17 +76,6 @@ from clp_utils.machinery.runstore import (
     write_info,
     write_log,
 )
-from clp_utils.mining import mine
-from clp_utils.models import check_model_name, load_model
-from clp_utils.moe import (
-    moe_balance_loss,
-    moe_layers,
-    record_routing,
-    routing_stats,
-    transformer_module,
-)
-from clp_utils.policies import apply_policy, count_parameters, merge_lora
-from clp_utils.retrieval import retrieve
 from clp_utils.train_config import TrainConfig
 
 

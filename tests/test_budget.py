@@ -6,6 +6,7 @@ import os
 
 import pytest
 
+from clp_utils import costs as K
 from clp_utils.catalog import load_named
 from clp_utils.machinery import budget as B
 from clp_utils.profiles import MAX_SEEDS, SEEDS_ENV, get_profile, seeds_setting
@@ -51,12 +52,12 @@ def test_cpu_profile_runs_the_pinned_seeds_and_nothing_else_changes(no_seeds_env
 
 
 def test_estimate_is_steps_at_their_shape_plus_encoding():
-    rates = B.Rates({"a": 2.0, "b": 0.5}, passages_per_second=10.0, queries_per_second=100.0,
+    rates = K.Rates({"a": 2.0, "b": 0.5}, passages_per_second=10.0, queries_per_second=100.0,
                     precision="float32")
-    costs = [B.RunCost("a", 80, 2533, 3000), B.RunCost("b", 20, 100, 50),
-             B.RunCost("a", 0, 10, 0)]
+    costs = [K.RunCost("a", 80, 2533, 3000), K.RunCost("b", 20, 100, 50),
+             K.RunCost("a", 0, 10, 0)]
     by_hand = (80 * 2.0 + 253.3 + 30.0) + (20 * 0.5 + 10.0 + 0.5) + 1.0
-    assert B.estimate_seconds(costs, rates) == pytest.approx(by_hand)
+    assert K.estimate_seconds(costs, rates) == pytest.approx(by_hand)
 
 
 def test_study_costs_count_every_run_its_steps_and_what_it_scores(no_seeds_env):
@@ -78,10 +79,10 @@ def test_study_costs_count_every_run_its_steps_and_what_it_scores(no_seeds_env):
 
 def test_plan_keeps_the_most_seeds_that_fit_and_says_why(no_seeds_env):
     profile = get_profile("cpu").study
-    shapes = {B.step_shape(c) for c in B.study_run_configs(profile)}
-    rates = B.Rates({s: 1.0 for s in shapes}, 50.0, 500.0, "float32")
-    one = B.estimate_seconds(B.study_costs(profile, 1), rates)
-    two = B.estimate_seconds(B.study_costs(profile, 2), rates)
+    shapes = {K.step_shape(c) for c in B.study_run_configs(profile)}
+    rates = K.Rates({s: 1.0 for s in shapes}, 50.0, 500.0, "float32")
+    one = K.estimate_seconds(B.study_costs(profile, 1), rates)
+    two = K.estimate_seconds(B.study_costs(profile, 2), rates)
     assert one < two < 2 * one  # the zero-shot evaluation is paid once
     assert B.plan_seeds("cpu", budget_seconds=two, rates=rates, spread=1.0).seeds == 2
     plan = B.plan_seeds("cpu", budget_seconds=(one + two) / 2, rates=rates, spread=1.0)
@@ -100,8 +101,8 @@ def test_measured_rates_are_a_real_step_and_real_encoding(no_seeds_env):
     configs = B.study_run_configs(get_profile("smoke").study)
     picked = [next(c for c in configs if c.loss == "infonce" and c.policy == "full"),
               next(c for c in configs if c.policy == "moe")]
-    rates = B.measure_rates(picked)
-    assert set(rates.step_seconds) == {B.step_shape(c) for c in picked}
+    rates = K.measure_rates(picked)
+    assert set(rates.step_seconds) == {K.step_shape(c) for c in picked}
     assert all(0 < s < 60 for s in rates.step_seconds.values())
     assert rates.passages_per_second > 0 and rates.queries_per_second > 0
     assert rates.precision.startswith(("bf16", "float32"))
@@ -112,17 +113,17 @@ def test_machine_rates_are_measured_once_per_machine(monkeypatch, tmp_path):
     same configs measures nothing."""
     monkeypatch.setenv("CLP_CACHE", str(tmp_path))
     timed = []
-    monkeypatch.setattr(B, "time_step", lambda cfg: timed.append(B.step_shape(cfg)) or 1.5)
-    monkeypatch.setattr(B, "time_encoding", lambda cfg: (40.0, 400.0, "float32 on CPU"))
+    monkeypatch.setattr(K, "time_step", lambda cfg: timed.append(K.step_shape(cfg)) or 1.5)
+    monkeypatch.setattr(K, "time_encoding", lambda cfg: (40.0, 400.0, "float32 on CPU"))
     configs = B.study_run_configs(get_profile("smoke").study)[:3]
-    first = B.machine_rates(configs)
-    assert len(timed) == len({B.step_shape(c) for c in configs})
-    second = B.machine_rates(configs)
-    assert second == first and len(timed) == len({B.step_shape(c) for c in configs})
-    B.machine_rates(configs, refresh=True)  # make study: measured again, remembered anew
-    assert len(timed) == 2 * len({B.step_shape(c) for c in configs})
-    est = B.estimate_cells(configs)
-    assert est.steps == sum(B.config_cost(c).steps for c in configs) and est.seconds > 0
+    first = K.machine_rates(configs)
+    assert len(timed) == len({K.step_shape(c) for c in configs})
+    second = K.machine_rates(configs)
+    assert second == first and len(timed) == len({K.step_shape(c) for c in configs})
+    K.machine_rates(configs, refresh=True)  # make study: measured again, remembered anew
+    assert len(timed) == 2 * len({K.step_shape(c) for c in configs})
+    est = K.estimate_cells(configs)
+    assert est.steps == sum(K.config_cost(c).steps for c in configs) and est.seconds > 0
 
 
 def test_pipeline_pins_the_seeds_for_the_chapters(monkeypatch, no_seeds_env):
@@ -133,7 +134,7 @@ def test_pipeline_pins_the_seeds_for_the_chapters(monkeypatch, no_seeds_env):
     def fake_plan(name, refresh=False):
         calls.append(name)
         assert refresh  # make study measures afresh; lab and chapters reuse what it measured
-        return B.SeedPlan(1, {1: 60.0, 2: 120.0}, 90.0, B.Rates({}, 1.0, 1.0, "float32"),
+        return B.SeedPlan(1, {1: 60.0, 2: 120.0}, 90.0, K.Rates({}, 1.0, 1.0, "float32"),
                           "1 seed(s): 2 would take about 2 min")
 
     monkeypatch.setattr(pipeline, "plan_seeds", fake_plan)
@@ -155,7 +156,7 @@ def test_pipeline_pins_the_seeds_for_the_chapters(monkeypatch, no_seeds_env):
 
 
 def test_the_readme_states_the_budget_the_code_uses():
-    from clp_utils.machinery.paths import REPO_ROOT
+    from clp_utils.base.paths import REPO_ROOT
 
     readme = " ".join((REPO_ROOT / "README.md").read_text(encoding="utf-8").split())
     assert (f"fit {B.RUNS_BUDGET_S // 60} minutes (allowing {B.ESTIMATE_SPREAD:g}x for the "
@@ -170,8 +171,8 @@ def test_extras_keep_the_scale_check_and_the_rate_control_first(monkeypatch, no_
     monkeypatch.delenv(profiles.EXTRAS_ENV, raising=False)
     monkeypatch.setattr(B, "is_finished", lambda config: False)
     study = get_profile("extras").study
-    shapes = {B.step_shape(c.config) for c in B.cells(study) if c.config is not None}
-    rates = B.Rates({s: 1.0 for s in shapes}, 50.0, 500.0, "bf16")
+    shapes = {K.step_shape(c.config) for c in B.cells(study) if c.config is not None}
+    rates = K.Rates({s: 1.0 for s in shapes}, 50.0, 500.0, "bf16")
     everything = B.plan_extras(budget_seconds=10 ** 9, rates=rates)
     assert everything.rows == profiles.EXTRAS_PRIORITY and not everything.left_out
     tight = B.plan_extras(budget_seconds=everything.estimate_seconds / 2, rates=rates, spread=1.0)

@@ -11,7 +11,7 @@ import pytest
 from miracl_fixture import write_miracl_fixture
 
 from clp_utils import data as D
-from clp_utils.machinery.io import DataError, write_jsonl
+from clp_utils.base.io import DataError, write_jsonl
 
 SQUAD = {
     "version": "1.0",

@@ -20,8 +20,8 @@ from clp_utils import data as D
 from clp_utils import evaluation as E
 from clp_utils import languages as M
 from clp_utils import multilingual as S
-from clp_utils.machinery.io import DataError, sha256_file
-from clp_utils.machinery.paths import REPO_ROOT
+from clp_utils.base.io import DataError, sha256_file
+from clp_utils.base.paths import REPO_ROOT
 
 # --------------------------------------------------------------------------- the split rule
 

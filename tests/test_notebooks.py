@@ -14,7 +14,7 @@ import sys
 import nbformat
 import pytest
 
-from clp_utils.machinery.paths import REPO_ROOT
+from clp_utils.base.paths import REPO_ROOT
 
 pytestmark = pytest.mark.slow
 

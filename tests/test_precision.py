@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from clp_utils.machinery import precision as P
+from clp_utils.base import precision as P
 
 NO_BF16 = {"cpu": "test cpu", "capability": "AVX2", "avx512_bf16": False, "amx": False,
            "threads": 2, "torch": torch.__version__}

@@ -14,7 +14,7 @@ import nbformat
 import pytest
 import yaml
 
-from clp_utils.machinery.paths import REPO_ROOT
+from clp_utils.base.paths import REPO_ROOT
 
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 

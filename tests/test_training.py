@@ -13,8 +13,8 @@ import torch.multiprocessing as mp
 
 from clp_utils.batching import load_training_data, select_queries, to_examples
 from clp_utils.data import DATA_DIR
-from clp_utils.machinery.runstore import load_run, run_id
 from clp_utils.mining import MiningConfig
+from clp_utils.runstore import load_run, run_id
 from clp_utils.train_config import TrainConfig
 from clp_utils.training import train
 
@@ -85,7 +85,7 @@ def test_run_id_changes_when_a_default_changes(tmp_path):
             assert n == 1, f"{pattern!r} not found once in {source}"
             path.write_text(text)
         code = ("from clp_utils.train_config import TrainConfig; "
-                "from clp_utils.machinery.runstore import run_id; "
+                "from clp_utils.runstore import run_id; "
                 "print(run_id(TrainConfig(), 'data'))")
         env = {**os.environ, "PYTHONPATH": str(copy)}
         return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -101,7 +101,7 @@ def test_run_id_changes_when_a_default_changes(tmp_path):
 
 
 def test_a_finished_run_is_never_reused_for_another_config(tmp_path):
-    from clp_utils.machinery.runstore import check_same_config
+    from clp_utils.runstore import check_same_config
 
     stored = TrainConfig(**TINY, label="a")
     check_same_config(stored, replace(stored, label="b"), tmp_path)  # labels do not matter

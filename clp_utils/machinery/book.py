@@ -40,8 +40,8 @@ from warnings import catch_warnings, filterwarnings
 
 import nbformat
 
+from clp_utils.base.paths import FIGURES_ROOT, REPO_ROOT, RESULTS_DIR
 from clp_utils.exercises import exercises_of, task
-from clp_utils.machinery.paths import FIGURES_ROOT, REPO_ROOT, RESULTS_DIR
 
 BOOK_CONFIG = REPO_ROOT / "book"
 SOURCE_NOTEBOOKS = REPO_ROOT / "notebooks"

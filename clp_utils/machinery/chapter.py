@@ -23,9 +23,9 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
+from clp_utils.base.paths import DATA_DIR, FIGURES_ROOT, RESULTS_DIR
 from clp_utils.catalog import main as catalog
 from clp_utils.machinery.budget import plan_seeds
-from clp_utils.machinery.paths import DATA_DIR, FIGURES_ROOT, RESULTS_DIR
 from clp_utils.plots import use_figures
 from clp_utils.profiles import SEEDS_ENV, get_profile
 

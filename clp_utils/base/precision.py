@@ -48,8 +48,8 @@ from typing import Any
 
 import torch
 
-from clp_utils.machinery.io import atomic_write
-from clp_utils.machinery.paths import cache_dir
+from clp_utils.base.io import atomic_write
+from clp_utils.base.paths import cache_dir
 
 #: bf16 must beat float32 by this factor in the timed matmul before "auto" turns it on.
 MIN_SPEEDUP = 1.2

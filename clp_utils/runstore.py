@@ -28,12 +28,12 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from clp_utils.base.io import atomic_dir, atomic_write, slug, stable_hash, write_json
+from clp_utils.base.paths import REPO_ROOT, RESULTS_DIR
+from clp_utils.base.precision import Precision, decide
 from clp_utils.batching import load_training_data
 from clp_utils.data import DATA_DIR, RetrievalDataset, read_qrels
 from clp_utils.evaluation import RetrievalResult, evaluate_model, evaluate_run, save_evaluation
-from clp_utils.machinery.io import atomic_dir, atomic_write, slug, stable_hash, write_json
-from clp_utils.machinery.paths import REPO_ROOT, RESULTS_DIR
-from clp_utils.machinery.precision import Precision, decide
 from clp_utils.models import load_model
 from clp_utils.retrieval import read_trec, retrieve_splits
 from clp_utils.train_config import TrainConfig

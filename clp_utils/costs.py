@@ -1,0 +1,217 @@
+"""What a run costs on the machine at hand: step and encoding rates, measured and remembered.
+
+``machine_rates`` times one optimizer step of each kind of run (``step_shape``: model, loss,
+policy, batch, negatives, lengths) and the evaluation encoding speed, in the precision and
+attention kernel that training uses, and remembers them per machine (in the precision cache),
+so a chapter can say what it is about to train and how long that takes here in a second
+(``estimate_cells``; ``study.run_study`` prints it before training). ``make study`` times them
+afresh (``refresh``) so one noisy reading does not decide forever; the seed plan and the
+extras' time target (``clp_utils.machinery.budget``) are built on them.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import time
+from dataclasses import dataclass
+
+import torch
+
+from clp_utils.base.precision import cached_timings, cpu_hardware, decide
+from clp_utils.batching import Example, load_training_data
+from clp_utils.models import load_model
+from clp_utils.retrieval import encode_batch_size, encode_passages, encode_queries
+from clp_utils.train_config import TrainConfig
+from clp_utils.training import ecosystem_loss, make_optimizer, prepare_model, train_step
+
+
+@dataclass(frozen=True)
+class Rates:
+    """What this machine does per second with the study's model, in the precision that runs."""
+
+    step_seconds: dict[str, float]  # step shape (``step_shape``) -> seconds per optimizer step
+    passages_per_second: float  # evaluation encoding of corpus passages
+    queries_per_second: float  # evaluation encoding of queries
+    precision: str  # what ``Precision.describe`` says ran
+
+
+@dataclass(frozen=True)
+class RunCost:
+    """What one run does: optimizer steps of one shape, and the texts it encodes."""
+
+    shape: str
+    steps: int
+    passages: int
+    queries: int
+
+def step_shape(config) -> str:
+    """What sets a training step's cost: model, loss, policy, batch, negatives, lengths."""
+    c, mc = config, config.mining
+    return (f"{c.model}/{c.loss}/{c.policy}/b{c.batch_size}/k{mc.num_negatives}"
+            f"/m{mc.neg_queries}/len{c.max_passage_len}/inbatch{int(c.in_batch)}")
+
+
+def run_cost(config, passages: int, queries: int, available: int | None = None) -> RunCost:
+    """The cost of one run of ``config`` that scores ``passages`` and ``queries``
+    (``available``: the split's training queries, for a config that trains on all)."""
+    n = config.train_queries if config.train_queries is not None else available
+    steps = (n // config.batch_size) * config.epochs if n else 0
+    return RunCost(step_shape(config), steps, passages, queries)
+
+
+def estimate_seconds(costs: list[RunCost], rates: Rates) -> float:
+    """Seconds the runs take at ``rates``: each run's steps at its shape's measured step time,
+    plus the encoding of its passages and queries. (An estimate: mining, checkpoints and
+    the steps' varying padding are left out.)"""
+    return sum(c.steps * rates.step_seconds[c.shape] + c.passages / rates.passages_per_second
+               + c.queries / rates.queries_per_second for c in costs)
+
+
+def dataset_of(config):
+    """``batching.load_training_data(config)``, read once per plan for every config that
+    shares the data (a plan looks at the same split a dozen times)."""
+    c = config
+    return _load_data(c.split, c.passages, c.val_fraction, c.ood_split, c.ood_passages)
+
+
+@functools.lru_cache(maxsize=4)
+def _load_data(split, passages, val_fraction, ood_split, ood_passages):
+
+    return load_training_data(TrainConfig(split=split, passages=passages,
+                                          val_fraction=val_fraction, ood_split=ood_split,
+                                          ood_passages=ood_passages))
+
+
+def _timing_examples(config, n: int, seed: int = 0):
+    """``n`` training groups of real texts from the training split (no mining needed: a
+    step's time depends on the texts' lengths, not on which passage is negative)."""
+
+    ds, _ = dataset_of(config)
+    split = ds.train()
+    rng = random.Random(seed)
+    qids = rng.sample(sorted(split.queries), min(n, len(split.queries)))
+    pids = sorted(split.corpus)
+    queries = [q["text"] for q in split.queries.values()]
+    k, m = config.mining.num_negatives, config.mining.neg_queries
+    out = []
+    for qid in qids:
+        pos = next(iter(split.qrels.get(qid, {})), rng.choice(pids))
+        negs = [split.corpus[p]["text"] for p in rng.sample(pids, k)]
+        neg_qs = [[rng.choice(queries) for _ in range(m)] for _ in range(k)]
+        out.append(Example(split.queries[qid]["text"], split.corpus[pos]["text"], negs, neg_qs,
+                           [1.0] * (k * m)))
+    return out, ds, m
+
+
+def time_step(config, repeats: int = 2) -> float:
+    """Seconds of one optimizer step of ``config`` here (forward, backward, AdamW and the
+    loop's one host synchronisation, in the precision and attention kernel training uses),
+    the fastest of ``repeats`` after one warm-up step (a single timed step after the warm-up
+    read 2.9 s where the run's steps averaged 2.1 s: the first steps still allocate)."""
+
+    examples, _, m = _timing_examples(config, config.batch_size)
+    torch.manual_seed(config.seed)
+    model, _ = prepare_model(config)
+    precision = decide(config.bf16, str(model.device))
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = make_optimizer(params, config, model.device)
+    st_loss = ecosystem_loss(model, config)
+    model.train(config.dropout)
+    times = []
+    for _ in range(repeats + 1):
+        t0 = time.perf_counter()
+        parts = train_step(model, examples, config, m, optimizer, precision, st_loss)
+        parts["loss"].item()  # the loop's one host synchronisation
+        times.append(time.perf_counter() - t0)
+    return min(times[1:])
+
+
+def time_encoding(config, n: int = 192) -> tuple[float, float, str]:
+    """(passages/s, queries/s, precision) of evaluation encoding of ``n`` test passages and
+    queries of ``config``'s data with its base model, after a warm-up batch of each (a
+    machine's first batches pay for kernel set-up that a run's thousands of texts do not)."""
+
+    model = load_model(config.model)
+    precision = decide(config.bf16, str(model.device))
+    test = dataset_of(config)[0].test()
+    rng = random.Random(0)
+    warm = encode_batch_size(model)
+    passages = [test.corpus[p]["text"]
+                for p in rng.sample(sorted(test.corpus), min(n + warm, len(test.corpus)))]
+    queries = [q["text"] for q in rng.sample(list(test.queries.values()),
+                                             min(n + warm, len(test.queries)))]
+    rates = []
+    for encode, texts in ((encode_passages, passages), (encode_queries, queries)):
+        encode(model, texts[:warm], progress=False, bf16=precision.bf16)
+        t0 = time.perf_counter()
+        encode(model, texts[warm:], progress=False, bf16=precision.bf16)
+        rates.append(len(texts[warm:]) / (time.perf_counter() - t0))
+    return rates[0], rates[1], precision.describe()
+
+
+def measure_rates(configs: list) -> Rates:
+    """This machine's rates for ``configs``: one timed step per distinct step shape, and the
+    encoding speed of the first config's model."""
+    shapes = {}
+    for cfg in configs:
+        shapes.setdefault(step_shape(cfg), cfg)
+    steps = {shape: time_step(cfg) for shape, cfg in shapes.items()}
+    pps, qps, described = time_encoding(configs[0])
+    return Rates(steps, pps, qps, described)
+
+def config_cost(config) -> RunCost:
+    """What one run of ``config`` does: its steps (every training query when it trains on
+    all) and the texts its evaluation encodes (test corpus and queries, validation queries,
+    the out-of-domain set)."""
+    ds, ood = dataset_of(config)
+    passages = len(ds.test().corpus) + (len(ood.test().corpus) if ood else 0)
+    queries = len(ds.test().queries) + (len(ood.test().queries) if ood else 0)
+    if ds.has_validation:
+        queries += len(ds.validation().queries)
+    return run_cost(config, passages, queries, len(ds.train().queries))
+
+def machine_rates(configs: list, use_cache: bool = True, refresh: bool = False) -> Rates:
+    """``measure_rates`` remembered per machine (in the precision cache, keyed by the CPU and
+    torch): a shape or model timed once on this machine is not timed again, so a chapter can
+    say what a run will cost in a second instead of a minute. ``refresh`` times everything
+    again and replaces what was remembered (``make study`` does, so that one noisy reading,
+    e.g. taken while the machine was busy, does not decide forever)."""
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    precision = decide(configs[0].bf16, device)
+    tag = f"rates/{device}/{precision.name}/{precision.attention}"
+
+    def measure(entry: dict) -> dict:
+        new = {}
+        for cfg in configs:
+            key = f"{tag}/step/{step_shape(cfg)}"
+            if (refresh or key not in entry) and key not in new:
+                new[key] = round(time_step(cfg), 4)
+        enc = f"{tag}/encode/{configs[0].model}"
+        if refresh or enc not in entry:
+            pps, qps, described = time_encoding(configs[0])
+            new[enc] = [round(pps, 2), round(qps, 2), described]
+        return new
+
+    entry = cached_timings(cpu_hardware(), use_cache, measure)
+    steps = {step_shape(c): entry[f"{tag}/step/{step_shape(c)}"] for c in configs}
+    pps, qps, described = entry[f"{tag}/encode/{configs[0].model}"]
+    return Rates(steps, pps, qps, described)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """What a list of runs costs here: seconds, optimizer steps, the precision that runs."""
+
+    seconds: float
+    steps: int
+    precision: str
+
+
+def estimate_cells(configs: list) -> Estimate:
+    """The estimated cost of training and evaluating ``configs`` on this machine."""
+    if not configs:
+        return Estimate(0.0, 0, "nothing to run")
+    costs = [config_cost(c) for c in configs]
+    rates = machine_rates(configs)
+    return Estimate(estimate_seconds(costs, rates), sum(c.steps for c in costs), rates.precision)
