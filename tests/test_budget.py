@@ -175,7 +175,10 @@ def test_extras_keep_the_scale_check_and_the_rate_control_first(monkeypatch, no_
     rates = K.Rates({s: 1.0 for s in shapes}, 50.0, 500.0, "bf16")
     everything = B.plan_extras(budget_seconds=10 ** 9, rates=rates)
     assert everything.rows == profiles.EXTRAS_PRIORITY and not everything.left_out
-    tight = B.plan_extras(budget_seconds=everything.estimate_seconds / 2, rates=rates, spread=1.0)
+    monkeypatch.setattr(B, "machine_rates", lambda configs, refresh=False: (
+        [c.train_queries for c in configs], rates)[1])  # what make study-extras calls: configs
+    tight = B.plan_extras(budget_seconds=everything.estimate_seconds / 2, spread=1.0,
+                          refresh=True)
     assert tight.rows == profiles.EXTRAS_PRIORITY[:len(tight.rows)]  # a prefix, in priority
     assert profiles.INTERMEDIATE_FULL_RATE in tight.rows and tight.left_out
     assert all(r in tight.reason for r in tight.left_out)

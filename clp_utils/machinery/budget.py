@@ -145,7 +145,7 @@ def plan_extras(budget_seconds: float = EXTRAS_BUDGET_S, rates: Rates | None = N
     todo = [c for c in cells(study) if c.config is not None and not is_finished(c.config)]
     if not todo:
         return ExtrasPlan(EXTRAS_PRIORITY, (), 0.0, "every extras run has finished here")
-    rates = rates or machine_rates(todo, refresh=refresh)
+    rates = rates or machine_rates([c.config for c in todo], refresh=refresh)
     kept, total = [], 0.0
     for row in EXTRAS_PRIORITY:
         cost = estimate_seconds([config_cost(c.config) for c in todo if c.row == row], rates)
