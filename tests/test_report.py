@@ -20,15 +20,17 @@ def _write(folder, table2, claims, seeds=2, precision="bf16"):
 TABLE2 = {"split": ["reddit"] * 3, "row": ["zero-shot", "ANCE negatives", "ANCE + CLP"],
           "seeds": [1, 2, 2], "ndcg_cut_10 mean": [0.4317, 0.5100, 0.5103],
           "ndcg_cut_10 sd": [float("nan"), 0.002, 0.002]}
-CLAIMS = {"claim": ["CLP beats InfoNCE", "ANCE beats random"], "delta": [0.0003, 0.0081],
-          "95% CI low": [-0.0034, -0.0010], "95% CI high": [0.0039, 0.0172],
-          "verdict": ["equivalent", "inconclusive"]}
+CLAIMS = {"claim": ["CLP beats InfoNCE", "ANCE beats random", "zero-shot (no test)"],
+          "delta": [0.0003, 0.0081, 0.0], "95% CI low": [-0.0034, -0.0010, 0.0],
+          "95% CI high": [0.0039, 0.0172, 0.0],
+          "verdict": ["equivalent", "inconclusive", float("nan")]}
 
 
 def test_a_drifted_number_and_a_changed_verdict_are_flagged(tmp_path):
     _write(tmp_path / "committed", TABLE2, CLAIMS)
     drifted = {**TABLE2, "ndcg_cut_10 mean": [0.4317, 0.5300, 0.5108]}  # ANCE +0.02, CLP +0.0005
-    changed = {**CLAIMS, "verdict": ["equivalent", "held"], "delta": [0.0004, 0.0150]}
+    changed = {**CLAIMS, "verdict": ["equivalent", "held", float("nan")],
+               "delta": [0.0004, 0.0150, 0.0]}
     _write(tmp_path / "now", drifted, changed)
     rep = report.compare(tmp_path / "committed", tmp_path / "now",
                          report.read_record(tmp_path / "committed"),
@@ -39,6 +41,7 @@ def test_a_drifted_number_and_a_changed_verdict_are_flagged(tmp_path):
     assert status[("04_table2", "reddit / zero-shot")] == "OK"
     assert status[("04_claims", "ANCE beats random")] == "VERDICT CHANGED"
     assert status[("04_claims", "CLP beats InfoNCE")] == "OK"
+    assert status[("04_claims", "zero-shot (no test)")] == "OK"  # no verdict on either side
     text = report.summary(rep)
     assert "1 DIFF" in text and "1 VERDICT CHANGED" in text and "ANCE negatives" in text
 

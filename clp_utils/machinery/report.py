@@ -136,7 +136,7 @@ def compare(committed: Path, figures: Path, then_record: dict | None = None,
                 if verdict and verdict in then.columns and verdict in now.columns:
                     v_then, v_now = then.loc[key, verdict], now.loc[key, verdict]
                     row["verdict committed"], row["verdict now"] = v_then, v_now
-                    if v_then != v_now:
+                    if v_then != v_now and not (pd.isna(v_then) and pd.isna(v_now)):
                         row["status"] = "VERDICT CHANGED"
                 rows.append(row)
     return pd.DataFrame(rows)
