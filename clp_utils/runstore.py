@@ -53,14 +53,15 @@ def run_id(config: TrainConfig, data_checksum: str, precision: Precision | None 
     default of ``TrainConfig`` (or ``MiningConfig``) gives every affected run a new id, so a
     run trained under the old value is never read back as if it had the new one. (Hashing
     only the non-default fields, as this function once did, let a changed default reuse
-    stale runs.) With ``precision``, the hash holds what ran (bf16 or not, the attention
-    kernel) instead of the setting, so ``bf16="auto"`` and an explicit ``bf16=True`` on a
-    bf16 machine are the same run.
+    stale runs.) With ``precision``, the hash holds the precision that ran instead of the
+    setting, so ``bf16="auto"`` and an explicit ``bf16=True`` on a bf16 machine are the same
+    run. The attention kernel is left out, as the thread count is: both are speed levers that
+    move a result by float rounding only, and both are chosen per process (a torchrun rank
+    with one thread times the kernels apart from a two-thread process), so hashing them would
+    give the ranks of one run different ids. ``config.json`` records both.
     """
     key = {k: v for k, v in asdict(config).items() if k != "label"}
     key["bf16"] = precision.bf16 if precision is not None else config.bf16
-    if precision is not None:
-        key["attention"] = precision.attention
     return f"{slug(config.label or config.loss)}-{stable_hash([key, data_checksum])}"
 
 

@@ -143,7 +143,7 @@ def test_autocast_is_entered_only_for_bf16(machine):
 @pytest.mark.slow
 def test_training_honours_the_decision(machine, tmp_path, monkeypatch):
     """On a CPU without native bf16, "auto" trains and encodes in float32 with no autocast."""
-    from clp_utils import evaluation, training
+    from clp_utils import retrieval, training
     from clp_utils.data import DATA_DIR
     from clp_utils.mining import MiningConfig
 
@@ -162,7 +162,7 @@ def test_training_honours_the_decision(machine, tmp_path, monkeypatch):
         return P.autocast(precision, device_type)
 
     monkeypatch.setattr(training, "step_loss", spy_step)
-    monkeypatch.setattr(evaluation, "autocast", spy_autocast)
+    monkeypatch.setattr(retrieval, "autocast", spy_autocast)
     config = training.TrainConfig(
         split="reddit", passages=60, train_queries=8, batch_size=4, max_query_len=16,
         max_passage_len=32, ood_split=None, no_duplicates=False,

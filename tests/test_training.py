@@ -333,7 +333,10 @@ def test_parallel_runner_trains_every_run_in_its_own_process(tmp_path, monkeypat
     # the processes shared one mining cache: one mined set per query sample, no partial files
     mined = list((tmp_path / "results" / "cache" / "mining").glob("*.jsonl"))
     assert len(mined) == 2 and not list((tmp_path / "results").rglob("*.tmp"))
-    bad = [replace(configs[0], label="bad", split="no-such-split")]
+    # a config the worker refuses (TrainConfig validates at construction, so this one is
+    # made past the check, as a hand-edited run file would be)
+    bad = [replace(configs[0], label="bad")]
+    object.__setattr__(bad[0], "split", "no-such-split")
     monkeypatch.setattr(parallel, "cells",
                         lambda study: [Cell("row", "reddit", 0, c) for c in bad])
     with pytest.raises(RuntimeError, match=r"bad \(log: .*\.log\)"):
