@@ -186,3 +186,12 @@ def test_clean_stream_text_keeps_the_last_redraw_of_a_line():
     assert clean_stream_text(PROGRESS_BAR) == ""
     assert clean_stream_text(WARNING + "done\n") == "done\n"
     assert clean_stream_text("epoch 1\rloss 0.5\n") == "loss 0.5\n"
+
+
+def test_the_teachers_page_shows_its_times_as_a_table(book):
+    """The chapter times are one markdown table (a row per paragraph would print raw pipes),
+    and a time nobody measured names the command that measures it instead of 'nan'."""
+    text = page(book, "teacher")
+    assert "<table" in text and "live on smoke (min)" in text
+    assert "|---|" not in text and "nan" not in text
+    assert "not measured yet (<code" in text  # no smoke timings in this book's results

@@ -163,3 +163,21 @@ def test_readme_shows_the_avx2_run_below_and_ignores_a_moved_figures_folder(tmp_
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**os.environ, "CLP_FIGURES_DIR": str(avx2)}).stdout.strip()
     assert out == str(pipeline.REPO_ROOT / "figures")
+
+
+def test_a_partial_rerun_keeps_the_whole_runs_times_and_records_its_own_apart(tmp_path):
+    """Re-running chapters 03-05 with their runs stored must not make `make study` look
+    fast: run.json keeps the whole run's times, the re-run's go under 'reopened'."""
+    from clp_utils.machinery import pipeline
+
+    machine = {"describe": "bf16 on CPU capability AVX512 (avx512_bf16)"}
+    whole = pipeline.run_record("cpu", {"00_a.ipynb": 60.0, "03_t.ipynb": 1800.0}, machine, {})
+    assert whole["timings"]["03_t.ipynb"] == 1800.0 and "reopened" not in whole
+    rerun = {"00_a.ipynb": 60.0, "03_t.ipynb": 90.0}  # run_notebooks keeps the others' times
+    after = pipeline.run_record("cpu", rerun, machine, whole, only=["03"])
+    assert after["timings"] == whole["timings"]
+    assert after["reopened"]["timings"] == {"03_t.ipynb": 90.0}
+    (tmp_path / "run.json").write_text(json.dumps(after))
+    text = pipeline.results_markdown(figures=tmp_path, recipe_path=tmp_path / "none.json")
+    assert "total 31 min" in text
+    assert "re-run afterwards with the stored runs (nothing trains): `03_t.ipynb` 1.5 min" in text

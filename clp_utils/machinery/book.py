@@ -395,17 +395,37 @@ DISCUSSION = {
 }
 
 
+def _minutes_table(cpu: dict[str, float], again: dict[str, float],
+                   smoke: dict[str, float]) -> str:
+    """The chapters' times as one markdown table (rows joined by single newlines: a blank
+    line between rows would end the table); a time not measured says so, and a missing run
+    names the command that measures it."""
+    def cell(times: dict[str, float], name: str, command: str | None) -> str:
+        if name in times:
+            return f"{times[name]:.1f}"
+        return f"not measured yet (`{command}`)" if command else "not measured"
+
+    rows = ["| chapter | in `make study`, training included (min) | "
+            "opened again with the stored runs (min) | live on smoke (min) |",
+            "|---|---|---|---|"]
+    rows += [f"| {name} | {cell(cpu, name, 'make study')} | {cell(again, name, None)} | "
+             f"{cell(smoke, name, 'make study PROFILE=smoke')} |"
+             for name in sorted({*cpu, *again, *smoke})]
+    return "\n".join(rows)
+
+
 def teacher_page(executed_dir: Path) -> str:
     """``teacher.md``: what to run before class and how long it takes here, what students run
     live, each chapter's exercises and questions to discuss (times from the last runs)."""
-    def minutes(path: Path) -> dict[str, float]:
+    def minutes(path: Path, key: str | None = None) -> dict[str, float]:
         if not path.exists():
             return {}
         data = json.loads(path.read_text())
-        timings = data.get("timings", data)
+        timings = (data.get(key) or {}).get("timings", {}) if key else data.get("timings", data)
         return {name[:2]: sec / 60 for name, sec in timings.items()}
 
     cpu = minutes(FIGURES_ROOT / "run.json")
+    again = minutes(FIGURES_ROOT / "run.json", "reopened")
     smoke = minutes(executed_dir.parent / "smoke" / "timings.json")
     parts = ["# For teachers",
              "**Before class** run `make study` once on the machine the class will use (it "
@@ -414,15 +434,13 @@ def teacher_page(executed_dir: Path) -> str:
                 if cpu else "its time is printed at the end") + "), then `make book` for this "
              "book. Runs are stored: a chapter opened afterwards reads them back instead of "
              "training.",
-             "**In class** students open `make lab`. Chapters whose runs exist read them back "
-             "in about the times below; any chapter runs live on the `smoke` profile (set "
-             "`profile = \"smoke\"` in its parameters cell) in seconds to a few minutes, with "
-             "its figures in `figures/smoke/`, never over the committed ones.",
-             "| chapter | with the class's stored runs (min) | live on smoke (min) |",
-             "|---|---|---|"]
-    for name in sorted({*cpu, *smoke}):
-        parts.append(f"| {name} | {cpu.get(name, float('nan')):.1f} | "
-                     f"{smoke.get(name, float('nan')):.1f} |")
+             "**In class** students open `make lab`. A chapter whose runs are stored reads "
+             "them back instead of training (the third column, where it was measured: chapters "
+             "that train nothing take about their `make study` time); any chapter runs live on "
+             "the `smoke` profile (set `profile = \"smoke\"` in its parameters cell) in seconds "
+             "to a few minutes, with its figures in `figures/smoke/`, never over the committed "
+             "ones.",
+             _minutes_table(cpu, again, smoke)]
     parts.append("## Exercises and questions, chapter by chapter")
     for number, questions in DISCUSSION.items():
         parts.append(f"### Chapter {number}")
