@@ -181,3 +181,21 @@ def test_a_partial_rerun_keeps_the_whole_runs_times_and_records_its_own_apart(tm
     text = pipeline.results_markdown(figures=tmp_path, recipe_path=tmp_path / "none.json")
     assert "total 31 min" in text
     assert "re-run afterwards with the stored runs (nothing trains): `03_t.ipynb` 1.5 min" in text
+
+
+def test_a_claims_table_from_older_statistics_is_named_not_shown(tmp_path):
+    """figures/avx2 kept a claims table with the old verdicts ('not resolved ...'): the README
+    must not show it beside the two-level verdicts, and says which command remakes it."""
+    from clp_utils.machinery import pipeline
+
+    avx2 = tmp_path / "avx2"
+    avx2.mkdir()
+    (avx2 / "04_table2.md").write_text("| row | cpu |\n|---|---|\n| ANCE | 0.51 |\n")
+    (avx2 / "04_claims.md").write_text("| claim | verdict |\n|---|---|\n| x | not resolved |\n")
+    (avx2 / "04_claims.csv").write_text("claim,verdict\nx,not resolved at this budget\n")
+    text = pipeline.results_markdown(figures=tmp_path, recipe_path=tmp_path / "none.json")
+    assert "| ANCE | 0.51 |" in text and "| x | not resolved |" not in text
+    assert "earlier version of the statistics" in text and "`make study-avx2` remakes it" in text
+    (avx2 / "04_claims.csv").write_text("claim,verdict\nx,equivalent\n")
+    assert "| x | not resolved |" in pipeline.results_markdown(
+        figures=tmp_path, recipe_path=tmp_path / "none.json")

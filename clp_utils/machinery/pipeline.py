@@ -31,6 +31,7 @@ import re
 import time
 from pathlib import Path
 
+import pandas as pd
 import papermill as pm
 import torch
 
@@ -51,6 +52,7 @@ from clp_utils.profiles import (
     seeds_setting,
 )
 from clp_utils.recipe import RECIPE_PATH, Recipe
+from clp_utils.stats import VERDICTS
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 README = REPO_ROOT / "README.md"
@@ -212,12 +214,30 @@ def run_record(profile: str, timings: dict[str, float], machine: dict, previous:
     return {**previous, "reopened": {"timings": again, "describe": machine["describe"]}}
 
 
-def _tables(folder: Path, tables: list[tuple[str, str]], heading: str = "###") -> list[str]:
+def stale_verdicts(csv_path: Path) -> bool:
+    """A claims table whose verdicts are not the study's present vocabulary
+    (``stats.VERDICTS``) was made by an earlier version of the statistics."""
+    if not csv_path.exists():
+        return False
+    table = pd.read_csv(csv_path)
+    return "verdict" in table and not set(table["verdict"].dropna()) <= set(VERDICTS)
+
+
+def _tables(folder: Path, tables: list[tuple[str, str]], heading: str = "###",
+            command: str = "make study") -> list[str]:
     parts = []
     for name, caption in tables:
         path = folder / f"{name}.md"
-        if path.exists():
-            parts += [f"{heading} {caption}", "", path.read_text().strip(), ""]
+        if not path.exists():
+            continue
+        if stale_verdicts(path.with_suffix(".csv")):
+            parts += [f"{heading} {caption}", "",
+                      f"Not shown: `{path.relative_to(folder.parent)}` was made by an earlier "
+                      "version of the statistics (per-query tests and a t-test over seeds, "
+                      "before the two-level intervals and equivalence verdicts); "
+                      f"`{command}` remakes it.", ""]
+            continue
+        parts += [f"{heading} {caption}", "", path.read_text().strip(), ""]
     return parts
 
 
@@ -235,13 +255,13 @@ def _run_line(folder: Path) -> list[str]:
 
 
 def _other_run(folder: Path, title: str, tables: list[tuple[str, str]],
-               intro: str | None = None) -> list[str]:
+               intro: str | None = None, command: str = "make study") -> list[str]:
     """A run kept in a sub-folder of figures/ (the full profile, the AVX2 run): its heading,
     an optional sentence, its tables and timing line; nothing when none of its tables exist."""
     if not any((folder / f"{name}.md").exists() for name, _ in tables):
         return []
     return ([f"### {title}", ""] + ([intro, ""] if intro else [])
-            + _tables(folder, tables, heading="####") + _run_line(folder))
+            + _tables(folder, tables, heading="####", command=command) + _run_line(folder))
 
 
 def _design_line(recipe_path: Path) -> list[str]:
@@ -275,16 +295,17 @@ def results_markdown(figures: Path = FIGURES_ROOT,
                         EXTRAS_TABLES,
                         "The extras profile: the cpu recipe, two seeds per control, the scale "
                         "check on every training query with one seed, beside the cpu runs they "
-                        "are compared with. Chapter 04 reads each paper claim with its controls.")
+                        "are compared with. Chapter 04 reads each paper claim with its controls.",
+                        command="make study-extras")
     parts += _other_run(figures / "full", "The full profile (GPU), beside the cpu profile",
-                        FULL_TABLES)
+                        FULL_TABLES, command="make study PROFILE=full")
     parts += _other_run(figures / "avx2",
                         "The cpu profile on a CPU without native bf16 (`make study-avx2`)",
                         AVX2_TABLES,
                         "The same recipe with PyTorch, oneDNN and MKL confined to AVX2 kernels: "
                         "float32 (a CPU with native bf16 still reports its flags in the line "
                         "below; the timed check finds bf16 slower there), and the seeds `make "
-                        "study` sizes to that speed.")
+                        "study` sizes to that speed.", command="make study-avx2")
     parts.append(END)
     return "\n".join(parts)
 
