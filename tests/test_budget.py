@@ -169,19 +169,32 @@ def test_extras_keep_the_scale_check_and_the_rate_control_first(monkeypatch, no_
     from clp_utils import profiles
 
     monkeypatch.delenv(profiles.EXTRAS_ENV, raising=False)
-    monkeypatch.setattr(B, "is_finished", lambda config: False)
     study = get_profile("extras").study
+    # after `make study`: the cpu rows the controls are compared with are trained already
+    partners = {c.config for c in B.cells(study)
+                if c.config is not None and c.row not in profiles.EXTRAS_PRIORITY}
+    monkeypatch.setattr(B, "is_finished", lambda config: config in partners)
     shapes = {K.step_shape(c.config) for c in B.cells(study) if c.config is not None}
     rates = K.Rates({s: 1.0 for s in shapes}, 50.0, 500.0, "bf16")
     everything = B.plan_extras(budget_seconds=10 ** 9, rates=rates)
     assert everything.rows == profiles.EXTRAS_PRIORITY and not everything.left_out
     monkeypatch.setattr(B, "machine_rates", lambda configs, refresh=False: (
         [c.train_queries for c in configs], rates)[1])  # what make study-extras calls: configs
-    tight = B.plan_extras(budget_seconds=everything.estimate_seconds / 2, spread=1.0,
-                          refresh=True)
+    first = profiles.EXTRAS_PRIORITY[:profiles.EXTRAS_PRIORITY.index(
+        profiles.INTERMEDIATE_FULL_RATE) + 1]  # the scale check and the rate control
+    first_cost = sum(K.estimate_seconds([K.config_cost(c.config) for c in B.cells(study)
+                                         if c.row == row], rates) for row in first)
+    tight = B.plan_extras(budget_seconds=first_cost + 1.0, spread=1.0, refresh=True)
+    assert tight.rows == first
     assert tight.rows == profiles.EXTRAS_PRIORITY[:len(tight.rows)]  # a prefix, in priority
     assert profiles.INTERMEDIATE_FULL_RATE in tight.rows and tight.left_out
     assert all(r in tight.reason for r in tight.left_out)
+    # before `make study`, its runs count against the target too, and the plan says so
+    monkeypatch.setattr(B, "is_finished", lambda config: False)
+    early = B.plan_extras(budget_seconds=everything.estimate_seconds / 2, spread=1.0,
+                          refresh=True)
+    assert "runs of `make study` not yet trained here" in early.reason
+    assert len(early.rows) <= len(tight.rows)
     monkeypatch.setenv(profiles.EXTRAS_ENV, ";".join(tight.rows))
     assert set(get_profile("extras").study.rows) >= set(tight.rows)
     assert not set(get_profile("extras").study.rows) & set(tight.left_out)

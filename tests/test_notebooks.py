@@ -177,6 +177,9 @@ def test_a_partial_rerun_keeps_the_whole_runs_times_and_records_its_own_apart(tm
     after = pipeline.run_record("cpu", rerun, machine, whole, only=["03"])
     assert after["timings"] == whole["timings"]
     assert after["reopened"]["timings"] == {"03_t.ipynb": 90.0}
+    again = pipeline.run_record("cpu", {**rerun, "04_e.ipynb": 30.0}, machine, after, only=["04"])
+    assert again["timings"] == whole["timings"]  # a second partial rerun keeps the first's
+    assert again["reopened"]["timings"] == {"03_t.ipynb": 90.0, "04_e.ipynb": 30.0}
     (tmp_path / "run.json").write_text(json.dumps(after))
     text = pipeline.results_markdown(figures=tmp_path, recipe_path=tmp_path / "none.json")
     assert "total 31 min" in text

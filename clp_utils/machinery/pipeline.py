@@ -210,8 +210,10 @@ def run_record(profile: str, timings: dict[str, float], machine: dict, previous:
     chapters' times are kept apart under ``reopened``: what opening a chapter again costs."""
     if not only or not previous.get("timings"):
         return {"profile": profile, "timings": timings, "machine": machine}
-    again = {k: v for k, v in timings.items() if k[:2] in only}
-    return {**previous, "reopened": {"timings": again, "describe": machine["describe"]}}
+    again = {**(previous.get("reopened") or {}).get("timings", {}),
+             **{k: v for k, v in timings.items() if k[:2] in only}}
+    return {**previous, "reopened": {"timings": dict(sorted(again.items())),
+                                     "describe": machine["describe"]}}
 
 
 def stale_verdicts(csv_path: Path) -> bool:
