@@ -23,7 +23,7 @@ import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from clp_utils.base.paths import DATA_DIR, FIGURES_ROOT, RESULTS_DIR
+from clp_utils.base.paths import DATA_DIR, FIGURES_ROOT, REPO_ROOT, RESULTS_DIR
 from clp_utils.catalog import main as catalog
 from clp_utils.machinery.budget import plan_seeds
 from clp_utils.plots import use_figures
@@ -117,7 +117,10 @@ def begin(number: str, profile: str, build_data: bool = True) -> ChapterRun:
     ensure_data(number, build_data)
     folder = use_figures(profile)
     seeds = pin_seeds(profile)
-    card = (f"chapter {number}, profile {profile!r}: figures and tables go to {folder}; "
+    # repository-relative where it can be: the book shows this line, and a reader's clone
+    # lives elsewhere than the machine's that ran it
+    shown = folder.relative_to(REPO_ROOT) if folder.is_relative_to(REPO_ROOT) else folder
+    card = (f"chapter {number}, profile {profile!r}: figures and tables go to {shown}/; "
             + (f"{seeds} seed(s) per row; " if seeds else "")
             + timing_card(number, profile) + ".")
     print(card, flush=True)
