@@ -195,3 +195,9 @@ def test_the_teachers_page_shows_its_times_as_a_table(book):
     assert "<table" in text and "live on smoke (min)" in text
     assert "|---|" not in text and "nan" not in text
     assert "not measured yet (<code" in text  # no smoke timings in this book's results
+
+
+def test_a_librarys_logger_line_is_noise_too():
+    text = ("[transformers] Token indices sequence length is longer than the specified maximum "
+            "sequence length for this model (600 > 512).\ntokens counted\n")
+    assert clean_stream_text(text) == "tokens counted\n"

@@ -51,8 +51,10 @@ RESULTS_START, RESULTS_END = "<!-- results:start -->", "<!-- results:end -->"
 
 # A tqdm bar ("45%|####  | 9/20 [00:01<00:02, 5.1it/s]") or any line with a rate in it.
 PROGRESS = re.compile(r"\d+%\|.*\||\d\s*(it|s|B|ex|batch)/s\b|s/it\b|\[\d+:\d+<\d+:\d+")
-# "path.py:12: UserWarning: ..." (warnings.showwarning) or a bare "FutureWarning: ...".
-WARNING = re.compile(r"^(\S+:\d+: )?\w*Warning: ")
+# "path.py:12: UserWarning: ..." (warnings.showwarning), a bare "FutureWarning: ...", or a
+# library's logger line ("[transformers] Token indices sequence length is longer than ...").
+WARNING = re.compile(r"^(\S+:\d+: )?\w*Warning: "
+                     r"|^\[(transformers|sentence_transformers|datasets)\] ")
 # The repr of an object a cell returned by accident: "<matplotlib.legend.Legend at 0x7f...>",
 # "[<matplotlib.lines.Line2D at 0x...>]", "Text(0.5, 1.0, 'title')".
 OBJECT_REPR = re.compile(r"^\[?<[\w.]+( object)? at 0x[0-9a-f]+>|^Text\(.*\)$", re.S)
