@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from clp_utils import profiles as P
-from clp_utils.base.paths import FIGURES_ROOT
+from clp_utils.base.paths import EXTRAS_ROOT, FIGURES_ROOT
 from clp_utils.paper import claimed_difference
 from clp_utils.results import compare_rows, seed_spread
 from clp_utils.stats import SMALLEST_EFFECT, excludes
@@ -251,6 +251,16 @@ def intermediate_reading(controls: pd.DataFrame) -> str | None:
             f"{_fmt_interval(b)} ({b['verdict']}): {reading}.")
 
 
+def alternatives_sentence(controls: pd.DataFrame) -> str | None:
+    """CLP against every alternative loss of the controls family, in one sentence (None when
+    the controls have not run)."""
+    if not len(controls):
+        return None
+    vs = controls[controls["claim"].str.startswith("CLP")]
+    return ("CLP against the alternatives a reviewer asks for: " + "; ".join(
+        f"{r['claim']}: {r['verdict']} ({r['delta']:+.4f})" for _, r in vs.iterrows()) + ".")
+
+
 def controls_table(runs: list[StudyRun], metric: str = "ndcg_cut_10",
                    committed: Path | None = None) -> tuple[pd.DataFrame, str]:
     """The controls family: computed from ``runs`` when their rows ran in this profile (the
@@ -259,7 +269,7 @@ def controls_table(runs: list[StudyRun], metric: str = "ndcg_cut_10",
     table = claims_table(runs, "controls", metric)
     if len(table):
         return table, "computed from this profile's runs"
-    path = Path(committed or FIGURES_ROOT / "extras" / "04_claims_controls.csv")
+    path = Path(committed or EXTRAS_ROOT / "04_claims_controls.csv")
     if path.exists():
         return pd.read_csv(path), f"read from {path.relative_to(FIGURES_ROOT.parent)}"
     return table, "not run yet: `make study-extras` trains the controls"

@@ -20,13 +20,14 @@ from dataclasses import dataclass
 import pandas as pd
 
 from clp_utils import profiles as P
-from clp_utils.base.paths import FIGURES_ROOT
+from clp_utils.base.paths import EXTRAS_ROOT, FIGURES_ROOT
 from clp_utils.claims import CONTROL_CLAIMS, claim_sentence
+from clp_utils.geometry import repair_reading
 from clp_utils.study import config_of
 from clp_utils.train_config import TrainConfig
 from clp_utils.training import train
 
-EXTRAS = FIGURES_ROOT / "extras"
+EXTRAS = EXTRAS_ROOT
 
 
 @dataclass(frozen=True)
@@ -107,9 +108,8 @@ def _harm_answer(table: pd.DataFrame) -> str:
         return "Not measured yet: the lambda 0.5 runs are absent (`make study-extras`)."
     r = t.loc[rows[0]]
     return (f"{rows[0]}: the own-query gap moves by {r['own minus matched control']:+.4f} "
-            f"(95% CI {r['95% CI low']:+.4f} to {r['95% CI high']:+.4f}). An interval across 0 "
-            "means even five times the paper's lambda does not measurably change how the "
-            "negatives' own queries fare.")
+            f"(95% CI {r['95% CI low']:+.4f} to {r['95% CI high']:+.4f}): {repair_reading(r)} "
+            "of the harm to the negatives' own queries at five times the paper's lambda.")
 
 
 def _overlap_answer(table: pd.DataFrame) -> str:

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from clp_utils.base.paths import EXTRAS_ROOT
 from clp_utils.evaluation import evaluate_run
 from clp_utils.losses import clp_loss
 from clp_utils.models import load_model
@@ -206,6 +207,22 @@ def _matched_gap(sums: np.ndarray) -> np.ndarray:
     ctl_mean = np.where(ctl_n > 0, ctl_sum / np.maximum(ctl_n, 1e-12), 0.0)
     matched = (share * ctl_mean).sum(-1) / np.maximum((share * (ctl_n > 0)).sum(-1), 1e-12)
     return own_sum.sum(-1) / np.maximum(own_n.sum(-1), 1e-12) - matched
+
+
+def repair_reading(gap: pd.Series) -> str:
+    """What a "CLP - InfoNCE" row of ``harm_gaps`` says: an interval above zero is a
+    measurable repair of the harm, one below zero more harm, one across zero no measurable
+    repair."""
+    if gap["95% CI low"] > 0:
+        return "a measurable repair"
+    return "more harm than InfoNCE" if gap["95% CI high"] < 0 else "no measurable repair"
+
+
+def committed_harm_gaps() -> pd.DataFrame:
+    """The extras' committed ``harm_gaps`` table (lambda 0.5 among its rows), indexed by
+    comparison; empty when ``make study-extras`` has not run."""
+    path = EXTRAS_ROOT / "05_harm_gaps.csv"
+    return pd.read_csv(path, index_col="comparison") if path.exists() else pd.DataFrame()
 
 
 def harm_gaps(frames: dict[tuple[str, int], pd.DataFrame], reference: str, row: str,

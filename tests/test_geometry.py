@@ -169,3 +169,17 @@ def test_harm_gaps_find_a_planted_harm_and_its_repair():
     diff = gaps.loc["CLP - InfoNCE"]
     assert diff["own minus matched control"] == pytest.approx(0.05, abs=0.015)
     assert diff["95% CI low"] < 0.05 < diff["95% CI high"] and diff["95% CI low"] > 0
+
+
+def test_repair_reading_follows_the_interval():
+    import pandas as pd
+
+    from clp_utils.geometry import repair_reading
+
+    def gap(low, high):
+        return pd.Series({"own minus matched control": (low + high) / 2, "95% CI low": low,
+                          "95% CI high": high})
+
+    assert repair_reading(gap(0.0017, 0.0134)) == "a measurable repair"
+    assert repair_reading(gap(-0.0002, 0.0090)) == "no measurable repair"
+    assert repair_reading(gap(-0.02, -0.001)) == "more harm than InfoNCE"

@@ -208,3 +208,18 @@ def test_hybrid_table_picks_the_weight_on_validation_and_tests_against_bm25(monk
         evaluate_run(rrf_run, qrels["test"]).mean["ndcg_cut_10"])
     assert set(sig["reference"]) == {"BM25", "ANCE negatives (dense)"} and len(sig) == 4
     assert sig["p Holm"].tolist() == pytest.approx(T.holm(sig["p"].tolist()))  # its own family
+
+
+def test_alternatives_sentence_names_every_clp_control_and_only_those():
+    import pandas as pd
+
+    from clp_utils.claims import alternatives_sentence
+
+    controls = pd.DataFrame({"claim": ["CLP at lambda 0.5 beats InfoNCE", "CLP beats X",
+                                       "a MoE gate that learns beats frozen routing"],
+                             "verdict": ["equivalent", "held", "equivalent"],
+                             "delta": [0.0006, 0.0255, 0.0004]})
+    text = alternatives_sentence(controls)
+    assert "CLP at lambda 0.5 beats InfoNCE: equivalent (+0.0006)" in text
+    assert "CLP beats X: held (+0.0255)" in text and "MoE" not in text
+    assert alternatives_sentence(controls.iloc[0:0]) is None

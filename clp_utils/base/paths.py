@@ -20,6 +20,8 @@ RESULTS_DIR = Path(os.environ.get("CLP_RESULTS_DIR") or REPO_ROOT / "results")
 #: Where each profile writes its figures under ``figures/``: only the cpu profile's own
 #: ``make study`` writes the top folder; smoke is never committed (git ignores it).
 PROFILE_FIGURES = {"cpu": "", "extras": "extras", "full": "full", "smoke": "smoke"}
+#: The committed extras' tables (``make study-extras``), which the cpu chapters read when present.
+EXTRAS_ROOT = FIGURES_ROOT / PROFILE_FIGURES["extras"]
 
 
 def figures_dir(profile: str) -> Path:

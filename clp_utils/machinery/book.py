@@ -419,16 +419,16 @@ def _minutes_table(cpu: dict[str, float], again: dict[str, float],
 def teacher_page(executed_dir: Path) -> str:
     """``teacher.md``: what to run before class and how long it takes here, what students run
     live, each chapter's exercises and questions to discuss (times from the last runs)."""
-    def minutes(path: Path, key: str | None = None) -> dict[str, float]:
-        if not path.exists():
-            return {}
-        data = json.loads(path.read_text())
-        timings = (data.get(key) or {}).get("timings", {}) if key else data.get("timings", data)
+    def read(path: Path) -> dict:
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def minutes(timings: dict[str, float]) -> dict[str, float]:
         return {name[:2]: sec / 60 for name, sec in timings.items()}
 
-    cpu = minutes(FIGURES_ROOT / "run.json")
-    again = minutes(FIGURES_ROOT / "run.json", "reopened")
-    smoke = minutes(executed_dir.parent / "smoke" / "timings.json")
+    run = read(FIGURES_ROOT / "run.json")  # the whole run's times, and the reopened chapters'
+    cpu = minutes(run.get("timings", {}))
+    again = minutes(run.get("reopened", {}).get("timings", {}))
+    smoke = minutes(read(executed_dir.parent / "smoke" / "timings.json"))
     parts = ["# For teachers",
              "**Before class** run `make study` once on the machine the class will use (it "
              "trains every run and regenerates every figure; "

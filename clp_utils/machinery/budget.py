@@ -144,8 +144,8 @@ def plan_extras(budget_seconds: float = EXTRAS_BUDGET_S, rates: Rates | None = N
 
     The target is a promise to the person waiting, so the estimate itself must fit
     (``spread`` 1.0). The seed plan's tolerance (``ESTIMATE_SPREAD``) exists to keep noise
-    from flipping a machine between one and two seeds; applied here it let an estimate of
-    82 min pass a 75-minute target, and the rows took about as long as estimated."""
+    from flipping a machine between one and two seeds; applied here it let estimates above
+    the target pass, and the rows then took about as long as estimated."""
     study = get_profile("extras").study
     todo = [c for c in cells(study) if c.config is not None and not is_finished(c.config)]
     if not todo:
