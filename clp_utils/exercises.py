@@ -120,7 +120,7 @@ def _overlap_answer(table: pd.DataFrame) -> str:
             "for those sharing the most: "
             + ("the more a question reuses its passage's words, the more exact term matching "
                "wins." if high > low else "overlap does not explain BM25's lead here.")
-            + " Across the five splits the averages move less together: a split's overlap "
+            + " Across the splits' averages the two move less together: a split's overlap "
               "is one cause of BM25's lead among several (its domain, its vocabulary).")
 
 

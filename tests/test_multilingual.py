@@ -1,136 +1,27 @@
-"""Hindi/Persian builder (question split, BEIR layout, manifest), BM25 words, chapter-06 tables,
+"""Hindi/Persian builder (XQuAD and ParsiNLU to BEIR, manifest), BM25 words, chapter-06 tables,
 and the MIRACL configs of the paper's setting on offline fixtures."""
 
 from __future__ import annotations
 
 import functools
-import io
 import json
 import re
-import tarfile
 from dataclasses import replace
 from types import SimpleNamespace
 
 import pandas as pd
 import pytest
 from miracl_fixture import write_miracl_fixture
+from sources_fixture import fixture_sources
 
 from clp_utils import catalog as C
 from clp_utils import data as D
 from clp_utils import evaluation as E
 from clp_utils import languages as M
 from clp_utils import multilingual as S
+from clp_utils import sources as SRC
 from clp_utils.base.io import DataError, sha256_file
 from clp_utils.base.paths import REPO_ROOT
-
-# --------------------------------------------------------------------------- the split rule
-
-# (input as in hindi_question_answering, expected passage, expected question)
-SPLITS = [
-    # danda ends the context; the question keeps its own "?"
-    (
-        "भारत एक विशाल देश है। इसकी राजधानी नई दिल्ली है। भारत की राजधानी क्या है?",
-        "भारत एक विशाल देश है। इसकी राजधानी नई दिल्ली है।",
-        "भारत की राजधानी क्या है?",
-    ),
-    # a question without "?" and one ending in a danda
-    (
-        "डेप ने कई फिल्मों में काम किया। डेप ने किस फिल्म से डेब्यू किया",
-        "डेप ने कई फिल्मों में काम किया।",
-        "डेप ने किस फिल्म से डेब्यू किया",
-    ),
-    (
-        "ली ने कुछ गाने लिखे थे। उस संगीत के प्रकार का नाम बताएं जिससे ली प्रभावित हुई।",
-        "ली ने कुछ गाने लिखे थे।",
-        "उस संगीत के प्रकार का नाम बताएं जिससे ली प्रभावित हुई।",
-    ),
-    # "?" inside the context is a sentence end too
-    ("क्या यह सच है? हाँ, यह सच है। कौन सा कथन सच है?", "क्या यह सच है? हाँ, यह सच है।", "कौन सा कथन सच है?"),
-    # "." followed by a space ends a sentence; "1.411" does not
-    (
-        "नए एलबम में शामिल नहीं किया जाएगा. उस संगीत का नाम क्या है?",
-        "नए एलबम में शामिल नहीं किया जाएगा.",
-        "उस संगीत का नाम क्या है?",
-    ),
-    (
-        "2017 तक जनसंख्या 1.411 बिलियन थी। 2017 में चीन की जनसंख्या कितनी थी?",
-        "2017 तक जनसंख्या 1.411 बिलियन थी।",
-        "2017 में चीन की जनसंख्या कितनी थी?",
-    ),
-    # abbreviations: initials spelled in Devanagari, titles, dotted runs, Latin initials
-    (
-        "यह ली एच. हैमिल्टन ने कहा। डॉ. रेड्डी ने कितना भुगतान किया?",
-        "यह ली एच. हैमिल्टन ने कहा।",
-        "डॉ. रेड्डी ने कितना भुगतान किया?",
-    ),
-    (
-        "पत्थर का उल्लेख मिलता है। दार्शनिक के पत्थर का 300 ई.पू. में लिखा उल्लेख किसने किया?",
-        "पत्थर का उल्लेख मिलता है।",
-        "दार्शनिक के पत्थर का 300 ई.पू. में लिखा उल्लेख किसने किया?",
-    ),
-    (
-        "इसे जॉन एफ. केनेडी ने खोला। y. pestis इंग्लैंड कब पहुँचा?",
-        "इसे जॉन एफ. केनेडी ने खोला।",
-        "y. pestis इंग्लैंड कब पहुँचा?",
-    ),
-    # ... but a web address or a number before "." is no abbreviation, nor is a bracket
-    (
-        "कंपनी का व्यापार भी है, marthastewartflowers.com. पैट्रिक ने क्या पद लिया?",
-        "कंपनी का व्यापार भी है, marthastewartflowers.com.",
-        "पैट्रिक ने क्या पद लिया?",
-    ),
-    (
-        "इसे जीवविज्ञानी मानते हैं (उदा.[36]). किस प्रकार के जीव विज्ञानी यह तर्क देते हैं?",
-        "इसे जीवविज्ञानी मानते हैं (उदा.[36]).",
-        "किस प्रकार के जीव विज्ञानी यह तर्क देते हैं?",
-    ),
-    # an ellipsis does not end a sentence
-    (
-        "2006 में नोट जारी किए गए। कौनसे वर्ष में ५,१,२... के नोट जारी किए गए?",
-        "2006 में नोट जारी किए गए।",
-        "कौनसे वर्ष में ५,१,२... के नोट जारी किए गए?",
-    ),
-    # citation marks and closing quotes stay with the sentence they close
-    (
-        "फ़िल्मांकन नवंबर 2009 को पूर्ण हुई।[8] इंसेप्शन को कितने देशों में फिल्माया गया था?",
-        "फ़िल्मांकन नवंबर 2009 को पूर्ण हुई।[8]",
-        "इंसेप्शन को कितने देशों में फिल्माया गया था?",
-    ),
-    ('उसने कहा "यह अच्छा है।" यह किसने कहा?', 'उसने कहा "यह अच्छा है।"', "यह किसने कहा?"),
-    (
-        "वह विश्वविद्यालय गया था। [26] जब वह १६ वर्ष का था तो वह कहाँ पढ़ता था?",
-        "वह विश्वविद्यालय गया था।",
-        "जब वह १६ वर्ष का था तो वह कहाँ पढ़ता था?",
-    ),
-    (
-        "रेजिमेंट फ्रांस से भाग गई। [citation needed] इस नेता ने कहाँ पढ़ाया?",
-        "रेजिमेंट फ्रांस से भाग गई।",
-        "इस नेता ने कहाँ पढ़ाया?",
-    ),
-    # an ASCII "|" typed as a danda, and a danda without a following space
-    (
-        "याहू प्रतियोगियों से काफी आगे| क्वेपसा को लाभ या हानि हुई?",
-        "याहू प्रतियोगियों से काफी आगे|",
-        "क्वेपसा को लाभ या हानि हुई?",
-    ),
-    ("अध्यक्ष नाकाओ है।अध्यक्ष का कार्यकाल कितना है?", "अध्यक्ष नाकाओ है।", "अध्यक्ष का कार्यकाल कितना है?"),
-]
-
-
-@pytest.mark.parametrize(("text", "passage", "question"), SPLITS)
-def test_split_question_cuts_at_the_last_sentence_end(text, passage, question):
-    assert M.split_question(text) == (passage, question)
-    # the split loses nothing but whitespace and set-aside citation marks
-    joined = re.sub(r"\s|\[(26|citation needed)\]", "", passage + question)
-    assert joined == re.sub(r"\s|\[(26|citation needed)\]", "", text)
-
-
-def test_unsplittable_inputs_are_none():
-    # the real case: a list without any sentence end, then the question after spaces
-    assert M.split_question("एनएचएल (अनाहेम डक्स) की टीमें शामिल हैं    एमएलएस टीम कौन-सी है ?") is None
-    assert M.split_question("भारत की राजधानी क्या है?") is None  # a question alone
-    assert M.split_question("भारत एक देश है।") is None  # nothing after the only sentence end
-    assert M.split_question("   ") is None
 
 
 def test_words_keep_devanagari_vowel_signs_and_split_persian_zwnj():
@@ -142,77 +33,61 @@ def test_words_keep_devanagari_vowel_signs_and_split_persian_zwnj():
 
 # --------------------------------------------------------------------------- conversion
 
-HINDI_TASK = {
-    "examples": [
-        {
-            "input": "भारत एक देश है। इसकी राजधानी दिल्ली है। भारत की राजधानी क्या है?",
-            "target": " दिल्ली ",
-        },
-        {"input": "भारत एक देश है। इसकी राजधानी दिल्ली है। भारत क्या है?", "target": "एक देश"},
-        {"input": "टीमें शामिल हैं    कौन सी टीम है?", "target": "कोई"},  # unsplittable
-    ]
-    + [
-        {"input": f"यह अनुच्छेद संख्या {i} है। अनुच्छेद {i} की संख्या क्या है?", "target": str(i)}
-        for i in range(10)
-    ]
-}
-PERSIAN_TASK = {
-    "examples": [
-        {
-            "input": "passage: 'تهران پایتخت ایران است.' question: 'پایتخت ایران کجاست؟'",
-            "target": ["تهران", "تهران", " شهر تهران "],
-        },
-        {"input": "passage: 'تهران پایتخت ایران است.' question: 'ایران کجاست؟'", "target": []},
-        {"input": "no passage here", "target": ["x"]},  # does not parse: skipped
-    ]
-    + [
-        {
-            "input": f"passage: 'بند شماره {i} است.' question: 'شماره بند {i} چیست؟'",
-            "target": [str(i)],
-        }
-        for i in range(10)
-    ]
-}
+# XQuAD Hindi is SQuAD JSON: one article, paragraphs with their questions.
+XQUAD_HI = {"version": "1.1", "data": [{"title": "Bharat", "paragraphs": [
+    {"context": "भारत एक देश है। इसकी राजधानी दिल्ली है।", "qas": [
+        {"id": "a1", "question": "भारत की राजधानी क्या है?",
+         "answers": [{"answer_start": 27, "text": " दिल्ली "}]},
+        {"id": "a2", "question": "भारत क्या है?", "answers": [{"answer_start": 5, "text": "एक देश"}]},
+    ]},
+] + [{"context": f"यह अनुच्छेद संख्या {i} है।", "qas": [
+    {"id": f"n{i}", "question": f"अनुच्छेद {i} की संख्या क्या है?",
+     "answers": [{"answer_start": 19, "text": str(i)}]}]} for i in range(10)]}]}
+# ParsiNLU reading comprehension: one JSON object per line, answers as [start, text] pairs.
+PARSINLU_ROWS = [
+    {"question": "پایتخت ایران کجاست؟", "url": "u", "passage": "تهران پایتخت ایران است.",
+     "answers": [[0, "تهران"], [0, "تهران"], [0, " شهر تهران "]]},
+    {"question": "ایران کجاست؟", "url": "u", "passage": "تهران پایتخت ایران است.",
+     "answers": [[6, "پایتخت"]]},
+] + [{"question": f"شماره بند {i} چیست؟", "url": "u", "passage": f"بند شماره {i} است.",
+      "answers": [[10, str(i)]]} for i in range(10)]
 
 
-def test_hindi_and_persian_conversion_merge_passages_keep_answers_count_skips():
-    corpus, queries, qrels, skipped = M.hindi_to_beir(HINDI_TASK, "fixture")
-    assert skipped == 1 and len(queries) == 12 and len(corpus) == 11
-    assert qrels["hi00000"] == qrels["hi00001"] == {"p00000": 1}  # one context, merged
+def _jsonl(rows) -> bytes:
+    return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows).encode()
+
+
+def test_hindi_and_persian_conversion_merge_passages_and_keep_answers():
+    corpus, queries, qrels = M.hindi_to_beir(json.dumps(XQUAD_HI).encode(), "fixture")
+    assert len(queries) == 12 and len(corpus) == 11
+    assert qrels["a1"] == qrels["a2"] == {"p00000": 1}  # one context, two questions
     assert corpus["p00000"] == {"title": "", "text": "भारत एक देश है। इसकी राजधानी दिल्ली है।"}
-    assert queries["hi00000"] == {"text": "भारत की राजधानी क्या है?", "answers": ["दिल्ली"]}
-    assert "hi00002" not in queries
+    assert queries["a1"] == {"text": "भारत की राजधानी क्या है?", "answers": ["दिल्ली"]}
 
-    corpus, queries, qrels, skipped = M.persian_to_beir(PERSIAN_TASK, "fixture")
-    assert skipped == 1 and len(queries) == 12 and len(corpus) == 11
-    assert qrels["fa00000"] == qrels["fa00001"]
+    corpus, queries, qrels = M.persian_to_beir(_jsonl(PARSINLU_ROWS), "fixture.jsonl")
+    assert len(queries) == 12 and len(corpus) == 11
+    assert qrels["fa00000"] == qrels["fa00001"]  # identical passages merge
     assert queries["fa00000"] == {"text": "پایتخت ایران کجاست؟", "answers": ["تهران", "شهر تهران"]}
-    assert queries["fa00001"]["answers"] == []
-
-    with pytest.raises(DataError, match="fixture: no input"):
-        M.hindi_to_beir({"examples": [{"input": "कौन?", "target": "x"}]}, "fixture")
-
-
-def make_sdist(tmp_path):
-    path = tmp_path / "fake.tar.gz"
-    with tarfile.open(path, "w:gz") as tar:
-        for name, task in (("hindi", HINDI_TASK), ("persian", PERSIAN_TASK)):
-            blob = json.dumps(task, ensure_ascii=False).encode()
-            info = tarfile.TarInfo(M.DATASETS[name].member)
-            info.size = len(blob)
-            tar.addfile(info, io.BytesIO(blob))
-    return path
+    bad = _jsonl(PARSINLU_ROWS[:2]) + b'{"question": "x", "passage": "y"}\n'
+    with pytest.raises(DataError, match=r"fixture\.jsonl:3: not a ParsiNLU row"):
+        M.persian_to_beir(bad, "fixture.jsonl")
+    empty = _jsonl([{**PARSINLU_ROWS[0], "question": " "}])
+    with pytest.raises(DataError, match=r"fixture\.jsonl:1: empty passage, question or answers"):
+        M.persian_to_beir(empty, "fixture.jsonl")
 
 
-def test_build_is_idempotent_writes_manifests_and_load_checks_names(tmp_path):
-    sdist, out = make_sdist(tmp_path), tmp_path / "data"
-    m1 = M.build(out=out, seed=3, test_fraction=0.25, sdist_path=sdist)
+def test_build_is_idempotent_writes_manifests_and_load_checks_names(tmp_path, monkeypatch):
+    root = fixture_sources(monkeypatch, tmp_path, {
+        "hindi": json.dumps(XQUAD_HI, ensure_ascii=False).encode(),
+        "persian": _jsonl(PARSINLU_ROWS)})
+    out = tmp_path / "data"
+    m1 = M.build(out=out, seed=3, test_fraction=0.25, sources_root=root)
     for name in ("hindi", "persian"):
         entry = m1[name]
         assert json.loads((out / name / "manifest.json").read_text()) == {name: entry}
-        assert entry["source"].endswith(M.DATASETS[name].member)
-        assert entry["params"] == {"seed": 3, "test_fraction": 0.25, "sdist": D.BIGBENCH.sha256}
-        assert entry["skipped"] == 1
+        assert entry["source"] == f"data/sources/{SRC.SOURCES[name].file}"
+        assert entry["source_sha256"] == SRC.SOURCES[name].sha256
+        assert entry["params"] == {"seed": 3, "test_fraction": 0.25}
         for rel, digest in entry["files"].items():
             assert sha256_file(out / rel) == digest
         ds = M.load(name, root=out)
@@ -221,9 +96,9 @@ def test_build_is_idempotent_writes_manifests_and_load_checks_names(tmp_path):
         assert not ds.title_in_text
         assert not set(ds.train().corpus) & ds.test_passages
     stamp = (out / "hindi" / "corpus.jsonl").stat().st_mtime_ns
-    M.build(["hindi"], out=out, seed=3, test_fraction=0.25, sdist_path=sdist)
+    M.build(["hindi"], out=out, seed=3, test_fraction=0.25, sources_root=root)
     assert (out / "hindi" / "corpus.jsonl").stat().st_mtime_ns == stamp
-    m3 = M.build(["hindi"], out=out, seed=4, test_fraction=0.25, sdist_path=sdist)
+    m3 = M.build(["hindi"], out=out, seed=4, test_fraction=0.25, sources_root=root)
     assert m3["hindi"]["params"]["seed"] == 4
 
     with pytest.raises(
@@ -233,7 +108,7 @@ def test_build_is_idempotent_writes_manifests_and_load_checks_names(tmp_path):
     with pytest.raises(FileNotFoundError, match="python -m clp_utils.catalog build"):
         M.load("persian", root=tmp_path / "empty")
     with pytest.raises(ValueError, match="unknown multilingual sets"):
-        M.build(["urdu"], out=out, sdist_path=sdist)
+        M.build(["urdu"], out=out, sources_root=root)
 
     # the datasheet takes these entries like SQuADShifts' ones
     sheet = tmp_path / "README.md"
@@ -436,7 +311,7 @@ def test_real_sets_if_built():
         assert abs(ds.counts()["test_passages"] / ds.counts()["passages"] - 0.2) < 0.01
         train, test = ds.train(), ds.test()
         assert not set(train.queries) & set(test.queries)
-        # an independent check of the question split: the answer is in the passage
+        # an independent check of the conversion: the answer is in the passage
         queries = {**train.queries, **test.queries}
         qrels = {**train.qrels, **test.qrels}
         found = sum(
@@ -446,4 +321,6 @@ def test_real_sets_if_built():
         )
         assert found / len(queries) > 0.99
     hindi = json.loads((D.DATA_DIR / "hindi" / "manifest.json").read_text())["hindi"]
-    assert 4_700 <= hindi["counts"]["passages"] <= 4_800 and hindi["skipped"] < 30
+    # XQuAD Hindi: 240 paragraphs, 1,190 questions (Artetxe et al. 2020)
+    assert hindi["counts"]["passages"] == 240
+    assert hindi["counts"]["train_queries"] + hindi["counts"]["test_queries"] == 1190

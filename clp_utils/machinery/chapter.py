@@ -4,13 +4,15 @@ machine's seed plan, and a card saying how long the chapter takes here.
 ``begin(number, profile)`` is what a chapter calls after its parameters cell, the same under
 ``make study`` (papermill), ``make lab`` (JupyterLab) and a notebook run by hand:
 
-- the data: when the chapter's datasets are not built it says so in one line and builds
-  them (``python -m clp_utils.catalog build``, with its progress), instead of stopping with
-  a bare ``FileNotFoundError``;
+- the data: when the datasets the chapter reads are not built it says so in one line and
+  builds them from the committed sources (``python -m clp_utils.catalog build``, offline, about
+  20 s), instead of stopping with a bare ``FileNotFoundError``; a chapter that reads no data
+  (02) builds nothing;
 - the figures: every figure and table of this run goes to the profile's folder
   (``paths.figures_dir``): a smoke run never overwrites the committed cpu results;
-- the seeds: for the cpu profile, the seed plan ``make study`` uses on this machine
-  (``budget.plan_seeds``, from rates measured once per machine), unless ``$CLP_SEEDS`` is set;
+- the seeds: for a chapter that reads trained runs on the cpu profile, the seed plan
+  ``make study`` uses on this machine (``budget.plan_seeds``, from rates measured once per
+  machine), unless ``$CLP_SEEDS`` is set;
 - the card: the chapter's run time on this machine from the last run here, else the time of
   the committed results (and their machine), printed in one line.
 """
@@ -30,9 +32,15 @@ from clp_utils.plots import use_figures
 from clp_utils.profiles import SEEDS_ENV, get_profile
 
 #: The datasets each chapter reads (the multilingual chapter also the SQuADShifts ones it
-#: compares with). Presence of one file per set is checked.
-NEEDS = {"06": ("hindi", "persian")}
-SQUAD_CHECK = DATA_DIR / "squadshifts" / "reddit" / "corpus.jsonl"
+#: compares with). Presence of one file per set is checked; 02 reads none.
+NEEDS = {"00": ("squadshifts",), "01": ("squadshifts",), "02": (),
+         "03": ("squadshifts",), "04": ("squadshifts",), "05": ("squadshifts",),
+         "06": ("squadshifts", "hindi", "persian")}
+#: The chapters that read trained runs, so the seed plan matters to them.
+TRAINS = ("03", "04", "05", "06")
+BUILT = {"squadshifts": DATA_DIR / "squadshifts" / "reddit" / "corpus.jsonl",
+         "hindi": DATA_DIR / "hindi" / "corpus.jsonl",
+         "persian": DATA_DIR / "persian" / "corpus.jsonl"}
 
 
 @dataclass(frozen=True)
@@ -48,11 +56,7 @@ class ChapterRun:
 
 def data_missing(number: str) -> list[str]:
     """The datasets chapter ``number`` needs that are not built."""
-    missing = [] if SQUAD_CHECK.exists() else ["squadshifts"]
-    for name in NEEDS.get(number, ()):
-        if not (DATA_DIR / name / "corpus.jsonl").exists():
-            missing.append(name)
-    return missing
+    return [name for name in NEEDS.get(number, tuple(BUILT)) if not BUILT[name].exists()]
 
 
 def ensure_data(number: str, build: bool = True) -> None:
@@ -64,8 +68,7 @@ def ensure_data(number: str, build: bool = True) -> None:
             "`make data` (python -m clp_utils.catalog build)")
     if not build:
         raise SystemExit(line)
-    print(line + "; building it now (a one-time download of the bigbench sdist, ~360 MB)",
-          flush=True)
+    print(line + "; building it now from data/sources/ (offline, about 20 s)", flush=True)
     catalog(["build"])
 
 
@@ -116,7 +119,7 @@ def begin(number: str, profile: str, build_data: bool = True) -> ChapterRun:
     get_profile(profile)  # an unknown profile fails here, naming the known ones
     ensure_data(number, build_data)
     folder = use_figures(profile)
-    seeds = pin_seeds(profile)
+    seeds = pin_seeds(profile) if number in TRAINS else None
     # repository-relative where it can be: the book shows this line, and a reader's clone
     # lives elsewhere than the machine's that ran it
     shown = folder.relative_to(REPO_ROOT) if folder.is_relative_to(REPO_ROOT) else folder

@@ -14,6 +14,11 @@ two runs computed in different precisions). A claim's difference gets the half-w
 committed 95% interval as its tolerance. When the two runs differ in seeds or precision, the
 report says so for every difference, so a DIFF on a machine of another kind reads against
 its cause: within the tolerance those causes allow (OK), or beyond it (DIFF).
+
+The data is a cause too: ``run.json`` records each dataset's source checksum and query
+counts (``catalog.data_record``), and a row whose datasets changed says which and how
+("data: reddit source changed, test queries 1,986 -> 1,995"). A DIFF there is read against
+the data change, not the machine.
 """
 
 from __future__ import annotations
@@ -26,15 +31,17 @@ from pathlib import Path
 
 import pandas as pd
 
-#: The headline tables compared: (file stem, index columns, value columns, verdict column).
+#: The headline tables compared: (file stem, index columns, value columns, verdict column,
+#: the datasets its numbers come from; a row naming one of them in its key reads that one).
 HEADLINES = [
-    ("04_table2", ["split", "row"], ["ndcg_cut_10 mean"], None),
-    ("04_claims", ["claim"], ["delta"], "verdict"),
-    ("04_forgetting", ["split", "row"], ["ndcg_cut_10 mean"], "verdict"),
-    ("04_hybrid_reddit", ["system"], ["ndcg_cut_10 mean"], None),
-    ("06_multilingual", ["system"], ["ndcg_cut_10 mean"], None),
-    ("06_claims", ["claim"], ["delta"], "verdict"),
-    ("04_claims_controls", ["claim"], ["delta"], "verdict"),
+    ("04_table2", ["split", "row"], ["ndcg_cut_10 mean"], None, ("reddit", "new_wiki")),
+    ("04_claims", ["claim"], ["delta"], "verdict", ("reddit",)),
+    ("04_forgetting", ["split", "row"], ["ndcg_cut_10 mean"], "verdict",
+     ("reddit", "new_wiki")),
+    ("04_hybrid_reddit", ["system"], ["ndcg_cut_10 mean"], None, ("reddit",)),
+    ("06_multilingual", ["system"], ["ndcg_cut_10 mean"], None, ("hindi", "persian")),
+    ("06_claims", ["claim"], ["delta"], "verdict", ("hindi",)),
+    ("04_claims_controls", ["claim"], ["delta"], "verdict", ("reddit", "new_wiki")),
 ]
 Z = 3.0
 FLOOR = 0.002
@@ -44,16 +51,51 @@ REPORT = "reproduction.md"
 
 @dataclass(frozen=True)
 class Machine:
-    """What a run's numbers depend on besides the code: seeds per row and precision."""
+    """What a run's numbers depend on besides the code: seeds per row, precision, data
+    (``{dataset: {source, source_sha256, train_queries, test_queries}}``)."""
 
     seeds: int | None
     precision: str | None
+    data: dict | None = None
 
     @classmethod
     def of(cls, record: dict | None) -> Machine:
         machine = (record or {}).get("machine", {})
         return cls((machine.get("seeds") or {}).get("seeds"),
-                   (machine.get("precision") or {}).get("precision"))
+                   (machine.get("precision") or {}).get("precision"),
+                   (record or {}).get("data"))
+
+
+def _short(name: str) -> str:
+    return name.removeprefix("squadshifts/")
+
+
+def data_changes(then: dict | None, now: dict | None) -> dict[str, str]:
+    """``{dataset: what changed}`` between two runs' data records (empty when either run has
+    none, or nothing changed). Datasets are named without the ``squadshifts/`` prefix."""
+    if not then or not now:
+        return {}
+    out = {}
+    for name in sorted(set(then) | set(now)):
+        a, b = then.get(name), now.get(name)
+        if a is None or b is None:
+            out[_short(name)] = "dataset " + ("added" if a is None else "absent now")
+            continue
+        if a["source_sha256"][:16] == b["source_sha256"][:16]:
+            continue
+        parts = [f"source {a['source']} -> {b['source']}"]
+        for side in ("test_queries", "train_queries"):
+            if a.get(side) != b.get(side):
+                parts.append(f"{side.replace('_', ' ')} {a.get(side):,} -> {b.get(side):,}")
+        out[_short(name)] = ", ".join(parts)
+    return out
+
+
+def _row_data_cause(changes: dict[str, str], datasets: tuple[str, ...], key) -> str:
+    """The data change behind one row: the datasets its key names, else its table's."""
+    named = [d for d in datasets if d in (key if isinstance(key, tuple) else (key,))]
+    hit = [d for d in (named or datasets) if d in changes]
+    return "; ".join(f"data: {d} {changes[d]}" for d in hit)
 
 
 def snapshot(figures: Path, into: Path) -> Path:
@@ -115,8 +157,9 @@ def compare(committed: Path, figures: Path, then_record: dict | None = None,
     seeds_differ = bool(then_m.seeds and now_m.seeds and then_m.seeds != now_m.seeds)
     causes = ", ".join(c for c, on in (("seeds", seeds_differ), ("precision", precision_differs))
                        if on)
+    changes = data_changes(then_m.data, now_m.data)
     rows = []
-    for stem, index, columns, verdict in HEADLINES:
+    for stem, index, columns, verdict, datasets in HEADLINES:
         then = _table(committed / f"{stem}.csv", index)
         now = _table(figures / f"{stem}.csv", index)
         if then is None or now is None:
@@ -132,7 +175,8 @@ def compare(committed: Path, figures: Path, then_record: dict | None = None,
                                                              else (key,))),
                        "number": column, "committed": a, "now": b, "difference": b - a,
                        "tolerance": tol, "status": "OK" if ok else "DIFF",
-                       "machine differs in": causes or "nothing"}
+                       "machine differs in": causes or "nothing",
+                       "data differs in": _row_data_cause(changes, datasets, key) or "nothing"}
                 if verdict and verdict in then.columns and verdict in now.columns:
                     v_then, v_now = then.loc[key, verdict], now.loc[key, verdict]
                     row["verdict committed"], row["verdict now"] = v_then, v_now
@@ -154,6 +198,10 @@ def summary(report: pd.DataFrame) -> str:
     if causes:
         head += (f" This run differs from the committed one in {', '.join(sorted(causes))}: "
                  "the tolerances allow for that, so a DIFF here is beyond what it explains.")
+    data = sorted(set(report.get("data differs in", pd.Series(dtype=str))) - {"nothing"})
+    if data:
+        head += (" The data changed under some rows (" + " | ".join(data) + "): the "
+                 "tolerances do not allow for that, so a DIFF there may be the data's.")
     bad = report[report["status"] != "OK"]
     if not len(bad):
         return head

@@ -1,0 +1,321 @@
+"""The study's raw sources: files committed under ``data/sources/``, each checked by sha256.
+
+Every dataset of the study is built from a file in this repository, so a fresh clone builds
+its data with no network and no cache. Each file is the original release as its authors
+published it (one reconstruction, named as such), stored ``xz``-compressed (``<file>.xz``,
+read with the standard library's ``lzma``) or as is; its sha256 is that of the original,
+uncompressed bytes, the checksum upstream and the ``datasets`` library record.
+
+``SOURCES`` is the registry: file, sha256, size, origin (repository @ commit, path), the
+address ``refresh`` downloads it from, licence and attribution. The datasheet
+(``data/README.md``) prints it. Three commands use it (``python -m clp_utils.catalog ...``):
+
+- ``build``: reads the sources here (``read_source``), never the network;
+- ``verify``: checks every committed file against its sha256, one line per file;
+- ``refresh``: downloads a source again from its origin (or ``--url``), checks it against
+  the registry's sha256 and only then writes it here. ``make data`` never calls it.
+
+A source marked ``required=False`` may be absent (SQuADShifts NYT, which could not be
+obtained): the builder skips it and says why; dropping the original file (or its ``.xz``)
+into ``data/sources/`` is all it takes to add it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import lzma
+import tarfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+from clp_utils.base.io import DataError, atomic_write
+from clp_utils.base.paths import DATA_DIR
+
+SOURCES_DIR = DATA_DIR / "sources"
+#: The checksum list that came with the files (every page of the SQuAD explorer included).
+SHA256SUMS = SOURCES_DIR / "SHA256SUMS"
+
+_SQUADSHIFTS_SITE = "modestyachts/squadshifts-website @ b7cc4d50af791c36c49417fb94dd739d6a9e7bef"
+_SQUADSHIFTS_RAW = ("https://raw.githubusercontent.com/modestyachts/squadshifts-website/"
+                    "b7cc4d50af791c36c49417fb94dd739d6a9e7bef/datasets/")
+_SQUADSHIFTS_ATTR = ("Miller, Krauth, Recht, Schmidt, 'The Effect of Natural Distribution Shift "
+                     "on Question Answering Models', ICML 2020")
+_SQUADSHIFTS_LICENCE = "CC BY 4.0 (as the datasets library's squadshifts metadata states)"
+_PARSINLU = "persiannlp/parsinlu @ a3b08d0b93ca84e0017e2f490a2aa3ab36c79885"
+_PARSINLU_RAW = ("https://raw.githubusercontent.com/persiannlp/parsinlu/"
+                 "a3b08d0b93ca84e0017e2f490a2aa3ab36c79885/data/reading_comprehension/")
+_PARSINLU_ATTR = ("Khashabi et al., 'ParsiNLU: A Suite of Language Understanding Challenges for "
+                  "Persian', TACL 2021")
+
+
+class ChecksumError(DataError):
+    """A source file does not match its registered sha256 (it is not used)."""
+
+
+class SourceMissing(DataError):
+    """A source file is not in ``data/sources/``."""
+
+
+@dataclass(frozen=True)
+class Source:
+    """One raw file of the study, identified by the sha256 of its original bytes."""
+
+    file: str  # the original file name; stored as ``<file>.xz`` or ``<file>``
+    sha256: str
+    size: int
+    kind: str  # "original release", "reconstruction", ...
+    origin: str  # public repository @ commit, path
+    url: str  # where ``refresh`` downloads it from
+    licence: str
+    attribution: str
+    note: str = ""  # how it differs from the copy the study read before (BIG-bench's)
+    required: bool = True
+
+    def path(self, root: Path | None = None) -> Path | None:
+        """The committed file (``.xz`` first, then the plain original), or None."""
+        root = root or SOURCES_DIR
+        for candidate in (root / f"{self.file}.xz", root / self.file):
+            if candidate.exists():
+                return candidate
+        return None
+
+
+SOURCES: dict[str, Source] = {
+    "squaddev": Source(
+        file="squad_dev-v1.1_reconstructed_from_squad_explorer.json",
+        sha256="7b183b54c600c0d8c8f100d1020b6734ef2719215d86dd6a70a610a004f48e79",
+        size=4_853_870,
+        kind="reconstruction",
+        origin="rajpurkar/SQuAD-explorer @ e0c66cfec263165fb3c15cb76a22175e371b71d7 (gh-pages), "
+               "explore/1.1/dev/*.html (rendered from dataset/dev-v1.1.json)",
+        url="",
+        licence="CC BY-SA 4.0 (SQuAD site); site code MIT",
+        attribution="Rajpurkar, Zhang, Lopyrev, Liang, 'SQuAD: 100,000+ Questions for Machine "
+                    "Comprehension of Text', EMNLP 2016",
+        note="SQuAD v1.1 dev rebuilt from the SQuAD authors' explorer pages (kept in "
+             "squad_explorer_1.1_dev_html.tar.xz): 48 articles, 2,067 paragraphs, 10,570 "
+             "questions as in the canonical file; contexts, questions, ids and answer texts "
+             "verified, answer_start re-derived; BIG-bench's copy dropped 5 questions",
+    ),
+    "new_wiki": Source(
+        file="new_wiki_v1.0.json",
+        sha256="1d50a0ca4cdab88d038b52ea8a2d0510af6038d7f41a0a256b9659237769d0ee",
+        size=3_607_393,
+        kind="original release",
+        origin=f"{_SQUADSHIFTS_SITE}, datasets/new_wiki_v1.0.json",
+        url=_SQUADSHIFTS_RAW + "new_wiki_v1.0.json",
+        licence=_SQUADSHIFTS_LICENCE,
+        attribution=_SQUADSHIFTS_ATTR,
+        note="BIG-bench's copy dropped 2 questions",
+    ),
+    "nyt": Source(
+        file="nyt_v1.0.json",
+        sha256="fd55ae252cc735a695fab4473d4cd605b154183ac3b3eb63068f53cfc86f36d6",
+        size=4_550_058,
+        kind="original release (not obtained)",
+        origin=f"{_SQUADSHIFTS_SITE}, datasets/nyt_v1.0.json",
+        url=_SQUADSHIFTS_RAW + "nyt_v1.0.json",
+        licence=_SQUADSHIFTS_LICENCE,
+        attribution=_SQUADSHIFTS_ATTR,
+        note="no copy could be obtained when the sources were committed (2026-12)",
+        required=False,
+    ),
+    "reddit": Source(
+        file="reddit_v1.0.json",
+        sha256="b4ac346dbf1816fdec80fdcf91d06a4b754fa51e47960fa8614a94f37ea42a4b",
+        size=4_170_330,
+        kind="original release",
+        origin=f"{_SQUADSHIFTS_SITE}, datasets/reddit_v1.0.json",
+        url=_SQUADSHIFTS_RAW + "reddit_v1.0.json",
+        licence=_SQUADSHIFTS_LICENCE,
+        attribution=_SQUADSHIFTS_ATTR,
+        note="BIG-bench's copy dropped 36 questions (test side 1,995 questions, was 1,986; "
+             "train side 7,808, was 7,781; same passages)",
+    ),
+    "amazon": Source(
+        file="amazon_reviews_v1.0.json",
+        sha256="9db7bdee84a91f0fb80b9e74f365042fbbb217cb8e0a7e73bb071245472589b6",
+        size=4_177_842,
+        kind="original release",
+        origin=f"{_SQUADSHIFTS_SITE}, datasets/amazon_reviews_v1.0.json",
+        url=_SQUADSHIFTS_RAW + "amazon_reviews_v1.0.json",
+        licence=_SQUADSHIFTS_LICENCE,
+        attribution=_SQUADSHIFTS_ATTR,
+        note="BIG-bench's copy dropped 8 questions",
+    ),
+    "hindi": Source(
+        file="xquad.hi.json",
+        sha256="df2cce3532b37e9beb8979704b5c9a4bf874358f105395a298b89427b43b9d24",
+        size=1_680_538,
+        kind="original release (partial substitute)",
+        origin="deepmind/xquad @ 60cac411649156efb6aab9dd4c9cde787a2c0345, xquad.hi.json",
+        url="https://raw.githubusercontent.com/deepmind/xquad/"
+            "60cac411649156efb6aab9dd4c9cde787a2c0345/xquad.hi.json",
+        licence="CC BY-SA 4.0 (repository README)",
+        attribution="Artetxe, Ruder, Yogatama, 'On the Cross-lingual Transferability of "
+                    "Monolingual Representations', ACL 2020",
+        note="XQuAD Hindi (240 passages, 1,190 questions) only: the BIG-bench task's 6,610 "
+             "questions also held MLQA Hindi (5,425), which could not be obtained",
+    ),
+    "persian": Source(
+        file="parsinlu_reading_comprehension_eval.jsonl",
+        sha256="2ebe5e6631de84d213e332ce16c984dd8df6183d9b43d209cc89af2e09c72f3b",
+        size=1_747_851,
+        kind="original release",
+        origin=f"{_PARSINLU}, data/reading_comprehension/eval.jsonl",
+        url=_PARSINLU_RAW + "eval.jsonl",
+        licence="CC BY-NC-SA 4.0 (repository LICENSE)",
+        attribution=_PARSINLU_ATTR,
+        note="the whole eval split (570 questions); BIG-bench kept 518 of them (which 52 it "
+             "removed as sensitive is not known)",
+    ),
+    "persian-train": Source(
+        file="parsinlu_reading_comprehension_train.jsonl",
+        sha256="488fa21f303d880b82b8ba590e0c5a5b61dfb1442a96aa2db19f487a16f5e480",
+        size=1_933_004,
+        kind="original release (kept for reference, not read)",
+        origin=f"{_PARSINLU}, data/reading_comprehension/train.jsonl",
+        url=_PARSINLU_RAW + "train.jsonl",
+        licence="CC BY-NC-SA 4.0 (repository LICENSE)",
+        attribution=_PARSINLU_ATTR,
+    ),
+    "persian-dev": Source(
+        file="parsinlu_reading_comprehension_dev.jsonl",
+        sha256="6ce2aed6d8ace6ed7f9ef4db9baba3b5efdfa9f99d605dccb494ce39cd63c9c6",
+        size=424_640,
+        kind="original release (kept for reference, not read)",
+        origin=f"{_PARSINLU}, data/reading_comprehension/dev.jsonl",
+        url=_PARSINLU_RAW + "dev.jsonl",
+        licence="CC BY-NC-SA 4.0 (repository LICENSE)",
+        attribution=_PARSINLU_ATTR,
+    ),
+}
+#: The 49 SQuAD explorer pages the squaddev reconstruction was made from, as found (a tar of
+#: the folder ``squad_explorer_1.1_dev_html/``; each page's sha256 is in ``SHA256SUMS``).
+EXPLORER_PAGES = "squad_explorer_1.1_dev_html.tar.xz"
+
+
+def sha256_bytes(blob: bytes) -> str:
+    """Hex sha256 of ``blob``."""
+    return hashlib.sha256(blob).hexdigest()
+
+
+def available(name: str, root: Path | None = None) -> bool:
+    """Whether source ``name``'s file is in ``data/sources/`` (its checksum is not read)."""
+    return SOURCES[name].path(root) is not None
+
+
+def missing_line(name: str) -> str:
+    """One sentence saying that source ``name`` is absent, why, and how to add it."""
+    src = SOURCES[name]
+    return (f"{name}: not in this repository ({src.note}); to add it, drop {src.file} "
+            f"(sha256 {src.sha256[:12]}…, from {src.origin}) into data/sources/ and run "
+            "`make data`")
+
+
+def read_source(name: str, root: Path | None = None) -> bytes:
+    """The original bytes of source ``name``, checked against its registered sha256.
+
+    Reads ``data/sources/<file>.xz`` (decompressed) or ``data/sources/<file>``. Raises
+    ``SourceMissing`` naming the file when it is absent and ``ChecksumError`` naming the file,
+    the expected and the found sha256 when it does not match: a changed file is never used.
+    """
+    src = SOURCES[name]
+    path = src.path(root)
+    if path is None:
+        raise SourceMissing(f"{(root or SOURCES_DIR) / src.file}[.xz]: not found. "
+                            + missing_line(name))
+    try:
+        blob = lzma.decompress(path.read_bytes()) if path.suffix == ".xz" else path.read_bytes()
+    except lzma.LZMAError as err:
+        raise ChecksumError(f"{path}: not a readable xz file ({err})") from None
+    found = sha256_bytes(blob)
+    if found != src.sha256:
+        raise ChecksumError(f"{path}: sha256 mismatch for source {name!r}: expected "
+                            f"{src.sha256}, found {found}; the file is not used")
+    return blob
+
+
+def verify(root: Path | None = None, echo=print) -> bool:
+    """Check every registered source and every explorer page; one line per file.
+
+    Returns True when every present file matches and every required one is present.
+    """
+    ok = True
+    root = root or SOURCES_DIR
+    for name, src in SOURCES.items():
+        path = src.path(root)
+        if path is None:
+            ok &= not src.required
+            echo(f"{'ABSENT ' if not src.required else 'MISSING'} {src.file}: "
+                 + ("optional, " + src.note if not src.required else "required"))
+            continue
+        try:
+            blob = read_source(name, root)
+        except ChecksumError as err:
+            ok = False
+            echo(f"BAD     {path.name}: {err}")
+            continue
+        echo(f"OK      {path.name}: {len(blob):,} bytes, sha256 {src.sha256[:16]}… ({src.kind})")
+    pages = explorer_page_sums(root)
+    expected = {n: s for n, s in _sums(root).items() if n.startswith("squad_explorer_")}
+    for page, digest in sorted(expected.items()):
+        good = pages.get(page) == digest
+        ok &= good
+        echo(f"{'OK     ' if good else 'BAD    '} {EXPLORER_PAGES}:{page}")
+    return ok
+
+
+def _sums(root: Path) -> dict[str, str]:
+    path = root / SHA256SUMS.name
+    if not path.exists():
+        return {}
+    rows = (line.split(maxsplit=1) for line in path.read_text().splitlines() if line.strip())
+    return {name.strip(): digest for digest, name in rows}
+
+
+def explorer_page_sums(root: Path | None = None) -> dict[str, str]:
+    """``{path inside the archive: sha256}`` of the SQuAD explorer pages (empty if absent)."""
+    path = (root or SOURCES_DIR) / EXPLORER_PAGES
+    if not path.exists():
+        return {}
+    out = {}
+    with tarfile.open(path, "r:xz") as tar:
+        for info in tar:
+            if info.isfile():
+                fh = tar.extractfile(info)
+                assert fh is not None
+                out[info.name] = sha256_bytes(fh.read())
+    return out
+
+
+def refresh(name: str, url: str | None = None, root: Path | None = None) -> Path:
+    """Download source ``name`` again (from its origin, or ``url``) and store it as ``.xz``.
+
+    The bytes are checked against the registry's sha256 before anything is written; a
+    mismatch raises ``ChecksumError`` and leaves ``data/sources/`` as it was. Needs network;
+    no build step calls it.
+    """
+    src = SOURCES[name]
+    url = url or src.url
+    if not url:
+        raise DataError(f"{name}: no download address ({src.kind}: {src.origin}); "
+                        "pass --url to refresh it from a copy")
+    from tqdm.auto import tqdm
+
+    chunks = []
+    with (urllib.request.urlopen(url, timeout=60) as resp,
+          tqdm(total=src.size, unit="B", unit_scale=True, desc=src.file) as bar):
+        while chunk := resp.read(1 << 20):
+            chunks.append(chunk)
+            bar.update(len(chunk))
+    blob = b"".join(chunks)
+    found = sha256_bytes(blob)
+    if found != src.sha256:
+        raise ChecksumError(f"{url}: sha256 mismatch for source {name!r}: expected "
+                            f"{src.sha256}, found {found}; nothing was written")
+    path = (root or SOURCES_DIR) / f"{src.file}.xz"
+    with atomic_write(path, "wb") as fh:
+        fh.write(lzma.compress(blob, preset=9 | lzma.PRESET_EXTREME))
+    return path
