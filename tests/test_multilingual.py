@@ -324,3 +324,16 @@ def test_real_sets_if_built():
     # XQuAD Hindi: 240 paragraphs, 1,190 questions (Artetxe et al. 2020)
     assert hindi["counts"]["passages"] == 240
     assert hindi["counts"]["train_queries"] + hindi["counts"]["test_queries"] == 1190
+
+
+def test_size_sentence_sets_the_paper_steps_against_the_sets_resolution():
+    clusters = {f"q{i}": f"p{i // 2}" for i in range(200)}
+    flat = S.size_sentence("hindi", {q: 0.5 for q in clusters}, clusters)
+    assert "200 test questions on 100 passages" in flat and "±0.0000" in flat
+    assert "Smaller than that" not in flat and "At least that large" in flat  # nothing hides
+    rng = __import__("numpy").random.default_rng(0)
+    noisy = S.size_sentence("persian", {q: float(rng.integers(0, 2)) for q in clusters}, clusters)
+    # a 0/1 score over 100 passages: half-width near 1.96 * 0.5 / sqrt(200) ~ 0.07, above both
+    # of the paper's Persian steps (-0.0025 and +0.0151)
+    assert "Smaller than that among the paper's Persian steps" in noisy
+    assert "-0.0025" in noisy and "+0.0151" in noisy and "At least that large" not in noisy

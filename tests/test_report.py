@@ -63,3 +63,29 @@ def test_a_machine_of_another_kind_widens_the_tolerance_and_says_why(tmp_path):
     assert "seeds, precision" in report.summary(rep)
     path = report.write(rep, tmp_path / "out")
     assert path.read_text().startswith("# Reproduction report")
+
+
+def test_a_data_change_is_named_on_the_rows_it_touches(tmp_path):
+    then_data = {"squadshifts/reddit": {"source": "bigbench-1.0.0.tar.gz:reddit_v1.0.json",
+                                        "source_sha256": "db57c9269e4965fd",
+                                        "train_queries": 7781, "test_queries": 1986},
+                 "squadshifts/new_wiki": {"source": "data/sources/new_wiki_v1.0.json",
+                                          "source_sha256": "1d50a0ca4cdab88d" + "0" * 48,
+                                          "train_queries": 6322, "test_queries": 1616}}
+    now_data = {**then_data, "squadshifts/reddit": {
+        "source": "data/sources/reddit_v1.0.json", "source_sha256": "b4ac346dbf1816fd" + "1" * 48,
+        "train_queries": 7808, "test_queries": 1995}}
+    changes = report.data_changes(then_data, now_data)
+    assert set(changes) == {"reddit"}  # new_wiki: same source (sha256 prefix), nothing to say
+    assert "test queries 1,986 -> 1,995" in changes["reddit"]
+    assert "train queries 7,781 -> 7,808" in changes["reddit"]
+    assert report.data_changes(None, now_data) == {}
+    _write(tmp_path / "committed", TABLE2 | {"split": ["reddit", "new_wiki", "reddit"]}, CLAIMS)
+    _write(tmp_path / "now", TABLE2 | {"split": ["reddit", "new_wiki", "reddit"]}, CLAIMS)
+    rep = report.compare(tmp_path / "committed", tmp_path / "now", {"data": then_data},
+                         {"data": now_data})
+    cause = rep.set_index("row")["data differs in"]
+    assert cause["new_wiki / ANCE negatives"] == "nothing"  # its split's source is the same
+    assert cause["reddit / zero-shot"].startswith("data: reddit source")
+    assert cause["CLP beats InfoNCE"].startswith("data: reddit")  # the claims read reddit
+    assert "The data changed under some rows" in report.summary(rep)
