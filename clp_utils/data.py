@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -413,6 +413,39 @@ def split_by_passage(
     return out
 
 
+#: (corpus, queries, qrels) of one dataset, as ``squad_to_beir`` returns them.
+BeirTriple = tuple[dict[str, dict], dict[str, dict], dict[str, dict[str, int]]]
+#: A source's bytes and file name -> its ``BeirTriple``.
+Converter = Callable[[bytes, str], BeirTriple]
+
+
+def build_one(name: str, convert: Converter, out: Path, params: dict, previous: dict,
+              sources_root: Path | None = None, force: bool = False) -> dict | None:
+    """Build dataset ``name`` from its source into ``<out>/<name>/`` (BEIR layout, split by
+    passage with ``params``' seed and test fraction) and return its manifest entry; None when
+    ``previous`` (its last entry) shows the same source, parameters and builder.
+
+    ``convert(raw bytes, file name) -> (corpus, queries, qrels)``. The entry holds the source
+    file and sha256, the parameters, the builder version, the counts, and the sha256 of every
+    written file relative to ``out``.
+    """
+    src, folder = sources.SOURCES[name], out / name
+    if (not force and previous.get("params") == params
+            and previous.get("source_sha256") == src.sha256
+            and previous.get("builder_version") == BUILDER_VERSION
+            and (folder / "corpus.jsonl").exists()):
+        return None
+    corpus, queries, qrels = convert(sources.read_source(name, sources_root), src.file)
+    write_beir(folder, corpus, queries,
+               split_by_passage(corpus, qrels, params["seed"], params["test_fraction"]))
+    ds = load_beir(folder, name=name)
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    print(f"built {folder}: {ds.counts()}")
+    return {"source": f"data/sources/{src.file}", "source_sha256": src.sha256,
+            "params": params, "builder_version": BUILDER_VERSION, "counts": ds.counts(),
+            "files": {str(p.relative_to(out)): sha256_file(p) for p in files}}
+
+
 def build_squadshifts(
     splits: Iterable[str] = SQUADSHIFTS,
     out: Path = DATA_DIR / "squadshifts",
@@ -450,27 +483,11 @@ def build_squadshifts(
                 manifest.pop(s, None)
                 changed = True
             continue
-        entry = manifest.get(s, {})
-        if (not force and entry.get("params") == params
-                and entry.get("source_sha256") == src.sha256
-                and entry.get("builder_version") == BUILDER_VERSION
-                and (out / s / "corpus.jsonl").exists()):
-            continue
-        raw = sources.read_source(s, sources_root)
-        corpus, queries, qrels = squad_to_beir(json.loads(raw), src.file, s in WIKI_TITLED)
-        write_beir(out / s, corpus, queries, split_by_passage(corpus, qrels, seed, test_fraction))
-        ds = load_beir(out / s)
-        files = sorted(p for p in (out / s).rglob("*") if p.is_file())
-        manifest[s] = {
-            "source": f"data/sources/{src.file}",
-            "source_sha256": src.sha256,
-            "params": params,
-            "builder_version": BUILDER_VERSION,
-            "counts": ds.counts(),
-            "files": {str(p.relative_to(out)): sha256_file(p) for p in files},
-        }
-        changed = True
-        print(f"built {out / s}: {ds.counts()}")
+        entry = build_one(s, lambda raw, source, s=s: squad_to_beir(json.loads(raw), source,
+                                                                   s in WIKI_TITLED),
+                          out, params, manifest.get(s, {}), sources_root, force)
+        if entry is not None:
+            manifest[s], changed = entry, True
     if changed or not manifest_path.exists():
         write_json(manifest_path, dict(sorted(manifest.items())))
     return {s: manifest[s] for s in splits if s in manifest}

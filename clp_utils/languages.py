@@ -35,29 +35,23 @@ import json
 import re
 import sys
 import unicodedata
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from clp_utils import sources
-from clp_utils.base.io import DataError, sha256_file, write_json
+from clp_utils.base.io import DataError, write_json
 from clp_utils.base.paths import DATA_DIR
 from clp_utils.data import (
     DEFAULT_SEED,
     DEFAULT_TEST_FRACTION,
     SQUADSHIFTS,
+    BeirTriple,
+    Converter,
     RetrievalDataset,
+    build_one,
     load_beir,
-    split_by_passage,
     squad_to_beir,
-    write_beir,
 )
-
-#: Bumped when the conversion rules change, so that a built set is rebuilt.
-BUILDER_VERSION = 2
-
-Converted = tuple[dict[str, dict], dict[str, dict], dict[str, dict[str, int]]]
-
 
 # --------------------------------------------------------------------------- words
 
@@ -87,12 +81,12 @@ def words(text: str) -> list[str]:
 # --------------------------------------------------------------------------- the sets
 
 
-def hindi_to_beir(raw: bytes, source: str) -> Converted:
+def hindi_to_beir(raw: bytes, source: str) -> BeirTriple:
     """XQuAD Hindi (SQuAD JSON) -> (corpus, queries, qrels); query ids are XQuAD's (SQuAD's)."""
     return squad_to_beir(json.loads(raw), source, keep_titles=False)
 
 
-def persian_to_beir(raw: bytes, source: str) -> Converted:
+def persian_to_beir(raw: bytes, source: str) -> BeirTriple:
     """ParsiNLU reading comprehension (JSONL) -> (corpus, queries, qrels).
 
     Query ids are ``fa<line index>``; passage ids ``p00000``... in order of first appearance
@@ -130,7 +124,7 @@ def persian_to_beir(raw: bytes, source: str) -> Converted:
 class Language:
     """One multilingual set: how its source becomes a retrieval set, and its BM25 stemmer."""
 
-    convert: Callable[[bytes, str], Converted]
+    convert: Converter
     language: str  # Snowball (PyStemmer) name, for BM25
 
 
@@ -161,27 +155,10 @@ def build(
     params = {"seed": seed, "test_fraction": test_fraction}
     manifest = {n: _read_manifest(out, n) for n in names}
     for n in names:
-        src, entry = sources.SOURCES[n], manifest[n]
-        if (not force and entry.get("params") == params
-                and entry.get("source_sha256") == src.sha256
-                and entry.get("builder_version") == BUILDER_VERSION
-                and (out / n / "corpus.jsonl").exists()):
-            continue
-        corpus, queries, qrels = DATASETS[n].convert(sources.read_source(n, sources_root),
-                                                     src.file)
-        write_beir(out / n, corpus, queries, split_by_passage(corpus, qrels, seed, test_fraction))
-        ds = load_beir(out / n, name=n)
-        files = sorted(p for p in (out / n).rglob("*") if p.is_file())
-        manifest[n] = {
-            "source": f"data/sources/{src.file}",
-            "source_sha256": src.sha256,
-            "params": params,
-            "builder_version": BUILDER_VERSION,
-            "counts": ds.counts(),
-            "files": {str(p.relative_to(out)): sha256_file(p) for p in files},
-        }
-        write_json(out / n / "manifest.json", {n: manifest[n]})
-        print(f"built {out / n}: {ds.counts()}")
+        entry = build_one(n, DATASETS[n].convert, out, params, manifest[n], sources_root, force)
+        if entry is not None:
+            manifest[n] = entry
+            write_json(out / n / "manifest.json", {n: entry})
     return manifest
 
 
