@@ -57,14 +57,10 @@ def data_record(root: Path = DATA_DIR) -> dict[str, dict]:
     """What a run's data was: per built dataset, its source file, the source's sha256 and the
     query counts of each side (from the build manifests). ``run.json`` keeps it, and the
     reproduction report names a changed source as a cause of a changed number."""
-    entries = {}
     squad = root / "squadshifts" / "manifest.json"
-    if squad.exists():
-        entries |= {f"squadshifts/{k}": v for k, v in json.loads(squad.read_text()).items()}
-    for name in languages.DATASETS:
-        path = root / name / "manifest.json"
-        if path.exists():
-            entries |= json.loads(path.read_text())
+    entries = {f"squadshifts/{k}": v
+               for k, v in (json.loads(squad.read_text()) if squad.exists() else {}).items()}
+    entries |= {n: e for n in languages.DATASETS if (e := languages.read_manifest(root, n))}
     return {name: {"source": e["source"], "source_sha256": e["source_sha256"],
                    "train_queries": e["counts"]["train_queries"],
                    "test_queries": e["counts"]["test_queries"]}

@@ -473,10 +473,7 @@ def build_squadshifts(
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
     changed = False
     for s in splits:
-        src = sources.SOURCES[s]
-        if not sources.available(s, sources_root):
-            if src.required:
-                sources.read_source(s, sources_root)  # raises, naming the file
+        if not sources.SOURCES[s].required and not sources.available(s, sources_root):
             print(sources.missing_line(s))
             if s in manifest or (out / s).exists():
                 shutil.rmtree(out / s, ignore_errors=True)

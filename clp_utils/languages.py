@@ -89,14 +89,11 @@ def hindi_to_beir(raw: bytes, source: str) -> BeirTriple:
 def persian_to_beir(raw: bytes, source: str) -> BeirTriple:
     """ParsiNLU reading comprehension (JSONL) -> (corpus, queries, qrels).
 
-    Query ids are ``fa<line index>``; passage ids ``p00000``... in order of first appearance
-    (identical passages merge). A line without a passage, a question or an answer is a
-    ``DataError`` naming the file and line.
+    Each line becomes one SQuAD paragraph with its one question (id ``fa<line index>``), and
+    ``squad_to_beir`` does the rest (identical passages merge, answers deduplicated). A line
+    without a passage, a question or an answer is a ``DataError`` naming the file and line.
     """
-    corpus: dict[str, dict] = {}
-    by_text: dict[str, str] = {}
-    queries: dict[str, dict] = {}
-    qrels: dict[str, dict[str, int]] = {}
+    paragraphs = []
     for i, line in enumerate(raw.decode("utf-8").splitlines()):
         if not line.strip():
             continue
@@ -108,16 +105,10 @@ def persian_to_beir(raw: bytes, source: str) -> BeirTriple:
             raise DataError(f"{source}:{i + 1}: not a ParsiNLU row ({err!r})") from None
         if not (passage and question and answers):
             raise DataError(f"{source}:{i + 1}: empty passage, question or answers")
-        docid = by_text.get(passage)
-        if docid is None:
-            docid = by_text[passage] = f"p{len(corpus):05d}"
-            corpus[docid] = {"title": "", "text": passage}
-        qid = f"fa{i:05d}"
-        queries[qid] = {"text": question, "answers": list(dict.fromkeys(answers))}
-        qrels[qid] = {docid: 1}
-    if not queries:
-        raise DataError(f"{source}: no questions")
-    return corpus, queries, qrels
+        paragraphs.append({"context": passage, "qas": [
+            {"id": f"fa{i:05d}", "question": question, "answers": [{"text": t} for t in answers]}]})
+    return squad_to_beir({"data": [{"title": "", "paragraphs": paragraphs}]}, source,
+                         keep_titles=False)
 
 
 @dataclass(frozen=True)
@@ -153,7 +144,7 @@ def build(
         raise ValueError(f"unknown multilingual sets {sorted(unknown)}; known: {list(DATASETS)}")
     out = Path(out)
     params = {"seed": seed, "test_fraction": test_fraction}
-    manifest = {n: _read_manifest(out, n) for n in names}
+    manifest = {n: read_manifest(out, n) for n in names}
     for n in names:
         entry = build_one(n, DATASETS[n].convert, out, params, manifest[n], sources_root, force)
         if entry is not None:
@@ -162,7 +153,8 @@ def build(
     return manifest
 
 
-def _read_manifest(out: Path, name: str) -> dict:
+def read_manifest(out: Path, name: str) -> dict:
+    """The last build's manifest entry of set ``name`` under ``out`` (empty when unbuilt)."""
     path = out / name / "manifest.json"
     return json.loads(path.read_text()).get(name, {}) if path.exists() else {}
 

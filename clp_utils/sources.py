@@ -36,17 +36,8 @@ SOURCES_DIR = DATA_DIR / "sources"
 #: The checksum list that came with the files (every page of the SQuAD explorer included).
 SHA256SUMS = SOURCES_DIR / "SHA256SUMS"
 
-_SQUADSHIFTS_SITE = "modestyachts/squadshifts-website @ b7cc4d50af791c36c49417fb94dd739d6a9e7bef"
-_SQUADSHIFTS_RAW = ("https://raw.githubusercontent.com/modestyachts/squadshifts-website/"
-                    "b7cc4d50af791c36c49417fb94dd739d6a9e7bef/datasets/")
-_SQUADSHIFTS_ATTR = ("Miller, Krauth, Recht, Schmidt, 'The Effect of Natural Distribution Shift "
-                     "on Question Answering Models', ICML 2020")
-_SQUADSHIFTS_LICENCE = "CC BY 4.0 (as the datasets library's squadshifts metadata states)"
-_PARSINLU = "persiannlp/parsinlu @ a3b08d0b93ca84e0017e2f490a2aa3ab36c79885"
-_PARSINLU_RAW = ("https://raw.githubusercontent.com/persiannlp/parsinlu/"
-                 "a3b08d0b93ca84e0017e2f490a2aa3ab36c79885/data/reading_comprehension/")
-_PARSINLU_ATTR = ("Khashabi et al., 'ParsiNLU: A Suite of Language Understanding Challenges for "
-                  "Persian', TACL 2021")
+_SQUADSHIFTS_COMMIT = "b7cc4d50af791c36c49417fb94dd739d6a9e7bef"
+_PARSINLU_COMMIT = "a3b08d0b93ca84e0017e2f490a2aa3ab36c79885"
 
 
 class ChecksumError(DataError):
@@ -81,6 +72,35 @@ class Source:
         return None
 
 
+def _squadshifts(file: str, sha256: str, size: int, note: str, kind: str = "original release",
+                 required: bool = True) -> Source:
+    """A SQuADShifts file as its authors publish it (``datasets/<file>`` of their site)."""
+    return Source(
+        file=file, sha256=sha256, size=size, kind=kind,
+        origin=f"modestyachts/squadshifts-website @ {_SQUADSHIFTS_COMMIT}, datasets/{file}",
+        url=("https://raw.githubusercontent.com/modestyachts/squadshifts-website/"
+             f"{_SQUADSHIFTS_COMMIT}/datasets/{file}"),
+        licence="CC BY 4.0 (as the datasets library's squadshifts metadata states)",
+        attribution="Miller, Krauth, Recht, Schmidt, 'The Effect of Natural Distribution Shift "
+                    "on Question Answering Models', ICML 2020",
+        note=note, required=required)
+
+
+def _parsinlu(split: str, sha256: str, size: int, note: str = "",
+              kind: str = "original release (kept for reference, not read)") -> Source:
+    """A ParsiNLU reading-comprehension split (``data/reading_comprehension/<split>.jsonl``)."""
+    return Source(
+        file=f"parsinlu_reading_comprehension_{split}.jsonl", sha256=sha256, size=size, kind=kind,
+        origin=(f"persiannlp/parsinlu @ {_PARSINLU_COMMIT}, "
+                f"data/reading_comprehension/{split}.jsonl"),
+        url=("https://raw.githubusercontent.com/persiannlp/parsinlu/"
+             f"{_PARSINLU_COMMIT}/data/reading_comprehension/{split}.jsonl"),
+        licence="CC BY-NC-SA 4.0 (repository LICENSE)",
+        attribution="Khashabi et al., 'ParsiNLU: A Suite of Language Understanding Challenges "
+                    "for Persian', TACL 2021",
+        note=note)
+
+
 SOURCES: dict[str, Source] = {
     "squaddev": Source(
         file="squad_dev-v1.1_reconstructed_from_squad_explorer.json",
@@ -98,52 +118,21 @@ SOURCES: dict[str, Source] = {
              "questions as in the canonical file; contexts, questions, ids and answer texts "
              "verified, answer_start re-derived; BIG-bench's copy dropped 5 questions",
     ),
-    "new_wiki": Source(
-        file="new_wiki_v1.0.json",
-        sha256="1d50a0ca4cdab88d038b52ea8a2d0510af6038d7f41a0a256b9659237769d0ee",
-        size=3_607_393,
-        kind="original release",
-        origin=f"{_SQUADSHIFTS_SITE}, datasets/new_wiki_v1.0.json",
-        url=_SQUADSHIFTS_RAW + "new_wiki_v1.0.json",
-        licence=_SQUADSHIFTS_LICENCE,
-        attribution=_SQUADSHIFTS_ATTR,
-        note="BIG-bench's copy dropped 2 questions",
-    ),
-    "nyt": Source(
-        file="nyt_v1.0.json",
-        sha256="fd55ae252cc735a695fab4473d4cd605b154183ac3b3eb63068f53cfc86f36d6",
-        size=4_550_058,
-        kind="original release (not obtained)",
-        origin=f"{_SQUADSHIFTS_SITE}, datasets/nyt_v1.0.json",
-        url=_SQUADSHIFTS_RAW + "nyt_v1.0.json",
-        licence=_SQUADSHIFTS_LICENCE,
-        attribution=_SQUADSHIFTS_ATTR,
-        note="no copy could be obtained when the sources were committed (2026-12)",
-        required=False,
-    ),
-    "reddit": Source(
-        file="reddit_v1.0.json",
-        sha256="b4ac346dbf1816fdec80fdcf91d06a4b754fa51e47960fa8614a94f37ea42a4b",
-        size=4_170_330,
-        kind="original release",
-        origin=f"{_SQUADSHIFTS_SITE}, datasets/reddit_v1.0.json",
-        url=_SQUADSHIFTS_RAW + "reddit_v1.0.json",
-        licence=_SQUADSHIFTS_LICENCE,
-        attribution=_SQUADSHIFTS_ATTR,
-        note="BIG-bench's copy dropped 36 questions (test side 1,995 questions, was 1,986; "
-             "train side 7,808, was 7,781; same passages)",
-    ),
-    "amazon": Source(
-        file="amazon_reviews_v1.0.json",
-        sha256="9db7bdee84a91f0fb80b9e74f365042fbbb217cb8e0a7e73bb071245472589b6",
-        size=4_177_842,
-        kind="original release",
-        origin=f"{_SQUADSHIFTS_SITE}, datasets/amazon_reviews_v1.0.json",
-        url=_SQUADSHIFTS_RAW + "amazon_reviews_v1.0.json",
-        licence=_SQUADSHIFTS_LICENCE,
-        attribution=_SQUADSHIFTS_ATTR,
-        note="BIG-bench's copy dropped 8 questions",
-    ),
+    "new_wiki": _squadshifts(
+        "new_wiki_v1.0.json", "1d50a0ca4cdab88d038b52ea8a2d0510af6038d7f41a0a256b9659237769d0ee",
+        3_607_393, "BIG-bench's copy dropped 2 questions"),
+    "nyt": _squadshifts(
+        "nyt_v1.0.json", "fd55ae252cc735a695fab4473d4cd605b154183ac3b3eb63068f53cfc86f36d6",
+        4_550_058, "no copy could be obtained when the sources were committed (2026-12)",
+        kind="original release (not obtained)", required=False),
+    "reddit": _squadshifts(
+        "reddit_v1.0.json", "b4ac346dbf1816fdec80fdcf91d06a4b754fa51e47960fa8614a94f37ea42a4b",
+        4_170_330, "BIG-bench's copy dropped 36 questions (test side 1,995 questions, was "
+                   "1,986; train side 7,808, was 7,781; same passages)"),
+    "amazon": _squadshifts(
+        "amazon_reviews_v1.0.json",
+        "9db7bdee84a91f0fb80b9e74f365042fbbb217cb8e0a7e73bb071245472589b6",
+        4_177_842, "BIG-bench's copy dropped 8 questions"),
     "hindi": Source(
         file="xquad.hi.json",
         sha256="df2cce3532b37e9beb8979704b5c9a4bf874358f105395a298b89427b43b9d24",
@@ -158,38 +147,14 @@ SOURCES: dict[str, Source] = {
         note="XQuAD Hindi (240 passages, 1,190 questions) only: the BIG-bench task's 6,610 "
              "questions also held MLQA Hindi (5,425), which could not be obtained",
     ),
-    "persian": Source(
-        file="parsinlu_reading_comprehension_eval.jsonl",
-        sha256="2ebe5e6631de84d213e332ce16c984dd8df6183d9b43d209cc89af2e09c72f3b",
-        size=1_747_851,
-        kind="original release",
-        origin=f"{_PARSINLU}, data/reading_comprehension/eval.jsonl",
-        url=_PARSINLU_RAW + "eval.jsonl",
-        licence="CC BY-NC-SA 4.0 (repository LICENSE)",
-        attribution=_PARSINLU_ATTR,
+    "persian": _parsinlu(
+        "eval", "2ebe5e6631de84d213e332ce16c984dd8df6183d9b43d209cc89af2e09c72f3b", 1_747_851,
         note="the whole eval split (570 questions); BIG-bench kept 518 of them (which 52 it "
-             "removed as sensitive is not known)",
-    ),
-    "persian-train": Source(
-        file="parsinlu_reading_comprehension_train.jsonl",
-        sha256="488fa21f303d880b82b8ba590e0c5a5b61dfb1442a96aa2db19f487a16f5e480",
-        size=1_933_004,
-        kind="original release (kept for reference, not read)",
-        origin=f"{_PARSINLU}, data/reading_comprehension/train.jsonl",
-        url=_PARSINLU_RAW + "train.jsonl",
-        licence="CC BY-NC-SA 4.0 (repository LICENSE)",
-        attribution=_PARSINLU_ATTR,
-    ),
-    "persian-dev": Source(
-        file="parsinlu_reading_comprehension_dev.jsonl",
-        sha256="6ce2aed6d8ace6ed7f9ef4db9baba3b5efdfa9f99d605dccb494ce39cd63c9c6",
-        size=424_640,
-        kind="original release (kept for reference, not read)",
-        origin=f"{_PARSINLU}, data/reading_comprehension/dev.jsonl",
-        url=_PARSINLU_RAW + "dev.jsonl",
-        licence="CC BY-NC-SA 4.0 (repository LICENSE)",
-        attribution=_PARSINLU_ATTR,
-    ),
+             "removed as sensitive is not known)", kind="original release"),
+    "persian-train": _parsinlu(
+        "train", "488fa21f303d880b82b8ba590e0c5a5b61dfb1442a96aa2db19f487a16f5e480", 1_933_004),
+    "persian-dev": _parsinlu(
+        "dev", "6ce2aed6d8ace6ed7f9ef4db9baba3b5efdfa9f99d605dccb494ce39cd63c9c6", 424_640),
 }
 #: The 49 SQuAD explorer pages the squaddev reconstruction was made from, as found (a tar of
 #: the folder ``squad_explorer_1.1_dev_html/``; each page's sha256 is in ``SHA256SUMS``).

@@ -5,8 +5,8 @@ machine's seed plan, and a card saying how long the chapter takes here.
 ``make study`` (papermill), ``make lab`` (JupyterLab) and a notebook run by hand:
 
 - the data: when the datasets the chapter reads are not built it says so in one line and
-  builds them from the committed sources (``python -m clp_utils.catalog build``, offline, about
-  20 s), instead of stopping with a bare ``FileNotFoundError``; a chapter that reads no data
+  builds them from the committed sources (``python -m clp_utils.catalog build``, offline),
+  instead of stopping with a bare ``FileNotFoundError``; a chapter that reads no data
   (02) builds nothing;
 - the figures: every figure and table of this run goes to the profile's folder
   (``paths.figures_dir``): a smoke run never overwrites the committed cpu results;
@@ -68,7 +68,7 @@ def ensure_data(number: str, build: bool = True) -> None:
             "`make data` (python -m clp_utils.catalog build)")
     if not build:
         raise SystemExit(line)
-    print(line + "; building it now from data/sources/ (offline, about 20 s)", flush=True)
+    print(line + "; building it now from data/sources/ (offline)", flush=True)
     catalog(["build"])
 
 

@@ -53,7 +53,6 @@ from clp_utils.profiles import (
     seeds_setting,
 )
 from clp_utils.recipe import RECIPE_PATH, Recipe
-from clp_utils.sources import SOURCES
 from clp_utils.stats import VERDICTS
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
@@ -245,29 +244,18 @@ def _tables(folder: Path, tables: list[tuple[str, str]], heading: str = "###",
     return parts
 
 
-def stale_data(run: dict) -> list[str]:
-    """The datasets a run's record says it read from another source than the committed one
-    (``sources.SOURCES``); empty when every recorded source is today's."""
-    stale = []
-    for name, entry in (run.get("data") or {}).items():
-        src = SOURCES.get(name.removeprefix("squadshifts/"))
-        if src is None or not src.sha256.startswith(entry["source_sha256"][:16]):
-            stale.append(name.removeprefix("squadshifts/"))
-    return stale
-
-
 def _run_line(folder: Path) -> list[str]:
     record = folder / RUN_RECORD
     if not record.exists():
         return []
     run = json.loads(record.read_text())
     lines = [timing_line(run["timings"], run.get("machine")), ""]
-    stale = stale_data(run)
+    stale = report.stale_data(run)
     if stale:
+        files = sorted({source.split(":")[0] for source in stale.values()})
         lines += [f"These numbers were made from earlier copies of the data ({', '.join(stale)}: "
-                  f"{next(iter(run['data'].values()))['source'].split(':')[0]}), not from the "
-                  "sources now committed in `data/sources/`; the next run of this profile "
-                  "remakes them from those.", ""]
+                  f"{', '.join(files)}), not from the sources now committed in `data/sources/`; "
+                  "the next run of this profile remakes them from those.", ""]
     if run.get("reopened"):
         again = run["reopened"]["timings"]
         lines += ["Chapters re-run afterwards with the stored runs (nothing trains): "

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from clp_utils.sources import SOURCES
+
 #: The headline tables compared: (file stem, index columns, value columns, verdict column,
 #: the datasets its numbers come from; a row naming one of them in its key reads that one).
 HEADLINES = [
@@ -70,6 +72,23 @@ def _short(name: str) -> str:
     return name.removeprefix("squadshifts/")
 
 
+def _same_source(a: str, b: str) -> bool:
+    """Two recorded source checksums name the same file (an earlier record keeps a prefix)."""
+    n = min(len(a), len(b), 16)
+    return a[:n] == b[:n]
+
+
+def stale_data(record: dict | None) -> dict[str, str]:
+    """``{dataset: source it read}`` for every dataset a run's record says it read from
+    another file than the one committed now (``sources.SOURCES``); empty when all are today's."""
+    stale = {}
+    for name, entry in ((record or {}).get("data") or {}).items():
+        src = SOURCES.get(_short(name))
+        if src is None or not _same_source(src.sha256, entry["source_sha256"]):
+            stale[_short(name)] = entry["source"]
+    return stale
+
+
 def data_changes(then: dict | None, now: dict | None) -> dict[str, str]:
     """``{dataset: what changed}`` between two runs' data records (empty when either run has
     none, or nothing changed). Datasets are named without the ``squadshifts/`` prefix."""
@@ -81,7 +100,7 @@ def data_changes(then: dict | None, now: dict | None) -> dict[str, str]:
         if a is None or b is None:
             out[_short(name)] = "dataset " + ("added" if a is None else "absent now")
             continue
-        if a["source_sha256"][:16] == b["source_sha256"][:16]:
+        if _same_source(a["source_sha256"], b["source_sha256"]):
             continue
         parts = [f"source {a['source']} -> {b['source']}"]
         for side in ("test_queries", "train_queries"):
