@@ -2,7 +2,9 @@
 
 Builds real training batches of a study profile's ANCE + CLP row (mined groups, the profile's
 lengths and negatives, the precision ``"auto"`` picks on this device) and times each phase of
-``clp_utils.training``'s step separately, synchronising the device between phases:
+a plain PyTorch training step (the loop the study trained with before it moved to
+sentence-transformers' trainer; ``bench/trainer_step.py`` compares the two) separately,
+synchronising the device between phases:
 
 - ``tokenize``: ``model.preprocess`` of the batch's passages and queries (host side);
 - ``forward``: the embeddings and the loss;
@@ -29,11 +31,11 @@ import time
 import torch
 
 from clp_utils.base.precision import autocast, decide, training_attention
-from clp_utils.batching import make_batches, to_examples, training_records
+from clp_utils.batching import to_examples, training_records
 from clp_utils.losses import clp_loss
 from clp_utils.profiles import CLP
 from clp_utils.study import config_of
-from clp_utils.training import make_optimizer, prepare_model
+from clp_utils.training import make_batches, prepare_model
 
 
 def _sync(device: str) -> None:
@@ -73,7 +75,8 @@ def profile_steps(config, examples, batches, precision, device: str) -> float:
     freshly loaded model; print the table and return the median whole-step seconds."""
     model, _ = prepare_model(config, device)
     model.train()
-    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config, device)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr,
+                                  weight_decay=config.weight_decay, fused=True)
     phases: dict[str, list[float]] = {k: [] for k in ("tokenize", "forward", "backward",
                                                        "optimizer", "log sync")}
     for step, idx in enumerate(batches):

@@ -1,11 +1,10 @@
-"""From mined negatives to batches: training groups, no-duplicate batches, false in-batch
-negatives, and the data a run trains on.
+"""From mined negatives to training groups: the data a run trains on.
 
 ``load_training_data`` gives a run its dataset (subset and validation carved as configured);
 ``training_records`` its mined groups (from the mining cache); ``to_examples`` turns them into
-``Example`` groups (a query, its positive, k negatives, each with its own queries), and
-``make_batches`` into the epoch's batches, in which no passage appears twice when in-batch
-negatives are on (``no_duplicate_batches``; ``false_in_batch_negatives`` measures why).
+``Example`` groups (a query, its positive, k negatives, each with its own queries), which
+``clp_utils.training`` hands to sentence-transformers' trainer as dataset columns;
+``false_in_batch_negatives`` measures why its batches keep a passage out of a batch twice.
 """
 
 from __future__ import annotations
@@ -13,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-import pandas as pd
-import torch
 
 from clp_utils.catalog import load_named
 from clp_utils.data import RetrievalDataset
@@ -78,41 +75,6 @@ def to_examples(records: list[dict], k: int, m: int) -> tuple[list[Example], int
     return out, short
 
 
-def random_batches(n: int, batch_size: int, seed: int) -> list[list[int]]:
-    """Plain shuffled batches (the last incomplete one dropped)."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
-    return [order[i:i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]
-
-
-def no_duplicate_batches(examples: list[Example], batch_size: int, seed: int) -> list[list[int]]:
-    """Shuffled batches in which no passage appears twice among positives and negatives.
-
-    sentence-transformers' ``NoDuplicatesBatchSampler`` rule on passage ids: walk a seeded
-    permutation and put a group into the current batch unless one of its passages is
-    already there; a group that collides waits for a later batch. Groups left over when no
-    full batch can be formed are dropped. Why: with in-batch negatives, a passage that is
-    query i's positive and also sits in the batch as another group's passage is scored as a
-    negative of query i, pushing i away from its own passage (a false in-batch negative);
-    SQuADShifts has ~5 questions per passage, so this happens often in plain batches.
-    """
-    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed)).tolist()
-    batches = []
-    while len(order) >= batch_size:
-        batch, used, rest = [], set(), []
-        for i in order:
-            ids = examples[i].passage_ids
-            if len(batch) < batch_size and not ids & used:
-                batch.append(i)
-                used |= ids
-            else:
-                rest.append(i)
-        if len(batch) < batch_size:
-            break
-        batches.append(batch)
-        order = rest
-    return batches
-
-
 def false_in_batch_negatives(examples: list[Example], batches: list[list[int]]) -> dict[str, float]:
     """How often batches hold false in-batch negatives.
 
@@ -140,32 +102,6 @@ def false_in_batch_negatives(examples: list[Example], batches: list[list[int]]) 
             "share_of_queries_affected": affected / max(1, queries)}
 
 
-def batch_report(config: TrainConfig) -> pd.DataFrame:
-    """False in-batch negatives of the config's first-epoch batches, plain vs no-duplicate.
-
-    Mines (or reads from the mining cache) the config's training groups and counts, for a
-    plain shuffled batching and for ``no_duplicate_batches`` with the same seed, the share
-    of batches holding a false in-batch negative, their number per batch and the share of
-    queries affected.
-    """
-    records = training_records(config)
-    examples, _ = to_examples(records, config.mining.num_negatives, 1)
-    seed = config.seed * 1000
-    plain = random_batches(len(examples), config.batch_size, seed)
-    dedup = no_duplicate_batches(examples, config.batch_size, seed)
-    return pd.DataFrame({"plain shuffled batches": false_in_batch_negatives(examples, plain),
-                         "no-duplicate batches (used)":
-                             false_in_batch_negatives(examples, dedup)}).T
-
-
-def make_batches(examples: list[Example], config: TrainConfig, epoch: int) -> list[list[int]]:
-    """The epoch's batches (global batch size; ranks slice them), seeded by seed and epoch."""
-    seed = config.seed * 1000 + epoch
-    if config.no_duplicates and config.in_batch:  # without in-batch negatives nothing collides
-        return no_duplicate_batches(examples, config.batch_size, seed)
-    return random_batches(len(examples), config.batch_size, seed)
-
-
 def queries_per_negative(config: TrainConfig, records: list[dict]) -> int:
     """m: 1 for the paper's variant, else the configured H* size (or the largest found)."""
     if config.variant == "paper":
@@ -184,5 +120,3 @@ def training_records(config: TrainConfig, model=None, progress: bool = False) ->
     return mine(model, train_split, config.mining, model_id=config.model, data_checksum=ds.checksum,
                 query_ids=qids, progress=progress).records
 
-
-# --------------------------------------------------------------------------- the step

@@ -1,9 +1,9 @@
 """InfoNCE and the Contrastive Learning Penalty (CLP) as sentence-transformers losses.
 
 A pure functional core works on embeddings (``info_nce``, ``clp_penalty``, ``clp_loss``), so
-a plain training loop, the notebooks and the tests can call it on tensors; ``InfoNCELoss``
-and ``CLPLoss`` wrap it the way sentence-transformers writes its losses, so they drop into
-``SentenceTransformerTrainer``.
+the notebooks, the measurements and the tests can call it on tensors; ``InfoNCELoss`` and
+``CLPLoss`` wrap it the way sentence-transformers writes its losses, and every study run
+trains with them through ``SentenceTransformerTrainer`` (``clp_utils.training``).
 
 CLP (Yu 2024, arXiv 2412.17364), for query i with positive h_i+, hard negatives H' and, for
 each negative h', its own ("positive") queries H*(h'); s = cosine, tau = temperature::
@@ -408,7 +408,8 @@ class CLPLoss(_TemperatureLoss):
                 sums such a dict into the loss it backpropagates and logs each entry.
 
         After each forward, ``last_parts`` holds the detached floats ``contrastive``
-        (unweighted InfoNCE), ``penalty`` (unweighted P) and ``total``.
+        (unweighted InfoNCE), ``penalty`` (unweighted P) and ``total``, and ``last_output``
+        the same as tensors (``CLPOutput``, with gradients).
 
         References:
             - Yu 2024, https://arxiv.org/abs/2412.17364
@@ -458,6 +459,7 @@ class CLPLoss(_TemperatureLoss):
         self.variant = variant
         self.return_components = return_components
         self.last_parts: dict[str, float] = {}
+        self.last_output: CLPOutput | None = None
 
     @property
     def num_columns(self) -> int:
@@ -511,6 +513,7 @@ class CLPLoss(_TemperatureLoss):
             in_batch=self.in_batch_negatives,
             gather=self.gather_across_devices,
         )
+        self.last_output = out
         self.last_parts = {
             "contrastive": out.contrastive.detach().item(),
             "penalty": out.penalty.detach().item(),

@@ -1,12 +1,13 @@
 """Where a run lives and how it is read: the run store.
 
-A run is ``results/runs/<run-id>/``; the id is a hash of every field of its config, its data
-and what ran (``run_id``), so a finished run is reused and a changed parameter (default
-values included) never reuses a stale one:
+A run is ``results/runs/<run-id>/``; the id is a hash of what determines its numbers (config
+fields but bookkeeping, its data, the precision that ran: ``run_id``), so a finished run is
+reused and a changed parameter (default values included) never reuses a stale one:
 
-    config.json     the config, the data checksum, parameter counts, mining summary
+    config.json     the config and its label, data checksum, parameter counts, mining summary
     log.csv         per step: loss, its two parts, learning rate, MoE routing statistics
-    checkpoint.pt   the latest state (model, optimizer, scheduler, RNG, log), while training
+    checkpoints/    the trainer's latest checkpoint (model, optimizer, scheduler, RNG), while
+                    training
     model/          the fine-tuned model (reloads with plain ``SentenceTransformer(path)``)
     run.trec, metrics.json, per_query.csv          in-domain test evaluation
     val/run.trec, val/metrics.json, ...            validation (carved from train passages)
@@ -21,7 +22,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from clp_utils.data import DATA_DIR, RetrievalDataset, read_qrels
 from clp_utils.evaluation import RetrievalResult, evaluate_model, evaluate_run, save_evaluation
 from clp_utils.models import load_model
 from clp_utils.retrieval import read_trec, retrieve_splits
-from clp_utils.train_config import TrainConfig
+from clp_utils.train_config import TrainConfig, science
 
 RUNS_DIR_NAME = "runs"
 
@@ -47,28 +48,28 @@ def runs_root(root: Path | None = None) -> Path:
 
 
 def run_id(config: TrainConfig, data_checksum: str, precision: Precision | None = None) -> str:
-    """``<label>-<hash of config, data and precision>``; the label is not part of the hash.
+    """``<loss>-<hash>``: the hash of what determines the run's numbers (``science``: every
+    config field but the bookkeeping ones, defaults included), its data checksum and, with
+    ``precision``, the precision that ran. The prefix is for people browsing ``results/runs``.
 
-    Every field of the config enters the hash with its value, defaults included: editing a
-    default of ``TrainConfig`` (or ``MiningConfig``) gives every affected run a new id, so a
-    run trained under the old value is never read back as if it had the new one. (Hashing
-    only the non-default fields, as this function once did, let a changed default reuse
-    stale runs.) With ``precision``, the hash holds the precision that ran instead of the
-    setting, so ``bf16="auto"`` and an explicit ``bf16=True`` on a bf16 machine are the same
-    run. The attention kernel is left out, as the thread count is: both are speed levers that
-    move a result by float rounding only, and both are chosen per process (a torchrun rank
-    with one thread times the kernels apart from a two-thread process), so hashing them would
-    give the ranks of one run different ids. ``config.json`` records both.
+    Bookkeeping (label, checkpoint interval) is stored beside the run in ``config.json``, not
+    hashed: renaming a row or checkpointing more often reuses the run. Defaults enter with
+    their values, so editing a default of ``TrainConfig`` (or ``MiningConfig``) gives every
+    affected run a new id. With ``precision`` the hash holds what ran rather than the setting,
+    so ``bf16="auto"`` and ``bf16=True`` on a bf16 machine are one run. The attention kernel
+    and thread count are left out: speed levers chosen per process that move a result by
+    float rounding only (``config.json`` records them).
     """
-    key = {k: v for k, v in asdict(config).items() if k != "label"}
+    key = science(config)
     key["bf16"] = precision.bf16 if precision is not None else config.bf16
-    return f"{slug(config.label or config.loss)}-{stable_hash([key, data_checksum])}"
+    return f"{slug(config.loss)}-{stable_hash([key, data_checksum])}"
 
 
 def check_same_config(stored: TrainConfig, wanted: TrainConfig, run_dir: Path) -> None:
-    """Refuse to reuse a run folder whose stored config differs from the one asked for
-    (labels aside): a finished run is never read back for another config."""
-    a, b = asdict(replace(stored, label="")), asdict(replace(wanted, label=""))
+    """Refuse to reuse a run folder whose stored config differs from the one asked for in
+    what determines its numbers (``science``): a finished run is never read back for another
+    config."""
+    a, b = science(stored), science(wanted)
     if a != b:
         diff = sorted(k for k in a if a[k] != b.get(k))
         raise RuntimeError(f"{run_dir / 'config.json'}: the run stored here was trained with "
@@ -171,22 +172,6 @@ def write_log(run_dir: Path, log: list[dict]) -> None:
         writer = csv.DictWriter(fh, fieldnames=columns)
         writer.writeheader()
         writer.writerows(log)
-
-
-def save_checkpoint(run_dir: Path, state: dict) -> None:
-    """Write ``checkpoint.pt`` (atomically): a crash loses at most the steps since."""
-    with atomic_write(run_dir / "checkpoint.pt", "wb") as fh:
-        torch.save(state, fh)
-
-
-def load_checkpoint(run_dir: Path) -> dict | None:
-    """The state saved by ``save_checkpoint``, or None."""
-    path = run_dir / "checkpoint.pt"
-    return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
-
-
-def drop_checkpoint(run_dir: Path) -> None:
-    (run_dir / "checkpoint.pt").unlink(missing_ok=True)
 
 
 def evaluate_into(model, rid: str, run_dir: Path, ds: RetrievalDataset,

@@ -1,17 +1,17 @@
 """What decides a run: ``TrainConfig``, every field checked at construction.
 
-A run is one ``TrainConfig`` (``clp_utils.training.train``); its id is a hash of every field
-(``clp_utils.runstore.run_id``), so the config is the run's identity. A bad value fails at
-construction with a message naming the field, before any mining or training starts; the
-command line (``python -m clp_utils.training --set key=value``) turns that into one line and
-exit code 2.
+A run is one ``TrainConfig`` (``clp_utils.training.train``); its id is a hash of the fields
+that determine its numbers (``science``: all but ``BOOKKEEPING``; ``runstore.run_id``). A bad
+value fails at construction with a message naming the field, before any mining or training
+starts; the command line (``python -m clp_utils.training --set key=value``) turns that into
+one line and exit code 2.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 
 from clp_utils.base.precision import normalize_setting
 from clp_utils.catalog import DATASETS, known_dataset
@@ -21,13 +21,16 @@ from clp_utils.mining import MiningConfig
 LOSSES = ("infonce", "clp", "infonce_symmetric", "gist", "mnrl_hardness")
 POLICIES = ("full", "intermediate", "moe", "lora")
 SCHEDULES = ("linear", "constant")
+#: Fields that do not change a run's numbers: how it is named and how often it checkpoints.
+BOOKKEEPING = ("label", "checkpoint_every")
 #: The validation side's seed: one split for every run and seed of a dataset.
 VAL_SEED = 0
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Everything that decides a run. ``label`` names it for people and is not hashed.
+    """Everything that decides a run, and its bookkeeping (``BOOKKEEPING``: the label that
+    names it for people, the checkpoint interval), which is stored with it but not hashed.
 
     Every field is checked at construction (type and range), so a bad value fails at once
     with a message naming the field, before any mining or training starts.
@@ -64,9 +67,8 @@ class TrainConfig:
     bf16: bool | str = "auto"
     attention_dropout: float | None = None  # None: the model's own (MiniLM: 0.1)
     no_duplicates: bool = True  # no passage twice among a batch's positives and negatives
-    remine_each_epoch: bool = False  # ANCE rounds: re-mine with the current model
     checkpoint_every: int = 10
-    dropout: bool = True  # False trains in eval mode (used to compare 1 vs N processes exactly)
+    dropout: bool = True  # False: every dropout at 0 (to compare 1 vs N processes exactly)
     freeze_embeddings: bool = False  # word embeddings fixed (saves memory with big vocabularies)
     val_fraction: float = 0.1  # train passages carved out for validation (by passage, VAL_SEED)
     val_at: tuple[int, ...] = ()  # steps at which the validation queries are scored in training
@@ -90,6 +92,11 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown config keys: {sorted(unknown)}")
         return cls(**d)
+
+
+def science(config: TrainConfig) -> dict:
+    """The fields that determine a run's numbers (every field but ``BOOKKEEPING``)."""
+    return {k: v for k, v in asdict(config).items() if k not in BOOKKEEPING}
 
 
 def _bf16_setting(value) -> bool | str:
@@ -136,7 +143,7 @@ def _validate(c: TrainConfig) -> None:
     _choice("policy", c.policy, POLICIES)
     _choice("moe_routing", c.moe_routing, ("paper", "learned"))
     _choice("schedule", c.schedule, SCHEDULES)
-    for name in ("in_batch", "no_duplicates", "remine_each_epoch", "dropout", "freeze_embeddings",
+    for name in ("in_batch", "no_duplicates", "dropout", "freeze_embeddings",
                  "test_eval"):
         if not isinstance(getattr(c, name), bool):
             raise TypeError(f"{name} must be true or false, got {getattr(c, name)!r}")

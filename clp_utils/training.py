@@ -1,201 +1,313 @@
-"""Train one configured run: mine, fine-tune, evaluate; resumable, reusable, torchrun-ready.
+"""Train one configured run: mine, fine-tune with ``SentenceTransformerTrainer``, evaluate.
 
 ``train(config)`` is the study's single entry point (``python -m clp_utils.training`` is the
 same from the shell, and ``torchrun --nproc_per_node N -m clp_utils.training ...`` runs it on
-several processes). A run lives in the run store (``clp_utils.runstore``): a
-finished run is reused, an interrupted one resumes from its checkpoint, and a changed
-parameter never reuses a stale one. This module is the step and the loop; the config is
-``clp_utils.train_config``, the batches ``clp_utils.batching``.
+several processes). Every run trains through sentence-transformers' trainer with the
+package's loss classes (``CLPLoss``, ``InfoNCELoss``, and the ecosystem's
+``MultipleNegativesRankingLoss`` and ``GISTEmbedLoss``), the same code the README's example
+shows. What the trainer does not know about the study comes in through its own extension
+points, each a few lines here:
 
-The loop is plain PyTorch rather than ``SentenceTransformerTrainer``: it has to re-mine
-between epochs, log routing statistics per step and resume bit-for-bit after a kill, and each
-of those is a few lines here. The losses are the sentence-transformers losses of
-``clp_utils.losses``' functional core, so the same objective also drops into the trainer.
+- the training set is a ``datasets.Dataset`` with one column per text (query, positive,
+  negatives, and for CLP each negative's own queries, with a ``label`` mask for empty slots);
+- batches come from sentence-transformers' ``NoDuplicatesBatchSampler``, told to compare
+  passage ids (a SQuADShifts passage answers ~5 questions, so two groups can share one
+  passage under different texts of the query columns);
+- a data collator gives queries and passages their own lengths and prompts;
+- ``StudyLog``, a ``TrainerCallback``, writes ``log.csv``: the loss and its parts, the
+  learning rate, MoE routing statistics and validation points;
+- ``TrainingArguments`` hold the precision (bf16 only where the machine computes it
+  natively), the schedule, checkpoints and resume.
+
+A run lives in the run store (``clp_utils.runstore``): a finished run is reused, an
+interrupted one resumes from its last checkpoint, and a changed parameter never reuses a stale
+one. The config is ``clp_utils.train_config``, the training groups ``clp_utils.batching``.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
+import shutil
 import sys
 import time
-from contextlib import nullcontext
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
+import pandas as pd
 import torch
 import torch.distributed as dist
-from sentence_transformers.sentence_transformer import losses as st_losses
-from tqdm.auto import tqdm
-from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
-
-from clp_utils.base.precision import (
-    Precision,
-    autocast,
-    decide,
-    enable_tf32,
-    training_attention,
+from datasets import Dataset
+from sentence_transformers import (
+    SentenceTransformerTrainer,
+    SentenceTransformerTrainingArguments,
 )
+from sentence_transformers.base.sampler import DefaultBatchSampler, NoDuplicatesBatchSampler
+from sentence_transformers.sentence_transformer import losses as st_losses
+from sentence_transformers.sentence_transformer.data_collator import (
+    SentenceTransformerDataCollator,
+)
+from torch.utils.data import RandomSampler
+from tqdm.auto import tqdm
+from transformers import TrainerCallback
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+from clp_utils.base.precision import Precision, decide, enable_tf32, training_attention
 from clp_utils.batching import (
     Example,
     load_training_data,
-    make_batches,
     queries_per_negative,
     select_queries,
     to_examples,
+    training_records,
 )
 from clp_utils.batching import false_in_batch_negatives as batch_statistics
 from clp_utils.data import RetrievalDataset
 from clp_utils.evaluation import evaluate_run
-from clp_utils.losses import clp_loss, info_nce
+from clp_utils.losses import CLPLoss, InfoNCELoss, clp_column_names
 from clp_utils.mining import mine
 from clp_utils.models import check_model_name, load_model
-from clp_utils.moe import (
-    moe_balance_loss,
-    moe_layers,
-    record_routing,
-    routing_stats,
-    transformer_module,
-)
+from clp_utils.moe import moe_balance_loss, moe_layers, routing_stats, transformer_module
 from clp_utils.policies import apply_policy, count_parameters, merge_lora
 from clp_utils.retrieval import retrieve
 from clp_utils.runstore import (
     RunResult,
     check_same_config,
     data_checksum,
-    drop_checkpoint,
     evaluate_into,
-    load_checkpoint,
     load_run,
     run_id,
     runs_root,
-    save_checkpoint,
     save_model,
     write_info,
     write_log,
 )
 from clp_utils.train_config import TrainConfig
 
+CHECKPOINTS = "checkpoints"
 
-def embed(model, texts: list[str], max_len: int, kind: str = "query") -> torch.Tensor:
-    """Sentence embeddings with gradients, truncated to ``max_len`` tokens.
 
-    ``kind`` picks the model's own prompt (``"query"`` or ``"passage"``/``"document"``), so a
-    model like multilingual-e5 trains with the same "query: "/"passage: " prefixes it is
-    evaluated with.
-    """
-    return model(features(model, texts, max_len, kind))["sentence_embedding"]
+# --------------------------------------------------------------------------- texts -> features
 
 
 def features(model, texts: list[str], max_len: int, kind: str = "query") -> dict[str, torch.Tensor]:
-    """Tokenised inputs on the model's device, with the model's own prompt for ``kind``."""
+    """Tokenised inputs on the model's device, with the model's own prompt for ``kind``
+    (``"query"`` or ``"passage"``), truncated to ``max_len`` tokens: what the trainer's
+    collator (``collator``) makes of one column."""
+    batch = collator(model, max_len, max_len, [kind])([{kind: t} for t in texts])
+    return {k[len(kind) + 1:]: v.to(model.device) for k, v in batch.items()
+            if isinstance(v, torch.Tensor)}
+
+
+def embed(model, texts: list[str], max_len: int, kind: str = "query") -> torch.Tensor:
+    """Sentence embeddings with gradients (the forward pass training makes of a column)."""
+    return model(features(model, texts, max_len, kind))["sentence_embedding"]
+
+
+def _prompt(model, kind: str) -> str:
     prompts = getattr(model, "prompts", None) or {}
     names = ("query",) if kind == "query" else ("passage", "document")
-    prefix = next((prompts[n] for n in names if prompts.get(n)), "")
-    model.max_seq_length = max_len
-    # preprocess(prompt=...) is what encode(prompt_name=...) does, so training sees the exact
-    # inputs evaluation sees.
-    out = model.preprocess(texts, prompt=prefix or None)
-    return {k: v.to(model.device) for k, v in out.items() if isinstance(v, torch.Tensor)}
+    return next((prompts[n] for n in names if prompts.get(n)), "")
 
 
-def ecosystem_loss(model, config: TrainConfig, gather: bool = False):
-    """The sentence-transformers loss behind ``loss="infonce_symmetric"``, ``"gist"`` or
-    ``"mnrl_hardness"`` (else None).
+def collator(model, max_query_len: int, max_passage_len: int,
+             columns: list[str]) -> SentenceTransformerDataCollator:
+    """sentence-transformers' collator with the study's per-column lengths and prompts.
 
-    - ``infonce_symmetric``: ``MultipleNegativesRankingLoss`` (scale ``1/tau``) with
-      ``directions=("query_to_doc", "doc_to_query")`` and ``partition_mode="per_direction"``:
-      InfoNCE from each query over the batch's passages plus InfoNCE from each positive
-      passage over the batch's queries, averaged. The passage-to-query term is the field's
-      standard way to pull passages toward their queries, the kind of term CLP's penalty is.
-
-    - ``gist``: ``GISTEmbedLoss`` with the zero-shot model as guide (frozen): an in-batch
-      candidate the guide scores above the query's own positive is masked as a likely false
-      negative. Temperature ``tau``; otherwise sentence-transformers' defaults.
-    - ``mnrl_hardness``: ``MultipleNegativesRankingLoss`` (scale ``1/tau``) with hardness
-      weighting of the explicit hard negatives, ``hardness_strength * stop_grad(cos)`` added to
-      their logits (EmbeddingGemma's ``hard_negatives`` mode).
-    Both answer the problem CLP answers (hard negatives that are not really negative) with
-    the ecosystem's tools, so they run beside CLP at the same budget.
+    A column named ``query`` or ``neg_q_*`` is a query (``max_query_len`` tokens, the model's
+    query prompt, e.g. mE5's "query: "); every other text column is a passage. Each column is
+    padded on its own, so no query is padded to passage length.
     """
-    if config.loss == "infonce_symmetric":
-        return st_losses.MultipleNegativesRankingLoss(
-            model, scale=1.0 / config.tau, directions=("query_to_doc", "doc_to_query"),
+    tasks = {c: "query" if c == "query" or c.startswith("neg_q_") else "document"
+             for c in columns}
+    prompts = {c: p for c, task in tasks.items() if (p := _prompt(model, task))}
+    return SentenceTransformerDataCollator(
+        preprocess_fn=model.preprocess, router_mapping=tasks, prompts=prompts,
+        max_length={"query": max_query_len, "document": max_passage_len})
+
+
+# --------------------------------------------------------------------------- training set
+
+
+def training_dataset(examples: list[Example], config: TrainConfig, m: int) -> Dataset:
+    """The training groups as the trainer reads them: one column per text, in the order the
+    run's loss expects (``clp_column_names`` for CLP, with the ``label`` mask of empty own-query
+    slots; query, positive and negatives for the others)."""
+    k = config.mining.num_negatives
+    if config.loss == "clp":
+        names = clp_column_names(k, m)
+        rows = [[e.query, e.pos, *e.negs, *(t for slots in e.neg_qs for t in slots)]
+                for e in examples]
+        data = {n: [r[i] for r in rows] for i, n in enumerate(names)}
+        data["label"] = [e.mask for e in examples]
+        return Dataset.from_dict(data)
+    data = {"query": [e.query for e in examples], "pos": [e.pos for e in examples]}
+    for j in range(k):
+        data[f"neg_{j}"] = [e.negs[j] for e in examples]
+    return Dataset.from_dict(data)
+
+
+class PassageIdBatchSampler(NoDuplicatesBatchSampler):
+    """sentence-transformers' ``NoDuplicatesBatchSampler``, comparing each group's passage ids
+    (positive and negatives) instead of its column texts: the same passage reaches the
+    columns of two groups under one id, and own-query texts that repeat are not a collision.
+    Why: with in-batch negatives a passage in a batch twice is scored as a negative of the
+    query it answers (a false in-batch negative); SQuADShifts has ~5 questions per passage."""
+
+    def __init__(self, dataset, batch_size: int, drop_last: bool, passage_ids=(), **kwargs):
+        super().__init__(dataset, batch_size, drop_last, **kwargs)
+        self.passage_ids = list(passage_ids)
+
+    def __iter__(self):
+        if self.generator is not None and self.seed is not None:
+            self.generator.manual_seed(self.seed + self.epoch)
+        yield from self._iter_one_pass(lambda i: self.passage_ids[i],
+                                       lambda ids, used: not ids.isdisjoint(used))
+
+
+def _sampler(dataset, batch_size, drop_last, valid_label_columns=None, generator=None, seed=0,
+             passage_ids=None, run_seed=0):
+    generator = torch.Generator().manual_seed(run_seed * 1000)
+    kwargs = dict(valid_label_columns=valid_label_columns, seed=run_seed * 1000,
+                  generator=generator)
+    if passage_ids is None:
+        return DefaultBatchSampler(RandomSampler(dataset, generator=generator),
+                                   batch_size=batch_size, drop_last=True, **kwargs)
+    return PassageIdBatchSampler(dataset, batch_size, True, passage_ids=passage_ids, **kwargs)
+
+
+def batch_sampler(examples: list[Example], config: TrainConfig):
+    """The trainer's ``batch_sampler`` argument: ``PassageIdBatchSampler`` when in-batch
+    negatives are on (and ``config.no_duplicates``), sentence-transformers' plain one otherwise
+    (without in-batch negatives nothing collides); seeded with the run's seed and the epoch."""
+    dedup = config.no_duplicates and config.in_batch
+    return functools.partial(_sampler, run_seed=config.seed,
+                             passage_ids=[e.passage_ids for e in examples] if dedup else None)
+
+
+def make_batches(examples: list[Example], config: TrainConfig, epoch: int = 0) -> list[list[int]]:
+    """The batches of ``epoch`` (global batch size) exactly as the trainer draws them."""
+    rows = Dataset.from_dict({"group": list(range(len(examples)))})
+    sampler = batch_sampler(examples, config)(rows, config.batch_size, True)
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+def batch_report(config: TrainConfig) -> pd.DataFrame:
+    """False in-batch negatives of the config's first-epoch batches, plain vs no-duplicate.
+
+    Mines (or reads from the mining cache) the config's training groups and counts, for
+    sentence-transformers' plain batches and for ``PassageIdBatchSampler``'s with the same
+    seed, the share of batches holding a false in-batch negative, their number per batch and
+    the share of queries affected.
+    """
+    examples, _ = to_examples(training_records(config), config.mining.num_negatives, 1)
+    plain = make_batches(examples, replace(config, no_duplicates=False))
+    dedup = make_batches(examples, replace(config, no_duplicates=True, in_batch=True))
+    return pd.DataFrame({"plain shuffled batches": batch_statistics(examples, plain),
+                         "no-duplicate batches (used)": batch_statistics(examples, dedup)}).T
+
+
+# --------------------------------------------------------------------------- the loss
+
+
+class MoEBalance(torch.nn.Module):
+    """A loss plus the MoE layers' load-balancing term, both logged by the trainer.
+
+    The learned gate records ``balance_coef * loss`` on each forward pass
+    (``clp_utils.moe``); this adds them to the wrapped loss, as a separate component
+    (``{"retrieval": ..., "balance": ...}``, which ``SentenceTransformerTrainer`` sums).
+    """
+
+    def __init__(self, loss: torch.nn.Module) -> None:
+        super().__init__()
+        self.loss, self.model = loss, loss.model
+
+    def forward(self, sentence_features, labels=None) -> dict[str, torch.Tensor]:
+        return {"retrieval": self.loss(sentence_features, labels),
+                "balance": moe_balance_loss(self.model)}
+
+
+def study_loss(model, config: TrainConfig, m: int = 1, gather: bool = False) -> torch.nn.Module:
+    """The run's loss module, a sentence-transformers loss:
+
+    - ``clp``: ``CLPLoss`` (k negatives, m own-query slots each, lambda, tau, variant);
+    - ``infonce``: ``InfoNCELoss`` (tau; with or without in-batch negatives);
+    - ``infonce_symmetric``: ``MultipleNegativesRankingLoss`` (scale 1/tau) in both directions
+      (query -> passage and positive passage -> query), the field's standard passage-to-query
+      term, the kind of term CLP's penalty is;
+    - ``mnrl_hardness``: ``MultipleNegativesRankingLoss`` with hardness weighting of the hard
+      negatives (``hardness_strength * stop_grad(cos)`` on their logits, EmbeddingGemma's);
+    - ``gist``: ``GISTEmbedLoss`` with the zero-shot model as a frozen guide (a candidate the
+      guide scores above the query's own positive is masked as a likely false negative).
+
+    With a learned MoE gate and ``moe_balance > 0`` the balance term is added (``MoEBalance``).
+    """
+    c = config
+    if c.loss == "clp":
+        loss = CLPLoss(model, num_negatives=c.mining.num_negatives, queries_per_negative=m,
+                       lam=c.lam, temperature=c.tau, variant=c.variant,
+                       in_batch_negatives=c.in_batch, gather_across_devices=gather)
+    elif c.loss == "infonce":
+        loss = InfoNCELoss(model, temperature=c.tau, in_batch_negatives=c.in_batch,
+                           gather_across_devices=gather)
+    elif c.loss == "infonce_symmetric":
+        loss = st_losses.MultipleNegativesRankingLoss(
+            model, scale=1.0 / c.tau, directions=("query_to_doc", "doc_to_query"),
             partition_mode="per_direction", gather_across_devices=gather)
-    if config.loss == "mnrl_hardness":
-        return st_losses.MultipleNegativesRankingLoss(
-            model, scale=1.0 / config.tau, hardness_mode="hard_negatives",
-            hardness_strength=config.hardness_strength, gather_across_devices=gather)
-    if config.loss == "gist":
-        guide = load_model(config.model, device=str(model.device))
+    elif c.loss == "mnrl_hardness":
+        loss = st_losses.MultipleNegativesRankingLoss(
+            model, scale=1.0 / c.tau, hardness_mode="hard_negatives",
+            hardness_strength=c.hardness_strength, gather_across_devices=gather)
+    else:
+        guide = load_model(c.model, device=str(model.device))
         guide.eval()
         guide.requires_grad_(False)
-        return st_losses.GISTEmbedLoss(model, guide, temperature=config.tau,
+        loss = st_losses.GISTEmbedLoss(model, guide, temperature=c.tau,
                                        gather_across_devices=gather)
-    return None
+    return MoEBalance(loss) if c.policy == "moe" and c.moe_balance > 0 else loss
 
 
-def step_loss(model, batch: list[Example], config: TrainConfig, m: int, gather: bool,
-              st_loss=None) -> dict[str, torch.Tensor]:
-    """Forward passes of one (local) batch and the configured loss with its parts.
+def ecosystem_loss(model, config: TrainConfig, gather: bool = False) -> torch.nn.Module:
+    """``study_loss`` for a loss without own-query columns (every loss but CLP's m > 1)."""
+    return study_loss(model, config, 1, gather)
 
-    ``st_loss`` is the run's ``ecosystem_loss`` (built once per run) for the
-    sentence-transformers losses.
+
+def step_loss(model, batch: list[Example], config: TrainConfig, m: int = 1, gather: bool = False,
+              st_loss: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """One batch through the run's collator and loss, as a trainer step computes it.
+
+    Returns ``loss`` and its parts ``contrastive`` and ``penalty`` (CLP's unweighted terms; the
+    loss and 0 for the others) and ``balance`` (a learned MoE gate), as tensors with gradients.
+    For measurements (step costs, precision checks) and tests; ``st_loss`` reuses a loss module.
     """
-    b, k = len(batch), len(batch[0].negs)
-    queries = [e.query for e in batch]
-    if config.loss == "gist":
-        # GISTEmbedLoss embeds each column itself (model and guide): anchor, positive, negative.
-        cols = [features(model, queries, config.max_query_len),
-                features(model, [e.pos for e in batch], config.max_passage_len, "passage"),
-                features(model, [e.negs[0] for e in batch], config.max_passage_len, "passage")]
-        contrastive = st_loss(cols, None)
-        return {"loss": contrastive, "contrastive": contrastive,
-                "penalty": torch.zeros((), device=contrastive.device, dtype=contrastive.dtype)}
-    passages = [e.pos for e in batch] + [n for e in batch for n in e.negs]
-    docs = embed(model, passages, config.max_passage_len, kind="passage")
-    pos, negs = docs[:b], docs[b:].reshape(b, k, -1)
-    if config.loss == "clp":
-        # Queries and the negatives' own queries are short: one forward pass for both.
-        own = [t for e in batch for slots in e.neg_qs for t in slots]
-        emb = embed(model, queries + own, config.max_query_len)
-        q, nq = emb[:b], emb[b:].reshape(b, k, m, -1)
-        mask = torch.tensor([e.mask for e in batch], device=q.device)
-        out = clp_loss(q, pos, negs, nq, mask, lam=config.lam, tau=config.tau,
-                       variant=config.variant, in_batch=config.in_batch, gather=gather)
-        parts = {"loss": out.total, "contrastive": out.contrastive, "penalty": out.penalty}
+    loss = st_loss if st_loss is not None else study_loss(model, config, m, gather)
+    data = training_dataset(batch, config, m)
+    inputs = collator(model, config.max_query_len, config.max_passage_len,
+                      data.column_names)(list(data))
+    inputs = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v
+              for k, v in inputs.items()}
+    out = loss(*SentenceTransformerTrainer.collect_features(None, inputs))
+    parts = {}
+    if isinstance(out, dict):
+        parts["balance"] = out["balance"]
+        out = out["retrieval"]
+    inner = loss.loss if isinstance(loss, MoEBalance) else loss
+    if isinstance(inner, CLPLoss):
+        o = inner.last_output
+        parts = {"loss": out, "contrastive": o.contrastive, "penalty": o.penalty, **parts}
     else:
-        q = embed(model, queries, config.max_query_len)
-        if config.loss in ("mnrl_hardness", "infonce_symmetric"):
-            # the columns as the trainer passes them: query, positive, negative 1..k
-            contrastive = st_loss.compute_loss_from_embeddings([q, pos, *negs.unbind(1)], None)
-        else:
-            contrastive = info_nce(q, pos, negs, tau=config.tau, in_batch=config.in_batch,
-                                   gather=gather)
-        # The penalty is logged as 0 on the loss's device and dtype (a CPU zero broke
-        # torch.stack of the logged parts on CUDA).
-        parts = {"loss": contrastive, "contrastive": contrastive,
-                 "penalty": torch.zeros((), device=contrastive.device, dtype=contrastive.dtype)}
-    if config.policy == "moe" and config.moe_balance > 0:
-        balance = moe_balance_loss(model)
-        parts["loss"] = parts["loss"] + balance
-        parts["balance"] = balance
+        parts = {"loss": out, "contrastive": out, "penalty": torch.zeros_like(out), **parts}
+    if "balance" in parts:
+        parts["loss"] = parts["loss"] + parts["balance"]
     return parts
 
 
-# --------------------------------------------------------------------------- the loop
-
-
-def _distributed() -> tuple[int, int]:
-    """(rank, world size); initialises the process group under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    if world > 1:
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+# --------------------------------------------------------------------------- the model
 
 
 def prepare_model(config: TrainConfig, device: str | None = None):
@@ -213,6 +325,10 @@ def prepare_model(config: TrainConfig, device: str | None = None):
         counts = count_parameters(model, config.policy + "+frozen-embeddings")
     if config.attention_dropout is not None:
         set_attention_dropout(model, config.attention_dropout)
+    if not config.dropout:  # the same as training in eval mode, whatever calls model.train()
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = 0.0
     return model, counts
 
 
@@ -239,196 +355,168 @@ def set_attention_dropout(model, p: float) -> int:
     return changed
 
 
-def make_optimizer(params: list[torch.nn.Parameter], config: TrainConfig,
-                   device: torch.device | str) -> torch.optim.AdamW:
-    """The run's AdamW (``config.lr``, ``config.weight_decay``) over the trainable ``params``.
-
-    Fused where it can be (float32 parameters on a CPU or CUDA device): the same update in
-    one pass over the parameters; the per-tensor loop cost a noticeable share of a short CPU
-    step.
-    """
-    fused = (torch.device(device).type in ("cpu", "cuda")
-             and all(p.dtype == torch.float32 for p in params))
-    return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay,
-                             fused=fused or None)
+# --------------------------------------------------------------------------- the log
 
 
-def train_step(model, batch: list[Example], config: TrainConfig, m: int,
-               optimizer: torch.optim.Optimizer, precision: Precision, st_loss=None,
-               world: int = 1) -> dict[str, torch.Tensor]:
-    """One optimizer step of a (local) batch: the loss in the run's precision and attention
-    kernel, backward, gradients averaged over ``world`` processes, the update. Returns the
-    loss's parts (not yet synchronised to the host). ``clp_utils.machinery.budget`` times this."""
-    with autocast(precision), training_attention(precision):
-        parts = step_loss(model, batch, config, m, gather=world > 1, st_loss=st_loss)
-    optimizer.zero_grad(set_to_none=True)
-    parts["loss"].backward()
+class StudyLog(TrainerCallback):
+    """``log.csv``, one row per optimizer step: step, epoch, learning rate, seconds, the loss
+    and its parts (CLP's unweighted contrastive term and penalty, the MoE balance term), MoE
+    routing (expert load and its entropy per layer) and, at ``config.val_at``, validation
+    nDCG@10 and recall@100. Rows of a resumed run continue the file; only process 0 writes.
+    ``stop_after`` raises ``KeyboardInterrupt`` once that many steps are checkpointed in this
+    call (the resume test's simulated kill). With ``progress``, a progress bar shows the loss
+    (in place of the trainer's own printer, which prints a dict per logged step)."""
+
+    def __init__(self, run_dir: Path, model, loss, config: TrainConfig, ds: RetrievalDataset,
+                 eval_len: int, precision: Precision, stop_after: int | None = None,
+                 progress: bool = False) -> None:
+        self.run_dir, self.model, self.config, self.ds = run_dir, model, config, ds
+        self.clp = (loss.loss if isinstance(loss, MoEBalance) else loss)
+        self.clp = self.clp if isinstance(self.clp, CLPLoss) else None
+        self.eval_len, self.precision, self.stop_after = eval_len, precision, stop_after
+        self.moe = bool(moe_layers(model))
+        self.rows: list[dict] = []
+        self.started = self.t0 = 0.0
+        self.first_step: int | None = None
+        self.progress, self.bar = progress, None
+
+    def resume_from(self, step: int) -> None:
+        """Keep the rows written up to ``step`` (the checkpoint a resumed run starts from)."""
+        path = self.run_dir / "log.csv"
+        if step and path.exists():
+            rows = pd.read_csv(path).to_dict("records")
+            self.rows = [{k: v for k, v in r.items() if v == v} for r in rows if r["step"] <= step]
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.bar = tqdm(total=state.max_steps, initial=state.global_step, leave=False,
+                        desc=self.run_dir.name, disable=not self.progress)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.bar.close()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.first_step is None:
+            self.first_step = state.global_step
+        if self.moe:
+            context = transformer_module(self.model).moe_context
+            for _, layer in moe_layers(self.model):
+                layer.reset_routing_stats()
+            context.record = True
+        self.t0 = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        row = {"step": state.global_step, "epoch": math.ceil(state.epoch) - 1,
+               "lr": kwargs["lr_scheduler"].get_last_lr()[0],
+               "seconds": round(time.perf_counter() - self.t0, 3)}
+        if self.clp is not None:
+            parts = torch.tensor([self.clp.last_parts[k]
+                                  for k in ("total", "contrastive", "penalty")])
+            if dist.is_initialized() and dist.get_world_size() > 1:
+                dist.all_reduce(parts)  # the global batch's parts, not this rank's share
+                parts /= dist.get_world_size()
+            row.update(zip(("loss", "contrastive", "penalty"), parts.tolist(), strict=True))
+        if self.moe:
+            transformer_module(self.model).moe_context.record = False
+            for i, s in enumerate(routing_stats(self.model)):
+                row[f"L{i}_expert0_load"] = s.load[0] if s.load else float("nan")
+                row[f"L{i}_load_entropy"] = s.load_entropy
+        if state.global_step in self.config.val_at and state.is_world_process_zero:
+            row.update(_validation_point(self.model, self.ds, self.eval_len, self.precision))
+            self.model.train()
+        self.rows.append(row)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        row = self.rows[-1] if self.rows else None
+        if row is None or row["step"] != state.global_step or "loss" not in (logs or {}):
+            return
+        if self.clp is None:
+            row["loss"] = logs["loss"]
+            row["contrastive"] = logs.get("retrieval", logs["loss"])
+            row["penalty"] = 0.0
+        if "balance" in logs:
+            row["balance"] = logs["balance"]
+        self.bar.update(1)
+        self.bar.set_postfix(loss=f"{row['loss']:.4f}")
+        if state.is_world_process_zero:
+            write_log(self.run_dir, self.rows)
+
+    def on_save(self, args, state, control, **kwargs):
+        done = state.global_step - (self.first_step or 0)
+        if self.stop_after is not None and done >= self.stop_after < state.max_steps:
+            raise KeyboardInterrupt(f"stopped after {done} steps (simulated kill)")
+
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); initialises the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
     if world > 1:
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-                dist.all_reduce(p.grad)
-                p.grad /= world
-    optimizer.step()
-    return parts
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
 
 
-def _routing_columns(model) -> dict[str, float]:
-    row = {}
-    for i, s in enumerate(routing_stats(model)):
-        row[f"L{i}_expert0_load"] = s.load[0] if s.load else float("nan")
-        row[f"L{i}_load_entropy"] = s.load_entropy
-    return row
+def training_arguments(config: TrainConfig, out_dir: Path, precision: Precision, steps: int,
+                       sampler, world: int = 1,
+                       device: str | None = None) -> SentenceTransformerTrainingArguments:
+    """The run's ``TrainingArguments``: AdamW at ``config.lr`` with its weight decay, warmup
+    then linear decay (or constant), bf16 autocast where ``precision`` says the machine
+    computes it natively, a checkpoint every ``config.checkpoint_every`` steps (the last one
+    kept), ``sampler``'s batches (global: split across processes), no gradient clipping, no
+    reporting. AdamW is the fused kernel: one pass over the (float32) parameters, where the
+    per-tensor loop cost a noticeable share of a short CPU step."""
+    return SentenceTransformerTrainingArguments(
+        output_dir=str(out_dir), per_device_train_batch_size=config.batch_size,
+        num_train_epochs=config.epochs, max_steps=steps, learning_rate=config.lr,
+        weight_decay=config.weight_decay, warmup_steps=config.warmup_ratio,
+        lr_scheduler_type="linear" if config.schedule == "linear" else "constant_with_warmup",
+        optim="adamw_torch_fused", max_grad_norm=0.0,
+        bf16=precision.bf16, use_cpu=device == "cpu" or not torch.cuda.is_available(),
+        seed=config.seed, dataloader_drop_last=True, logging_steps=1, report_to="none",
+        save_strategy="steps", save_steps=config.checkpoint_every, save_total_limit=1,
+        batch_sampler=sampler, disable_tqdm=True,
+        accelerator_config={"split_batches": world > 1},
+        ddp_backend="gloo" if world > 1 and not torch.cuda.is_available() else None)
 
 
-@dataclass
-class _Run:
-    """Everything one training call holds between its set-up and its evaluation."""
-
-    rid: str
-    run_dir: Path
-    ds: RetrievalDataset
-    ood: RetrievalDataset | None
-    precision: Precision
-    model: object
-    eval_len: int
-    qids: list[str]
-    examples: list[Example]
-    m: int
-    steps_per_epoch: int
-    first_batches: list[list[int]]
-    optimizer: torch.optim.Optimizer
-    scheduler: object
-    step: int = 0
-    log: list = None  # type: ignore[assignment]
+def study_trainer(model, config: TrainConfig, examples: list[Example], m: int,
+                  loss: torch.nn.Module, out_dir: Path, precision: Precision, steps: int,
+                  callbacks: list[TrainerCallback], world: int = 1,
+                  device: str | None = None) -> SentenceTransformerTrainer:
+    """The run's ``SentenceTransformerTrainer``: the groups as dataset columns, the study's
+    collator and batch sampler, ``training_arguments``, the loss and ``callbacks`` (the
+    trainer's own printer and progress bar removed: ``StudyLog`` shows progress)."""
+    data = training_dataset(examples, config, m)
+    trainer = SentenceTransformerTrainer(
+        model=model, args=training_arguments(config, out_dir, precision, steps,
+                                             batch_sampler(examples, config), world, device),
+        train_dataset=data, loss=loss, callbacks=callbacks,
+        data_collator=collator(model, config.max_query_len, config.max_passage_len,
+                               data.column_names))
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    return trainer
 
 
-def _setup(config: TrainConfig, rid: str, run_dir: Path, ds, ood, precision: Precision,
-           device: str | None, rank: int, world: int, progress: bool) -> _Run:
-    """Model, mined groups, batches, optimizer and schedule; ``config.json`` written."""
-    torch.manual_seed(config.seed)
-    model, counts = prepare_model(config, device)
+def _examples(config: TrainConfig, model, ds: RetrievalDataset, progress: bool):
+    """The run's training groups: its queries (seeded sample), their mined negatives with each
+    negative's own queries (from the mining cache when present), and m."""
     train_split = ds.train()
     qids = select_queries(list(train_split.queries), config.train_queries, config.seed)
     # Every policy leaves the model equal to the base model at step 0 (MoE experts are copies,
-    # LoRA's B is zero), so the base model's cached embeddings serve the first mining round.
+    # LoRA's B is zero), so the base model's cached embeddings serve the mining.
     mined = mine(model, train_split, config.mining, model_id=config.model,
-                 data_checksum=ds.checksum, query_ids=qids, progress=progress and rank == 0)
+                 data_checksum=ds.checksum, query_ids=qids, progress=progress)
     m = queries_per_negative(config, mined.records)
     examples, short = to_examples(mined.records, config.mining.num_negatives, m)
-    first_batches = make_batches(examples, config, 0)
-    if not first_batches:
+    if len(examples) < config.batch_size:
         raise ValueError(f"no full batch of {config.batch_size} from {len(examples)} usable "
-                         f"training groups (no_duplicates={config.no_duplicates})")
-    total_steps = len(first_batches) * config.epochs
-    optimizer = make_optimizer([p for p in model.parameters() if p.requires_grad], config,
-                               model.device)
-    warmup = math.ceil(config.warmup_ratio * total_steps)
-    scheduler = (get_linear_schedule_with_warmup(optimizer, warmup, total_steps)
-                 if config.schedule == "linear"
-                 else get_constant_schedule_with_warmup(optimizer, warmup))
-    if rank == 0:
-        write_info(run_dir, {
-            "run_id": rid, "config": asdict(config), "data_checksum": ds.checksum,
-            "data_counts": ds.counts(), "params": asdict(counts), "mining": mined.summary,
-            "usable_groups": len(examples), "skipped_short_groups": short,
-            "queries_per_negative": m, "steps": total_steps, "world_size": world,
-            "precision": precision.record(),
-            "batches": batch_statistics(examples, first_batches)})
-    return _Run(rid, run_dir, ds, ood, precision, model, model.max_seq_length, qids, examples, m,
-                len(first_batches), first_batches, optimizer, scheduler, 0, [])
-
-
-def _resume(run: _Run) -> None:
-    """Continue from the checkpoint, if one exists: weights, optimizer, schedule, RNG, log."""
-    state = load_checkpoint(run.run_dir)
-    if state is None:
-        return
-    run.model.load_state_dict(state["model"])
-    run.optimizer.load_state_dict(state["optimizer"])
-    run.scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(state["rng"])
-    run.step, run.log = state["step"], state["log"]
-    run.examples = [Example(**e) for e in state["examples"]]
-    print(f"resuming {run.rid} at step {run.step}")
-
-
-def _checkpoint(run: _Run) -> None:
-    save_checkpoint(run.run_dir, {
-        "model": run.model.state_dict(), "optimizer": run.optimizer.state_dict(),
-        "scheduler": run.scheduler.state_dict(), "rng": torch.get_rng_state(),
-        "step": run.step, "log": run.log, "examples": [asdict(e) for e in run.examples]})
-
-
-def _epoch_batches(run: _Run, config: TrainConfig, epoch: int) -> list[list[int]]:
-    """The epoch's batches; an ANCE round (``remine_each_epoch``) re-mines first, with the
-    model as it is now (not cached: in-memory weights)."""
-    if config.remine_each_epoch and epoch > 0 and run.step == epoch * run.steps_per_epoch:
-        run.model.max_seq_length = run.eval_len
-        with autocast(run.precision):
-            fresh = mine(run.model, run.ds.train(), config.mining, model_id=None,
-                         query_ids=run.qids, cache_dir=None, progress=False)
-        run.examples, _ = to_examples(fresh.records, config.mining.num_negatives, run.m)
-        run.model.train(config.dropout)
-    batches = run.first_batches if epoch == 0 else make_batches(run.examples, config, epoch)
-    return batches[:run.steps_per_epoch]
-
-
-def _log_row(run: _Run, config: TrainConfig, parts: dict, epoch: int, seconds: float,
-             world: int, rank: int, has_moe: bool) -> dict:
-    # The one host synchronisation per step: the logged values.
-    values = torch.stack([v.detach().float() for v in parts.values()])
-    if world > 1:
-        dist.all_reduce(values)  # log the global batch's loss, not this rank's share
-        values /= world
-    row = {"step": run.step, "epoch": epoch, "lr": run.scheduler.get_last_lr()[0],
-           "seconds": round(seconds, 3), **dict(zip(parts, values.tolist(), strict=True))}
-    if has_moe:
-        row.update(_routing_columns(run.model))
-    if run.step in config.val_at and rank == 0:
-        row.update(_validation_point(run.model, run.ds, run.eval_len, run.precision))
-        run.model.train(config.dropout)
-    return row
-
-
-def _train_loop(run: _Run, config: TrainConfig, rank: int, world: int, progress: bool,
-                stop_after_steps: int | None) -> None:
-    """The optimizer steps from ``run.step`` to the end; a checkpoint every
-    ``config.checkpoint_every`` steps and at the end."""
-    has_moe = bool(moe_layers(run.model))
-    st_loss = ecosystem_loss(run.model, config, gather=world > 1)
-    run.model.train(config.dropout)
-    total = run.steps_per_epoch * config.epochs
-    done_this_call = 0
-    bar = tqdm(total=total, initial=run.step, desc=run.rid, disable=not progress or rank != 0)
-    local = config.batch_size // world
-    for epoch in range(run.step // run.steps_per_epoch, config.epochs):
-        for b, idx in enumerate(_epoch_batches(run, config, epoch)):
-            if epoch * run.steps_per_epoch + b < run.step:
-                continue  # done before the resume
-            batch = [run.examples[i] for i in idx[rank * local:(rank + 1) * local]]
-            t0 = time.perf_counter()
-            with record_routing(run.model) if has_moe else nullcontext():
-                parts = train_step(run.model, batch, config, run.m, run.optimizer, run.precision,
-                                   st_loss, world)
-            run.scheduler.step()
-            run.step += 1
-            row = _log_row(run, config, parts, epoch, time.perf_counter() - t0, world, rank,
-                           has_moe)
-            run.log.append(row)
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.4f}")
-            done_this_call += 1
-            if rank == 0:
-                write_log(run.run_dir, run.log)
-                if run.step % config.checkpoint_every == 0 or run.step == total:
-                    _checkpoint(run)
-            if (stop_after_steps is not None and done_this_call >= stop_after_steps
-                    and run.step < total):
-                bar.close()
-                raise KeyboardInterrupt(f"stopped after {done_this_call} steps (simulated kill)")
-    bar.close()
+                         "training groups")
+    return examples, short, m, mined.summary
 
 
 def train(
@@ -438,14 +526,15 @@ def train(
     stop_after_steps: int | None = None,
     device: str | None = None,
 ) -> RunResult:
-    """Mine, fine-tune and evaluate ``config``; reuse the run if it already finished.
+    """Mine, fine-tune with ``SentenceTransformerTrainer`` and evaluate ``config``; reuse the
+    run if it already finished, resume it from its last checkpoint if it was interrupted.
 
     Args:
         config: the run.
         root: folder of runs (default ``results/runs``).
         progress: progress bars.
-        stop_after_steps: raise ``KeyboardInterrupt`` after this many optimizer steps in this
-            call (used by the resume test to simulate a kill); the checkpoint survives.
+        stop_after_steps: raise ``KeyboardInterrupt`` once this many optimizer steps of this
+            call are checkpointed (the resume test's simulated kill).
         device: torch device (default: sentence-transformers' choice).
     """
     rank, world = _distributed()
@@ -460,21 +549,43 @@ def train(
         done = load_run(run_dir)
         check_same_config(done.config, config, run_dir)
         return done
-    run = _setup(config, rid, run_dir, ds, ood, precision, device, rank, world, progress)
-    _resume(run)
-    _train_loop(run, config, rank, world, progress, stop_after_steps)
-    model = run.model
+    torch.manual_seed(config.seed)
+    model, counts = prepare_model(config, device)
+    eval_len = model.max_seq_length
+    examples, short, m, mining = _examples(config, model, ds, progress and rank == 0)
+    steps = (len(examples) // config.batch_size) * config.epochs
+    loss = study_loss(model, config, m, gather=world > 1)
+    if rank == 0:
+        write_info(run_dir, {
+            "run_id": rid, "label": config.label, "config": asdict(config),
+            "data_checksum": ds.checksum, "data_counts": ds.counts(), "params": asdict(counts),
+            "mining": mining, "usable_groups": len(examples), "skipped_short_groups": short,
+            "queries_per_negative": m, "steps": steps, "world_size": world,
+            "precision": precision.record(),
+            "batches": batch_statistics(examples, make_batches(examples, config))})
+    log = StudyLog(run_dir, model, loss, config, ds, eval_len, precision, stop_after_steps,
+                   progress and rank == 0)
+    trainer = study_trainer(model, config, examples, m, loss, run_dir / CHECKPOINTS, precision,
+                            steps, [log], world, device)
+    last = get_last_checkpoint(str(run_dir / CHECKPOINTS)) if (run_dir / CHECKPOINTS).exists() \
+        else None
+    if last:
+        log.resume_from(int(Path(last).name.split("-")[-1]))
+        print(f"resuming {rid} from {Path(last).name}")
+    with training_attention(precision):
+        trainer.train(resume_from_checkpoint=last)
     model.eval()
-    model.max_seq_length = run.eval_len
+    model.max_seq_length = eval_len
     if config.policy == "lora":
         merge_lora(model)
     if rank != 0:
         dist.barrier()
         return None  # type: ignore[return-value]
+    write_log(run_dir, log.rows)
     save_model(run_dir, model)
     result = evaluate_into(model, rid, run_dir, ds, ood, progress, precision,
                            test=config.test_eval)
-    drop_checkpoint(run_dir)
+    shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
     if world > 1:
         dist.barrier()
     return RunResult(rid, run_dir, config, *result)
@@ -525,4 +636,4 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["TrainConfig", "RunResult", "train", "load_run", "run_id", "replace"]
+__all__ = ["TrainConfig", "RunResult", "train", "load_run", "run_id"]

@@ -53,12 +53,14 @@ def test_select_queries_is_seeded_and_sorted():
     assert a == b and len(set(a)) == 10 and a != select_queries(qids, 10, 4)
 
 
-def test_run_id_changes_with_any_parameter_but_not_the_label():
+def test_run_id_changes_with_the_science_but_not_the_bookkeeping():
     c = TrainConfig(**TINY)
-    assert run_id(c, "x") != run_id(TrainConfig(**{**TINY, "lam": 0.2}), "x")
+    for science in (dict(lam=0.2), dict(seed=1), dict(lr=3e-5), dict(policy="moe"),
+                    dict(mining=MiningConfig(rank_min=2, rank_max=11, num_negatives=2))):
+        assert run_id(c, "x") != run_id(replace(c, **science), "x"), science
     assert run_id(c, "x") != run_id(c, "y")  # data checksum
-    assert (run_id(c, "x").split("-")[-1]
-            == run_id(TrainConfig(**TINY, label="named"), "x").split("-")[-1])
+    # a renamed row or another checkpoint interval is the same run, in the same folder
+    assert run_id(c, "x") == run_id(replace(c, label="named", checkpoint_every=7), "x")
 
 
 def test_run_id_changes_when_a_default_changes(tmp_path):
@@ -96,15 +98,16 @@ def test_run_id_changes_when_a_default_changes(tmp_path):
     assert run_id_after(r"tau: float = [^\n]+", "tau: float = 0.07") != unchanged
     assert run_id_after(r"rank_max: int = \d+", "rank_max: int = 31",
                         MiningConfig) != unchanged  # a nested config's default
-    renamed = run_id_after(r"(label: str = )\"\"", r'\1"renamed"')  # the label is not hashed
-    assert renamed.startswith("renamed-") and renamed.split("-")[-1] == unchanged.split("-")[-1]
+    # bookkeeping defaults are not hashed: the label, the checkpoint interval
+    assert run_id_after(r"(label: str = )\"\"", r'\1"renamed"') == unchanged
+    assert run_id_after(r"checkpoint_every: int = \d+", "checkpoint_every: int = 3") == unchanged
 
 
 def test_a_finished_run_is_never_reused_for_another_config(tmp_path):
     from clp_utils.runstore import check_same_config
 
     stored = TrainConfig(**TINY, label="a")
-    check_same_config(stored, replace(stored, label="b"), tmp_path)  # labels do not matter
+    check_same_config(stored, replace(stored, label="b", checkpoint_every=9), tmp_path)
     with pytest.raises(RuntimeError, match=r"config.json.*\['tau'\]"):
         check_same_config(stored, replace(stored, tau=0.07), tmp_path)
 
@@ -115,7 +118,7 @@ def test_resume_after_kill_equals_uninterrupted_and_finished_runs_are_reused(tmp
     full = train(config, root=tmp_path / "a", progress=False)
     with pytest.raises(KeyboardInterrupt):
         train(config, root=tmp_path / "b", progress=False, stop_after_steps=2)
-    assert (tmp_path / "b" / full.run_id / "checkpoint.pt").exists()
+    assert list((tmp_path / "b" / full.run_id / "checkpoints").glob("checkpoint-2"))
     resumed = train(config, root=tmp_path / "b", progress=False)
     assert resumed.metrics == full.metrics
     wa, wb = weights(full.run_dir), weights(resumed.run_dir)
@@ -125,7 +128,7 @@ def test_resume_after_kill_equals_uninterrupted_and_finished_runs_are_reused(tmp
     # drop seconds
     strip = [lambda rows: [",".join(r.split(",")[:3] + r.split(",")[4:]) for r in rows]][0]
     assert strip(log_a) == strip(log_b)
-    assert not (resumed.run_dir / "checkpoint.pt").exists()
+    assert not (resumed.run_dir / "checkpoints").exists()
     # finished: reused without training (the model folder's mtime does not change)
     stamp = (full.run_dir / "model").stat().st_mtime_ns
     again = train(config, root=tmp_path / "a", progress=False)
@@ -182,7 +185,11 @@ def group(pos, negs, q=None):
 
 
 def test_no_duplicate_batches_never_repeat_a_passage_and_are_seeded():
-    from clp_utils.batching import false_in_batch_negatives, no_duplicate_batches, random_batches
+    """The trainer's sampler (sentence-transformers' NoDuplicatesBatchSampler on passage ids)
+    keeps every passage out of a batch twice, is seeded by the run's seed and the epoch, and
+    plain batches of the same groups hold false in-batch negatives."""
+    from clp_utils.batching import false_in_batch_negatives
+    from clp_utils.training import make_batches
 
     # 5 questions per passage, negatives drawn among the same 40 passages: collisions galore
     rng = torch.Generator().manual_seed(0)
@@ -192,16 +199,19 @@ def test_no_duplicate_batches_never_repeat_a_passage_and_are_seeded():
         negs = [f"p{int(j)}" for j in torch.randperm(40, generator=rng)[:3]
                 if f"p{int(j)}" != pos][:2]
         examples.append(group(pos, negs, q=f"q{i}"))
-    batches = no_duplicate_batches(examples, 8, seed=3)
+    config = TrainConfig(batch_size=8, seed=3)
+    batches = make_batches(examples, config)
     assert batches and all(len(b) == 8 for b in batches)
     for b in batches:
         ids = [d for i in b for d in [examples[i].pos_id, *examples[i].neg_ids]]
         assert len(ids) == len(set(ids))
-    assert len({i for b in batches for i in b}) == sum(len(b) for b in batches)  # no group twice
-    assert (batches == no_duplicate_batches(examples, 8, seed=3)
-            != no_duplicate_batches(examples, 8, 4))
+    first_pass = batches[: len({i for b in batches for i in b}) // 8]
+    assert len({i for b in first_pass for i in b}) == 8 * len(first_pass)  # no group twice
+    assert batches == make_batches(examples, config) != make_batches(examples, config, epoch=1)
+    assert batches != make_batches(examples, replace(config, seed=4))
     assert false_in_batch_negatives(examples, batches)["false_negatives_per_batch"] == 0
-    plain = false_in_batch_negatives(examples, random_batches(len(examples), 8, seed=3))
+    plain = false_in_batch_negatives(
+        examples, make_batches(examples, replace(config, no_duplicates=False)))
     assert plain["share_of_batches_with_false_negative"] > 0.5
 
 
