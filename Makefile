@@ -12,12 +12,12 @@ STARTED := $(shell date +%s)
 .PHONY: study study-extras study-avx2 design test data lab lab-check book book-check lint bench clean-results help
 
 help:
-	@echo "make study   - set up .venv, build the data, run notebooks 00..06 (PROFILE=$(PROFILE))"
+	@echo "make study   - set up .venv, build the data, run notebooks 00..06 (PROFILE=$(PROFILE); PROFILE=quick: one seed)"
 	@echo "make study-extras - the controls and checks a reviewer asks for (figures/extras; after make study)"
 	@echo "make study-avx2 - the cpu profile as a CPU without native bf16 runs it (figures/avx2)"
 	@echo "make design  - choose the cpu profile's budget and learning rates on validation (writes configs/recipe_cpu.json)"
 	@echo "make test    - set up .venv, build the data, ruff, pytest (smoke chain included)"
-	@echo "make lab     - JupyterLab on notebooks/ (the same seed plan as make study here)"
+	@echo "make lab     - JupyterLab on notebooks/"
 	@echo "make lab-check - headless Chromium runs chapter 02 in make lab on the smoke profile (screenshots)"
 	@echo "make bench   - the speed benchmarks in bench/"
 	@echo "make book    - the executed chapters of the last make study as HTML: results/book/index.html"
@@ -47,9 +47,9 @@ study-extras: data
 	$(PY) -m clp_utils.machinery.pipeline --profile extras --started $(STARTED)
 
 # The cpu profile as a CPU without native bf16 runs it, on any x86 CPU: PyTorch, oneDNN and
-# MKL confined to AVX2 kernels, so "auto" precision picks float32 and the seeds are sized to
-# that speed. Its runs and figures stay apart (results/avx2, figures/avx2); the README shows
-# its Table 2, claims and timing below the cpu profile's.
+# MKL confined to AVX2 kernels, so "auto" precision picks float32: the same runs and seeds,
+# slower. Its runs and figures stay apart (results/avx2, figures/avx2); the README shows its
+# Table 2, claims and timing below the cpu profile's.
 AVX2_ONLY := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
 study-avx2: data
 	$(AVX2_ONLY) CLP_RESULTS_DIR=$(CURDIR)/results/avx2 CLP_FIGURES_DIR=$(CURDIR)/figures/avx2 \
@@ -66,15 +66,14 @@ lint: $(STAMP)
 test: data lint
 	$(PY) -m pytest -q
 
-# JupyterLab with the study's settings (no news prompt) and this machine's seed plan pinned,
-# so a chapter run by hand trains what `make study` trains here.
+# JupyterLab with the study's settings (no news prompt); a chapter run by hand trains what
+# `make study` trains (its parameters cell names the profile).
 LAB_SETTINGS := $(VENV)/share/jupyter/lab/settings/overrides.json
 $(LAB_SETTINGS): notebooks/lab-overrides.json $(STAMP)
 	mkdir -p $(dir $@) && cp notebooks/lab-overrides.json $@
 
 lab: data $(LAB_SETTINGS)
-	CLP_SEEDS=$$($(PY) -m clp_utils.machinery.budget --seeds) \
-	  $(VENV)/bin/jupyter lab notebooks/ $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
+	$(VENV)/bin/jupyter lab notebooks/ $$( [ "$$(id -u)" = 0 ] && echo --allow-root )
 
 # A person's use of JupyterLab, scripted: headless Chromium opens chapter 02 in `make lab`,
 # runs every cell on the smoke profile and takes screenshots (results/lab-check/).
@@ -88,6 +87,7 @@ bench: data
 	$(PY) bench/moe_forward.py
 	$(PY) bench/bf16_check.py
 	$(PY) bench/step_profile.py
+	$(PY) bench/trainer_step.py
 
 book: $(STAMP)
 	$(PY) -m clp_utils.machinery.book --profile $(PROFILE)

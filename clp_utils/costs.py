@@ -4,9 +4,8 @@
 policy, batch, negatives, lengths) and the evaluation encoding speed, in the precision and
 attention kernel that training uses, and remembers them per machine (in the precision cache),
 so a chapter can say what it is about to train and how long that takes here in a second
-(``estimate_cells``; ``study.run_study`` prints it before training). ``make study`` times them
-afresh (``refresh``) so one noisy reading does not decide forever; the seed plan and the
-extras' time target (``clp_utils.machinery.budget``) are built on them.
+(``estimate_cells``; ``chapter.begin`` and ``study.run_study`` print it before training). The
+estimate only informs: what a profile runs never depends on it.
 """
 
 from __future__ import annotations
@@ -18,12 +17,18 @@ from dataclasses import dataclass
 
 import torch
 
-from clp_utils.base.precision import cached_timings, cpu_hardware, decide
+from clp_utils.base.precision import (
+    autocast,
+    cached_timings,
+    cpu_hardware,
+    decide,
+    training_attention,
+)
 from clp_utils.batching import Example, load_training_data
 from clp_utils.models import load_model
 from clp_utils.retrieval import encode_batch_size, encode_passages, encode_queries
 from clp_utils.train_config import TrainConfig
-from clp_utils.training import ecosystem_loss, make_optimizer, prepare_model, train_step
+from clp_utils.training import prepare_model, step_loss, study_loss
 
 
 @dataclass(frozen=True)
@@ -45,19 +50,12 @@ class RunCost:
     passages: int
     queries: int
 
+
 def step_shape(config) -> str:
     """What sets a training step's cost: model, loss, policy, batch, negatives, lengths."""
     c, mc = config, config.mining
     return (f"{c.model}/{c.loss}/{c.policy}/b{c.batch_size}/k{mc.num_negatives}"
             f"/m{mc.neg_queries}/len{c.max_passage_len}/inbatch{int(c.in_batch)}")
-
-
-def run_cost(config, passages: int, queries: int, available: int | None = None) -> RunCost:
-    """The cost of one run of ``config`` that scores ``passages`` and ``queries``
-    (``available``: the split's training queries, for a config that trains on all)."""
-    n = config.train_queries if config.train_queries is not None else available
-    steps = (n // config.batch_size) * config.epochs if n else 0
-    return RunCost(step_shape(config), steps, passages, queries)
 
 
 def estimate_seconds(costs: list[RunCost], rates: Rates) -> float:
@@ -69,8 +67,8 @@ def estimate_seconds(costs: list[RunCost], rates: Rates) -> float:
 
 
 def dataset_of(config):
-    """``batching.load_training_data(config)``, read once per plan for every config that
-    shares the data (a plan looks at the same split a dozen times)."""
+    """``batching.load_training_data(config)``, read once for every config that shares the
+    data (an estimate looks at the same split a dozen times)."""
     c = config
     return _load_data(c.split, c.passages, c.val_fraction, c.ood_split, c.ood_passages)
 
@@ -115,14 +113,19 @@ def time_step(config, repeats: int = 2) -> float:
     model, _ = prepare_model(config)
     precision = decide(config.bf16, str(model.device))
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, config, model.device)
-    st_loss = ecosystem_loss(model, config)
-    model.train(config.dropout)
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay,
+                                  fused=True)  # the trainer's adamw_torch_fused
+    loss = study_loss(model, config, m)
+    model.train()
     times = []
     for _ in range(repeats + 1):
         t0 = time.perf_counter()
-        parts = train_step(model, examples, config, m, optimizer, precision, st_loss)
-        parts["loss"].item()  # the loop's one host synchronisation
+        with autocast(precision), training_attention(precision):
+            parts = step_loss(model, examples, config, m, st_loss=loss)
+        optimizer.zero_grad(set_to_none=True)
+        parts["loss"].backward()
+        optimizer.step()
+        parts["loss"].item()  # the logged value's host synchronisation
         times.append(time.perf_counter() - t0)
     return min(times[1:])
 
@@ -153,16 +156,6 @@ def time_encoding(config, n: int = 192) -> tuple[float, float, str]:
     return rates[0], rates[1], precision.describe()
 
 
-def measure_rates(configs: list) -> Rates:
-    """This machine's rates for ``configs``: one timed step per distinct step shape, and the
-    encoding speed of the first config's model."""
-    shapes = {}
-    for cfg in configs:
-        shapes.setdefault(step_shape(cfg), cfg)
-    steps = {shape: time_step(cfg) for shape, cfg in shapes.items()}
-    pps, qps, described = time_encoding(configs[0])
-    return Rates(steps, pps, qps, described)
-
 def config_cost(config) -> RunCost:
     """What one run of ``config`` does: its steps (every training query when it trains on
     all) and the texts its evaluation encodes (test corpus and queries, validation queries,
@@ -172,14 +165,16 @@ def config_cost(config) -> RunCost:
     queries = len(ds.test().queries) + (len(ood.test().queries) if ood else 0)
     if ds.has_validation:
         queries += len(ds.validation().queries)
-    return run_cost(config, passages, queries, len(ds.train().queries))
+    n = config.train_queries if config.train_queries is not None else len(ds.train().queries)
+    return RunCost(step_shape(config), (n // config.batch_size) * config.epochs, passages,
+                   queries)
 
-def machine_rates(configs: list, use_cache: bool = True, refresh: bool = False) -> Rates:
-    """``measure_rates`` remembered per machine (in the precision cache, keyed by the CPU and
-    torch): a shape or model timed once on this machine is not timed again, so a chapter can
-    say what a run will cost in a second instead of a minute. ``refresh`` times everything
-    again and replaces what was remembered (``make study`` does, so that one noisy reading,
-    e.g. taken while the machine was busy, does not decide forever)."""
+
+def machine_rates(configs: list, use_cache: bool = True) -> Rates:
+    """This machine's rates for ``configs`` (one timed step per step shape, the encoding speed
+    of the first config's model), remembered per machine (in the precision cache, keyed by
+    the CPU and torch): a shape or model timed once on this machine is not timed again, so a
+    chapter can say what a run will cost in a second instead of a minute."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     precision = decide(configs[0].bf16, device)
     tag = f"rates/{device}/{precision.name}/{precision.attention}"
@@ -188,10 +183,10 @@ def machine_rates(configs: list, use_cache: bool = True, refresh: bool = False) 
         new = {}
         for cfg in configs:
             key = f"{tag}/step/{step_shape(cfg)}"
-            if (refresh or key not in entry) and key not in new:
+            if key not in entry and key not in new:
                 new[key] = round(time_step(cfg), 4)
         enc = f"{tag}/encode/{configs[0].model}"
-        if refresh or enc not in entry:
+        if enc not in entry or min(entry[enc][:2]) <= 0:  # none, or a reading of nothing
             pps, qps, described = time_encoding(configs[0])
             new[enc] = [round(pps, 2), round(qps, 2), described]
         return new

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from clp_utils.base.io import atomic_write, slug, stable_hash, write_json
-from clp_utils.base.paths import REPO_ROOT, RESULTS_DIR
+from clp_utils.base.paths import REPO_ROOT, results_dir
 from clp_utils.base.precision import decide
 from clp_utils.data import Split
 from clp_utils.models import load_model
@@ -277,7 +277,7 @@ def zero_shot(dataset, model_name: str = "minilm", model=None, progress: bool = 
     device = model.device if model is not None else "cuda" if torch.cuda.is_available() else "cpu"
     precision = decide(bf16, device).name
     stem = f"{_slug(model_name)}-{dataset.name}-{dataset.checksum[:8]}"
-    dirs = {s: RESULTS_DIR / "baselines" / f"{stem}{'' if s == 'test' else '-' + s}-{precision}"
+    dirs = {s: results_dir() / "baselines" / f"{stem}{'' if s == 'test' else '-' + s}-{precision}"
             for s in sides}
     splits = {s: _side(dataset, s) for s in sides}
     if (dirs[side] / "metrics.json").exists():
@@ -297,7 +297,7 @@ def bm25(dataset, language: str = "english", side: str = "test",
     split = _side(dataset, side)
     words = "" if token_pattern is None else "-" + stable_hash(token_pattern, 6)
     suffix = "" if side == "test" else f"-{side}"
-    run_dir = (RESULTS_DIR / "baselines"
+    run_dir = (results_dir() / "baselines"
                / f"bm25-{language}{words}-{dataset.name}-{dataset.checksum[:8]}{suffix}")
     if (run_dir / "metrics.json").exists():
         run = read_trec(run_dir / "run.trec")

@@ -49,9 +49,9 @@ from pathlib import Path
 import numpy as np
 
 from clp_utils.base.io import read_jsonl, stable_hash, write_json, write_jsonl
-from clp_utils.base.paths import RESULTS_DIR
+from clp_utils.base.paths import results_dir
 from clp_utils.data import Split
-from clp_utils.retrieval import encode_passages, encode_queries, search
+from clp_utils.retrieval import EMBEDDING_CACHE, encode_passages, encode_queries, search
 
 #: Bumped when the record format or the mining rules change, so old caches are not reused.
 FORMAT_VERSION = 1
@@ -239,7 +239,7 @@ class TrainIndex:
         model_id: str | None = None,
         batch_size: int | None = None,
         progress: bool = True,
-        embedding_cache_dir: Path | None = RESULTS_DIR / "cache" / "embeddings",
+        embedding_cache_dir: Path | None = EMBEDDING_CACHE,
     ) -> TrainIndex:
         """Embed every train passage (cached by ``model_id``) and index its own queries."""
         check_train(split)
@@ -307,10 +307,10 @@ def mine(
     model_id: str | None = None,
     data_checksum: str = "",
     query_ids: Sequence[str] | None = None,
-    cache_dir: Path | None = RESULTS_DIR / "cache" / "mining",
+    cache_dir: Path | None = Path("cache", "mining"),
     progress: bool = True,
     batch_size: int | None = None,
-    embedding_cache_dir: Path | None = RESULTS_DIR / "cache" / "embeddings",
+    embedding_cache_dir: Path | None = EMBEDDING_CACHE,
 ) -> MinedSet:
     """Mine negatives and their own queries for the training queries of ``train``.
 
@@ -324,7 +324,8 @@ def mine(
         data_checksum: the dataset's checksum (``RetrievalDataset.checksum``), added to the
             key next to a hash of the split's content.
         query_ids: mine only these training queries (in this order); default all.
-        cache_dir: where mined sets are saved (``None``: not saved).
+        cache_dir: where mined sets are saved (``None``: not saved; a relative folder is
+            under the results root, ``paths.results_dir()``).
         progress: progress bars while encoding.
         batch_size: encoding batch size.
         embedding_cache_dir: passage-embedding cache (shared with evaluation).
@@ -347,7 +348,7 @@ def mine(
     key, path = None, None
     if model_id is not None and cache_dir is not None:
         key = mining_key(train, config, model_id, data_checksum, qids)
-        path = Path(cache_dir) / f"{key}.jsonl"
+        path = results_dir() / cache_dir / f"{key}.jsonl"
         summary_path = path.with_suffix(".summary.json")
         if path.exists() and summary_path.exists():
             summary = json.loads(summary_path.read_text(encoding="utf-8"))

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from clp_utils.base.paths import RESULTS_DIR
 from clp_utils.data import Split
 from clp_utils.mining import (
     MinedSet,
@@ -28,7 +27,7 @@ from clp_utils.mining import (
     index_and_queries,
     positives_of,
 )
-from clp_utils.retrieval import encode_passages, encode_queries, search
+from clp_utils.retrieval import EMBEDDING_CACHE, encode_passages, encode_queries, search
 
 
 def candidate_frame(
@@ -39,7 +38,7 @@ def candidate_frame(
     model_id: str | None = None,
     batch_size: int | None = None,
     progress: bool = True,
-    embedding_cache_dir: Path | None = RESULTS_DIR / "cache" / "embeddings",
+    embedding_cache_dir: Path | None = EMBEDDING_CACHE,
 ) -> pd.DataFrame:
     """The model's ranking of train passages for each query, one row per (query, rank).
 

@@ -1,10 +1,9 @@
 """Figures and tables the notebooks share: one style, saved where the profile says.
 
-Every figure goes to the current figures folder as PNG; every table as CSV plus a markdown
-copy that the README's generated results section includes. The folder is the profile's
-(``paths.figures_dir``), set once per chapter by ``use_figures(profile)``
-(``clp_utils.machinery.chapter.begin`` calls it): a smoke run in JupyterLab never overwrites the
-committed cpu results.
+Every figure goes to this process's figures folder as PNG; every table as CSV plus a markdown
+copy that the README's generated results section includes. The folder is the one
+``clp_utils.machinery.chapter.begin`` configured for the chapter's profile
+(``paths.figures_dir``): a smoke run in JupyterLab never overwrites the committed cpu results.
 """
 
 from __future__ import annotations
@@ -17,21 +16,9 @@ import pandas as pd
 import seaborn as sns
 
 from clp_utils.base.io import atomic_write
-from clp_utils.base.paths import FIGURES_DIR, figures_dir
+from clp_utils.base.paths import figures_dir
 
 sns.set_theme(context="notebook", style="whitegrid")
-_FOLDER = [FIGURES_DIR]
-
-
-def use_figures(profile: str) -> Path:
-    """Send this process's figures and tables to ``profile``'s folder; returns it."""
-    _FOLDER[0] = figures_dir(profile)
-    return _FOLDER[0]
-
-
-def current_figures() -> Path:
-    """The folder figures and tables go to now."""
-    return _FOLDER[0]
 
 
 def int_format(df: pd.DataFrame) -> tuple[str, ...]:
@@ -46,7 +33,7 @@ def save_figure(fig: plt.Figure, name: str, folder: Path | None = None) -> None:
     Returns nothing on purpose: a chapter cell that ends with this call would otherwise
     print the file's path under the figure (in the notebook and in the book).
     """
-    folder = Path(folder or _FOLDER[0])
+    folder = Path(folder or figures_dir())
     with atomic_write(folder / f"{name}.png", "wb") as fh:
         fig.savefig(fh, format="png", dpi=150, bbox_inches="tight")
 
@@ -54,7 +41,7 @@ def save_figure(fig: plt.Figure, name: str, folder: Path | None = None) -> None:
 def save_table(df: pd.DataFrame, name: str, folder: Path | None = None, floatfmt: str = ".3f",
                caption: str | None = None) -> tuple[Path, Path]:
     """Save ``df`` as ``<name>.csv`` and ``<name>.md`` (a markdown table, optional caption)."""
-    folder = Path(folder or _FOLDER[0])
+    folder = Path(folder or figures_dir())
     csv_path, md_path = folder / f"{name}.csv", folder / f"{name}.md"
     with atomic_write(csv_path) as fh:
         df.to_csv(fh, index=True)

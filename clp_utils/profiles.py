@@ -3,9 +3,10 @@
 - ``smoke``: tiny subsets and a few steps; the whole notebook chain in minutes (the tests).
 - ``cpu``: the default of ``make study``, for 2 CPU cores. Its training budget, negatives,
   training passage length and per-policy learning rates are the recipe that ``make design``
-  chose on validation queries (``configs/recipe_cpu.json``). Two seeds per row, or the
-  number in ``$CLP_SEEDS``: ``make study`` sets it from the machine (``clp_utils.machinery.budget``:
-  one seed where two would not fit chapter 03's time target, e.g. without native bf16).
+  chose on validation queries (``configs/recipe_cpu.json``). Two seeds per row on every
+  machine: a slower machine takes longer, it does not run a smaller study.
+- ``quick``: the cpu profile with one seed, picked on purpose (``PROFILE=quick make study``)
+  where the cpu profile's time is too long: half the runs, and no seed-level verdicts.
 - ``extras``: the controls and checks a reviewer asks for (``make study-extras``), at the cpu
   recipe: intermediate-only at full's rate, CLP at lambda 0.5, the paper recipe with random
   negatives, symmetric InfoNCE, the MoE gate that learns, GIST, hardness-weighted MNRL (two
@@ -21,7 +22,6 @@ chapter 06). Every chapter and every language reads its sizes from here.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field, replace
 
 from clp_utils.catalog import load_named
@@ -30,25 +30,9 @@ from clp_utils.mining import MiningConfig
 from clp_utils.recipe import Recipe
 from clp_utils.train_config import TrainConfig
 
-#: The most seeds the cpu profile runs (its design: two seeds per paper row).
-MAX_SEEDS = 2
-#: Environment variable that pins the seeds for every chapter (``make study`` sets it).
-SEEDS_ENV = "CLP_SEEDS"
-
-
-def seeds_setting(default: int = MAX_SEEDS) -> int:
-    """The number of seeds ``$CLP_SEEDS`` asks for (``default`` when it is unset).
-
-    A value that is not a whole number from 1 to 10 is a ``ValueError`` naming the variable.
-    """
-    raw = os.environ.get(SEEDS_ENV, "").strip()
-    if not raw:
-        return default
-    if not raw.isdigit() or not 1 <= int(raw) <= 10:
-        raise ValueError(f"${SEEDS_ENV}={raw!r}: expected a whole number of seeds from 1 to 10")
-    return int(raw)
-
-NAMES = ("smoke", "cpu", "extras", "full")
+NAMES = ("smoke", "quick", "cpu", "extras", "full")
+#: The cpu profile's seeds (its design: two seeds per paper row); quick runs the first.
+CPU_SEEDS = (0, 1)
 #: The cpu profile's out-of-domain (forgetting) set: a new_wiki subset of this many passages.
 #: A smaller corpus is easier to search, so its zero-shot score is higher than chapter 00's
 #: on the whole split; the two are not comparable.
@@ -60,8 +44,6 @@ PAPER_RECIPE_SHARE = 16
 #: 1/HINDI_SHARE of the English budget.
 HINDI_PASSAGES = None
 HINDI_SHARE = 8
-#: Seeds of the extras profile's rows (the scale check: one).
-EXTRAS_SEEDS = 2
 
 # --------------------------------------------------------------------------- row names
 # Every row of the study by name: the notebooks and the package refer to these constants.
@@ -120,64 +102,70 @@ CONTROL_ROWS = [INTERMEDIATE_FULL_RATE, CLP_LAMBDA_05, PAPER_RECIPE_RANDOM, SYMM
 ROW_ORDER = [*PAPER_ROWS, *EXTRA_ROWS, *ECOSYSTEM_ROWS, *PAPER_RECIPE_ROWS, *SCALE_ROWS]
 
 
+@dataclass(frozen=True)
+class Row:
+    """What a study row changes in the profile's base config: a typed value, so no setting is
+    read back from a row's name (the name is only its label)."""
+
+    loss: str = "clp"
+    policy: str | None = None  # None: the base config's
+    train: dict = field(default_factory=dict)  # other TrainConfig fields (lam, moe_routing, ...)
+    mining: dict = field(default_factory=dict)  # MiningConfig fields over the ANCE window
+    rate: str | None = None  # the policy whose learning rate it trains with (None: its own)
+    sizes: str = "base"  # "paper": the paper-recipe rows' epochs and queries; "scale": all queries
+
+
+_PAPER_TRAIN = {k: v for k, v in PAPER_RECIPE.items() if k != "num_negatives"}
+_PAPER_NEGATIVES = {"num_negatives": PAPER_RECIPE["num_negatives"]}
+#: Every trained row of the study and what it changes; zero-shot trains nothing.
+ROWS: dict[str, Row] = {
+    RANDOM: Row(loss="infonce", mining={"strategy": "random"}),
+    ANCE: Row(loss="infonce"),
+    CLP: Row(),
+    INTERMEDIATE: Row(policy="intermediate"),
+    # the same policy at the full-fine-tuning rate: does the rate or the policy matter?
+    INTERMEDIATE_FULL_RATE: Row(policy="intermediate", rate="full"),
+    MOE: Row(policy="moe", train={"moe_routing": "paper"}),
+    MOE_LEARNED: Row(policy="moe", train={"moe_routing": "learned", "moe_balance": 0.01}),
+    "ANCE + CLP, lambda=0": Row(train={"lam": 0.0}),
+    "ANCE + CLP, lambda=0.05": Row(train={"lam": 0.05}),
+    "ANCE + CLP, lambda=0.2": Row(train={"lam": 0.2}),
+    CLP_LAMBDA_05: Row(train={"lam": 0.5}),
+    "ANCE + CLP, pseudo queries": Row(mining={"pseudo_query": "first_sentence"}),
+    "ANCE + CLP, LoRA": Row(policy="lora"),
+    # InfoNCE both ways (query -> passage and passage -> query): the standard way to add a
+    # passage-to-query term, the kind of term CLP's penalty is
+    SYMMETRIC: Row(loss="infonce_symmetric"),
+    # GISTEmbedLoss takes (anchor, positive, negative): one hard negative per query
+    GIST: Row(loss="gist", mining={"num_negatives": 1}),
+    MNRL_HARDNESS: Row(loss="mnrl_hardness"),
+    # the paper's recipe trains at its own fixed rate, whatever the policy's
+    PAPER_RECIPE_ANCE: Row(loss="infonce", train=_PAPER_TRAIN, mining=_PAPER_NEGATIVES,
+                           sizes="paper"),
+    PAPER_RECIPE_CLP: Row(train=_PAPER_TRAIN, mining=_PAPER_NEGATIVES, sizes="paper"),
+    PAPER_RECIPE_RANDOM: Row(loss="infonce", train=_PAPER_TRAIN, sizes="paper",
+                             mining={**_PAPER_NEGATIVES, "strategy": "random"}),
+}
+# the scale check: a row trained on every training query (one epoch at the recipe)
+ROWS.update({SCALE_PREFIX + r: replace(ROWS[r], sizes="scale") for r in (ANCE, CLP, INTERMEDIATE)})
+
+
 def row_config(row: str, base: TrainConfig, split: str, seed: int,
                lrs: dict[str, float] | None = None, paper_epochs: int = 1,
                paper_queries: int | None = None, scale_queries: int | None = None) -> TrainConfig:
-    """The config of one study row (``base`` holds the profile's sizes, ``lrs`` its rates,
-    ``paper_epochs`` and ``paper_queries`` the size of the paper-recipe rows).
-
-    A ``"scale: <row>"`` row is ``<row>`` trained on ``scale_queries`` training queries
-    (None: every training query of the split).
-    """
-    if row.startswith(SCALE_PREFIX):
-        inner = row_config(row[len(SCALE_PREFIX):], base, split, seed, lrs)
-        return replace(inner, label=f"{split}-{row}", train_queries=scale_queries)
-    ance = replace(base.mining, strategy="ance", seed=seed)
-    common = dict(label=f"{split}-{row}", split=split, seed=seed)
-    clp = replace(base, **common, mining=ance, loss="clp")
-    if row == RANDOM:
-        config = replace(base, **common, mining=replace(ance, strategy="random"), loss="infonce")
-    elif row == ANCE:
-        config = replace(base, **common, mining=ance, loss="infonce")
-    elif row == CLP:
-        config = clp
-    elif row == INTERMEDIATE:
-        config = replace(clp, policy="intermediate")
-    elif row == INTERMEDIATE_FULL_RATE:
-        # the same policy at the full-fine-tuning rate: does the rate or the policy matter?
-        return replace(clp, policy="intermediate", lr=(lrs or {}).get("full", base.lr))
-    elif row == MOE:
-        config = replace(clp, policy="moe", moe_routing="paper")
-    elif row == MOE_LEARNED:
-        config = replace(clp, policy="moe", moe_routing="learned", moe_balance=0.01)
-    elif row.startswith("ANCE + CLP, lambda="):
-        config = replace(clp, lam=float(row.split("=")[1]))
-    elif row == "ANCE + CLP, pseudo queries":
-        config = replace(clp, mining=replace(ance, pseudo_query="first_sentence"))
-    elif row == "ANCE + CLP, LoRA":
-        config = replace(clp, policy="lora")
-    elif row == SYMMETRIC:
-        # InfoNCE both ways (query -> passage and passage -> query): the standard way to add
-        # a passage-to-query term, the kind of term CLP's penalty is
-        config = replace(base, **common, mining=ance, loss="infonce_symmetric")
-    elif row == GIST:
-        # GISTEmbedLoss takes (anchor, positive, negative): one hard negative per query
-        config = replace(base, **common, loss="gist", mining=replace(ance, num_negatives=1))
-    elif row == MNRL_HARDNESS:
-        config = replace(base, **common, mining=ance, loss="mnrl_hardness")
-    elif row in PAPER_RECIPE_ROWS:
-        loss = "clp" if row == PAPER_RECIPE_CLP else "infonce"
-        strategy = "random" if row == PAPER_RECIPE_RANDOM else "ance"
-        r = PAPER_RECIPE
-        return replace(base, **common, loss=loss, lam=r["lam"], tau=r["tau"], lr=r["lr"],
-                       batch_size=r["batch_size"], in_batch=r["in_batch"], epochs=paper_epochs,
-                       train_queries=paper_queries or base.train_queries,
-                       mining=replace(ance, strategy=strategy, num_negatives=r["num_negatives"]))
-    else:
+    """The config of one study row (``base`` holds the profile's sizes, ``lrs`` its rates per
+    policy, ``paper_epochs`` and ``paper_queries`` the size of the paper-recipe rows,
+    ``scale_queries`` the scale check's training queries, None: every one)."""
+    if row not in ROWS:
         raise ValueError(f"unknown study row {row!r}")
-    if lrs and config.policy in lrs:
-        config = replace(config, lr=lrs[config.policy])
-    return config
+    spec = ROWS[row]
+    policy = spec.policy or base.policy
+    paper = {"epochs": paper_epochs, "train_queries": paper_queries or base.train_queries}
+    sizes = {"base": {}, "paper": paper, "scale": {"train_queries": scale_queries}}[spec.sizes]
+    mining = replace(base.mining, **{"strategy": "ance", "seed": seed, **spec.mining})
+    settings = {"lr": (lrs or {}).get(spec.rate or policy, base.lr), **sizes, **spec.train}
+    return replace(base, label=f"{split}-{row}", split=split, seed=seed, loss=spec.loss,
+                   policy=policy, mining=mining, **settings)
 
 
 @dataclass(frozen=True)
@@ -324,48 +312,29 @@ def _hindi_track(recipe: Recipe, seeds: tuple[int, ...]) -> TrackProfile:
         persian_passages=None)
 
 
-def _cpu() -> Profile:
-    # Every run is the recipe's on every machine; only how many seeds run is sized to it.
-    # The 40-minute budget holds the paper's rows and its recipe; the controls a reviewer
-    # asks for run in `make study-extras` (the "extras" profile).
+def _cpu(name: str = "cpu", seeds: tuple[int, ...] = CPU_SEEDS) -> Profile:
+    # Every run is the recipe's, with the same seeds, on every machine. The 40-minute target
+    # holds the paper's rows and its recipe; the controls a reviewer asks for run in
+    # `make study-extras` (the "extras" profile).
     recipe = Recipe.load()
-    seeds = tuple(range(seeds_setting()))
     rows = (*PAPER_ROWS, PAPER_RECIPE_ANCE, PAPER_RECIPE_CLP)
-    return _cpu_profile("cpu", _cpu_study(recipe, rows, seeds), _hindi_track(recipe, seeds))
+    return _cpu_profile(name, _cpu_study(recipe, rows, seeds), _hindi_track(recipe, seeds))
+
+
+#: The extras' rows, in order of priority (the scale check and the learning-rate control first).
+EXTRAS_PRIORITY = (*SCALE_ROWS, *CONTROL_ROWS)
 
 
 def _extras() -> Profile:
     # `make study-extras`: the controls and the scale check at the cpu recipe, two seeds each
     # (the scale check one), beside the cpu profile's runs they are compared with (reused:
     # the same configs are the same runs). The controls are scored in domain only (no claim
-    # about their forgetting), which saves each run the out-of-domain encoding. Rows in order
-    # of priority: the scale check and the learning-rate control first.
+    # about their forgetting), which saves each run the out-of-domain encoding.
     recipe = Recipe.load()
-    seeds = tuple(range(seeds_setting(EXTRAS_SEEDS)))
     partners = (ZERO_SHOT, ANCE, CLP, INTERMEDIATE, MOE, PAPER_RECIPE_ANCE)
-    study = _cpu_study(recipe, (*partners, *extras_rows()), seeds,
+    study = _cpu_study(recipe, (*partners, *EXTRAS_PRIORITY), CPU_SEEDS,
                        single_seed_rows=tuple(SCALE_ROWS), ood_rows=partners)
-    return _cpu_profile("extras", study, _hindi_track(recipe, seeds))
-
-
-#: Environment variable naming the extras rows that fit this machine's time target
-#: (``make study-extras`` sets it from ``budget.plan_extras``; unset: every row).
-EXTRAS_ENV = "CLP_EXTRAS_ROWS"
-#: The extras' rows, in order of priority: what the time target keeps first.
-EXTRAS_PRIORITY = (*SCALE_ROWS, *CONTROL_ROWS)
-
-
-def extras_rows() -> tuple[str, ...]:
-    """The extras rows to run: ``$CLP_EXTRAS_ROWS`` (rows separated by ";") or all of them,
-    always in ``EXTRAS_PRIORITY`` order. An unknown row name is a ``ValueError``."""
-    raw = os.environ.get(EXTRAS_ENV, "").strip()
-    if not raw:
-        return EXTRAS_PRIORITY
-    wanted = [r.strip() for r in raw.split(";") if r.strip()]
-    unknown = sorted(set(wanted) - set(EXTRAS_PRIORITY))
-    if unknown:
-        raise ValueError(f"${EXTRAS_ENV}: unknown rows {unknown}; known: {list(EXTRAS_PRIORITY)}")
-    return tuple(r for r in EXTRAS_PRIORITY if r in wanted)
+    return _cpu_profile("extras", study, _hindi_track(recipe, CPU_SEEDS))
 
 
 def _full() -> Profile:
@@ -393,7 +362,8 @@ def _full() -> Profile:
 
 def get_profile(name: str) -> Profile:
     """The named profile; an unknown name lists the known ones."""
-    builders = {"smoke": _smoke, "cpu": _cpu, "extras": _extras, "full": _full}
+    builders = {"smoke": _smoke, "quick": lambda: _cpu("quick", CPU_SEEDS[:1]), "cpu": _cpu,
+                "extras": _extras, "full": _full}
     if name not in builders:
         raise ValueError(f"unknown profile {name!r}; choose one of {list(NAMES)}")
     return builders[name]()

@@ -21,12 +21,14 @@ import faiss
 import numpy as np
 
 from clp_utils.base.io import atomic_write, stable_hash
-from clp_utils.base.paths import RESULTS_DIR
+from clp_utils.base.paths import results_dir
 from clp_utils.base.precision import autocast, decide
 from clp_utils.data import Split
 
 Run = dict[str, dict[str, float]]  # qid -> {docid: score}
 TOP_K = 100
+#: The passage-embedding cache, relative: under the results root of the process that encodes.
+EMBEDDING_CACHE = Path("cache", "embeddings")
 
 
 # --------------------------------------------------------------------------- encoding
@@ -63,21 +65,22 @@ def encode_passages(
     batch_size: int | None = None,
     progress: bool = True,
     model_id: str | None = None,
-    cache_dir: Path | None = RESULTS_DIR / "cache" / "embeddings",
+    cache_dir: Path | None = EMBEDDING_CACHE,
     bf16: bool | str = "auto",
 ) -> np.ndarray:
     """Embed passages (``passage``/``document`` prompt if any), normalised float32.
 
     With a ``model_id`` (a name that pins the weights, e.g. ``"minilm"`` or a run id) the
-    result is cached under ``cache_dir`` by a hash of the id, the texts and the precision
-    that computed it. ``bf16`` as in ``encode_queries``.
+    result is cached under ``cache_dir`` (a relative one under the results root,
+    ``paths.results_dir()``) by a hash of the id, the texts and the precision that computed
+    it. ``bf16`` as in ``encode_queries``.
     """
     prompt = _prompt(model, ("passage", "document"))
     if model_id is None or cache_dir is None:
         return _encode(model, texts, prompt, batch_size, progress, bf16)
     precision = decide(bf16, _device(model)).name
     key = stable_hash([model_id, prompt, model.max_seq_length, precision, list(texts)], length=20)
-    path = Path(cache_dir) / f"{key}.npy"
+    path = results_dir() / cache_dir / f"{key}.npy"
     if path.exists():
         return np.load(path)
     emb = _encode(model, texts, prompt, batch_size, progress, bf16)

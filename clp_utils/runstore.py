@@ -30,7 +30,7 @@ import pandas as pd
 import torch
 
 from clp_utils.base.io import atomic_dir, atomic_write, slug, stable_hash, write_json
-from clp_utils.base.paths import REPO_ROOT, RESULTS_DIR
+from clp_utils.base.paths import REPO_ROOT, results_dir
 from clp_utils.base.precision import Precision, decide
 from clp_utils.batching import load_training_data
 from clp_utils.data import DATA_DIR, RetrievalDataset, read_qrels
@@ -44,7 +44,7 @@ RUNS_DIR_NAME = "runs"
 
 def runs_root(root: Path | None = None) -> Path:
     """The folder of runs (``results/runs`` unless ``root`` says otherwise)."""
-    return Path(root or RESULTS_DIR / RUNS_DIR_NAME)
+    return Path(root or results_dir() / RUNS_DIR_NAME)
 
 
 def run_id(config: TrainConfig, data_checksum: str, precision: Precision | None = None) -> str:

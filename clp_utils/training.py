@@ -56,6 +56,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 from transformers.trainer_utils import get_last_checkpoint
 
+from clp_utils.base.paths import configure, from_environment
 from clp_utils.base.precision import Precision, decide, enable_tf32, training_attention
 from clp_utils.batching import (
     Example,
@@ -136,8 +137,8 @@ def collator(model, max_query_len: int, max_passage_len: int,
 def training_dataset(examples: list[Example], config: TrainConfig, m: int) -> Dataset:
     """The training groups as the trainer reads them: one column per text, in the order the
     run's loss expects (``clp_column_names`` for CLP, with the ``label`` mask of empty own-query
-    slots; query, positive and negatives for the others)."""
-    k = config.mining.num_negatives
+    slots; query, positive and negatives for the others). Every group holds the same k."""
+    k = len(examples[0].negs)
     if config.loss == "clp":
         names = clp_column_names(k, m)
         rows = [[e.query, e.pos, *e.negs, *(t for slots in e.neg_qs for t in slots)]
@@ -464,8 +465,8 @@ def training_arguments(config: TrainConfig, out_dir: Path, precision: Precision,
                        sampler, world: int = 1,
                        device: str | None = None) -> SentenceTransformerTrainingArguments:
     """The run's ``TrainingArguments``: AdamW at ``config.lr`` with its weight decay, warmup
-    then linear decay (or constant), bf16 autocast where ``precision`` says the machine
-    computes it natively, a checkpoint every ``config.checkpoint_every`` steps (the last one
+    then linear decay (or constant), bf16 autocast of the model's forward (accelerate's; the
+    loss itself in float32) where ``precision`` says the machine computes bf16 natively, a checkpoint every ``config.checkpoint_every`` steps (the last one
     kept), ``sampler``'s batches (global: split across processes), no gradient clipping, no
     reporting. AdamW is the fused kernel: one pass over the (float32) parameters, where the
     per-tensor loop cost a noticeable share of a short CPU step."""
@@ -611,6 +612,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="override fields (values parsed as JSON when they parse)")
     parser.add_argument("--root", type=Path, default=None)
     args = parser.parse_args(argv)
+    configure(**from_environment())  # the command line's edge: $CLP_RESULTS_DIR
     d = json.loads(args.config.read_text()) if args.config else {}
     for item in args.set:
         key, _, value = item.partition("=")

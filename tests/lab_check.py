@@ -7,10 +7,10 @@ starts it. This script is that check, on chapter 02 (the loss derivation) in the
 1. Debian's Chromium and its driver are installed (/usr/bin/chromium, /usr/bin/chromedriver).
 2. A copy of the chapter with ``profile = "smoke"`` in its ``parameters`` cell and no stored
    outputs is written to results/lab-check/ (results/ is not committed).
-3. JupyterLab starts from .venv on a free port with a random token, CLP_SEEDS=1, no
-   CLP_FIGURES_DIR, the repository's settings override (notebooks/lab-overrides.json, which
-   turns off the "official Jupyter news" prompt) and fresh user settings and workspaces, so
-   that what the browser shows depends on the repository alone. It is always stopped at the end.
+3. JupyterLab starts from .venv on a free port with a random token, the repository's
+   settings override (notebooks/lab-overrides.json, which turns off the "official Jupyter
+   news" prompt) and fresh user settings and workspaces, so that what the browser shows
+   depends on the repository alone. It is always stopped at the end.
 4. Selenium drives headless Chromium: open the notebook, wait for its kernel to be idle, open
    the Run menu and click "Run All Cells", wait until every code cell has an execution count
    and the kernel is idle again.
@@ -177,9 +177,8 @@ def lab_is_up(port: int, token: str) -> bool:
 def jupyter_lab(scratch: Path) -> Iterator[tuple[int, str]]:
     """JupyterLab on a free port as `make lab` runs it; yields (port, token); always stops it."""
     port, token = free_port(), secrets.token_hex(24)
-    env = {k: v for k, v in os.environ.items() if k != "CLP_FIGURES_DIR"}
-    env.update(CLP_SEEDS="1", JUPYTERLAB_SETTINGS_DIR=str(scratch / "user-settings"),
-               JUPYTERLAB_WORKSPACES_DIR=str(scratch / "workspaces"))
+    env = {**os.environ, "JUPYTERLAB_SETTINGS_DIR": str(scratch / "user-settings"),
+           "JUPYTERLAB_WORKSPACES_DIR": str(scratch / "workspaces")}
     command = [str(VENV / "bin" / "jupyter"), "lab", "--no-browser", "--ip=127.0.0.1",
                f"--port={port}", "--ServerApp.port_retries=0", f"--ServerApp.token={token}",
                f"--ServerApp.root_dir={REPO}"] + (["--allow-root"] if os.geteuid() == 0 else [])

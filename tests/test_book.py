@@ -20,7 +20,7 @@ import pytest
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from clp_utils.machinery.book import build_book, check_book, clean_stream_text  # noqa: E402
+from clp_utils.machinery.book import build_book, check_book  # noqa: E402
 
 CHAPTERS = ["00_intro", "01_figures", "02_training", "03_tables"]
 MISSING = "02_training"
@@ -28,6 +28,8 @@ PROGRESS_BAR = ("\r  0%|          | 0/20 [00:00<?, ?it/s]\r 45%|####5     | 9/20
                 "[00:01<00:02, 5.12it/s]\r100%|##########| 20/20 [00:03<00:00, 5.80it/s]\n")
 WARNING = ("/x/site-packages/torch/nn/modules.py:12: UserWarning: this is deprecated\n"
            "  warnings.warn(\n")
+LOGGER = ("[transformers] Token indices sequence length is longer than the specified maximum "
+          "sequence length for this model (600 > 512).\n")
 
 
 def tiny_png() -> str:
@@ -56,7 +58,10 @@ def executed_chapter(name: str, png: str) -> nbformat.NotebookNode:
                          outputs=[v4.new_output("stream", name="stdout",
                                                 text="mined 42 negatives\n"),
                                   v4.new_output("stream", name="stderr", text=PROGRESS_BAR),
-                                  v4.new_output("stream", name="stderr", text=WARNING)]),
+                                  v4.new_output("stream", name="stderr", text=WARNING),
+                                  v4.new_output("stream", name="stderr", text=LOGGER),
+                                  v4.new_output("stream", name="stdout",
+                                                text="epoch 1\rloss 0.5\n")]),
         v4.new_markdown_cell("## A figure"),
         v4.new_code_cell('fig, ax = plt.subplots()\nsave_figure(fig, "demo_plot")',
                          execution_count=4,
@@ -135,6 +140,8 @@ def test_noise_is_gone_and_the_content_stays(book):
     assert "mined 42 negatives" in text
     assert "it/s" not in text and "%|" not in text
     assert "UserWarning" not in text and "warnings.warn" not in text
+    assert "Token indices" not in text  # a library's logger line is noise too
+    assert "loss 0.5" in text and "epoch 1" not in text  # a redrawn line shows its last redraw
     assert "matplotlib.legend.Legend" not in text
     assert "<details" in text and "Show code" in text  # code cells are folded
     assert "a rather long column name 23" in text  # the whole wide table
@@ -160,7 +167,9 @@ def test_the_book_reads_offline(book):
     remote = re.compile(r"<(script|img)[^>]+src=\"(https?:)?//|<link[^>]+href=\"(https?:)?//")
     for path in book.glob("*.html"):
         assert not remote.search(path.read_text()), path.name
-    assert "_static/mathjax/MathJax.js" in page(book, "01_figures")  # math without a CDN
+    assert "_static/MathJax.js" in page(book, "01_figures")  # math without a CDN
+    assert (book / "_static" / "MathJax.js").exists()
+    assert [p.name for p in (book / "_static" / "localization").iterdir()] == ["en"]
 
 
 def test_check_book_reports_what_a_reader_would_trip_on(book, tmp_path):
@@ -182,12 +191,6 @@ def test_build_refuses_to_replace_a_folder_it_did_not_build(tmp_path):
     assert (tmp_path / "keep.txt").exists()
 
 
-def test_clean_stream_text_keeps_the_last_redraw_of_a_line():
-    assert clean_stream_text(PROGRESS_BAR) == ""
-    assert clean_stream_text(WARNING + "done\n") == "done\n"
-    assert clean_stream_text("epoch 1\rloss 0.5\n") == "loss 0.5\n"
-
-
 def test_the_teachers_page_shows_its_times_as_a_table(book):
     """The chapter times are one markdown table (a row per paragraph would print raw pipes),
     and a time nobody measured names the command that measures it instead of 'nan'."""
@@ -195,9 +198,3 @@ def test_the_teachers_page_shows_its_times_as_a_table(book):
     assert "<table" in text and "live on smoke (min)" in text
     assert "|---|" not in text and "nan" not in text
     assert "not measured yet (<code" in text  # no smoke timings in this book's results
-
-
-def test_a_librarys_logger_line_is_noise_too():
-    text = ("[transformers] Token indices sequence length is longer than the specified maximum "
-            "sequence length for this model (600 > 512).\ntokens counted\n")
-    assert clean_stream_text(text) == "tokens counted\n"

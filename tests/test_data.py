@@ -345,10 +345,11 @@ def test_a_chapter_builds_only_the_data_it_reads(tmp_path, monkeypatch):
     built = []
     monkeypatch.setattr(chapter, "BUILT", {k: tmp_path / k / "corpus.jsonl" for k in chapter.BUILT})
     monkeypatch.setattr(chapter, "catalog", lambda argv: built.append(argv))
-    monkeypatch.setattr(chapter, "plan_seeds", lambda *a: pytest.fail("02 trains nothing"))
-    monkeypatch.setattr(chapter, "use_figures", lambda profile: tmp_path / "figures")
+    monkeypatch.setattr(chapter, "training_line", lambda *a: pytest.fail("02 trains nothing"))
+    monkeypatch.setattr(chapter.paths, "_SETTINGS", dict(chapter.paths._SETTINGS))  # begin sets it
     assert chapter.data_missing("02") == []
-    chapter.begin("02", "cpu")  # nothing built, no seed plan: chapter 02 reads no data
+    run = chapter.begin("02", "cpu", figures_dir=tmp_path / "figures")  # nothing built: 02
+    assert run.figures == tmp_path / "figures"  # reads no data; figures where it was told
     assert built == []
     assert chapter.data_missing("06") == ["squadshifts", "hindi", "persian"]
     assert chapter.data_missing("00") == ["squadshifts"]

@@ -18,13 +18,12 @@ def batch(n: int = 3) -> list[Example]:
             for i in range(n)]
 
 
-@pytest.mark.slow
-def test_gradient_shares_match_separate_backward_passes():
+def test_gradient_shares_match_separate_backward_passes(tiny_model_path):
     from clp_utils.geometry import gradient_shares
     from clp_utils.losses import clp_loss
     from clp_utils.training import embed
 
-    config = TrainConfig(max_query_len=16, max_passage_len=24, tau=0.05)
+    config = TrainConfig(model=tiny_model_path, max_query_len=16, max_passage_len=24, tau=0.05)
     model, _ = prepare_model(config, device="cpu")
     examples = batch()
     shares = gradient_shares(model, examples, [[0, 1, 2]], config, lams=(0.1, 0.5))
@@ -51,30 +50,30 @@ def test_gradient_shares_match_separate_backward_passes():
     assert shares["push_over_pull"].is_monotonic_decreasing
 
 
-@pytest.mark.slow
-def test_mnrl_without_hardness_is_our_infonce_and_gist_trains():
+def test_mnrl_without_hardness_is_our_infonce_and_gist_trains(tiny_model_path):
     """loss="mnrl_hardness" at strength 0 is sentence-transformers' MNRL, which equals our
     InfoNCE; loss="gist" runs GISTEmbedLoss with the zero-shot model as guide."""
     from clp_utils.training import ecosystem_loss, step_loss
 
     torch.manual_seed(0)
-    config = TrainConfig(loss="mnrl_hardness", hardness_strength=0.0, max_query_len=16,
-                         max_passage_len=24, tau=0.05, dropout=False)
+    config = TrainConfig(model=tiny_model_path, loss="mnrl_hardness", hardness_strength=0.0,
+                         max_query_len=16, max_passage_len=24, tau=0.05, dropout=False)
     model, _ = prepare_model(config, device="cpu")
     model.eval()
     examples = batch(4)
-    ours = step_loss(model, examples, TrainConfig(loss="infonce", max_query_len=16,
-                                                  max_passage_len=24, tau=0.05), 1, False)
+    ours = step_loss(model, examples, TrainConfig(model=tiny_model_path, loss="infonce",
+                                                  max_query_len=16, max_passage_len=24,
+                                                  tau=0.05), 1, False)
     theirs = step_loss(model, examples, config, 1, False, st_loss=ecosystem_loss(model, config))
     assert theirs["loss"].item() == pytest.approx(ours["loss"].item(), abs=1e-6)
-    hard = TrainConfig(loss="mnrl_hardness", hardness_strength=5.0, max_query_len=16,
-                       max_passage_len=24, tau=0.05)
+    hard = TrainConfig(model=tiny_model_path, loss="mnrl_hardness", hardness_strength=5.0,
+                       max_query_len=16, max_passage_len=24, tau=0.05)
     weighted = step_loss(model, examples, hard, 1, False, st_loss=ecosystem_loss(model, hard))
     assert weighted["loss"].item() > ours["loss"].item()  # harder negatives weigh more
     from clp_utils.mining import MiningConfig
 
-    gist = TrainConfig(loss="gist", max_query_len=16, max_passage_len=24, tau=0.05,
-                       mining=MiningConfig(num_negatives=1))
+    gist = TrainConfig(model=tiny_model_path, loss="gist", max_query_len=16, max_passage_len=24,
+                       tau=0.05, mining=MiningConfig(num_negatives=1))
     out = step_loss(model, examples, gist, 1, False, st_loss=ecosystem_loss(model, gist))
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and out["penalty"].item() == 0.0

@@ -289,9 +289,9 @@ def test_column_names() -> None:
     ]
 
 
-@pytest.mark.slow
-def test_trainer_step_logs_components(tmp_path) -> None:
-    """One SentenceTransformerTrainer step with the dataset layout and a label mask."""
+def test_trainer_step_logs_components(tmp_path, tiny_model_path) -> None:
+    """One SentenceTransformerTrainer step with the dataset layout and a label mask (on the
+    tiny random BERT of conftest: the logging does not depend on trained weights)."""
     from datasets import Dataset
     from sentence_transformers import (
         SentenceTransformerTrainer,
@@ -300,7 +300,7 @@ def test_trainer_step_logs_components(tmp_path) -> None:
 
     from clp_utils.models import load_model
 
-    model = load_model("minilm", device="cpu")
+    model = load_model(tiny_model_path, device="cpu")
     model.max_seq_length = 16
     rows = {c: [f"{c} text number {i}" for i in range(4)] for c in clp_column_names(1, 2)}
     rows["label"] = [[1.0, 1.0], [1.0, 0.0], [0.0, 0.0], [1.0, 1.0]]

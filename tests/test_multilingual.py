@@ -120,7 +120,7 @@ def test_build_is_idempotent_writes_manifests_and_load_checks_names(tmp_path, mo
 
 
 def test_bm25_uses_whole_devanagari_words_and_caches(tmp_path, monkeypatch):
-    monkeypatch.setattr(E, "RESULTS_DIR", tmp_path / "results")
+    monkeypatch.setattr(E, "results_dir", lambda: tmp_path / "results")
     corpus = {
         "d0": {"title": "", "text": "किताबें मेज़ पर रखी हैं।"},
         "d1": {"title": "", "text": "कुत्ते बाहर भौंकते हैं।"},
@@ -268,10 +268,9 @@ def test_miracl_config_loads_train_and_dev_with_title_text_passages(tmp_path, mo
     assert ds.test_passages == {"5#0", "5#1"} and not set(train.corpus) & ds.test_passages
 
 
-@pytest.mark.slow
-def test_miracl_config_trains_end_to_end_on_a_fixture(tmp_path, monkeypatch):
+def test_miracl_config_trains_end_to_end_on_a_fixture(tmp_path, monkeypatch, tiny_model_path):
     """The paper's config path (no in-batch negatives, tau 0.02, title pseudo-queries as H*),
-    with MiniLM standing in for BGE-M3 and tiny sizes."""
+    with the tiny random BERT of conftest standing in for BGE-M3 and tiny sizes."""
     from clp_utils.training import TrainConfig, train
 
     miracl_fixture(tmp_path / "miracl")
@@ -281,7 +280,7 @@ def test_miracl_config_trains_end_to_end_on_a_fixture(tmp_path, monkeypatch):
     config = TrainConfig.from_dict(json.loads((CONFIGS / "bge-m3-ko.json").read_text()))
     config = replace(
         config,
-        model="minilm",
+        model=tiny_model_path,
         batch_size=2,
         epochs=1,
         max_query_len=16,

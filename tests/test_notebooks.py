@@ -16,7 +16,8 @@ import pytest
 
 from clp_utils.base.paths import REPO_ROOT
 
-pytestmark = pytest.mark.slow
+#: What ``study.run_study`` prints before it trains anything (``study.training_plan``).
+TRAINING_PLAN = "About to train "
 
 
 def _committed_state() -> tuple[str, dict[str, str]]:
@@ -33,9 +34,18 @@ def _committed_state() -> tuple[str, dict[str, str]]:
     return status, files
 
 
+def _printed(nb: nbformat.NotebookNode) -> str:
+    """Everything a chapter's code cells printed (streams and text results)."""
+    return "\n".join(o.get("text", "") + o.get("data", {}).get("text/plain", "")
+                     for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+
+
+@pytest.mark.slow
 def test_smoke_chain_runs_and_writes_figures(tmp_path):
     """The whole chain on the smoke profile, as `make study PROFILE=smoke` runs it: figures go
-    to figures/smoke (git-ignored), and nothing committed changes."""
+    to figures/smoke (git-ignored), and nothing committed changes. All chapters share one run
+    store (``$CLP_RESULTS_DIR``, a fresh folder): chapter 03 trains the study's runs there and
+    chapters 04 and 05 read them back without training any again."""
     if not (REPO_ROOT / "data" / "squadshifts" / "manifest.json").exists():
         pytest.skip("data not built (make data)")
     env = {k: v for k, v in os.environ.items() if k != "CLP_FIGURES_DIR"}
@@ -50,6 +60,15 @@ def test_smoke_chain_runs_and_writes_figures(tmp_path):
     executed = sorted((tmp_path / "results" / "notebooks" / "smoke").glob("*.ipynb"))
     sources = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     assert [p.name for p in executed] == [p.name for p in sources]
+    # one run store for the chain: 03 trains into the fresh store, 04 and 05 only read it
+    printed = {p.name[:2]: _printed(nbformat.read(p, as_version=4)) for p in executed}
+    assert TRAINING_PLAN in printed["03"], (
+        f"chapter 03 printed no {TRAINING_PLAN!r} (study.training_plan): it trained nothing, so "
+        "it read runs from another store than the fresh one")
+    for later in ("04", "05"):
+        assert TRAINING_PLAN not in printed[later], f"chapter {later} retrained chapter 03's runs"
+    store = tmp_path / "results" / "runs"
+    assert store.is_dir() and any((run / "metrics.json").exists() for run in store.iterdir())
     for path in executed:
         nb = nbformat.read(path, as_version=4)
         errors = [o for c in nb.cells if c.cell_type == "code"

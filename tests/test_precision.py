@@ -141,31 +141,34 @@ def test_autocast_is_entered_only_for_bf16(machine):
 
 
 @pytest.mark.slow
-def test_training_honours_the_decision(machine, tmp_path, monkeypatch):
-    """On a CPU without native bf16, "auto" trains and encodes in float32 with no autocast."""
+def test_training_honours_the_decision(machine, tmp_path, monkeypatch, tiny_model_path):
+    """On a CPU without native bf16, "auto" trains and encodes in float32 with no autocast
+    (the tiny random BERT of conftest: the precision does not depend on trained weights)."""
     from clp_utils import retrieval, training
     from clp_utils.data import DATA_DIR
     from clp_utils.mining import MiningConfig
+    from clp_utils.models import SentenceTransformer
 
     if not (DATA_DIR / "squadshifts" / "reddit" / "corpus.jsonl").exists():
         pytest.skip("data not built (make data)")
     seen = {"step": [], "encode": []}
-    step_loss = training.step_loss
+    forward = SentenceTransformer.forward
 
-    def spy_step(*args, **kwargs):
-        seen["step"].append(torch.is_autocast_enabled("cpu"))
-        seen.setdefault("flash", []).append(torch.backends.cuda.flash_sdp_enabled())
-        return step_loss(*args, **kwargs)
+    def spy_step(*args, **kwargs):  # the model's forward in a training step (with gradients)
+        if torch.is_grad_enabled():
+            seen["step"].append(torch.is_autocast_enabled("cpu"))
+            seen.setdefault("flash", []).append(torch.backends.cuda.flash_sdp_enabled())
+        return forward(*args, **kwargs)
 
     def spy_autocast(precision, device_type=None):
         seen["encode"].append(precision.bf16)
         return P.autocast(precision, device_type)
 
-    monkeypatch.setattr(training, "step_loss", spy_step)
+    monkeypatch.setattr(SentenceTransformer, "forward", spy_step)
     monkeypatch.setattr(retrieval, "autocast", spy_autocast)
     config = training.TrainConfig(
-        split="reddit", passages=60, train_queries=8, batch_size=4, max_query_len=16,
-        max_passage_len=32, ood_split=None, no_duplicates=False,
+        model=tiny_model_path, split="reddit", passages=60, train_queries=8, batch_size=4,
+        max_query_len=16, max_passage_len=32, ood_split=None, no_duplicates=False,
         mining=MiningConfig(rank_min=2, rank_max=10, num_negatives=2))
     for hw, want in ((NO_BF16, False), (NATIVE, True)):
         machine(hw, default_ms=30.0 if want else 10.0, math_ms=20.0)

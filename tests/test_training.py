@@ -25,6 +25,13 @@ TINY = dict(split="reddit", passages=40, train_queries=16, batch_size=4, max_que
             mining=MiningConfig(rank_min=2, rank_max=10, num_negatives=2))
 
 
+@pytest.fixture(autouse=True)
+def _tiny_model(tiny_model_path, monkeypatch):
+    """Every run here trains conftest's tiny random BERT: resume, reuse, processes and the
+    run store do not depend on trained weights."""
+    monkeypatch.setitem(TINY, "model", tiny_model_path)
+
+
 def need_data():
     if not (DATA_DIR / "squadshifts" / "reddit" / "corpus.jsonl").exists():
         pytest.skip("data not built (make data)")
@@ -166,7 +173,7 @@ def test_two_gloo_processes_train_like_one(tmp_path):
     # so compare the whole update direction rather than every element.
     from clp_utils.models import load_model
 
-    base = load_model("minilm").state_dict()
+    base = load_model(config.model).state_dict()
     w1, w2 = weights(single.run_dir), weights(tmp_path / "two" / single.run_id)
     d1 = torch.cat([(w1[k] - base[k]).flatten() for k in w1])
     d2 = torch.cat([(w2[k] - base[k]).flatten() for k in w1])
@@ -254,7 +261,8 @@ def test_attention_dropout_is_set_on_every_attention_module():
 
     model, _ = prepare_model(TrainConfig(**TINY, attention_dropout=0.0), device="cpu")
     attn = [m for m in model.modules() if type(m).__name__.endswith("SelfAttention")]
-    assert len(attn) == 6 and all(m.dropout.p == 0.0 for m in attn)
+    layers = model[0].auto_model.config.num_hidden_layers
+    assert len(attn) == layers and all(m.dropout.p == 0.0 for m in attn)
     hidden = [m for n, m in model.named_modules() if n.endswith("output.dropout")]
     assert hidden and all(m.p == 0.1 for m in hidden)  # hidden dropout untouched
     model, _ = prepare_model(TrainConfig(**TINY), device="cpu")

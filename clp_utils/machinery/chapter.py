@@ -1,18 +1,20 @@
-"""The first cell of every chapter: data present, figures in the profile's folder, the
-machine's seed plan, and a card saying how long the chapter takes here.
+"""The first cell of every chapter: data present, results and figures where the parameters
+say, what it will train here and how long that takes, and a card saying how long the
+chapter took.
 
-``begin(number, profile)`` is what a chapter calls after its parameters cell, the same under
-``make study`` (papermill), ``make lab`` (JupyterLab) and a notebook run by hand:
+``begin(number, profile, figures_dir, results_dir)`` is what a chapter calls after its
+parameters cell, the same under ``make study`` (papermill passes the parameters), ``make lab``
+(JupyterLab) and a notebook run by hand:
 
 - the data: when the datasets the chapter reads are not built it says so in one line and
   builds them from the committed sources (``python -m clp_utils.catalog build``, offline),
   instead of stopping with a bare ``FileNotFoundError``; a chapter that reads no data
   (02) builds nothing;
-- the figures: every figure and table of this run goes to the profile's folder
-  (``paths.figures_dir``): a smoke run never overwrites the committed cpu results;
-- the seeds: for a chapter that reads trained runs on the cpu profile, the seed plan
-  ``make study`` uses on this machine (``budget.plan_seeds``, from rates measured once per
-  machine), unless ``$CLP_SEEDS`` is set;
+- the folders: trained runs and caches under ``results_dir`` (None: ``results/``), figures and
+  tables in ``figures_dir`` (None: the profile's folder, ``paths.figures_dir``): a smoke run
+  never overwrites the committed cpu results;
+- the training: a chapter that trains prints the runs it will train here, their estimated
+  time on this machine, and, on the cpu profile, how to pick the quick one on purpose;
 - the card: the chapter's run time on this machine from the last run here, else the time of
   the committed results (and their machine), printed in one line.
 """
@@ -20,23 +22,23 @@ machine's seed plan, and a card saying how long the chapter takes here.
 from __future__ import annotations
 
 import json
-import os
 import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
-from clp_utils.base.paths import DATA_DIR, FIGURES_ROOT, REPO_ROOT, RESULTS_DIR
+from clp_utils.base import paths
+from clp_utils.base.paths import DATA_DIR, REPO_ROOT
 from clp_utils.catalog import main as catalog
-from clp_utils.machinery.budget import plan_seeds
-from clp_utils.plots import use_figures
-from clp_utils.profiles import SEEDS_ENV, get_profile
+from clp_utils.costs import estimate_cells
+from clp_utils.profiles import get_profile
+from clp_utils.study import missing_cells
 
 #: The datasets each chapter reads (the multilingual chapter also the SQuADShifts ones it
 #: compares with). Presence of one file per set is checked; 02 reads none.
 NEEDS = {"00": ("squadshifts",), "01": ("squadshifts",), "02": (),
          "03": ("squadshifts",), "04": ("squadshifts",), "05": ("squadshifts",),
          "06": ("squadshifts", "hindi", "persian")}
-#: The chapters that read trained runs, so the seed plan matters to them.
+#: The chapters that read trained runs (and train any that are missing).
 TRAINS = ("03", "04", "05", "06")
 BUILT = {"squadshifts": DATA_DIR / "squadshifts" / "reddit" / "corpus.jsonl",
          "hindi": DATA_DIR / "hindi" / "corpus.jsonl",
@@ -50,7 +52,6 @@ class ChapterRun:
     number: str
     profile: str
     figures: Path
-    seeds: int | None
     card: str
 
 
@@ -72,19 +73,24 @@ def ensure_data(number: str, build: bool = True) -> None:
     catalog(["build"])
 
 
-def pin_seeds(profile: str) -> int | None:
-    """The seeds per row this run uses: ``$CLP_SEEDS`` if set; for the cpu profile otherwise
-    the machine's seed plan (the same one ``make study`` pins), which it then pins in
-    ``$CLP_SEEDS`` for the rest of the process."""
-    if os.environ.get(SEEDS_ENV):
-        return int(os.environ[SEEDS_ENV])
-    if profile != "cpu":
-        return None
-    plan = plan_seeds(profile)
-    os.environ[SEEDS_ENV] = str(plan.seeds)
-    print(f"seeds per row: {plan.reason} (this machine's plan, as `make study` uses it)",
-          flush=True)
-    return plan.seeds
+#: How to run less on purpose, named where a profile's runs are about to train.
+SMALLER = ("`PROFILE=quick make study` or profile='quick' in the parameters cell: one seed, "
+           "no seed-level verdicts")
+
+
+def training_line(number: str, profile: str) -> str:
+    """What chapter ``number`` trains here before it starts: the runs of ``profile`` not yet
+    trained, their estimated time on this machine (``costs.estimate_cells``), and, for the cpu
+    profile, how to pick the smaller one on purpose (the machine never picks it)."""
+    prof = get_profile(profile)
+    missing = missing_cells(prof.track.study if number == "06" else prof.study)
+    if not missing:
+        return "every run of this profile is trained here: read back, nothing trains"
+    est = estimate_cells([c.config for c in missing])
+    line = (f"{len(missing)} run(s) to train here, estimated {est.seconds / 60:.0f} min on "
+            f"this machine ({est.precision})")
+    # quick is the cpu profile made smaller; the other profiles are chosen for what they hold
+    return f"{line}; to run less: {SMALLER}" if profile == "cpu" else line
 
 
 def _minutes(timings: dict, number: str) -> float | None:
@@ -97,13 +103,12 @@ def _minutes(timings: dict, number: str) -> float | None:
 def timing_card(number: str, profile: str) -> str:
     """How long the chapter takes: the last run here (``results/notebooks/<profile>``),
     else the committed run of the profile and the machine it ran on."""
-    here = RESULTS_DIR / "notebooks" / profile / "timings.json"
+    here = paths.results_dir() / "notebooks" / profile / "timings.json"
     if here.exists():
         minutes = _minutes(json.loads(here.read_text()), number)
         if minutes is not None:
             return f"the last run on this machine took {minutes:.1f} min"
-    folder = FIGURES_ROOT / ("" if profile == "cpu" else profile)
-    record = folder / "run.json"
+    record = paths.figures_dir(profile) / "run.json"
     if record.exists():
         run = json.loads(record.read_text())
         minutes = _minutes(run.get("timings", {}), number)
@@ -114,20 +119,22 @@ def timing_card(number: str, profile: str) -> str:
     return "no timing recorded for this profile yet"
 
 
-def begin(number: str, profile: str, build_data: bool = True) -> ChapterRun:
+def begin(number: str, profile: str, figures_dir: Path | str | None = None,
+          results_dir: Path | str | None = None, build_data: bool = True) -> ChapterRun:
     """Prepare a chapter run (see the module docstring) and print its card."""
     get_profile(profile)  # an unknown profile fails here, naming the known ones
+    folder = paths.figures_dir(profile, figures_dir)
+    paths.configure(results=results_dir, figures=folder)
     ensure_data(number, build_data)
-    folder = use_figures(profile)
-    seeds = pin_seeds(profile) if number in TRAINS else None
     # repository-relative where it can be: the book shows this line, and a reader's clone
     # lives elsewhere than the machine's that ran it
     shown = folder.relative_to(REPO_ROOT) if folder.is_relative_to(REPO_ROOT) else folder
     card = (f"chapter {number}, profile {profile!r}: figures and tables go to {shown}/; "
-            + (f"{seeds} seed(s) per row; " if seeds else "")
             + timing_card(number, profile) + ".")
     print(card, flush=True)
-    return ChapterRun(number, profile, folder, seeds, card)
+    if number in TRAINS:
+        print(training_line(number, profile) + ".", flush=True)
+    return ChapterRun(number, profile, folder, card)
 
 
 def say(*parts: object, width: int = 100) -> None:

@@ -41,7 +41,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from clp_utils.base.paths import FIGURES_DIR, RESULTS_DIR
+from clp_utils.base.paths import configure, figures_dir, from_environment, results_dir
 from clp_utils.base.precision import decide
 from clp_utils.batching import load_training_data
 from clp_utils.evaluation import evaluate_run
@@ -54,7 +54,10 @@ from clp_utils.retrieval import retrieve
 from clp_utils.train_config import TrainConfig
 from clp_utils.training import train
 
-DESIGN_RUNS = RESULTS_DIR / "design" / "runs"
+
+def design_runs() -> Path:
+    """Where the design's runs are stored: apart from the study's, under the results root."""
+    return results_dir() / "design" / "runs"
 
 
 @dataclass(frozen=True)
@@ -124,7 +127,7 @@ def learning_curves(plan: DesignPlan, progress: bool = True) -> pd.DataFrame:
     """
     rows = []
     for curve in plan.curves:
-        res = train(curve_config(plan, curve), root=DESIGN_RUNS, progress=progress)
+        res = train(curve_config(plan, curve), root=design_runs(), progress=progress)
         log = res.log
         log["train_seconds"] = log["seconds"].cumsum()
         points = log.dropna(subset=["val_ndcg_cut_10"])
@@ -191,7 +194,7 @@ def lr_grid(plan: DesignPlan, base: TrainConfig, progress: bool = True) -> pd.Da
         for lr in lrs:
             config = replace(row_config(POLICY_ROWS[policy], base, plan.split, plan.seed), lr=lr,
                              label=f"grid-{policy}-{lr:g}")
-            res = train(config, root=DESIGN_RUNS, progress=progress)
+            res = train(config, root=design_runs(), progress=progress)
             rows.append({"policy": policy, "row": POLICY_ROWS[policy], "lr": lr,
                          "val_ndcg_cut_10": res.val.metrics["ndcg_cut_10"],
                          "val_recall_100": res.val.metrics["recall_100"], "run": res.run_id})
@@ -227,7 +230,7 @@ def lever_checks(plan: DesignPlan, base: TrainConfig, lr: float,
     if auto.bf16:
         variants += [("training precision", "float32", replace(chosen, bf16=False))]
     for lever, setting, config in variants:
-        res = train(config, root=DESIGN_RUNS, progress=progress)
+        res = train(config, root=design_runs(), progress=progress)
         log = res.log
         rows.append({"lever": lever, "setting": setting,
                      "val_ndcg_cut_10": res.val.metrics["ndcg_cut_10"],
@@ -278,7 +281,7 @@ def run_design(plan: DesignPlan | None = None, progress: bool = True,
                figures: Path | None = None, recipe_path: Path = RECIPE_PATH) -> Recipe:
     """Run every design experiment, write the figures and the recipe; returns the recipe."""
     plan = plan or DesignPlan()
-    figures = Path(figures or FIGURES_DIR)
+    figures = Path(figures or figures_dir())
     t0 = time.perf_counter()
     curves = learning_curves(plan, progress)
     save_table(curves.drop(columns=["run"]), "03_learning_curve", figures, floatfmt=".4f")
@@ -332,6 +335,7 @@ def main(argv: list[str] | None = None) -> None:
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    configure(**from_environment())  # the command line's edge
     recipe = run_design(progress=not args.no_progress)
     print(json.dumps({k: getattr(recipe, k) for k in ("steps", "num_negatives",
                                                       "max_passage_len", "lr", "design_minutes")},

@@ -15,7 +15,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from clp_utils.base.io import slug, write_json
-from clp_utils.base.paths import RESULTS_DIR
+from clp_utils.base.paths import results_dir
 from clp_utils.profiles import cells, get_profile
 
 
@@ -34,7 +34,7 @@ def train_parallel(profile: str, workers: int, rows: Iterable[str] | None = None
     wanted = set(rows) if rows is not None else None
     configs = [c.config for c in cells(get_profile(profile).study)
                if c.config is not None and (wanted is None or c.row in wanted)]
-    log_dir = Path(log_dir or RESULTS_DIR / "parallel" / profile)
+    log_dir = Path(log_dir or results_dir() / "parallel" / profile)
     log_dir.mkdir(parents=True, exist_ok=True)
     queue = list(enumerate(configs))
     running: dict[int, tuple[subprocess.Popen, Path, object]] = {}

@@ -4,19 +4,18 @@
 ``notebooks/NN_*.ipynb`` with papermill (kernel ``python3``, working directory = the
 repository root), writes the executed copies under ``results/notebooks/<profile>/`` and the
 figures and tables to the profile's folder (``paths.figures_dir``: ``figures/`` for cpu,
-``figures/extras``, ``figures/full``, ``figures/smoke``), with ``run.json``: the wall time of
-each chapter, the setup time before it, and what ran (precision, CPU capability or GPU,
-seeds). Then it compares every headline number with the committed one (the reproduction
-report, ``clp_utils.machinery.report``: printed, and written to
-``results/reproduction/<profile>/``) and rewrites the README's generated results section
-from the figure folders. Nothing in that section is typed by hand; the smoke profile never
-touches it.
+``figures/quick``, ``figures/extras``, ``figures/full``, ``figures/smoke``), with ``run.json``:
+the wall time of each chapter, the setup time before it, and what ran (precision, CPU
+capability or GPU, the seeds the profile declares). Then it compares every headline number
+with the committed one (the reproduction report, ``clp_utils.machinery.report``: printed,
+and written to ``results/reproduction/<profile>/``; the quick profile is compared with the
+cpu profile's) and rewrites the README's generated results section from the figure folders.
+Nothing in that section is typed by hand; the smoke and quick profiles never touch it.
 
-For the cpu profile, the number of seeds per row is sized to the machine first
-(``budget.plan_seeds``: the most seeds whose estimated chapter-03 runs fit its time target)
-and pinned for every chapter through ``$CLP_SEEDS``, unless that is set already or a
-``--only`` rerun finds the last run's seeds in ``run.json``. The extras profile runs chapters
-03-05 only (``EXTRAS_CHAPTERS``).
+Every profile runs the seeds and rows it declares, on every machine; the extras profile runs
+chapters 03-05 only (``EXTRAS_CHAPTERS``). ``$CLP_RESULTS_DIR`` and ``$CLP_FIGURES_DIR`` (the
+tests, ``make study-avx2``) are read here, at the command line, and reach the chapters as
+their ``results_dir`` and ``figures_dir`` parameters.
 
 On a GPU, ``--parallel N`` first trains the profile's runs N processes at a time
 (``parallel.train_parallel``); the notebooks then read every run back.
@@ -26,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import time
 from pathlib import Path
@@ -36,22 +34,19 @@ import papermill as pm
 import torch
 
 from clp_utils.base.io import atomic_write, write_json
-from clp_utils.base.paths import FIGURES_ROOT, REPO_ROOT, RESULTS_DIR, figures_dir
+from clp_utils.base.paths import (
+    FIGURES_ROOT,
+    REPO_ROOT,
+    configure,
+    figures_dir,
+    from_environment,
+    results_dir,
+)
 from clp_utils.base.precision import decide
 from clp_utils.catalog import data_record
 from clp_utils.machinery import report
-from clp_utils.machinery.budget import plan_extras, plan_seeds
 from clp_utils.machinery.parallel import train_parallel
-from clp_utils.profiles import (
-    EXTRAS_ENV,
-    EXTRAS_PRIORITY,
-    EXTRAS_SEEDS,
-    NAMES,
-    SEEDS_ENV,
-    extras_rows,
-    get_profile,
-    seeds_setting,
-)
+from clp_utils.profiles import NAMES, get_profile
 from clp_utils.recipe import RECIPE_PATH, Recipe
 from clp_utils.stats import VERDICTS
 
@@ -109,16 +104,18 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
 
 
 def run_notebooks(profile: str, only: list[str] | None = None, out_dir: Path | None = None,
-                  parameters: dict | None = None) -> dict[str, float]:
+                  parameters: dict | None = None, figures: Path | None = None) -> dict[str, float]:
     """Execute the notebooks with papermill; returns ``{notebook: seconds}``.
 
     With ``only``, the other notebooks' times from the last run are kept in ``timings.json``
     (and in the returned dict), so the README's per-notebook times stay complete. The
-    kernels write their figures to ``figures_dir(profile)``.
+    kernels get this process's results root and ``figures`` (default: the profile's folder)
+    as their ``results_dir`` and ``figures_dir`` parameters.
     """
-    out_dir = out_dir or RESULTS_DIR / "notebooks" / profile
+    out_dir = out_dir or results_dir() / "notebooks" / profile
     out_dir.mkdir(parents=True, exist_ok=True)
-    os.environ["CLP_FIGURES_DIR"] = str(figures_dir(profile))  # inherited by the kernels
+    folders = {"figures_dir": str(figures or figures_dir(profile)),
+               "results_dir": str(results_dir())}
     timings: dict[str, float] = {}
     if only and (out_dir / "timings.json").exists():  # keep the other notebooks' last times
         timings = json.loads((out_dir / "timings.json").read_text())
@@ -126,7 +123,7 @@ def run_notebooks(profile: str, only: list[str] | None = None, out_dir: Path | N
         t0 = time.perf_counter()
         print(f"[{profile}] running {nb.name}", flush=True)
         # the smoke chain runs every "Try this" exercise, so none rots
-        defaults = {"profile": profile, "run_exercises": profile == "smoke"}
+        defaults = {"profile": profile, "run_exercises": profile == "smoke", **folders}
         pm.execute_notebook(
             str(nb), str(out_dir / nb.name), parameters={**defaults, **(parameters or {})},
             kernel_name="python3", cwd=str(REPO_ROOT), progress_bar=False,
@@ -148,40 +145,11 @@ def record_machine(setup_seconds: float | None = None) -> dict:
     return info
 
 
-def pin_seeds(profile: str, previous: dict | None = None) -> dict | None:
-    """The cpu profile's seeds for this machine, pinned in ``$CLP_SEEDS`` for the chapters'
-    kernels; returns what was decided and why (None for the other profiles).
-
-    Order: ``$CLP_SEEDS`` as set by the user; else the seeds of ``previous`` (the last run's
-    record, for a ``--only`` rerun that must read the same runs); else ``plan_seeds``.
-    """
-    if profile == "extras":
-        return {"seeds": get_profile("extras").study.seeds[-1] + 1,
-                "reason": f"the extras profile's seeds (${SEEDS_ENV} if set, else "
-                          f"{EXTRAS_SEEDS})"}
-    if profile != "cpu":
-        return None
-    if os.environ.get(SEEDS_ENV):
-        return {"seeds": seeds_setting(), "reason": f"set by ${SEEDS_ENV}"}
-    last = (previous or {}).get("machine", {}).get("seeds")
-    if last:
-        decided = {"seeds": last["seeds"], "reason": "the last run's seeds (--only rerun)"}
-    else:
-        decided = plan_seeds(profile, refresh=True).record()
-    os.environ[SEEDS_ENV] = str(decided["seeds"])  # inherited by the notebooks' kernels
-    return decided
-
-
-def pin_extras() -> dict:
-    """The extras rows that fit this machine's time target (``budget.plan_extras``), pinned in
-    ``$CLP_EXTRAS_ROWS`` for the chapters' kernels unless the user set it."""
-    if os.environ.get(EXTRAS_ENV):
-        rows = extras_rows()
-        return {"rows": list(rows), "left_out": [r for r in EXTRAS_PRIORITY if r not in rows],
-                "reason": f"set by ${EXTRAS_ENV}"}
-    plan = plan_extras(refresh=True)
-    os.environ[EXTRAS_ENV] = ";".join(plan.rows)
-    return plan.record()
+def declared_seeds(profile: str) -> dict:
+    """The seeds per row ``profile`` declares, as ``run.json`` records them: the same on every
+    machine (a smaller study is a smaller profile, chosen by name)."""
+    seeds = get_profile(profile).study.seeds
+    return {"seeds": len(seeds), "reason": f"declared by the {profile} profile: {list(seeds)}"}
 
 
 def timing_line(timings: dict[str, float], machine: dict | None = None) -> str:
@@ -313,8 +281,8 @@ def results_markdown(figures: Path = FIGURES_ROOT,
                         AVX2_TABLES,
                         "The same recipe with PyTorch, oneDNN and MKL confined to AVX2 kernels: "
                         "float32 (a CPU with native bf16 still reports its flags in the line "
-                        "below; the timed check finds bf16 slower there), and the seeds `make "
-                        "study` sizes to that speed.", command="make study-avx2")
+                        "below; the timed check finds bf16 slower there), with the cpu profile's "
+                        "two seeds.", command="make study-avx2")
     parts.append(END)
     return "\n".join(parts)
 
@@ -336,7 +304,7 @@ def reproduce(profile: str, folder: Path, committed: Path, then_record: dict | N
     """Compare the regenerated headline numbers with the committed snapshot; write and print
     the reproduction report (``results/reproduction/<profile>/``). Returns its summary."""
     table = report.compare(committed, folder, then_record, now_record)
-    path = report.write(table, RESULTS_DIR / "reproduction" / profile)
+    path = report.write(table, results_dir() / "reproduction" / profile)
     text = report.summary(table)
     print(f"[{profile}] reproduction report ({path}):\n{text}", flush=True)
     return text
@@ -356,11 +324,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     only = args.only or (EXTRAS_CHAPTERS if args.profile == "extras" else None)
     partial = bool(args.only)  # the extras' own chapter list is a whole run of that profile
-    folder = figures_dir(args.profile)
+    settings = from_environment()  # the command line's edge: the tests, make study-avx2
+    configure(results=settings["results"])
+    folder = figures_dir(args.profile, settings["figures"])
     record = folder / RUN_RECORD
     if not args.readme_only:
         previous = json.loads(record.read_text()) if record.exists() and partial else {}
-        committed = report.snapshot(folder, RESULTS_DIR / "reproduction" / args.profile
+        # quick is the cpu profile with one seed: its numbers are read against the cpu's
+        reference = figures_dir("cpu") if args.profile == "quick" else folder
+        committed = report.snapshot(reference, results_dir() / "reproduction" / args.profile
                                     / "committed")
         then_record = report.read_record(committed)
         setup = time.time() - args.started if args.started and not partial else None
@@ -370,13 +342,7 @@ def main(argv: list[str] | None = None) -> None:
             print(f"[{args.profile}] no native bf16 on this CPU: training and encoding run in "
                   "float32, slower than where AVX512-BF16 or AMX exist (bench/bf16_check.py "
                   "measures the ratio)", flush=True)
-        seeds = pin_seeds(args.profile, previous)
-        if seeds:
-            machine["seeds"] = seeds
-            print(f"[{args.profile}] seeds per row: {seeds['reason']}", flush=True)
-        if args.profile == "extras":
-            machine["extras"] = pin_extras()
-            print(f"[extras] rows: {machine['extras']['reason']}", flush=True)
+        machine["seeds"] = declared_seeds(args.profile)
         if setup is None and previous.get("machine", {}).get("setup_seconds") is not None:
             machine["setup_seconds"] = previous["machine"]["setup_seconds"]  # the full run's
         if args.parallel > 1:
@@ -384,14 +350,14 @@ def main(argv: list[str] | None = None) -> None:
             train_parallel(args.profile, args.parallel)
             machine["parallel"] = {"workers": args.parallel,
                                    "seconds": round(time.perf_counter() - t0, 1)}
-        timings = run_notebooks(args.profile, only)
+        timings = run_notebooks(args.profile, only, figures=folder)
         now_record = run_record(args.profile, timings, machine, previous,
                                 only if partial else None)
         now_record["data"] = data_record()
         if args.profile != "smoke":
             write_json(record, now_record)
         reproduce(args.profile, folder, committed, then_record, now_record)
-    if args.profile != "smoke":
+    if args.profile not in ("smoke", "quick"):
         update_readme()
 
 
