@@ -466,8 +466,9 @@ def training_arguments(config: TrainConfig, out_dir: Path, precision: Precision,
                        device: str | None = None) -> SentenceTransformerTrainingArguments:
     """The run's ``TrainingArguments``: AdamW at ``config.lr`` with its weight decay, warmup
     then linear decay (or constant), bf16 autocast of the model's forward (accelerate's; the
-    loss itself in float32) where ``precision`` says the machine computes bf16 natively, a checkpoint every ``config.checkpoint_every`` steps (the last one
-    kept), ``sampler``'s batches (global: split across processes), no gradient clipping, no
+    loss itself in float32) where ``precision`` says the machine computes bf16 natively, a
+    checkpoint every ``config.checkpoint_every`` steps (the last one kept), ``sampler``'s
+    batches (global: split across processes), no gradient clipping, no
     reporting. AdamW is the fused kernel: one pass over the (float32) parameters, where the
     per-tensor loop cost a noticeable share of a short CPU step."""
     return SentenceTransformerTrainingArguments(
