@@ -4,7 +4,7 @@
 policy, batch, negatives, lengths) and the evaluation encoding speed, in the precision and
 attention kernel that training uses, and remembers them per machine (in the precision cache),
 so a chapter can say what it is about to train and how long that takes here in a second
-(``estimate_cells``; ``chapter.begin`` and ``study.run_study`` print it before training). The
+(``estimate_cells``; ``study.run_study`` prints it before training). The
 estimate only informs: what a profile runs never depends on it.
 """
 

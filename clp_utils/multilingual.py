@@ -22,7 +22,7 @@ from clp_utils.paper import claimed_difference
 from clp_utils.profiles import ANCE, ZERO_SHOT, TrackProfile, get_profile
 from clp_utils.results import significance_table, table2
 from clp_utils.stats import bootstrap_replicates, comparison_table, holm, verdict
-from clp_utils.study import StudyRun, run_study
+from clp_utils.study import SMALLER, StudyRun, run_study
 
 
 def track_profile(name: str) -> TrackProfile:
@@ -123,7 +123,8 @@ def size_sentence(name: str, scores: Mapping[str, float], clusters: Mapping[str,
 
 def run_track(profile: str, progress: bool = True) -> list[StudyRun]:
     """Train (or reuse) every Hindi run of the profile: ``run_study`` on the track's rows."""
-    return run_study(track_profile(profile).study, progress=progress)
+    return run_study(track_profile(profile).study, progress=progress,
+                     smaller=SMALLER if profile == "cpu" else None)
 
 
 def summary_table(zero_shot_table: pd.DataFrame, runs: list[StudyRun],

@@ -321,7 +321,8 @@ def _cpu(name: str = "cpu", seeds: tuple[int, ...] = CPU_SEEDS) -> Profile:
     return _cpu_profile(name, _cpu_study(recipe, rows, seeds), _hindi_track(recipe, seeds))
 
 
-#: The extras' rows, in order of priority (the scale check and the learning-rate control first).
+#: The extras' rows, in the order they train (the scale check and the learning-rate control
+#: first).
 EXTRAS_PRIORITY = (*SCALE_ROWS, *CONTROL_ROWS)
 
 

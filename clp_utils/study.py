@@ -108,10 +108,16 @@ def missing_cells(profile: str | StudyProfile, rows: Iterable[str] | None = None
             and (wanted is None or c.row in wanted) and not is_finished(c.config)]
 
 
-def training_plan(missing: list[Cell]) -> str:
+#: How to run less on purpose, named where the cpu profile's runs are about to train (the
+#: machine never picks it).
+SMALLER = ("to run less: `PROFILE=quick make study` or profile='quick' in the parameters cell: "
+           "one seed, no seed-level verdicts")
+
+
+def training_plan(missing: list[Cell], smaller: str | None = None) -> str:
     """What ``run_study`` is about to train, in one paragraph: runs, rows, seeds, optimizer
-    steps, the precision, and the estimated minutes here (``costs.estimate_cells``: this
-    machine's measured step and encoding rates)."""
+    steps, the precision, the estimated minutes here (``costs.estimate_cells``: this
+    machine's measured step and encoding rates) and, where given, how to run less."""
     est = estimate_cells([c.config for c in missing])
     rows = list(dict.fromkeys(c.row for c in missing))
     seeds = sorted({c.seed for c in missing})
@@ -119,20 +125,21 @@ def training_plan(missing: list[Cell]) -> str:
             f"seed(s) {seeds}, {est.steps} optimizer steps in all, {est.precision}; "
             f"estimated {est.seconds / 60:.0f} min on this machine (step and encoding rates "
             f"measured here). Each run shows a progress bar; a finished run is reused, an "
-            f"interrupted one resumes from its checkpoint.")
+            f"interrupted one resumes from its checkpoint." + (f" {smaller}." if smaller else ""))
 
 
 def run_study(profile: str | StudyProfile, rows: Iterable[str] | None = None,
-              progress: bool = True) -> list[StudyRun]:
+              progress: bool = True, smaller: str | None = None) -> list[StudyRun]:
     """Train what is missing and read back every cell of ``profile`` (optionally only
-    ``rows``). Before training anything it prints ``training_plan``; zero-shot rows evaluate
-    the base model."""
+    ``rows``). Before training anything it prints ``training_plan`` (with ``SMALLER`` for the
+    cpu profile, or ``smaller``); zero-shot rows evaluate the base model."""
     p = study_profile(profile) if isinstance(profile, str) else profile
     wanted = set(rows) if rows is not None else None
     todo = [c for c in study_configs(p) if wanted is None or c.row in wanted]
     missing = missing_cells(p, rows)
     if missing:
-        print(training_plan(missing), flush=True)
+        smaller = smaller or (SMALLER if profile == "cpu" else None)
+        print(training_plan(missing, smaller), flush=True)
     runs = []
     for cell in tqdm(todo, desc="study cells", disable=not progress or not missing):
         if cell.config is None:

@@ -72,7 +72,13 @@ from clp_utils.evaluation import evaluate_run
 from clp_utils.losses import CLPLoss, InfoNCELoss, clp_column_names
 from clp_utils.mining import mine
 from clp_utils.models import check_model_name, load_model
-from clp_utils.moe import moe_balance_loss, moe_layers, routing_stats, transformer_module
+from clp_utils.moe import (
+    moe_balance_loss,
+    moe_layers,
+    reset_routing_stats,
+    routing_stats,
+    transformer_module,
+)
 from clp_utils.policies import apply_policy, count_parameters, merge_lora
 from clp_utils.retrieval import retrieve
 from clp_utils.runstore import (
@@ -273,11 +279,6 @@ def study_loss(model, config: TrainConfig, m: int = 1, gather: bool = False) -> 
     return MoEBalance(loss) if c.policy == "moe" and c.moe_balance > 0 else loss
 
 
-def ecosystem_loss(model, config: TrainConfig, gather: bool = False) -> torch.nn.Module:
-    """``study_loss`` for a loss without own-query columns (every loss but CLP's m > 1)."""
-    return study_loss(model, config, 1, gather)
-
-
 def step_loss(model, batch: list[Example], config: TrainConfig, m: int = 1, gather: bool = False,
               st_loss: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
     """One batch through the run's collator and loss, as a trainer step computes it.
@@ -292,6 +293,7 @@ def step_loss(model, batch: list[Example], config: TrainConfig, m: int = 1, gath
                       data.column_names)(list(data))
     inputs = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v
               for k, v in inputs.items()}
+    # the trainer's own split of collated columns into features (it reads no trainer state)
     out = loss(*SentenceTransformerTrainer.collect_features(None, inputs))
     parts = {}
     if isinstance(out, dict):
@@ -363,7 +365,8 @@ class StudyLog(TrainerCallback):
     """``log.csv``, one row per optimizer step: step, epoch, learning rate, seconds, the loss
     and its parts (CLP's unweighted contrastive term and penalty, the MoE balance term), MoE
     routing (expert load and its entropy per layer) and, at ``config.val_at``, validation
-    nDCG@10 and recall@100. Rows of a resumed run continue the file; only process 0 writes.
+    nDCG@10 and recall@100, written with every checkpoint and at the end (not every step: the
+    whole file is rewritten); rows of a resumed run continue it; only process 0 writes.
     ``stop_after`` raises ``KeyboardInterrupt`` once that many steps are checkpointed in this
     call (the resume test's simulated kill). With ``progress``, a progress bar shows the loss
     (in place of the trainer's own printer, which prints a dict per logged step)."""
@@ -372,12 +375,12 @@ class StudyLog(TrainerCallback):
                  eval_len: int, precision: Precision, stop_after: int | None = None,
                  progress: bool = False) -> None:
         self.run_dir, self.model, self.config, self.ds = run_dir, model, config, ds
-        self.clp = (loss.loss if isinstance(loss, MoEBalance) else loss)
-        self.clp = self.clp if isinstance(self.clp, CLPLoss) else None
+        inner = loss.loss if isinstance(loss, MoEBalance) else loss
+        self.clp = inner if isinstance(inner, CLPLoss) else None
         self.eval_len, self.precision, self.stop_after = eval_len, precision, stop_after
         self.moe = bool(moe_layers(model))
         self.rows: list[dict] = []
-        self.started = self.t0 = 0.0
+        self.t0 = 0.0
         self.first_step: int | None = None
         self.progress, self.bar = progress, None
 
@@ -399,10 +402,8 @@ class StudyLog(TrainerCallback):
         if self.first_step is None:
             self.first_step = state.global_step
         if self.moe:
-            context = transformer_module(self.model).moe_context
-            for _, layer in moe_layers(self.model):
-                layer.reset_routing_stats()
-            context.record = True
+            reset_routing_stats(self.model)
+            transformer_module(self.model).moe_context.record = True
         self.t0 = time.perf_counter()
 
     def on_step_end(self, args, state, control, **kwargs):
@@ -438,10 +439,11 @@ class StudyLog(TrainerCallback):
             row["balance"] = logs["balance"]
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{row['loss']:.4f}")
-        if state.is_world_process_zero:
-            write_log(self.run_dir, self.rows)
 
     def on_save(self, args, state, control, **kwargs):
+        # with each checkpoint: a resumed run redoes the steps after it, and their rows
+        if state.is_world_process_zero:
+            write_log(self.run_dir, self.rows)
         done = state.global_step - (self.first_step or 0)
         if self.stop_after is not None and done >= self.stop_after < state.max_steps:
             raise KeyboardInterrupt(f"stopped after {done} steps (simulated kill)")

@@ -9,7 +9,6 @@ import pytest
 
 from clp_utils import costs as K
 from clp_utils.base.paths import REPO_ROOT, figures_dir
-from clp_utils.machinery import chapter
 from clp_utils.profiles import NAMES, get_profile
 from clp_utils.study import study_configs
 
@@ -86,22 +85,30 @@ def test_a_rows_settings_are_its_value_not_its_name(monkeypatch):
 
 
 @pytest.mark.parametrize("profile", ["cpu", "quick", "smoke"])
-def test_a_training_chapter_states_its_time_here_and_the_smaller_profile(monkeypatch, profile):
-    study = get_profile(profile).study
-    missing = [c for c in study_configs(study) if c.config is not None][:3]
-    monkeypatch.setattr(chapter, "missing_cells", lambda s: missing if s == study else [])
-    monkeypatch.setattr(chapter, "estimate_cells",
-                        lambda configs: K.Estimate(len(configs) * 600.0, 90, "bf16 on CPU"))
-    line = chapter.training_line("03", profile)
-    assert line.startswith("3 run(s) to train here, estimated 30 min on this machine "
-                           "(bf16 on CPU)")
-    hint = "`PROFILE=quick make study` or profile='quick' in the parameters cell: one seed, "
-    # the smaller profile is named where one exists, never chosen for the reader
-    assert (hint in line) == (profile == "cpu")
-    assert line.endswith("no seed-level verdicts") == (profile == "cpu")
-    # chapter 06 trains the multilingual track, not the study: nothing of it missing here
-    assert chapter.training_line("06", profile) == (
-        "every run of this profile is trained here: read back, nothing trains")
+def test_a_training_chapter_states_its_time_here_and_the_smaller_profile(monkeypatch, profile,
+                                                                          capsys):
+    """What ``run_study`` prints before it trains (and the multilingual track's, chapter 06):
+    the runs, their estimated time here and, on the cpu profile only, how to run less."""
+    from clp_utils import multilingual, study
+
+    for part in (get_profile(profile).study, get_profile(profile).track.study):
+        missing = [c for c in study_configs(part) if c.config is not None][:3]
+        monkeypatch.setattr(study, "missing_cells", lambda p, rows=None, m=missing: m)
+        monkeypatch.setattr(study, "study_configs", lambda p: [])  # stop before training
+        monkeypatch.setattr(study, "estimate_cells",
+                            lambda configs: K.Estimate(len(configs) * 600.0, 90, "bf16 on CPU"))
+        if part is get_profile(profile).study:
+            study.run_study(profile, progress=False)
+        else:
+            multilingual.run_track(profile, progress=False)
+        line = capsys.readouterr().out
+        assert line.startswith(f"About to train {len(missing)} run(s)")
+        assert (f"estimated {10 * len(missing)} min on this machine" in line
+                and "bf16 on CPU" in line)
+        hint = "`PROFILE=quick make study` or profile='quick' in the parameters cell: one seed, "
+        # the smaller profile is named where one exists, never chosen for the reader
+        assert (hint in line) == (profile == "cpu")
+        assert line.strip().endswith("no seed-level verdicts.") == (profile == "cpu")
 
 
 def test_estimate_is_steps_at_their_shape_plus_encoding():

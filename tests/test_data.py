@@ -345,7 +345,6 @@ def test_a_chapter_builds_only_the_data_it_reads(tmp_path, monkeypatch):
     built = []
     monkeypatch.setattr(chapter, "BUILT", {k: tmp_path / k / "corpus.jsonl" for k in chapter.BUILT})
     monkeypatch.setattr(chapter, "catalog", lambda argv: built.append(argv))
-    monkeypatch.setattr(chapter, "training_line", lambda *a: pytest.fail("02 trains nothing"))
     monkeypatch.setattr(chapter.paths, "_SETTINGS", dict(chapter.paths._SETTINGS))  # begin sets it
     assert chapter.data_missing("02") == []
     run = chapter.begin("02", "cpu", figures_dir=tmp_path / "figures")  # nothing built: 02

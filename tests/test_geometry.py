@@ -53,7 +53,7 @@ def test_gradient_shares_match_separate_backward_passes(tiny_model_path):
 def test_mnrl_without_hardness_is_our_infonce_and_gist_trains(tiny_model_path):
     """loss="mnrl_hardness" at strength 0 is sentence-transformers' MNRL, which equals our
     InfoNCE; loss="gist" runs GISTEmbedLoss with the zero-shot model as guide."""
-    from clp_utils.training import ecosystem_loss, step_loss
+    from clp_utils.training import step_loss, study_loss
 
     torch.manual_seed(0)
     config = TrainConfig(model=tiny_model_path, loss="mnrl_hardness", hardness_strength=0.0,
@@ -64,17 +64,17 @@ def test_mnrl_without_hardness_is_our_infonce_and_gist_trains(tiny_model_path):
     ours = step_loss(model, examples, TrainConfig(model=tiny_model_path, loss="infonce",
                                                   max_query_len=16, max_passage_len=24,
                                                   tau=0.05), 1, False)
-    theirs = step_loss(model, examples, config, 1, False, st_loss=ecosystem_loss(model, config))
+    theirs = step_loss(model, examples, config, 1, False, st_loss=study_loss(model, config))
     assert theirs["loss"].item() == pytest.approx(ours["loss"].item(), abs=1e-6)
     hard = TrainConfig(model=tiny_model_path, loss="mnrl_hardness", hardness_strength=5.0,
                        max_query_len=16, max_passage_len=24, tau=0.05)
-    weighted = step_loss(model, examples, hard, 1, False, st_loss=ecosystem_loss(model, hard))
+    weighted = step_loss(model, examples, hard, 1, False, st_loss=study_loss(model, hard))
     assert weighted["loss"].item() > ours["loss"].item()  # harder negatives weigh more
     from clp_utils.mining import MiningConfig
 
     gist = TrainConfig(model=tiny_model_path, loss="gist", max_query_len=16, max_passage_len=24,
                        tau=0.05, mining=MiningConfig(num_negatives=1))
-    out = step_loss(model, examples, gist, 1, False, st_loss=ecosystem_loss(model, gist))
+    out = step_loss(model, examples, gist, 1, False, st_loss=study_loss(model, gist))
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and out["penalty"].item() == 0.0
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())

@@ -13,8 +13,8 @@ parameters cell, the same under ``make study`` (papermill passes the parameters)
 - the folders: trained runs and caches under ``results_dir`` (None: ``results/``), figures and
   tables in ``figures_dir`` (None: the profile's folder, ``paths.figures_dir``): a smoke run
   never overwrites the committed cpu results;
-- the training: a chapter that trains prints the runs it will train here, their estimated
-  time on this machine, and, on the cpu profile, how to pick the quick one on purpose;
+- the training is announced where it starts: ``study.run_study`` prints the runs it is about
+  to train, their estimated time here and, on the cpu profile, how to pick quick on purpose;
 - the card: the chapter's run time on this machine from the last run here, else the time of
   the committed results (and their machine), printed in one line.
 """
@@ -29,17 +29,13 @@ from pathlib import Path
 from clp_utils.base import paths
 from clp_utils.base.paths import DATA_DIR, REPO_ROOT
 from clp_utils.catalog import main as catalog
-from clp_utils.costs import estimate_cells
 from clp_utils.profiles import get_profile
-from clp_utils.study import missing_cells
 
 #: The datasets each chapter reads (the multilingual chapter also the SQuADShifts ones it
 #: compares with). Presence of one file per set is checked; 02 reads none.
 NEEDS = {"00": ("squadshifts",), "01": ("squadshifts",), "02": (),
          "03": ("squadshifts",), "04": ("squadshifts",), "05": ("squadshifts",),
          "06": ("squadshifts", "hindi", "persian")}
-#: The chapters that read trained runs (and train any that are missing).
-TRAINS = ("03", "04", "05", "06")
 BUILT = {"squadshifts": DATA_DIR / "squadshifts" / "reddit" / "corpus.jsonl",
          "hindi": DATA_DIR / "hindi" / "corpus.jsonl",
          "persian": DATA_DIR / "persian" / "corpus.jsonl"}
@@ -71,26 +67,6 @@ def ensure_data(number: str, build: bool = True) -> None:
         raise SystemExit(line)
     print(line + "; building it now from data/sources/ (offline)", flush=True)
     catalog(["build"])
-
-
-#: How to run less on purpose, named where a profile's runs are about to train.
-SMALLER = ("`PROFILE=quick make study` or profile='quick' in the parameters cell: one seed, "
-           "no seed-level verdicts")
-
-
-def training_line(number: str, profile: str) -> str:
-    """What chapter ``number`` trains here before it starts: the runs of ``profile`` not yet
-    trained, their estimated time on this machine (``costs.estimate_cells``), and, for the cpu
-    profile, how to pick the smaller one on purpose (the machine never picks it)."""
-    prof = get_profile(profile)
-    missing = missing_cells(prof.track.study if number == "06" else prof.study)
-    if not missing:
-        return "every run of this profile is trained here: read back, nothing trains"
-    est = estimate_cells([c.config for c in missing])
-    line = (f"{len(missing)} run(s) to train here, estimated {est.seconds / 60:.0f} min on "
-            f"this machine ({est.precision})")
-    # quick is the cpu profile made smaller; the other profiles are chosen for what they hold
-    return f"{line}; to run less: {SMALLER}" if profile == "cpu" else line
 
 
 def _minutes(timings: dict, number: str) -> float | None:
@@ -132,8 +108,6 @@ def begin(number: str, profile: str, figures_dir: Path | str | None = None,
     card = (f"chapter {number}, profile {profile!r}: figures and tables go to {shown}/; "
             + timing_card(number, profile) + ".")
     print(card, flush=True)
-    if number in TRAINS:
-        print(training_line(number, profile) + ".", flush=True)
     return ChapterRun(number, profile, folder, card)
 
 
