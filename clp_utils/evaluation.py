@@ -1,12 +1,11 @@
-"""Evaluation that IR people trust: trec_eval-exact metrics, BM25, fusion, zero-shot runs.
+"""Evaluation that IR people trust: trec_eval's metrics, BM25, fusion, zero-shot runs.
 
 Retrieval itself (encoding, exact search, run files) is ``clp_utils.retrieval``.
 
-- ``evaluate_run``: ``ndcg_cut_5``, ``ndcg_cut_10``, ``recall_10``, ``recall_100``,
-  ``map_cut_100`` with trec_eval's definitions, plus ``mrr_10``. As ``trec_eval -c``, every
-  judged query counts (a query without results scores 0); as trec_eval, documents are
-  ranked by score and ties broken by document id in DESCENDING order. Tested equal to
-  pytrec_eval (the trec_eval C code) to 1e-9.
+- ``evaluate_run``: ``ndcg_cut_5``, ``ndcg_cut_10``, ``recall_10``, ``recall_100`` and
+  ``map_cut_100`` by pytrec_eval (trec_eval's own C code), plus ``mrr_10``. As
+  ``trec_eval -c``, every judged query counts (a query without results scores 0); documents
+  rank by score, ties broken by document id in DESCENDING order (``retrieval.rank``).
 - ``bm25`` and ``zero_shot``: the baselines, cached under ``results/baselines/``.
 - ``rrf`` and ``convex``: fusion of two runs (reciprocal rank; min-max normalised scores).
 
@@ -16,18 +15,18 @@ Significance tests live in ``clp_utils.stats``.
 from __future__ import annotations
 
 import csv
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pytrec_eval
 import torch
 
 from clp_utils.base.io import atomic_write, slug, stable_hash, write_json
 from clp_utils.base.paths import REPO_ROOT, results_dir
 from clp_utils.base.precision import decide
-from clp_utils.data import Split
+from clp_utils.data import Qrels, Split
 from clp_utils.models import load_model
 from clp_utils.retrieval import (
     TOP_K,
@@ -41,8 +40,6 @@ from clp_utils.retrieval import (
 )
 from clp_utils.stats import passage_clusters
 
-Qrels = Mapping[str, Mapping[str, int]]  # qid -> {docid: relevance}
-
 METRICS = ("ndcg_cut_5", "ndcg_cut_10", "recall_10", "recall_100", "map_cut_100", "mrr_10")
 
 
@@ -50,11 +47,8 @@ METRICS = ("ndcg_cut_5", "ndcg_cut_10", "recall_10", "recall_100", "map_cut_100"
 
 
 def rrf(runs: Sequence[Run], k: int = 60, depth: int = TOP_K) -> Run:
-    """Reciprocal rank fusion (Cormack et al. 2009): ``sum_r 1 / (k + rank_r(d))``.
-
-    Ranks follow trec_eval's order (score descending, ties by document id descending); a
-    document missing from a run adds nothing from it. Keeps the ``depth`` best per query.
-    """
+    """Reciprocal rank fusion (Cormack et al. 2009): ``sum_r 1 / (k + rank_r(d))``, ranks in
+    trec_eval's order (a run without the document adds nothing); the ``depth`` best per query."""
     fused: Run = {}
     for qid in dict.fromkeys(q for run in runs for q in run):
         scores: dict[str, float] = {}
@@ -66,12 +60,8 @@ def rrf(runs: Sequence[Run], k: int = 60, depth: int = TOP_K) -> Run:
 
 
 def convex(a: Run, b: Run, weight: float, depth: int = TOP_K) -> Run:
-    """``weight * a + (1 - weight) * b`` of per-query min-max normalised scores.
-
-    Each run's scores are scaled to [0, 1] within a query's list (a constant list scores
-    1.0); a document missing from one list gets 0 from it (below everything it retrieved).
-    ``weight`` = 1 is run ``a`` alone, 0 is ``b`` alone. Keeps the ``depth`` best per query.
-    """
+    """``weight * a + (1 - weight) * b`` of per-query min-max normalised scores (a constant
+    list scores 1.0, a document missing from a list 0 from it); the ``depth`` best per query."""
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"weight must be in [0, 1], got {weight}")
     fused: Run = {}
@@ -103,38 +93,19 @@ class Evaluation:
     clusters: dict[str, str] = field(default_factory=dict)  # qid -> cluster
 
 
-def query_metrics(ranked: Sequence[str], rels: Mapping[str, int]) -> dict[str, float]:
-    """trec_eval's measures for one query, from its ranked document ids and its judgements."""
-    gains = [max(rels.get(d, 0), 0) for d in ranked]
-    num_rel = sum(1 for r in rels.values() if r > 0)
-    out: dict[str, float] = {}
-    ideal = sorted((r for r in rels.values() if r > 0), reverse=True)
-    for k in (5, 10):
-        dcg = sum(g / math.log2(i + 2) for i, g in enumerate(gains[:k]) if g > 0)
-        idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal[:k]))
-        out[f"ndcg_cut_{k}"] = dcg / idcg if idcg > 0 else 0.0
-    for k in (10, 100):
-        out[f"recall_{k}"] = sum(1 for g in gains[:k] if g > 0) / num_rel if num_rel else 0.0
-    hits, ap = 0, 0.0
-    for i, g in enumerate(gains[:100]):
-        if g > 0:
-            hits += 1
-            ap += hits / (i + 1)
-    out["map_cut_100"] = ap / num_rel if num_rel else 0.0
-    first = next((i for i, g in enumerate(gains[:10]) if g > 0), None)
-    out["mrr_10"] = 1.0 / (first + 1) if first is not None else 0.0
-    return out
-
-
 def evaluate_run(run: Run, qrels: Qrels) -> Evaluation:
-    """Metrics averaged over every query in ``qrels`` (``trec_eval -c``)."""
+    """Metrics averaged over every query in ``qrels`` (``trec_eval -c``); ``mrr_10`` is
+    trec_eval's ``recip_rank`` of each query's first 10 documents."""
     if not qrels:
         raise ValueError("no judged queries to evaluate")
-    per_query: dict[str, dict[str, float]] = {m: {} for m in METRICS}
-    for qid, rels in qrels.items():
-        ranked = [d for d, _ in rank(run.get(qid, {}))]
-        for m, v in query_metrics(ranked, rels).items():
-            per_query[m][qid] = v
+    judged = {q: dict(rels) for q, rels in qrels.items()}
+    run = {q: {d: float(s) for d, s in docs.items()} for q, docs in run.items()}  # C wants floats
+    trec = METRICS[:-1]
+    full = pytrec_eval.RelevanceEvaluator(judged, set(trec)).evaluate(run)
+    top = {q: dict(rank(docs)[:10]) for q, docs in run.items()}
+    first = pytrec_eval.RelevanceEvaluator(judged, {"recip_rank"}).evaluate(top)
+    per_query = {m: {q: full.get(q, {}).get(m, 0.0) for q in qrels} for m in trec}
+    per_query["mrr_10"] = {q: first.get(q, {}).get("recip_rank", 0.0) for q in qrels}
     mean = {m: float(np.mean(list(per_query[m].values()))) for m in METRICS}
     return Evaluation(mean, per_query, passage_clusters(qrels))
 
@@ -155,15 +126,10 @@ class RetrievalResult:
         return self.evaluation.mean
 
 
-def save_evaluation(
-    run: Run, split: Split, run_dir: Path, tag: str, qrels_path: Path | None = None
-) -> RetrievalResult:
-    """Write ``run.trec``, ``metrics.json`` and ``per_query.csv`` into ``run_dir``.
-
-    ``metrics.json`` holds ``run`` (file name), ``qrels`` (path from the repo root; when the
-    split is not a file on disk, e.g. a subset, its qrels are written next to the run) and
-    ``metrics``.
-    """
+def save_evaluation(run: Run, split: Split, run_dir: Path, tag: str,
+                    qrels_path: Path | None = None) -> RetrievalResult:
+    """Write ``run.trec``, ``metrics.json`` (``run``, ``qrels``: the path from the repo root,
+    written next to the run when none is given, and ``metrics``) and ``per_query.csv``."""
     run_dir = Path(run_dir)
     if split.name not in ("test", "val"):
         raise ValueError(f"evaluation takes the test or validation split, got {split.name!r}")
@@ -175,14 +141,11 @@ def save_evaluation(
             for qid, rels in split.qrels.items():
                 for docid, rel in rels.items():
                     fh.write(f"{qid} 0 {docid} {rel}\n")
-    try:
-        qrels_rel = str(Path(qrels_path).resolve().relative_to(REPO_ROOT))
-    except ValueError:
-        qrels_rel = str(qrels_path)
-    write_json(
-        run_dir / "metrics.json",
-        {"run": "run.trec", "qrels": qrels_rel, "metrics": evaluation.mean},
-    )
+    resolved = Path(qrels_path).resolve()
+    qrels_rel = str(resolved.relative_to(REPO_ROOT) if resolved.is_relative_to(REPO_ROOT)
+                    else qrels_path)
+    write_json(run_dir / "metrics.json",
+               {"run": "run.trec", "qrels": qrels_rel, "metrics": evaluation.mean})
     with atomic_write(run_dir / "per_query.csv") as fh:
         writer = csv.writer(fh)
         writer.writerow(["qid", *METRICS])
@@ -191,86 +154,62 @@ def save_evaluation(
     return RetrievalResult(run_dir, run, evaluation)
 
 
-def evaluate_model(
-    model,
-    split: Split,
-    run_dir: Path,
-    tag: str,
-    model_id: str | None = None,
-    qrels_path: Path | None = None,
-    batch_size: int | None = None,
-    progress: bool = True,
-    bf16: bool | str = "auto",
-) -> RetrievalResult:
-    """Retrieve with ``model`` and write the evaluation into ``run_dir`` (see above)."""
+def evaluate_model(model, split: Split, run_dir: Path, tag: str, model_id: str | None = None,
+                   qrels_path: Path | None = None, batch_size: int | None = None,
+                   progress: bool = True, bf16: bool | str = "auto") -> RetrievalResult:
+    """Retrieve with ``model`` and write the evaluation into ``run_dir`` (``save_evaluation``)."""
     run = retrieve(model, split, batch_size=batch_size, model_id=model_id, progress=progress,
                    bf16=bf16)
     return save_evaluation(run, split, run_dir, tag, qrels_path)
 
 
+def _read_back(run_dir: Path, split: Split) -> RetrievalResult | None:
+    """A finished evaluation in ``run_dir`` (None when there is none), scored again."""
+    if not (run_dir / "metrics.json").exists():
+        return None
+    run = read_trec(run_dir / "run.trec")
+    return RetrievalResult(run_dir, run, evaluate_run(run, split.qrels))
+
+
 # --------------------------------------------------------------------------- BM25
 
 
-def bm25_run(split: Split, k: int = TOP_K, language: str = "english",
-             token_pattern: str | None = None) -> Run:
-    """BM25 (bm25s, Lucene variant) over ``split`` with a Snowball stemmer of ``language``.
-
-    ``token_pattern`` is the regular expression that cuts words (``None``: bm25s' default
-    ``(?u)\\b\\w\\w+\\b``, right for English; Hindi needs ``languages.TOKEN_PATTERN``,
-    since ``\\w`` splits Devanagari words at every vowel sign). English drops bm25s' English
-    stop words; other languages keep every word (bm25s has no list for them).
-    """
+def _tokenize(texts: list[str], language: str, token_pattern: str | None = None, **options):
+    """bm25s' tokenisation with a Snowball stemmer of ``language``; English drops bm25s'
+    English stop words, other languages keep every word (bm25s has no list for them)."""
     import bm25s
     import Stemmer
 
-    stemmer = Stemmer.Stemmer(language)
-    options = dict(stopwords="en" if language == "english" else None, stemmer=stemmer,
-                   show_progress=False)
     if token_pattern is not None:
         options["token_pattern"] = token_pattern
-    docids = list(split.corpus)
-    retriever = bm25s.BM25()
-    retriever.index(bm25s.tokenize([split.passage_text(d) for d in docids], **options),
-                    show_progress=False)
-    qids = list(split.queries)
-    q_tokens = bm25s.tokenize([split.queries[q]["text"] for q in qids], **options)
-    idx, scores = retriever.retrieve(q_tokens, k=min(k, len(docids)), show_progress=False)
-    return to_run(qids, docids, scores, idx)
+    return bm25s.tokenize(texts, stopwords="en" if language == "english" else None,
+                          stemmer=Stemmer.Stemmer(language), show_progress=False, **options)
 
 
 def query_term_overlap(split: Split, language: str = "english") -> dict[str, float]:
     """Per query: the share of its distinct terms that its relevant passage(s) contain, with
-    BM25's own tokenisation (bm25s: lower-cased words, English stop words dropped, Snowball
-    stems). Extractive questions are written from their passage, so they share its words:
-    the lexical signal BM25 scores and a small dense model only approximates."""
-    import bm25s
-    import Stemmer
-
-    options = dict(stopwords="en" if language == "english" else None,
-                   stemmer=Stemmer.Stemmer(language), return_ids=False, show_progress=False)
+    BM25's own tokenisation. Extractive questions are written from their passage, so they
+    share its words: the lexical signal BM25 scores and a small dense model only
+    approximates."""
     qids = [q for q in split.queries if split.qrels.get(q)]
-    q_terms = bm25s.tokenize([split.queries[q]["text"] for q in qids], **options)
+    q_terms = _tokenize([split.queries[q]["text"] for q in qids], language, return_ids=False)
     docs = sorted({d for q in qids for d in split.qrels[q]})
-    d_terms = dict(zip(docs, bm25s.tokenize([split.passage_text(d) for d in docs], **options),
-                       strict=True))
+    d_terms = dict(zip(docs, _tokenize([split.passage_text(d) for d in docs], language,
+                                       return_ids=False), strict=True))
     out = {}
     for qid, terms in zip(qids, q_terms, strict=True):
         wanted = set(terms)
-        if not wanted:
-            continue
-        found = set().union(*(d_terms[d] for d, rel in split.qrels[qid].items() if rel > 0))
-        out[qid] = len(wanted & set(found)) / len(wanted)
+        if wanted:
+            found = set().union(*(d_terms[d] for d, rel in split.qrels[qid].items() if rel > 0))
+            out[qid] = len(wanted & found) / len(wanted)
     return out
 
 
 def zero_shot(dataset, model_name: str = "minilm", model=None, progress: bool = True,
               side: str = "test", bf16: bool | str = "auto") -> RetrievalResult:
-    """Zero-shot dense retrieval on ``dataset.test()`` (or ``validation()``), cached.
-
-    Cached in ``results/baselines/`` by model name, data checksum, side and precision: a
-    finished evaluation is read back, not recomputed. A dataset with a validation side has
-    both sides computed at once (one encoding of the corpus serves both).
-    """
+    """Zero-shot dense retrieval on ``dataset.test()`` (or ``validation()``), cached in
+    ``results/baselines/`` by model name, data checksum, side and precision; both sides are
+    computed at once where there are two (one encoding of the corpus serves both)."""
     sides = ["test"] + (["val"] if dataset.has_validation else [])
     if side not in sides:
         raise ValueError(f"side must be one of {sides}, got {side!r}")
@@ -280,9 +219,8 @@ def zero_shot(dataset, model_name: str = "minilm", model=None, progress: bool = 
     dirs = {s: results_dir() / "baselines" / f"{stem}{'' if s == 'test' else '-' + s}-{precision}"
             for s in sides}
     splits = {s: _side(dataset, s) for s in sides}
-    if (dirs[side] / "metrics.json").exists():
-        run = read_trec(dirs[side] / "run.trec")
-        return RetrievalResult(dirs[side], run, evaluate_run(run, splits[side].qrels))
+    if done := _read_back(dirs[side], splits[side]):
+        return done
     if model is None:
         model = load_model(model_name)
     runs = retrieve_splits(model, splits, model_id=model_name, progress=progress, bf16=bf16)
@@ -293,17 +231,31 @@ def zero_shot(dataset, model_name: str = "minilm", model=None, progress: bool = 
 
 def bm25(dataset, language: str = "english", side: str = "test",
          token_pattern: str | None = None) -> RetrievalResult:
-    """BM25 on ``dataset.test()`` (or ``validation()``), cached like ``zero_shot``."""
+    """BM25 (bm25s, Lucene variant; Snowball stemmer of ``language``) on ``dataset.test()``
+    (or ``validation()``), cached like ``zero_shot``.
+
+    ``token_pattern`` is the regular expression that cuts words (``None``: bm25s' default
+    ``(?u)\\b\\w\\w+\\b``, right for English; Hindi needs ``languages.TOKEN_PATTERN``, since
+    ``\\w`` splits Devanagari words at every vowel sign).
+    """
+    import bm25s
+
     split = _side(dataset, side)
     words = "" if token_pattern is None else "-" + stable_hash(token_pattern, 6)
     suffix = "" if side == "test" else f"-{side}"
     run_dir = (results_dir() / "baselines"
                / f"bm25-{language}{words}-{dataset.name}-{dataset.checksum[:8]}{suffix}")
-    if (run_dir / "metrics.json").exists():
-        run = read_trec(run_dir / "run.trec")
-        return RetrievalResult(run_dir, run, evaluate_run(run, split.qrels))
-    run = bm25_run(split, language=language, token_pattern=token_pattern)
-    return save_evaluation(run, split, run_dir, tag=f"bm25-{language}")
+    if done := _read_back(run_dir, split):
+        return done
+    docids, qids = list(split.corpus), list(split.queries)
+    retriever = bm25s.BM25()
+    retriever.index(_tokenize([split.passage_text(d) for d in docids], language, token_pattern),
+                    show_progress=False)
+    idx, scores = retriever.retrieve(
+        _tokenize([split.queries[q]["text"] for q in qids], language, token_pattern),
+        k=min(TOP_K, len(docids)), show_progress=False)
+    return save_evaluation(to_run(qids, docids, scores, idx), split, run_dir,
+                           tag=f"bm25-{language}")
 
 
 def _side(dataset, side: str) -> Split:

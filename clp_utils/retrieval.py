@@ -1,15 +1,12 @@
 """Dense retrieval: encoding with the model's own prompts, exact search, TREC run files.
 
-- ``encode_queries`` / ``encode_passages``: batched, progress bar, L2-normalised float32,
-  the model's own "query"/"passage" prompts when it has them, in the precision
-  ``clp_utils.base.precision.decide`` picks; passage embeddings of a named model are cached on
-  disk (keyed by model id, texts and precision), since notebooks reuse them.
+- ``encode_queries`` / ``encode_passages``: batched, L2-normalised float32, with the model's
+  own "query"/"passage" prompts, in the precision ``base.precision.decide`` picks; passage
+  embeddings of a named model are cached on disk, since notebooks reuse them.
 - ``search``: exact inner-product search with faiss (``IndexFlatIP``), top 100.
 - ``retrieve`` / ``retrieve_splits``: a dataset's queries over its corpus.
 - ``rank``: trec_eval's order (score descending, ties by document id descending);
   ``write_trec`` / ``read_trec``: run files in that order.
-
-Mining (``clp_utils.mining``) and evaluation (``clp_utils.evaluation``) both build on this.
 """
 
 from __future__ import annotations
@@ -29,6 +26,9 @@ Run = dict[str, dict[str, float]]  # qid -> {docid: score}
 TOP_K = 100
 #: The passage-embedding cache, relative: under the results root of the process that encodes.
 EMBEDDING_CACHE = Path("cache", "embeddings")
+#: Encoding batch per device type when the caller gives none: a GPU wants big batches (the
+#: per-batch overhead dominates otherwise), a CPU gains nothing beyond a few dozen passages.
+ENCODE_BATCH = {"cuda": 512, "cpu": 64}
 
 
 # --------------------------------------------------------------------------- encoding
@@ -44,37 +44,20 @@ def _prompt(model, names: Sequence[str]) -> str | None:
     return next((n for n in names if n in prompts and prompts[n]), None)
 
 
-def encode_queries(
-    model,
-    texts: Sequence[str],
-    batch_size: int | None = None,
-    progress: bool = True,
-    bf16: bool | str = "auto",
-) -> np.ndarray:
-    """Embed queries (with the model's ``query`` prompt if it has one), normalised float32.
-
-    ``bf16`` goes through ``clp_utils.base.precision.decide``: bf16 autocast only where the
-    hardware computes it natively (``"auto"``), or forced on/off.
-    """
+def encode_queries(model, texts: Sequence[str], batch_size: int | None = None,
+                   progress: bool = True, bf16: bool | str = "auto") -> np.ndarray:
+    """Embed queries (with the model's ``query`` prompt if it has one), normalised float32;
+    ``bf16`` as ``base.precision.decide`` takes it."""
     return _encode(model, texts, _prompt(model, ("query",)), batch_size, progress, bf16)
 
 
-def encode_passages(
-    model,
-    texts: Sequence[str],
-    batch_size: int | None = None,
-    progress: bool = True,
-    model_id: str | None = None,
-    cache_dir: Path | None = EMBEDDING_CACHE,
-    bf16: bool | str = "auto",
-) -> np.ndarray:
-    """Embed passages (``passage``/``document`` prompt if any), normalised float32.
-
-    With a ``model_id`` (a name that pins the weights, e.g. ``"minilm"`` or a run id) the
-    result is cached under ``cache_dir`` (a relative one under the results root,
-    ``paths.results_dir()``) by a hash of the id, the texts and the precision that computed
-    it. ``bf16`` as in ``encode_queries``.
-    """
+def encode_passages(model, texts: Sequence[str], batch_size: int | None = None,
+                    progress: bool = True, model_id: str | None = None,
+                    cache_dir: Path | None = EMBEDDING_CACHE,
+                    bf16: bool | str = "auto") -> np.ndarray:
+    """Embed passages (``passage``/``document`` prompt if any), normalised float32; with a
+    ``model_id`` (a name that pins the weights) cached under ``cache_dir`` (relative: under
+    ``paths.results_dir()``) by a hash of the id, the texts and the precision."""
     prompt = _prompt(model, ("passage", "document"))
     if model_id is None or cache_dir is None:
         return _encode(model, texts, prompt, batch_size, progress, bf16)
@@ -89,11 +72,6 @@ def encode_passages(
     return emb
 
 
-#: Encoding batch per device type when the caller gives none: a GPU wants big batches (the
-#: per-batch overhead dominates otherwise), a CPU gains nothing beyond a few dozen passages.
-ENCODE_BATCH = {"cuda": 512, "cpu": 64}
-
-
 def encode_batch_size(model, batch_size: int | None = None) -> int:
     """``batch_size`` if given, else the device's default (``ENCODE_BATCH``)."""
     if batch_size is not None:
@@ -102,25 +80,18 @@ def encode_batch_size(model, batch_size: int | None = None) -> int:
 
 
 def _encode(model, texts, prompt_name, batch_size, progress, bf16="auto") -> np.ndarray:
-    batch_size = encode_batch_size(model, batch_size)
     with autocast(decide(bf16, _device(model))):
-        emb = model.encode(
-            list(texts),
-            batch_size=batch_size,
-            prompt_name=prompt_name,
-            show_progress_bar=progress,
-            convert_to_numpy=True,
-            normalize_embeddings=True,
-        )
+        emb = model.encode(list(texts), batch_size=encode_batch_size(model, batch_size),
+                           prompt_name=prompt_name, show_progress_bar=progress,
+                           convert_to_numpy=True, normalize_embeddings=True)
     return np.ascontiguousarray(emb, dtype=np.float32)
 
 
 # --------------------------------------------------------------------------- search
 
 
-def search(
-    query_emb: np.ndarray, doc_emb: np.ndarray, k: int = TOP_K
-) -> tuple[np.ndarray, np.ndarray]:
+def search(query_emb: np.ndarray, doc_emb: np.ndarray,
+           k: int = TOP_K) -> tuple[np.ndarray, np.ndarray]:
     """Exact inner-product top-k with faiss; returns (scores, indices), each (n_queries, k)."""
     index = faiss.IndexFlatIP(doc_emb.shape[1])
     index.add(np.ascontiguousarray(doc_emb, dtype=np.float32))
@@ -129,12 +100,9 @@ def search(
 
 def to_run(qids: Sequence[str], docids: Sequence[str], scores: np.ndarray, idx: np.ndarray) -> Run:
     """Turn faiss output into a run; scores go through float32 so file and memory agree."""
-    run: Run = {}
-    for qid, row_s, row_i in zip(qids, scores, idx, strict=True):
-        run[qid] = {
-            docids[i]: float(np.float32(s)) for s, i in zip(row_s, row_i, strict=True) if i >= 0
-        }
-    return run
+    return {qid: {docids[i]: float(np.float32(s)) for s, i in zip(row_s, row_i, strict=True)
+                  if i >= 0}
+            for qid, row_s, row_i in zip(qids, scores, idx, strict=True)}
 
 
 def rank(docs: Mapping[str, float]) -> list[tuple[str, float]]:
@@ -152,46 +120,30 @@ def write_trec(run: Run, path: Path, tag: str, k: int = TOP_K) -> None:
 
 
 def read_trec(path: Path) -> Run:
-    """Read a TREC run file back into a run."""
+    """Read a TREC run file back into a run; a malformed line raises naming file and line."""
     run: Run = {}
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
             parts = line.split()
             if len(parts) != 6:
-                raise ValueError(
-                    f"{path}:{lineno}: expected 6 fields 'qid Q0 docid rank score tag'"
-                )
+                raise ValueError(f"{path}:{lineno}: expected 6 fields 'qid Q0 docid rank score "
+                                 "tag'")
             run.setdefault(parts[0], {})[parts[2]] = float(parts[4])
     return run
 
 
-def retrieve(
-    model,
-    split: Split,
-    k: int = TOP_K,
-    batch_size: int | None = None,
-    model_id: str | None = None,
-    progress: bool = True,
-    bf16: bool | str = "auto",
-) -> Run:
+def retrieve(model, split: Split, k: int = TOP_K, batch_size: int | None = None,
+             model_id: str | None = None, progress: bool = True,
+             bf16: bool | str = "auto") -> Run:
     """Dense retrieval of ``split``'s queries over ``split``'s corpus, exact search."""
     return retrieve_splits(model, {"": split}, k, batch_size, model_id, progress, bf16)[""]
 
 
-def retrieve_splits(
-    model,
-    splits: Mapping[str, Split],
-    k: int = TOP_K,
-    batch_size: int | None = None,
-    model_id: str | None = None,
-    progress: bool = True,
-    bf16: bool | str = "auto",
-) -> dict[str, Run]:
-    """Dense retrieval for several sides of one dataset, embedding their corpora once.
-
-    The test side searches the whole corpus and the validation side every non-test passage:
-    one encoding of the union serves both, each side searching only its own passages.
-    """
+def retrieve_splits(model, splits: Mapping[str, Split], k: int = TOP_K,
+                    batch_size: int | None = None, model_id: str | None = None,
+                    progress: bool = True, bf16: bool | str = "auto") -> dict[str, Run]:
+    """Dense retrieval for several sides of one dataset (test: the whole corpus; validation:
+    every non-test passage): one encoding of the union, each side searching its own passages."""
     texts = {d: split.passage_text(d) for split in splits.values() for d in split.corpus}
     docids = list(texts)
     doc_emb = encode_passages(model, list(texts.values()), batch_size, progress, model_id,
@@ -200,11 +152,9 @@ def retrieve_splits(
     runs = {}
     for name, split in splits.items():
         own = np.array([row[d] for d in split.corpus], dtype=np.int64)
-        own_ids = [docids[i] for i in own]
         qids = list(split.queries)
-        q_emb = encode_queries(
-            model, [split.queries[q]["text"] for q in qids], batch_size, progress, bf16
-        )
+        q_emb = encode_queries(model, [split.queries[q]["text"] for q in qids], batch_size,
+                               progress, bf16)
         scores, idx = search(q_emb, doc_emb[own], k)
-        runs[name] = to_run(qids, own_ids, scores, idx)
+        runs[name] = to_run(qids, [docids[i] for i in own], scores, idx)
     return runs

@@ -1,23 +1,16 @@
 """The study's raw sources: files committed under ``data/sources/``, each checked by sha256.
 
-Every dataset of the study is built from a file in this repository, so a fresh clone builds
-its data with no network and no cache. Each file is the original release as its authors
-published it (one reconstruction, named as such), stored ``xz``-compressed (``<file>.xz``,
-read with the standard library's ``lzma``) or as is; its sha256 is that of the original,
-uncompressed bytes, the checksum upstream and the ``datasets`` library record.
-
-``SOURCES`` is the registry: file, sha256, size, origin (repository @ commit, path), the
-address ``refresh`` downloads it from, licence and attribution. The datasheet
-(``data/README.md``) prints it. Three commands use it (``python -m clp_utils.catalog ...``):
-
-- ``build``: reads the sources here (``read_source``), never the network;
-- ``verify``: checks every committed file against its sha256, one line per file;
-- ``refresh``: downloads a source again from its origin (or ``--url``), checks it against
-  the registry's sha256 and only then writes it here. ``make data`` never calls it.
+Every dataset is built from a file in this repository (no network, no cache): the original
+release as its authors published it (one reconstruction, named as such), stored
+``xz``-compressed (``<file>.xz``) or as is; its sha256 is that of the original, uncompressed
+bytes, the checksum upstream and the ``datasets`` library record. ``SOURCES`` is the registry
+(file, sha256, size, origin, download address, licence, attribution) that the datasheet
+(``data/README.md``) prints. ``python -m clp_utils.catalog`` uses it: ``build`` reads the
+sources here (``read_source``), ``verify`` checks every committed file, ``refresh`` downloads
+a source again and checks it before writing it (``make data`` never calls it).
 
 A source marked ``required=False`` may be absent (SQuADShifts NYT, which could not be
-obtained): the builder skips it and says why; dropping the original file (or its ``.xz``)
-into ``data/sources/`` is all it takes to add it.
+obtained): the builder skips it and says why; dropping the file into ``data/sources/`` adds it.
 """
 
 from __future__ import annotations
@@ -66,10 +59,7 @@ class Source:
     def path(self, root: Path | None = None) -> Path | None:
         """The committed file (``.xz`` first, then the plain original), or None."""
         root = root or SOURCES_DIR
-        for candidate in (root / f"{self.file}.xz", root / self.file):
-            if candidate.exists():
-                return candidate
-        return None
+        return next((p for p in (root / f"{self.file}.xz", root / self.file) if p.exists()), None)
 
 
 def _squadshifts(file: str, sha256: str, size: int, note: str, kind: str = "original release",
@@ -104,20 +94,16 @@ def _parsinlu(split: str, sha256: str, size: int, note: str = "",
 SOURCES: dict[str, Source] = {
     "squaddev": Source(
         file="squad_dev-v1.1_reconstructed_from_squad_explorer.json",
-        sha256="7b183b54c600c0d8c8f100d1020b6734ef2719215d86dd6a70a610a004f48e79",
-        size=4_853_870,
-        kind="reconstruction",
+        sha256="7b183b54c600c0d8c8f100d1020b6734ef2719215d86dd6a70a610a004f48e79", size=4_853_870,
+        kind="reconstruction", url="", licence="CC BY-SA 4.0 (SQuAD site); site code MIT",
         origin="rajpurkar/SQuAD-explorer @ e0c66cfec263165fb3c15cb76a22175e371b71d7 (gh-pages), "
                "explore/1.1/dev/*.html (rendered from dataset/dev-v1.1.json)",
-        url="",
-        licence="CC BY-SA 4.0 (SQuAD site); site code MIT",
         attribution="Rajpurkar, Zhang, Lopyrev, Liang, 'SQuAD: 100,000+ Questions for Machine "
                     "Comprehension of Text', EMNLP 2016",
         note="SQuAD v1.1 dev rebuilt from the SQuAD authors' explorer pages (kept in "
              "squad_explorer_1.1_dev_html.tar.xz): 48 articles, 2,067 paragraphs, 10,570 "
              "questions as in the canonical file; contexts, questions, ids and answer texts "
-             "verified, answer_start re-derived; BIG-bench's copy dropped 5 questions",
-    ),
+             "verified, answer_start re-derived; BIG-bench's copy dropped 5 questions"),
     "new_wiki": _squadshifts(
         "new_wiki_v1.0.json", "1d50a0ca4cdab88d038b52ea8a2d0510af6038d7f41a0a256b9659237769d0ee",
         3_607_393, "BIG-bench's copy dropped 2 questions"),
@@ -134,10 +120,8 @@ SOURCES: dict[str, Source] = {
         "9db7bdee84a91f0fb80b9e74f365042fbbb217cb8e0a7e73bb071245472589b6",
         4_177_842, "BIG-bench's copy dropped 8 questions"),
     "hindi": Source(
-        file="xquad.hi.json",
+        file="xquad.hi.json", kind="original release (partial substitute)", size=1_680_538,
         sha256="df2cce3532b37e9beb8979704b5c9a4bf874358f105395a298b89427b43b9d24",
-        size=1_680_538,
-        kind="original release (partial substitute)",
         origin="deepmind/xquad @ 60cac411649156efb6aab9dd4c9cde787a2c0345, xquad.hi.json",
         url="https://raw.githubusercontent.com/deepmind/xquad/"
             "60cac411649156efb6aab9dd4c9cde787a2c0345/xquad.hi.json",
@@ -145,8 +129,7 @@ SOURCES: dict[str, Source] = {
         attribution="Artetxe, Ruder, Yogatama, 'On the Cross-lingual Transferability of "
                     "Monolingual Representations', ACL 2020",
         note="XQuAD Hindi (240 passages, 1,190 questions) only: the BIG-bench task's 6,610 "
-             "questions also held MLQA Hindi (5,425), which could not be obtained",
-    ),
+             "questions also held MLQA Hindi (5,425), which could not be obtained"),
     "persian": _parsinlu(
         "eval", "2ebe5e6631de84d213e332ce16c984dd8df6183d9b43d209cc89af2e09c72f3b", 1_747_851,
         note="the whole eval split (570 questions); BIG-bench kept 518 of them (which 52 it "
@@ -159,11 +142,6 @@ SOURCES: dict[str, Source] = {
 #: The 49 SQuAD explorer pages the squaddev reconstruction was made from, as found (a tar of
 #: the folder ``squad_explorer_1.1_dev_html/``; each page's sha256 is in ``SHA256SUMS``).
 EXPLORER_PAGES = "squad_explorer_1.1_dev_html.tar.xz"
-
-
-def sha256_bytes(blob: bytes) -> str:
-    """Hex sha256 of ``blob``."""
-    return hashlib.sha256(blob).hexdigest()
 
 
 def available(name: str, root: Path | None = None) -> bool:
@@ -180,11 +158,10 @@ def missing_line(name: str) -> str:
 
 
 def read_source(name: str, root: Path | None = None) -> bytes:
-    """The original bytes of source ``name``, checked against its registered sha256.
+    """The original bytes of source ``name`` (``<file>.xz`` decompressed, or ``<file>``).
 
-    Reads ``data/sources/<file>.xz`` (decompressed) or ``data/sources/<file>``. Raises
-    ``SourceMissing`` naming the file when it is absent and ``ChecksumError`` naming the file,
-    the expected and the found sha256 when it does not match: a changed file is never used.
+    Raises ``SourceMissing`` naming the file when it is absent and ``ChecksumError`` naming
+    the file, the expected and the found sha256 when it does not match.
     """
     src = SOURCES[name]
     path = src.path(root)
@@ -195,18 +172,21 @@ def read_source(name: str, root: Path | None = None) -> bytes:
         blob = lzma.decompress(path.read_bytes()) if path.suffix == ".xz" else path.read_bytes()
     except lzma.LZMAError as err:
         raise ChecksumError(f"{path}: not a readable xz file ({err})") from None
-    found = sha256_bytes(blob)
-    if found != src.sha256:
-        raise ChecksumError(f"{path}: sha256 mismatch for source {name!r}: expected "
-                            f"{src.sha256}, found {found}; the file is not used")
+    return _checked(blob, name, path, "the file is not used")
+
+
+def _checked(blob: bytes, name: str, where: object, consequence: str) -> bytes:
+    """``blob`` when its sha256 is source ``name``'s, else a ``ChecksumError`` naming both."""
+    found, expected = hashlib.sha256(blob).hexdigest(), SOURCES[name].sha256
+    if found != expected:
+        raise ChecksumError(f"{where}: sha256 mismatch for source {name!r}: expected "
+                            f"{expected}, found {found}; {consequence}")
     return blob
 
 
 def verify(root: Path | None = None, echo=print) -> bool:
-    """Check every registered source and every explorer page; one line per file.
-
-    Returns True when every present file matches and every required one is present.
-    """
+    """Check every registered source and every explorer page, one line per file; True when
+    every present file matches and every required one is present."""
     ok = True
     root = root or SOURCES_DIR
     for name, src in SOURCES.items():
@@ -223,21 +203,14 @@ def verify(root: Path | None = None, echo=print) -> bool:
             echo(f"BAD     {path.name}: {err}")
             continue
         echo(f"OK      {path.name}: {len(blob):,} bytes, sha256 {src.sha256[:16]}… ({src.kind})")
-    pages = explorer_page_sums(root)
-    expected = {n: s for n, s in _sums(root).items() if n.startswith("squad_explorer_")}
-    for page, digest in sorted(expected.items()):
+    pages, sums = explorer_page_sums(root), root / SHA256SUMS.name
+    rows = (line.split(maxsplit=1) for line in
+            (sums.read_text().splitlines() if sums.exists() else []) if line.strip())
+    for page, digest in sorted((n.strip(), d) for d, n in rows if n.startswith("squad_explorer_")):
         good = pages.get(page) == digest
         ok &= good
         echo(f"{'OK     ' if good else 'BAD    '} {EXPLORER_PAGES}:{page}")
     return ok
-
-
-def _sums(root: Path) -> dict[str, str]:
-    path = root / SHA256SUMS.name
-    if not path.exists():
-        return {}
-    rows = (line.split(maxsplit=1) for line in path.read_text().splitlines() if line.strip())
-    return {name.strip(): digest for digest, name in rows}
 
 
 def explorer_page_sums(root: Path | None = None) -> dict[str, str]:
@@ -245,23 +218,14 @@ def explorer_page_sums(root: Path | None = None) -> dict[str, str]:
     path = (root or SOURCES_DIR) / EXPLORER_PAGES
     if not path.exists():
         return {}
-    out = {}
     with tarfile.open(path, "r:xz") as tar:
-        for info in tar:
-            if info.isfile():
-                fh = tar.extractfile(info)
-                assert fh is not None
-                out[info.name] = sha256_bytes(fh.read())
-    return out
+        return {info.name: hashlib.sha256(tar.extractfile(info).read()).hexdigest()
+                for info in tar if info.isfile()}
 
 
 def refresh(name: str, url: str | None = None, root: Path | None = None) -> Path:
-    """Download source ``name`` again (from its origin, or ``url``) and store it as ``.xz``.
-
-    The bytes are checked against the registry's sha256 before anything is written; a
-    mismatch raises ``ChecksumError`` and leaves ``data/sources/`` as it was. Needs network;
-    no build step calls it.
-    """
+    """Download source ``name`` again (from its origin, or ``url``) and store it as ``.xz``;
+    a sha256 mismatch raises ``ChecksumError`` before anything is written."""
     src = SOURCES[name]
     url = url or src.url
     if not url:
@@ -269,17 +233,10 @@ def refresh(name: str, url: str | None = None, root: Path | None = None) -> Path
                         "pass --url to refresh it from a copy")
     from tqdm.auto import tqdm
 
-    chunks = []
     with (urllib.request.urlopen(url, timeout=60) as resp,
-          tqdm(total=src.size, unit="B", unit_scale=True, desc=src.file) as bar):
-        while chunk := resp.read(1 << 20):
-            chunks.append(chunk)
-            bar.update(len(chunk))
-    blob = b"".join(chunks)
-    found = sha256_bytes(blob)
-    if found != src.sha256:
-        raise ChecksumError(f"{url}: sha256 mismatch for source {name!r}: expected "
-                            f"{src.sha256}, found {found}; nothing was written")
+          tqdm.wrapattr(resp, "read", total=src.size, desc=src.file) as fh):
+        blob = _checked(b"".join(iter(lambda: fh.read(1 << 20), b"")), name, url,
+                        "nothing was written")
     path = (root or SOURCES_DIR) / f"{src.file}.xz"
     with atomic_write(path, "wb") as fh:
         fh.write(lzma.compress(blob, preset=9 | lzma.PRESET_EXTREME))

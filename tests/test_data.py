@@ -12,6 +12,7 @@ from sources_fixture import fixture_sources
 from clp_utils import data as D
 from clp_utils import languages as L
 from clp_utils import sources as S
+from clp_utils.base import paths
 from clp_utils.base.io import DataError, write_jsonl
 
 SQUAD = {
@@ -262,7 +263,7 @@ def _no_network(monkeypatch):
 def test_every_dataset_builds_from_the_committed_sources_with_the_network_cut(tmp_path,
                                                                               monkeypatch):
     _no_network(monkeypatch)
-    monkeypatch.setenv("CLP_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setitem(paths._SETTINGS, "cache", tmp_path / "empty-cache")
     assert S.verify(echo=lambda line: None)
     squad = D.build_squadshifts(out=tmp_path / "squadshifts")
     more = L.build(out=tmp_path)

@@ -1,19 +1,17 @@
-"""Metrics equal trec_eval's (through pytrec_eval) exactly; significance tests behave."""
+"""Metrics equal trec_eval's definitions exactly; run files, fusion and significance tests."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
-import pytrec_eval
 from scipy import stats
 
 from clp_utils.data import Split
 from clp_utils.evaluation import METRICS, evaluate_run, save_evaluation
 from clp_utils.retrieval import rank, read_trec, search, write_trec
 from clp_utils.stats import holm, paired_test
-
-PYTREC = {"ndcg_cut_5": "ndcg_cut_5", "ndcg_cut_10": "ndcg_cut_10", "recall_10": "recall_10",
-          "recall_100": "recall_100", "map_cut_100": "map_cut_100"}
 
 
 def random_case(seed: int, n_q: int = 60, n_d: int = 150):
@@ -38,32 +36,51 @@ def random_case(seed: int, n_q: int = 60, n_d: int = 150):
 
 
 def trec_reference(qrels, run):
-    """pytrec_eval per query, extended with zeros for judged queries without results (-c)."""
-    ev = pytrec_eval.RelevanceEvaluator(qrels, set(PYTREC.values()) | {"recip_rank"})
-    got = ev.evaluate(run)
-    # MRR@10 = recip_rank on the run cut at the first 10 in trec_eval order
-    cut = {q: dict(rank(docs)[:10]) for q, docs in run.items()}
-    rr = pytrec_eval.RelevanceEvaluator(qrels, {"recip_rank"}).evaluate(cut)
+    """trec_eval's definitions written out (independent of pytrec_eval, which the package
+    calls): documents in trec_eval order, gains = relevance, ``-c`` zeros for queries without
+    results, MRR@10 = reciprocal rank of the first relevant document in the first 10."""
     out = {m: {} for m in METRICS}
-    for qid in qrels:
-        for ours, theirs in PYTREC.items():
-            out[ours][qid] = got[qid][theirs] if qid in got else 0.0
-        out["mrr_10"][qid] = rr[qid]["recip_rank"] if qid in rr else 0.0
+    for qid, rels in qrels.items():
+        gains = [max(rels.get(d, 0), 0) for d, _ in rank(run.get(qid, {}))]
+        num_rel = sum(1 for r in rels.values() if r > 0)
+        ideal = sorted((r for r in rels.values() if r > 0), reverse=True)
+        for k in (5, 10):
+            dcg = sum(g / math.log2(i + 2) for i, g in enumerate(gains[:k]))
+            idcg = sum(g / math.log2(i + 2) for i, g in enumerate(ideal[:k]))
+            out[f"ndcg_cut_{k}"][qid] = dcg / idcg if idcg else 0.0
+        for k in (10, 100):
+            out[f"recall_{k}"][qid] = sum(g > 0 for g in gains[:k]) / num_rel if num_rel else 0.0
+        hits = np.cumsum([g > 0 for g in gains[:100]])
+        precisions = [hits[i] / (i + 1) for i, g in enumerate(gains[:100]) if g > 0]
+        out["map_cut_100"][qid] = sum(precisions) / num_rel if num_rel else 0.0
+        first = next((i for i, g in enumerate(gains[:10]) if g > 0), None)
+        out["mrr_10"][qid] = 1.0 / (first + 1) if first is not None else 0.0
     return out
 
 
 @pytest.mark.parametrize("seed", range(5))
-def test_metrics_equal_pytrec_eval_with_ties_and_missing_queries(seed):
+def test_metrics_equal_trec_eval_with_ties_and_missing_queries(seed):
     qrels, run = random_case(seed)
+    qrels["q_no_relevant"] = {"d001": 0}  # judged, nothing relevant: every measure is 0
+    run["q_no_relevant"] = {"d001": 1.0}
     ours = evaluate_run(run, qrels)
     ref = trec_reference(qrels, run)
     for m in METRICS:
         for qid in qrels:
-            assert ours.per_query[m][qid] == pytest.approx(ref[m][qid], abs=1e-9), (m, qid)
-        assert ours.mean[m] == pytest.approx(np.mean(list(ref[m].values())), abs=1e-9)
+            assert ours.per_query[m][qid] == pytest.approx(ref[m][qid], abs=1e-12), (m, qid)
+        assert ours.mean[m] == pytest.approx(np.mean(list(ref[m].values())), abs=1e-12)
     # -c: the mean is over every judged query, including those without results
     assert len(ours.per_query["ndcg_cut_10"]) == len(qrels)
     assert any(q not in run for q in qrels)
+    assert any(len(docs) > 10 and ours.per_query["mrr_10"][q] == 0.0
+               and ours.per_query["recall_100"][q] > 0 for q, docs in run.items() if q in qrels)
+
+
+def test_float32_scores_are_evaluated_as_their_floats():
+    qrels = {"q": {"a": 1}}
+    plain = evaluate_run({"q": {"a": 0.5, "b": 0.75}}, qrels)
+    narrow = evaluate_run({"q": {"a": np.float32(0.5), "b": np.float32(0.75)}}, qrels)
+    assert narrow.mean == plain.mean and plain.mean["mrr_10"] == 0.5
 
 
 def test_tie_break_is_docid_descending():

@@ -1,10 +1,12 @@
 """Mining on a hand-made fixture whose scores are known: exact negatives per strategy and
-filter, H*, short queries, leakage, cache invalidation, ANCE-round model mode."""
+filter, H*, short queries, leakage, cache invalidation, ANCE-round model mode; and ANCE mining
+and the answer check against independent brute-force computations on random data."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import unicodedata
 from collections import Counter
 
 import numpy as np
@@ -251,6 +253,125 @@ def test_short_queries_are_reported_not_padded():
     assert len(rec["neg"]) == len(rec["neg_q"]) == len(rec["neg_scores"]) == 2
     assert mined.summary["short_queries"] == 1
     assert mined.summary["missing_negatives"] == 2
+
+
+def random_split(seed: int = 0, n_docs: int = 60, n_queries: int = 40):
+    """A split of random word passages (some with no query, some shared by two queries, some
+    queries with two positives), answers taken from the positive, and random embeddings: the
+    query's vector is its first positive's plus noise, so positives rank high, not always first.
+    """
+    rng = np.random.default_rng(seed)
+    vocab = [f"w{i}" for i in range(30)]  # w1 is a prefix of w12: word boundaries matter
+    texts = {}
+    for i in range(n_docs):
+        words = [str(w) for w in rng.choice(vocab, 12)]
+        words = [w.upper() if rng.random() < 0.2 else w for w in words]
+        texts[f"d{i}"] = " ".join(words) + "."
+    corpus = {d: {"title": "", "text": t} for d, t in texts.items()}
+    emb = {t: rng.normal(size=16) for t in texts.values()}
+    queries, qrels, q_emb = {}, {}, {}
+    for j in range(n_queries):
+        qid = f"q{j}"
+        pos = [f"d{i}" for i in rng.choice(n_docs // 2, 1 + (j % 7 == 0), replace=False)]
+        words = texts[pos[0]].rstrip(".").lower().split()
+        start = int(rng.integers(len(words) - 1))
+        answer = " ".join(words[start : start + 1 + (j % 3 == 0)])
+        queries[qid] = {"text": f"question {j}", "answers": [answer]}
+        qrels[qid] = dict.fromkeys(pos, 1)
+        q_emb[queries[qid]["text"]] = emb[texts[pos[0]]] + rng.normal(scale=1.0, size=16)
+    table = {t: (v / np.linalg.norm(v)).astype(np.float32) for t, v in (emb | q_emb).items()}
+    return Split("train", corpus, queries, qrels), table
+
+
+def brute_force_ance(split: Split, table: dict, cfg: MiningConfig):
+    """The ANCE rule written out directly: float64 scores, ranks over the full ranking, the
+    window without positives, the filters in order (first that drops counts), top k."""
+    docids = list(split.corpus)
+    doc = np.array([table[split.passage_text(d)] for d in docids], dtype=np.float64)
+    own = {d: [q for q in split.qrels if d in split.relevant(q)] for d in docids}
+    out, dropped, examined = {}, Counter(), 0
+    for qid, query in split.queries.items():
+        s = doc @ table[query["text"]].astype(np.float64)
+        rank = {d: 1 + int((s > s[i]).sum()) for i, d in enumerate(docids)}
+        pos = split.relevant(qid)
+        pos_min = min(s[docids.index(d)] for d in pos)
+        answer = query["answers"][0].split()
+        window = sorted((d for d in docids if cfg.rank_min <= rank[d] <= cfg.rank_max
+                         and d not in pos), key=rank.get)
+        kept = []
+        for d in window:
+            sc, words = s[docids.index(d)], split.corpus[d]["text"].rstrip(".").lower().split()
+            rules = {
+                "max_score": cfg.max_score is not None and sc > cfg.max_score,
+                "abs_margin": cfg.abs_margin is not None and sc > pos_min - cfg.abs_margin,
+                "rel_margin": cfg.rel_margin is not None
+                and sc > pos_min - abs(pos_min) * cfg.rel_margin,
+                "answer": cfg.answer_filter and any(
+                    words[i : i + len(answer)] == answer for i in range(len(words))),
+                "no_neg_query": cfg.missing_neg_query == "drop"
+                and not any(q != qid for q in own[d]),
+            }
+            reason = next((name for name, hit in rules.items() if hit), None)
+            if reason:
+                dropped[reason] += 1
+            else:
+                kept.append(d)
+        examined += len(window)
+        # the record's positive is the first by id (all relevances are 1)
+        out[qid] = (kept[: cfg.num_negatives], [rank[d] for d in kept[: cfg.num_negatives]],
+                    rank[min(pos)])
+    return out, dropped, examined
+
+
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        MiningConfig(num_negatives=4),
+        MiningConfig(num_negatives=5, rank_min=1, rank_max=12, answer_filter=False),
+        MiningConfig(num_negatives=3, max_score=0.5, abs_margin=0.02),
+        MiningConfig(num_negatives=6, rank_min=2, rank_max=20, rel_margin=0.05,
+                     missing_neg_query="drop"),
+    ],
+)
+def test_ance_equals_brute_force_on_random_data(cfg):
+    split, table = random_split()
+    model = FakeModel()
+    model.table = table
+    mined = run(cfg, split=split, qids=list(split.queries), model=model)
+    expected, dropped, examined = brute_force_ance(split, table, cfg)
+    assert len(mined.records) == len(split.queries)
+    for rec in mined.records:
+        neg_ids, neg_ranks, pos_rank = expected[rec["qid"]]
+        assert (rec["neg_ids"], rec["neg_ranks"], rec["pos_rank"]) == (
+            neg_ids, neg_ranks, pos_rank)
+    assert {k: v for k, v in mined.summary["dropped"].items() if v} == dict(dropped)
+    assert mined.summary["candidates_examined"] == examined
+    # the data exercise the rules: a positive inside the window, a filter that drops
+    assert any(cfg.rank_min <= rec["pos_rank"] <= cfg.rank_max for rec in mined.records)
+    assert sum(dropped.values()) > 0 or cfg.rank_max == 12
+
+
+def test_answer_check_equals_a_brute_force_scan():
+    def norm(text):
+        return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
+
+    def scan(text, answer):  # every occurrence, its neighbours checked one by one
+        word = [c.isalnum() or c == "_" for c in text]
+        return any(text[i : i + len(answer)] == answer
+                   and (i == 0 or not word[i - 1])
+                   and (i + len(answer) == len(text) or not word[i + len(answer)])
+                   for i in range(len(text) - len(answer) + 1))
+
+    rng = np.random.default_rng(0)
+    alphabet = list("aAb_ .$,1é") + ["\u00c9", "\ufb01", "\n"]  # É, the fi ligature, newline
+    hits = 0
+    for _ in range(3000):
+        text = "".join(rng.choice(alphabet, int(rng.integers(0, 14))))
+        answers = ["".join(rng.choice(alphabet, int(rng.integers(1, 4)))) for _ in range(2)]
+        expected = any(scan(norm(text), norm(a)) for a in answers if norm(a))
+        assert contains_answer(text, answers) == expected, (text, answers)
+        hits += expected
+    assert 300 < hits < 2700  # both outcomes are well represented
 
 
 # --------------------------------------------------------------------------- random

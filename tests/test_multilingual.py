@@ -303,7 +303,7 @@ def test_real_sets_if_built():
     for name in ("hindi", "persian"):
         manifest_path = D.DATA_DIR / name / "manifest.json"
         if not manifest_path.exists():
-            pytest.skip("multilingual sets not built (python -m clp_utils.languages build)")
+            pytest.skip("multilingual sets not built (python -m clp_utils.catalog build)")
         entry = json.loads(manifest_path.read_text())[name]
         ds = M.load(name)
         assert ds.counts() == entry["counts"]

@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from clp_utils.base import paths
 from clp_utils.base import precision as P
 
 NO_BF16 = {"cpu": "test cpu", "capability": "AVX2", "avx512_bf16": False, "amx": False,
@@ -17,8 +18,8 @@ NATIVE = {**NO_BF16, "capability": "AVX512", "avx512_bf16": True}
 @pytest.fixture
 def machine(monkeypatch, tmp_path):
     """A fake CPU: returns a setter for what torch reports; timings counted, cache isolated."""
-    monkeypatch.setenv("CLP_CACHE", str(tmp_path / "cache"))
-    monkeypatch.delenv(P.ENV, raising=False)
+    monkeypatch.setitem(paths._SETTINGS, "cache", tmp_path / "cache")
+    monkeypatch.setitem(paths._SETTINGS, "bf16", None)
     monkeypatch.setattr(P, "_MEMO", {})
     calls = []
     speeds = {torch.float32: 100.0, torch.bfloat16: 400.0}
@@ -121,13 +122,33 @@ def test_native_bf16_that_is_not_faster_stays_float32(machine):
 def test_forcing_and_the_environment_override(machine, monkeypatch):
     machine(NO_BF16)
     assert P.decide(True, "cpu").bf16 and not P.decide(False, "cpu").bf16
-    monkeypatch.setenv(P.ENV, "1")
+    # $CLP_BF16 reaches the decision through the command line's edge, not the environment
+    monkeypatch.setenv("CLP_BF16", "1")
+    assert not P.decide("auto", "cpu").bf16
+    monkeypatch.setitem(paths._SETTINGS, "bf16", paths.from_environment()["bf16"])
     forced = P.decide("auto", "cpu")
     assert forced.bf16 and "$CLP_BF16" in forced.reason
-    monkeypatch.setenv(P.ENV, "0")
+    monkeypatch.setitem(paths._SETTINGS, "bf16", "0")
     assert not P.decide("auto", "cpu").bf16
+    assert P.decide(True, "cpu").bf16  # an explicit setting is not "auto": not overridden
     with pytest.raises(ValueError, match="bf16 must be"):
         P.decide("sometimes", "cpu")
+
+
+def test_the_cache_and_the_override_are_settings_read_at_the_command_line_edge(monkeypatch,
+                                                                               tmp_path):
+    monkeypatch.setattr(paths, "_SETTINGS", dict(paths._SETTINGS))
+    monkeypatch.delenv("CLP_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setenv("CLP_BF16", "0")
+    env = paths.from_environment()
+    assert env["cache"] == str(tmp_path / "xdg" / "clp-study") and env["bf16"] == "0"
+    monkeypatch.setenv("CLP_CACHE", str(tmp_path / "own"))
+    paths.configure(**paths.from_environment())
+    assert paths.cache_dir() == tmp_path / "own" and (tmp_path / "own").is_dir()
+    assert paths.bf16_override() == "0"
+    paths.configure(results=tmp_path)  # a chapter's begin: the defaults for the rest
+    assert paths.bf16_override() is None and paths._SETTINGS["cache"] is None
 
 
 def test_autocast_is_entered_only_for_bf16(machine):

