@@ -1,21 +1,24 @@
 """The claims the study tests, their Holm families, verdicts and generated sentences.
 
-A claim says one row beats another (``Claim.better`` minus ``Claim.worse`` > 0). Each claim
-belongs to one family, and Holm adjusts each family once, so a comparison has one p-value
-wherever it is shown:
+A claim says one row beats another (``Claim.better`` minus ``Claim.worse`` > 0; a contrast of
+several rows for the 2x2's interaction). Each claim belongs to one family, and Holm adjusts
+each family once per metric, so a comparison has one p-value wherever it is shown:
 
-- ``paper``: the paper's five claims (Table 2's steps), tested at the cpu recipe by
-  ``make study`` (chapter 04);
-- ``controls``: the controls and checks a reviewer asks for (``make study-extras``): the
-  learning-rate confound of intermediate-only, CLP at lambda 0.5, the paper's recipe with
-  random negatives, the baselines CLP must beat, the gate that learns, and the scale check;
+- ``paper``: the paper's five claims (Table 2's steps), at the cpu recipe (chapter 04);
+- ``2x2``: policy (full, intermediate-only) by learning rate (each policy's own, the
+  other's), and their interaction (``make study-extras``);
+- ``controls``: the controls and checks a reviewer asks for (``make study-extras``): CLP at
+  lambda 0.5, the paper's recipe with random negatives, the baselines CLP must beat, the gate
+  that learns, and the scale check;
 - ``hindi``: chapter 06's two claims on Hindi with multilingual-e5-small.
 
-Each claim's interval comes from ``stats.two_level_bootstrap`` (seeds, then test passages)
-and its verdict from ``stats.verdict``: held, reversed, equivalent (the whole interval inside
-+/- ``stats.SMALLEST_EFFECT``) or inconclusive. Where the paper claimed a difference for the
-same comparison (``paper.claimed_difference``; MIRACL average nDCG@5, another metric and other
-data, but the size a reader has in mind), the table says whether the interval excludes it.
+Every claim is tested on the paper's metric (nDCG@5, ``paper.METRIC``) and on nDCG@10, each
+metric its own Holm family. A claim's interval comes from ``stats.comparison_table``
+(passages by bootstrap, seeds as a Student-t term), its verdict from ``stats.verdict`` with
+the claim's own margin: the paper's step on the paper's metric where the paper made the step
+(``paper.STEPS``), else ``stats.SMALLEST_EFFECT``. A comparison whose trained side ran one
+seed carries a declared seed component: the seed sd pooled over the family's two-seed
+comparisons, stated in its sentence.
 """
 
 from __future__ import annotations
@@ -29,79 +32,124 @@ import pandas as pd
 
 from clp_utils import profiles as P
 from clp_utils.base.paths import EXTRAS_ROOT, FIGURES_ROOT
-from clp_utils.paper import claimed_difference
-from clp_utils.results import compare_rows, seed_spread
-from clp_utils.stats import SMALLEST_EFFECT, excludes
+from clp_utils.paper import METRIC, METRICS, SETTINGS, claimed_difference, step_margin
+from clp_utils.results import clusters_of, seed_scores, seed_spread
+from clp_utils.stats import SMALLEST_EFFECT, comparison_table, delta_matrix, excludes
 from clp_utils.study import StudyRun
+
+#: How the study names its models in sentences.
+MODEL_NAMES = {"minilm": "all-MiniLM-L6-v2", "me5-small": "multilingual-e5-small"}
 
 
 @dataclass(frozen=True)
 class Claim:
     """``better`` beats ``worse`` (in the family ``family``); ``paper_rows`` names the
-    paper's own pair of Table 2 rows for the same step, when it made one."""
+    paper's own pair of Table 2 rows for the same step, when it made one, in Table 2's
+    column ``language``. ``plus``/``minus``: the rows whose per-query scores are summed on
+    each side (default: ``better`` and ``worse`` themselves); a contrast of four rows is the
+    2x2's interaction."""
 
     name: str
     better: str
     worse: str
     family: str
     paper_rows: tuple[str, str] | None = None
+    language: str = "avg"
+    plus: tuple[str, ...] = ()
+    minus: tuple[str, ...] = ()
+
+    @property
+    def terms(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The rows summed on each side: (better side, worse side)."""
+        return self.plus or (self.better,), self.minus or (self.worse,)
 
     @property
     def paper_effect(self) -> float | None:
         """The paper's claimed difference for this step (fraction of nDCG@5), or None."""
-        return claimed_difference(*self.paper_rows) if self.paper_rows else None
+        return claimed_difference(*self.paper_rows, self.language) if self.paper_rows else None
+
+    @property
+    def margin(self) -> float:
+        """The equivalence margin: the paper's own step where it made one (``paper.STEPS``),
+        else ``stats.SMALLEST_EFFECT``."""
+        step = step_margin(*self.paper_rows, self.language) if self.paper_rows else None
+        return step if step is not None else SMALLEST_EFFECT
 
 
-def _paper(name: str, better: str, worse: str, paper_rows=None) -> Claim:
-    return Claim(name, better, worse, "paper", paper_rows or (better, worse))
+def _paper(name: str, better: str, worse: str) -> Claim:
+    return Claim(name, better, worse, "paper", (better, worse))
 
 
-PAPER_CLAIMS = [
-    _paper("fine-tuning with random negatives hurts", P.ZERO_SHOT, P.RANDOM),
-    _paper("ANCE negatives beat random negatives", P.ANCE, P.RANDOM),
-    _paper("CLP beats InfoNCE (ANCE + CLP > ANCE negatives)", P.CLP, P.ANCE),
-    _paper("training only the intermediate layers (own rate) beats full fine-tuning",
-           P.INTERMEDIATE, P.CLP),
-    _paper("MoE intermediate layers beat plain intermediate-only", P.MOE, P.INTERMEDIATE),
-]
+RANDOM_HURTS = _paper("fine-tuning with random negatives hurts", P.ZERO_SHOT, P.RANDOM)
+ANCE_BEATS_RANDOM = _paper("ANCE negatives beat random negatives", P.ANCE, P.RANDOM)
+CLP_BEATS_INFONCE = _paper("CLP beats InfoNCE (ANCE + CLP > ANCE negatives)", P.CLP, P.ANCE)
+INTERMEDIATE_BEATS_FULL = _paper(
+    "training only the intermediate layers (own rate) beats full fine-tuning", P.INTERMEDIATE,
+    P.CLP)
+MOE_BEATS_INTERMEDIATE = _paper("MoE intermediate layers beat plain intermediate-only", P.MOE,
+                                P.INTERMEDIATE)
+PAPER_CLAIMS = [RANDOM_HURTS, ANCE_BEATS_RANDOM, CLP_BEATS_INFONCE, INTERMEDIATE_BEATS_FULL,
+                MOE_BEATS_INTERMEDIATE]
+
+# the 2x2: policy (full = the ANCE + CLP row, intermediate-only) by learning rate
+_I_OWN, _I_FULL = P.INTERMEDIATE, P.INTERMEDIATE_FULL_RATE
+_F_OWN, _F_INT = P.CLP, P.FULL_INTERMEDIATE_RATE
+POLICY_AT_FULL_RATE = Claim("at full's rate, intermediate-only beats full fine-tuning", _I_FULL,
+                            _F_OWN, "2x2", (P.INTERMEDIATE, P.CLP))
+POLICY_AT_INTERMEDIATE_RATE = Claim(
+    "at intermediate's rate, intermediate-only beats full fine-tuning", _I_OWN, _F_INT, "2x2",
+    (P.INTERMEDIATE, P.CLP))
+RATE_FOR_INTERMEDIATE = Claim("intermediate-only gains from its own, higher rate", _I_OWN,
+                              _I_FULL, "2x2")
+RATE_FOR_FULL = Claim("full fine-tuning gains from intermediate's higher rate", _F_INT, _F_OWN,
+                      "2x2")
+INTERACTION = Claim(
+    "policy by rate interaction (intermediate-only's lead at intermediate's rate minus its "
+    "lead at full's rate)", "intermediate-only's lead at intermediate's rate",
+    "intermediate-only's lead at full's rate", "2x2", plus=(_I_OWN, _F_OWN),
+    minus=(_F_INT, _I_FULL))
+TWO_BY_TWO_CLAIMS = [POLICY_AT_FULL_RATE, POLICY_AT_INTERMEDIATE_RATE, RATE_FOR_INTERMEDIATE,
+                     RATE_FOR_FULL, INTERACTION]
 
 SCALE_CLP = P.SCALE_PREFIX + P.CLP
 SCALE_ANCE = P.SCALE_PREFIX + P.ANCE
 SCALE_INTERMEDIATE = P.SCALE_PREFIX + P.INTERMEDIATE
-CONTROL_CLAIMS = [
-    Claim("at every training query, CLP beats InfoNCE", SCALE_CLP, SCALE_ANCE, "controls",
-          (P.CLP, P.ANCE)),
-    Claim("at every training query, intermediate-only (own rate) beats full fine-tuning",
-          SCALE_INTERMEDIATE, SCALE_CLP, "controls", (P.INTERMEDIATE, P.CLP)),
-    Claim("intermediate-only beats full fine-tuning at the same (full) rate",
-          P.INTERMEDIATE_FULL_RATE, P.CLP, "controls", (P.INTERMEDIATE, P.CLP)),
-    Claim("intermediate-only gains from its own, higher rate", P.INTERMEDIATE,
-          P.INTERMEDIATE_FULL_RATE, "controls"),
-    Claim("CLP at lambda 0.5 beats InfoNCE", P.CLP_LAMBDA_05, P.ANCE, "controls",
-          (P.CLP, P.ANCE)),
-    Claim("with the paper's recipe, fine-tuning with random negatives hurts", P.ZERO_SHOT,
-          P.PAPER_RECIPE_RANDOM, "controls", (P.ZERO_SHOT, P.RANDOM)),
-    Claim("with the paper's recipe, ANCE negatives beat random negatives", P.PAPER_RECIPE_ANCE,
-          P.PAPER_RECIPE_RANDOM, "controls", (P.ANCE, P.RANDOM)),
-    Claim("CLP beats symmetric InfoNCE (a passage-to-query term without CLP)", P.CLP,
-          P.SYMMETRIC, "controls"),
-    Claim("a MoE gate that learns beats the paper's frozen routing", P.MOE_LEARNED, P.MOE,
-          "controls"),
-    Claim("CLP beats GISTEmbedLoss (zero-shot guide)", P.CLP, P.GIST, "controls"),
-    Claim("CLP beats hardness-weighted MNRL", P.CLP, P.MNRL_HARDNESS, "controls"),
-]
+SCALE_CLP_BEATS_INFONCE = Claim("at every training query, CLP beats InfoNCE", SCALE_CLP,
+                                SCALE_ANCE, "controls", (P.CLP, P.ANCE))
+SCALE_INTERMEDIATE_BEATS_FULL = Claim(
+    "at every training query, intermediate-only (own rate) beats full fine-tuning",
+    SCALE_INTERMEDIATE, SCALE_CLP, "controls", (P.INTERMEDIATE, P.CLP))
+LAMBDA_05 = Claim("CLP at lambda 0.5 beats InfoNCE", P.CLP_LAMBDA_05, P.ANCE, "controls",
+                  (P.CLP, P.ANCE))
+RECIPE_RANDOM_HURTS = Claim("with the paper's recipe, fine-tuning with random negatives hurts",
+                            P.ZERO_SHOT, P.PAPER_RECIPE_RANDOM, "controls",
+                            (P.ZERO_SHOT, P.RANDOM))
+RECIPE_ANCE_BEATS_RANDOM = Claim("with the paper's recipe, ANCE negatives beat random negatives",
+                                 P.PAPER_RECIPE_ANCE, P.PAPER_RECIPE_RANDOM, "controls",
+                                 (P.ANCE, P.RANDOM))
+CLP_BEATS_SYMMETRIC = Claim("CLP beats symmetric InfoNCE (a passage-to-query term without CLP)",
+                            P.CLP, P.SYMMETRIC, "controls")
+LEARNED_GATE = Claim("a MoE gate that learns beats the paper's frozen routing", P.MOE_LEARNED,
+                     P.MOE, "controls")
+CLP_BEATS_GIST = Claim("CLP beats GISTEmbedLoss (zero-shot guide)", P.CLP, P.GIST, "controls")
+CLP_BEATS_MNRL = Claim("CLP beats hardness-weighted MNRL", P.CLP, P.MNRL_HARDNESS, "controls")
+CONTROL_CLAIMS = [SCALE_CLP_BEATS_INFONCE, SCALE_INTERMEDIATE_BEATS_FULL, LAMBDA_05,
+                  RECIPE_RANDOM_HURTS, RECIPE_ANCE_BEATS_RANDOM, CLP_BEATS_SYMMETRIC,
+                  LEARNED_GATE, CLP_BEATS_GIST, CLP_BEATS_MNRL]
 
 HINDI_CLAIMS = [
     Claim("fine-tuning mE5-small on Hindi (ANCE + InfoNCE) beats zero-shot", P.ANCE,
-          P.ZERO_SHOT, "hindi"),
-    Claim("CLP beats InfoNCE on Hindi", P.CLP, P.ANCE, "hindi", (P.CLP, P.ANCE)),
+          P.ZERO_SHOT, "hindi", (P.ANCE, P.ZERO_SHOT), "hi"),
+    Claim("CLP beats InfoNCE on Hindi", P.CLP, P.ANCE, "hindi", (P.CLP, P.ANCE), "hi"),
 ]
 
-FAMILIES = {"paper": PAPER_CLAIMS, "controls": CONTROL_CLAIMS, "hindi": HINDI_CLAIMS}
+FAMILIES = {"paper": PAPER_CLAIMS, "2x2": TWO_BY_TWO_CLAIMS, "controls": CONTROL_CLAIMS,
+            "hindi": HINDI_CLAIMS}
 
-CLAIM_COLUMNS = ["claim", "split", "better", "worse", "n queries", "n passages", "seeds",
-                 "delta", "95% CI low", "95% CI high", "p", "p Holm", "verdict",
-                 "inside ±delta", "paper claimed", "excludes paper's effect", "seed deltas",
+CLAIM_COLUMNS = ["claim", "metric", "split", "better", "worse", "n queries", "n passages",
+                 "seeds", "seed term", "delta", "95% CI low", "95% CI high", "se", "df", "p",
+                 "p Holm", "verdict", "margin", "edge distance", "at the edge",
+                 "MDE (80% power)", "paper claimed", "excludes paper's effect", "seed deltas",
                  "p (per query)"]
 
 
@@ -114,33 +162,104 @@ def claim_of(name: str) -> Claim:
     raise KeyError(f"no claim named {name!r}")
 
 
-def claims_table(runs: list[StudyRun], family: str = "paper", metric: str = "ndcg_cut_10",
+def setting_of(runs: list[StudyRun], split: str | None = None) -> str:
+    """This study's setting in words, for a sentence: model, data, split and training size."""
+    trained = [r for r in runs if r.result is not None and (split is None or r.split == split)]
+    split = split or runs[0].split
+    if not trained:
+        return f"SQuADShifts {split}"
+    config = trained[0].result.config
+    model = MODEL_NAMES.get(config.model, config.model)
+    data = "XQuAD Hindi" if split == "hindi" else f"SQuADShifts {split}"
+    return f"{model} on {data}"
+
+
+def _side(runs: list[StudyRun], rows: tuple[str, ...], split: str, metric: str,
+          seeds: set[int] | None) -> dict[int, dict[str, float]]:
+    """The per-query sum of ``rows``' scores, per seed (a one-run row, zero-shot, joins every
+    seed); restricted to ``seeds`` when given."""
+    scores = [seed_scores(runs, r, split, metric) for r in rows]
+    multi = [set(s) for s in scores if len(s) > 1]
+    wanted = set.intersection(*multi) if multi else {0}
+    if seeds is not None:
+        wanted &= seeds
+    out = {}
+    for s in sorted(wanted):
+        parts = [t[s] if s in t else next(iter(t.values())) for t in scores]
+        out[s] = {q: float(sum(p[q] for p in parts)) for q in parts[0]}
+    return out
+
+
+def _seed_restriction(runs: list[StudyRun], claim: Claim, split: str) -> set[int] | None:
+    """The seeds every trained row of the claim ran (None: no trained row)."""
+    rows = {r for side in claim.terms for r in side}
+    seeds = [{r.seed for r in runs if r.row == row and r.split == split} for row in rows
+             if row != P.ZERO_SHOT]
+    return set.intersection(*seeds) if seeds else None
+
+
+def pooled_seed_component(per_seed: dict, pairs: list[tuple[str, str]]) -> tuple[float, int]:
+    """The seed sd of a difference pooled over the pairs with two or more paired seeds (the
+    mean of their per-seed variances; degrees of freedom: the sum of S - 1). (nan, 0) when
+    none has two seeds."""
+    variances, df = [], 0
+    for system, ref in pairs:
+        _, d = delta_matrix(per_seed[system], per_seed[ref])
+        if d.shape[0] > 1:
+            variances.append(float(d.mean(1).var(ddof=1)) * (d.shape[0] - 1))
+            df += d.shape[0] - 1
+    return (math.sqrt(sum(variances) / df), df) if df else (float("nan"), 0)
+
+
+def claims_table(runs: list[StudyRun], family: str = "paper", metric: str = METRIC,
                  split: str | None = None, seed: int = 0) -> pd.DataFrame:
     """The family's claims whose rows ran, tested on ``split`` (default: the runs' first).
 
     Holm counts the whole declared family (``FAMILIES[family]``): a claim whose rows did not
-    run counts as untested (p = 1), which can only raise the others' adjusted p-values.
-    Columns: ``CLAIM_COLUMNS``.
+    run counts as untested (p = 1), which can only raise the others' adjusted p-values. A
+    claim whose trained rows share one seed gets the seed component pooled over the
+    family's two-seed comparisons (``pooled_seed_component``). Columns: ``CLAIM_COLUMNS``.
     """
     declared = FAMILIES[family]
     split = split or runs[0].split
     present = {r.row for r in runs if r.split == split}
-    claims = [c for c in declared if {c.better, c.worse} <= present]
+    claims = [c for c in declared if {r for side in c.terms for r in side} <= present]
     if not claims:
         return pd.DataFrame(columns=CLAIM_COLUMNS)
-    df = compare_rows(runs, [(c.better, c.worse) for c in claims], split, metric,
-                      family_size=len(declared), seed=seed)
+    per_seed, pairs = {}, []
+    for c in claims:
+        seeds = _seed_restriction(runs, c, split)
+        plus, minus = c.terms
+        per_seed[c.better] = _side(runs, plus, split, metric, seeds)
+        per_seed[c.worse] = _side(runs, minus, split, metric, seeds)
+        pairs.append((c.better, c.worse))
+    pooled, pooled_df = pooled_seed_component(per_seed, pairs)
+    df = comparison_table(per_seed, pairs, clusters_of(runs, split), family_size=len(declared),
+                          seed=seed, margins=[c.margin for c in claims],
+                          seed_sd=pooled if pooled_df else None,
+                          seed_df=pooled_df or None)
     df.insert(0, "claim", [c.name for c in claims])
-    df.insert(1, "split", split)
+    df.insert(1, "metric", metric)
+    df.insert(2, "split", split)
     df = df.rename(columns={"system": "better", "reference": "worse"})
-    df["inside ±delta"] = (df["95% CI low"] > -SMALLEST_EFFECT) & (df["95% CI high"]
-                                                                    < SMALLEST_EFFECT)
     df["paper claimed"] = [c.paper_effect if c.paper_effect is not None else np.nan
                            for c in claims]
     df["excludes paper's effect"] = [excludes(lo, hi, c.paper_effect) for c, lo, hi
                                      in zip(claims, df["95% CI low"], df["95% CI high"],
                                             strict=True)]
+    df.attrs["pooled seed sd"] = (pooled, pooled_df)
     return df[CLAIM_COLUMNS]
+
+
+def claims_both_metrics(runs: list[StudyRun], family: str = "paper",
+                        split: str | None = None) -> pd.DataFrame:
+    """``claims_table`` on the paper's metric and on nDCG@10, one above the other (each metric
+    its own Holm family)."""
+    tables = [claims_table(runs, family, m, split) for m in METRICS]
+    out = pd.concat([t for t in tables if len(t)], ignore_index=True) if any(
+        len(t) for t in tables) else tables[0]
+    out.attrs = tables[0].attrs
+    return out
 
 
 def is_true(value) -> bool:
@@ -158,62 +277,132 @@ def _fmt_interval(r: pd.Series) -> str:
     return f"{r['delta']:+.4f} (95% CI {r['95% CI low']:+.4f} to {r['95% CI high']:+.4f})"
 
 
-def claim_sentence(r: pd.Series, spread: float | None = None) -> str:
-    """One claim's verdict as a sentence: the interval, the Holm p, the seeds, what the
-    interval says about the smallest effect of interest and the paper's own effect."""
+METRIC_NAMES = {"ndcg_cut_5": "nDCG@5", "ndcg_cut_10": "nDCG@10"}
+
+
+def _edge_words(r: pd.Series) -> str:
+    """How near the verdict is to changing word (``stats.edge_distance``)."""
+    distance = r.get("edge distance")
+    if distance is None or not np.isfinite(distance):
+        return ""
+    if is_true(r.get("at the edge")):
+        return f" It is at the edge: {distance:.4f} from reading otherwise."
+    return f" It is {distance:.4f} from reading otherwise."
+
+
+def claim_sentence(r: pd.Series, spread: float | None = None, setting: str | None = None) -> str:
+    """One claim's verdict as a sentence: metric and setting, the interval, the Holm p, the
+    seeds (and a declared seed component), the margin, how near the verdict is to changing,
+    and what the interval says about the paper's own step (named with its setting)."""
     seeds = int(r["seeds"])
-    text = (f"**{r['claim']}**: {r['verdict']}. Difference {_fmt_interval(r)} over "
+    metric = METRIC_NAMES.get(str(r.get("metric", "")), str(r.get("metric", "")))
+    where = f" ({metric}, {setting})" if setting else (f" ({metric})" if metric else "")
+    text = (f"**{r['claim']}**{where}: {r['verdict']}. Difference {_fmt_interval(r)} over "
             f"{int(r['n passages'])} test passages and {seeds} seed{'s' if seeds != 1 else ''}, "
-            f"Holm p {r['p Holm']:.4f}")
+            f"Holm p {r['p Holm']:.3f}")
     if seeds > 1:
         text += f"; seed by seed {r['seed deltas']}"
         if spread is not None and np.isfinite(spread) and spread > 0:
             text += f" (the rows' seed-to-seed sd is {spread:.4f})"
-    text += ". "
+    text += "."
+    if r.get("seed term") == "declared":
+        text += (" One seed: the seed component is declared, the seed sd pooled over this "
+                 "family's two-seed comparisons.")
+    margin = float(r.get("margin", SMALLEST_EFFECT))
+    paper_margin = not math.isclose(margin, SMALLEST_EFFECT)
+    size = ("an effect as large as the paper's step" if paper_margin
+            else "an effect of one nDCG point")
     if r["verdict"] == "equivalent":
-        text += (f"Any effect is smaller than {SMALLEST_EFFECT} either way: too small to matter "
-                 "here. ")
+        text += f" The interval lies inside +/-{margin:.4f}: {size} is ruled out."
     elif r["verdict"] == "inconclusive":
-        text += (f"The interval is too wide to tell an effect from none at +/-{SMALLEST_EFFECT}. ")
-    elif is_true(r["inside ±delta"]):
-        text += f"Real, but smaller than {SMALLEST_EFFECT}. "
+        text += (f" The interval is too wide to tell {size} (+/-{margin:.4f}) from none.")
+    elif str(r["verdict"]).startswith("one seed"):
+        text += " With one seed and no declared seed component, no verdict is read."
+    text += _edge_words(r)
     claimed = r["paper claimed"]
     if isinstance(claimed, float) and not math.isnan(claimed):
+        claim = claim_of(r["claim"]) if _known(r["claim"]) else None
+        source = SETTINGS[claim.language if claim else "avg"]
         rules_out = is_true(r["excludes paper's effect"])
-        text += (f"The paper's own step for this claim was {claimed:+.4f} (MIRACL nDCG@5): "
-                 + ("this interval rules it out." if rules_out
-                    else "this interval does not rule it out."))
+        text += (f" The paper's own step for this claim was {claimed:+.4f} ({source}, "
+                 f"nDCG@5): this interval " + ("rules it out." if rules_out
+                                               else "does not rule it out."))
     return text.strip()
 
 
+def _known(name: str) -> bool:
+    try:
+        claim_of(name)
+    except KeyError:
+        return False
+    return True
+
+
 def claim_sentences(table: pd.DataFrame, runs: list[StudyRun] | None = None) -> list[str]:
-    """``claim_sentence`` for every row of a claims table (seed spread from ``runs``)."""
+    """``claim_sentence`` for every row of a claims table (seed spread and setting from
+    ``runs``)."""
     spread = seed_spread(runs) if runs else pd.Series(dtype=float)
     out = []
     for _, r in table.iterrows():
         sds = [spread.get(row, np.nan) for row in (r["better"], r["worse"])]
         finite = [s for s in sds if np.isfinite(s)]
-        out.append(claim_sentence(r, max(finite) if finite else None))
+        setting = setting_of(runs, r["split"]) if runs else None
+        out.append(claim_sentence(r, max(finite) if finite else None, setting))
     return out
+
+
+def power_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Per claim of a claims table: the smallest effect this design detects with 80% power
+    (``stats.minimum_detectable_effect`` at the claim's standard error and degrees of
+    freedom, level 0.05 before Holm, which can only raise it), next to the paper's step on
+    its own metric, and whether an effect of the paper's size was detectable."""
+    out = table[["claim", "metric", "seeds", "n passages", "se", "df", "MDE (80% power)",
+                 "paper claimed"]].copy()
+    out["paper's step detectable"] = [
+        (bool(abs(step) >= mde) if np.isfinite(step) and np.isfinite(mde) else None)
+        for step, mde in zip(out["paper claimed"], out["MDE (80% power)"], strict=True)]
+    return out
+
+
+def power_sentence(power: pd.DataFrame, setting: str | None = None) -> str:
+    """Which of the paper's steps this design could have detected (80% power), from
+    ``power_table`` on one metric."""
+    if not len(power):
+        return "No claim ran here: no power to state."
+    metric = METRIC_NAMES.get(str(power["metric"].iloc[0]), str(power["metric"].iloc[0]))
+    seeds = int(power["seeds"].max())
+    can = [f"{r['claim']} (MDE {r['MDE (80% power)']:.4f} vs the paper's "
+           f"{r['paper claimed']:+.4f})" for _, r in power.iterrows()
+           if r["paper's step detectable"] is True]
+    cannot = [f"{r['claim']} (MDE {r['MDE (80% power)']:.4f} vs the paper's "
+              f"{r['paper claimed']:+.4f})" for _, r in power.iterrows()
+              if r["paper's step detectable"] is False]
+    where = f" ({setting})" if setting else ""
+    text = (f"With {seeds} seed{'s' if seeds != 1 else ''} and "
+            f"{int(power['n passages'].max())} test passages{where}, on {metric}, this design "
+            "detects with 80% power an effect the size of the paper's step for ")
+    text += ("; ".join(can) if can else "none of its claims")
+    text += ". It could not detect one for " + ("; ".join(cannot) if cannot else "no claim")
+    text += ": there a verdict other than held says little about an effect of the paper's size."
+    return text
 
 
 #: For each paper claim, the controls that bear on it (chapter 04 reads them together).
 RELATED_CONTROLS = {
-    PAPER_CLAIMS[0].name: [CONTROL_CLAIMS[5].name],
-    PAPER_CLAIMS[1].name: [CONTROL_CLAIMS[6].name],
-    PAPER_CLAIMS[2].name: [CONTROL_CLAIMS[0].name, CONTROL_CLAIMS[4].name,
-                           CONTROL_CLAIMS[7].name, CONTROL_CLAIMS[9].name,
-                           CONTROL_CLAIMS[10].name],
-    PAPER_CLAIMS[3].name: [CONTROL_CLAIMS[1].name, CONTROL_CLAIMS[2].name,
-                           CONTROL_CLAIMS[3].name],
-    PAPER_CLAIMS[4].name: [CONTROL_CLAIMS[8].name],
+    RANDOM_HURTS.name: [RECIPE_RANDOM_HURTS.name],
+    ANCE_BEATS_RANDOM.name: [RECIPE_ANCE_BEATS_RANDOM.name],
+    CLP_BEATS_INFONCE.name: [SCALE_CLP_BEATS_INFONCE.name, LAMBDA_05.name,
+                             CLP_BEATS_SYMMETRIC.name, CLP_BEATS_GIST.name, CLP_BEATS_MNRL.name],
+    INTERMEDIATE_BEATS_FULL.name: [SCALE_INTERMEDIATE_BEATS_FULL.name, POLICY_AT_FULL_RATE.name,
+                                   POLICY_AT_INTERMEDIATE_RATE.name, INTERACTION.name],
+    MOE_BEATS_INTERMEDIATE.name: [LEARNED_GATE.name],
 }
 
 
 def claim_with_controls(paper: pd.DataFrame, controls: pd.DataFrame | None) -> list[str]:
     """Chapter 04's reading of each paper claim: its verdict at the budget, then what each
-    related control (and the scale check) says, from the two families' tables. A control
-    that has not run is named with the command that runs it."""
+    related control (the 2x2 and the scale check among them) says, from the families'
+    tables on one metric. A control that has not run is named with the command that runs it."""
     by_name = controls.set_index("claim") if controls is not None and len(controls) else None
     lines = []
     for _, r in paper.iterrows():
@@ -228,27 +417,29 @@ def claim_with_controls(paper: pd.DataFrame, controls: pd.DataFrame | None) -> l
     return lines
 
 
-def intermediate_reading(controls: pd.DataFrame) -> str | None:
-    """Is the intermediate-only gain the policy or the rate? One sentence from the controls
-    (None when they have not run)."""
-    t = controls.set_index("claim") if len(controls) else None
-    same_rate, own_rate = CONTROL_CLAIMS[2].name, CONTROL_CLAIMS[3].name
-    if t is None or same_rate not in t.index or own_rate not in t.index:
+def two_by_two_reading(table: pd.DataFrame) -> str | None:
+    """The 2x2 of policy by rate in one sentence, claiming no more than its cells show (None
+    when it has not run): the policy's lead at each rate, and their difference (the
+    interaction) with its verdict."""
+    t = table.set_index("claim") if len(table) else None
+    names = [POLICY_AT_FULL_RATE.name, POLICY_AT_INTERMEDIATE_RATE.name, INTERACTION.name]
+    if t is None or any(n not in t.index for n in names):
         return None
-    a, b = t.loc[same_rate], t.loc[own_rate]
-    policy = a["verdict"] == "held"
-    rate = b["verdict"] == "held"
-    if rate and not policy:
-        reading = "the gain is the rate, not the policy"
-    elif policy and not rate:
-        reading = "the gain is the policy itself, not its higher rate"
-    elif policy and rate:
-        reading = "both the policy and its higher rate contribute"
+    at_full, at_int, inter = (t.loc[n] for n in names)
+    text = (f"Intermediate-only minus full fine-tuning is {_fmt_interval(at_full)} at full's "
+            f"rate ({at_full['verdict']}) and {_fmt_interval(at_int)} at intermediate's rate "
+            f"({at_int['verdict']}); the difference between the two, the policy-by-rate "
+            f"interaction, is {_fmt_interval(inter)} ({inter['verdict']}). ")
+    if inter["verdict"] == "held":
+        text += ("Which policy leads depends on the rate: neither the policy alone nor the "
+                 "rate alone explains the gain.")
+    elif inter["verdict"] == "reversed":
+        text += "The policy's lead shrinks at intermediate's rate."
+    elif inter["verdict"] == "equivalent":
+        text += "The policy's lead does not depend on the rate here."
     else:
-        reading = "neither the policy at full's rate nor the higher rate alone is resolved"
-    return (f"At full's learning rate, intermediate-only minus full fine-tuning is "
-            f"{_fmt_interval(a)} ({a['verdict']}); its own rate over full's rate adds "
-            f"{_fmt_interval(b)} ({b['verdict']}): {reading}.")
+        text += "These cells cannot say whether the policy's lead depends on the rate."
+    return text
 
 
 def alternatives_sentence(controls: pd.DataFrame) -> str | None:
@@ -261,17 +452,22 @@ def alternatives_sentence(controls: pd.DataFrame) -> str | None:
         f"{r['claim']}: {r['verdict']} ({r['delta']:+.4f})" for _, r in vs.iterrows()) + ".")
 
 
-def controls_table(runs: list[StudyRun], metric: str = "ndcg_cut_10",
+def controls_table(runs: list[StudyRun], metric: str = METRIC, family: str = "controls",
                    committed: Path | None = None) -> tuple[pd.DataFrame, str]:
-    """The controls family: computed from ``runs`` when their rows ran in this profile (the
-    extras and smoke profiles), else read from the committed extras table. Returns the table
-    and where it came from (empty with the command that fills it when neither exists)."""
-    table = claims_table(runs, "controls", metric)
+    """A family of the extras (``controls`` or ``2x2``): computed from ``runs`` when its rows
+    ran in this profile (the extras and smoke profiles), else read from the committed extras
+    table. Returns the table (on ``metric``) and where it came from (empty with the command
+    that fills it when neither exists)."""
+    table = claims_table(runs, family, metric)
     if len(table):
         return table, "computed from this profile's runs"
-    path = Path(committed or EXTRAS_ROOT / "04_claims_controls.csv")
+    stem = "04_claims_controls" if family == "controls" else "04_claims_2x2"
+    path = Path(committed or EXTRAS_ROOT / f"{stem}.csv")
     if path.exists():
-        return pd.read_csv(path), f"read from {path.relative_to(FIGURES_ROOT.parent)}"
+        read = pd.read_csv(path)
+        if "metric" in read:
+            read = read[read["metric"] == metric].reset_index(drop=True)
+        return read, f"read from {path.relative_to(FIGURES_ROOT.parent)}"
     return table, "not run yet: `make study-extras` trains the controls"
 
 
@@ -281,14 +477,53 @@ def scale_reading(controls: pd.DataFrame, paper: pd.DataFrame) -> list[str]:
     if not len(controls) or not len(paper):
         return []
     c, p = controls.set_index("claim"), paper.set_index("claim")
-    pairs = [(CONTROL_CLAIMS[0].name, PAPER_CLAIMS[2].name),
-             (CONTROL_CLAIMS[1].name, PAPER_CLAIMS[3].name)]
+    pairs = [(SCALE_CLP_BEATS_INFONCE.name, CLP_BEATS_INFONCE.name),
+             (SCALE_INTERMEDIATE_BEATS_FULL.name, INTERMEDIATE_BEATS_FULL.name)]
     out = []
     for scale, budget in pairs:
         if scale in c.index and budget in p.index:
+            seeds = int(c.loc[scale, "seeds"])
             same = c.loc[scale, "verdict"] == p.loc[budget, "verdict"]
             out.append(f"*{budget}*: {p.loc[budget, 'verdict']} at the budget, "
                        f"{c.loc[scale, 'verdict']} on every training query "
-                       f"({_fmt_interval(c.loc[scale])}, one seed): the verdict "
-                       + ("holds at scale." if same else "changes with scale."))
+                       f"({_fmt_interval(c.loc[scale])}, {seeds} seed{'s' if seeds != 1 else ''}"
+                       + (", seed component declared" if c.loc[scale].get("seed term")
+                          == "declared" else "")
+                       + "): the verdict " + ("holds at scale." if same
+                                              else "changes with scale."))
     return out
+
+
+def framing_sentence(profile: str = "cpu") -> str:
+    """What the study tests and what it does not, in one sentence generated from the
+    profiles: the paper's claims carried to the cpu profile's model, data and budget, plus
+    the scale check; not the paper's own model, data and budget (the full profile)."""
+    study = P.get_profile(profile).study
+    base = study.base
+    model = MODEL_NAMES.get(base.model, base.model)
+    scale = P.get_profile("extras").study
+    return (f"This study tests whether the paper's claims carry over to another model, data "
+            f"and budget: {model} fine-tuned on SQuADShifts {', '.join(study.splits)} with "
+            f"{base.train_queries} training queries per run and {len(study.seeds)} seeds on 2 "
+            f"CPU cores, plus a scale check on every training query "
+            f"({len(scale.seeds_of(SCALE_CLP))} seeds, `make study-extras`). It does not test "
+            f"the paper's own model, data and budget ({SETTINGS['avg'].split(',')[0]} Korean, "
+            "Persian and Hindi on GPUs: `configs/miracl/`), nor the full profile (every "
+            "training query of two splits, three seeds, a GPU); neither has run here, so its "
+            "verdicts speak to how far the claims generalise, not to the paper's numbers.")
+
+
+def summary_line(r: pd.Series) -> str:
+    """A claim in one line for "What we found": verdict and interval on its metric, how near
+    the verdict is to changing, and whether the paper's step (named with its setting) is
+    ruled out."""
+    metric = METRIC_NAMES.get(str(r["metric"]), str(r["metric"]))
+    text = f"{r['claim']}: {r['verdict']} ({metric} {_fmt_interval(r)})"
+    if is_true(r.get("at the edge")):
+        text += ", at the edge"
+    claimed = r["paper claimed"]
+    if isinstance(claimed, float) and not math.isnan(claimed):
+        language = claim_of(r["claim"]).language if _known(r["claim"]) else "avg"
+        text += (f"; the paper's step, {claimed:+.4f} ({SETTINGS[language]}, nDCG@5), is "
+                 + ("ruled out" if is_true(r["excludes paper's effect"]) else "not ruled out"))
+    return text + "."

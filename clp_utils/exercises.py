@@ -19,10 +19,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from clp_utils import claims as C
 from clp_utils import profiles as P
 from clp_utils.base.paths import EXTRAS_ROOT, FIGURES_ROOT
-from clp_utils.claims import CONTROL_CLAIMS, claim_sentence
+from clp_utils.claims import Claim, claim_sentence
 from clp_utils.geometry import repair_reading
+from clp_utils.paper import METRIC
 from clp_utils.study import config_of
 from clp_utils.train_config import TrainConfig
 from clp_utils.training import train
@@ -59,13 +61,18 @@ def _missing(path, command: str) -> str:
     return f"Not measured yet: {path.relative_to(FIGURES_ROOT.parent)} is absent (`{command}`)."
 
 
-def _control(name: str) -> Callable[[], str]:
+def _control(claim: Claim) -> Callable[[], str]:
+    """The sentence of one claim of the extras (its family's table, on the paper's metric)."""
     def answer(table: pd.DataFrame) -> str:
-        if name not in set(table["claim"]):
-            return f"Not measured yet: {name!r} is not in the controls table (`make study-extras`)."
-        return claim_sentence(table.set_index("claim").loc[name].rename(name)
+        if "metric" in table.columns:
+            table = table[table["metric"] == METRIC]
+        if claim.name not in set(table["claim"]):
+            return (f"Not measured yet: {claim.name!r} is not in the {claim.family} table "
+                    "(`make study-extras`).")
+        return claim_sentence(table.set_index("claim").loc[claim.name].rename(claim.name)
                               .to_frame().T.reset_index(names="claim").iloc[0])
-    return _from_table(EXTRAS / "04_claims_controls.csv", "make study-extras", answer)
+    stem = "04_claims_2x2" if claim.family == "2x2" else "04_claims_controls"
+    return _from_table(EXTRAS / f"{stem}.csv", "make study-extras", answer)
 
 
 def _negatives_answer(table: pd.DataFrame) -> str:
@@ -200,17 +207,17 @@ EXERCISES = [
     Exercise("03a", "Intermediate-only at full fine-tuning's rate",
              "policy='intermediate' with the full policy's learning rate",
              "Is intermediate-only's lead the policy, or its ten times higher rate?",
-             _trained(P.INTERMEDIATE_FULL_RATE), _control(CONTROL_CLAIMS[2].name)),
+             _trained(P.INTERMEDIATE_FULL_RATE), _control(C.POLICY_AT_FULL_RATE)),
     Exercise("03b", "Random negatives without in-batch negatives",
              "the paper's recipe (in_batch=False, tau 0.02, batch 4) with random negatives",
              "Do random negatives hurt where they are nearly the only negatives, as in the "
-             "paper?", _trained(P.PAPER_RECIPE_RANDOM), _control(CONTROL_CLAIMS[5].name)),
+             "paper?", _trained(P.PAPER_RECIPE_RANDOM), _control(C.RECIPE_RANDOM_HURTS)),
     Exercise("04a", "CLP at lambda 0.5", "lam=0.5 in the ANCE + CLP row",
              "With the penalty at five times the paper's weight, does CLP beat InfoNCE?",
-             _trained(P.CLP_LAMBDA_05), _control(CONTROL_CLAIMS[4].name)),
+             _trained(P.CLP_LAMBDA_05), _control(C.LAMBDA_05)),
     Exercise("04b", "Symmetric InfoNCE", "loss='infonce_symmetric' (passage-to-query added)",
              "Does CLP beat the standard way of adding a passage-to-query term?",
-             _trained(P.SYMMETRIC), _control(CONTROL_CLAIMS[7].name)),
+             _trained(P.SYMMETRIC), _control(C.CLP_BEATS_SYMMETRIC)),
     Exercise("05a", "The harm at lambda 0.5", "the own-query analysis on the lambda 0.5 runs",
              "Does a five times stronger penalty change how the negatives' own queries fare?",
              _trained(P.CLP_LAMBDA_05),

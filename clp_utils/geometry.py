@@ -1,24 +1,67 @@
 """The mechanism the paper claims, measured: where negatives sit relative to their own queries.
 
 CLP's penalty pulls each hard negative toward the queries it answers, so that pushing it away
-from query i does not wreck it for them (the paper's Figure 1). ``similarity_frame`` measures,
-for a model and a set of mined training records, the three cosines that tell whether that
-happened: query-positive, query-hard negative, and hard negative-its own query.
+from query i does not wreck it for them (the paper's Figure 1). Two measurements, each against
+what would move anyway:
+
+- the cosines: ``similarity_frame`` measures, for a model and a set of mined training records,
+  query-positive, query-hard negative, hard negative-its own query, and a query against every
+  passage of the set (``q_all``). ``cosine_shifts`` compares two models seed by seed with
+  intervals over seeds and groups, each shift beside the global shift of all query-passage
+  cosines: a model that moves every pair moves these three too, so only the excess over the
+  global shift is the mechanism's.
+- the retrieval: ``harm_frames`` scores every training query before and after fine-tuning in
+  groups drawn from ANCE's mining (own: the passage was picked as a hard negative; control: it
+  was ranked in the same candidate window but not picked), ``harm_gaps`` reads the own group's
+  change minus the control's within strata of zero-shot nDCG@10, for each run and for the
+  random-negatives run on the same groups (the placebo: nothing pushed those passages away),
+  all of the chapter's harm claims in one Holm family; ``what_survives`` writes the sentences.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import torch
+from tqdm.auto import tqdm
 
 from clp_utils.base.paths import EXTRAS_ROOT
+from clp_utils.batching import select_queries, training_records
+from clp_utils.data import Split
 from clp_utils.evaluation import evaluate_run
 from clp_utils.losses import clp_loss
+from clp_utils.mining import MiningConfig, index_and_queries, positives_of
 from clp_utils.models import load_model
-from clp_utils.profiles import PAPER_RECIPE_COUNTERPARTS, ZERO_SHOT
-from clp_utils.retrieval import encode_passages, encode_queries, search, to_run
+from clp_utils.profiles import (
+    ANCE,
+    CLP,
+    CLP_LAMBDA_05,
+    PAPER_RECIPE_COUNTERPARTS,
+    RANDOM,
+    ZERO_SHOT,
+)
+from clp_utils.retrieval import (
+    EMBEDDING_CACHE,
+    encode_passages,
+    encode_queries,
+    search,
+    to_run,
+)
+from clp_utils.stats import N_BOOT, SMALLEST_EFFECT, half_width, holm, p_value, verdict
+from clp_utils.study import StudyRun, missing_cells, run_study
+from clp_utils.train_config import TrainConfig
 from clp_utils.training import embed
+
+#: ``(row, seed) -> frame``: the per-query frames of the harm analysis.
+Frames = dict[tuple[str, int], pd.DataFrame]
+#: The three cosines of the paper's Figure 1, as ``similarity_frame`` names them.
+COSINES = ("q_pos", "q_neg", "neg_own")
+COSINE_NAMES = {"q_pos": "query to its positive", "q_neg": "query to its hard negative",
+                "neg_own": "hard negative to its own queries"}
 
 
 def _passages(records: list[dict]) -> list[str]:
@@ -33,7 +76,9 @@ def similarity_frame(model, records: list[dict], label: str,
 
     Columns: ``model`` (= ``label``), ``qid``, ``neg_id``, ``q_pos`` (cos query-positive),
     ``q_neg`` (cos query-negative), ``neg_own`` (cos negative-one of its own queries; NaN when
-    the negative has none).
+    the negative has none) and ``q_all`` (the query's mean cosine to every passage of the
+    records, positives and negatives: averaged over queries, the mean of all query-passage
+    cosines, the level a global shift moves).
     """
     queries = [r["query"] for r in records]
     passages = _passages(records)
@@ -43,6 +88,7 @@ def similarity_frame(model, records: list[dict], label: str,
     o = encode_queries(model, own, batch_size, progress=False) if own else np.zeros((0, q.shape[1]))
     p_idx = {t: i for i, t in enumerate(passages)}
     o_idx = {t: i for i, t in enumerate(own)}
+    q_all = q @ p.mean(0)
     rows = []
     for i, r in enumerate(records):
         q_pos = float(q[i] @ p[p_idx[r["pos"]]])
@@ -51,8 +97,136 @@ def similarity_frame(model, records: list[dict], label: str,
             owns = r["neg_q"][j] or [None]
             for t in owns:
                 neg_own = float(p[p_idx[neg]] @ o[o_idx[t]]) if t is not None else np.nan
-                rows.append((label, r["qid"], neg_id, q_pos, q_neg, neg_own))
-    return pd.DataFrame(rows, columns=["model", "qid", "neg_id", "q_pos", "q_neg", "neg_own"])
+                rows.append((label, r["qid"], neg_id, q_pos, q_neg, neg_own, float(q_all[i])))
+    return pd.DataFrame(rows, columns=["model", "qid", "neg_id", *COSINES, "q_all"])
+
+
+def seed_similarities(runs: list[StudyRun], rows: Sequence[str], groups: int,
+                      batch_size: int | None = None, progress: bool = True) -> pd.DataFrame:
+    """``similarity_frame`` of every seed of ``rows`` and of the zero-shot model, with a
+    ``seed`` column: at each seed, on the first ``groups`` training records of that seed's runs
+    (the groups those models trained on; the zero-shot model is measured on the same ones, so
+    every shift pairs record by record). The rows must mine alike (ANCE and CLP do)."""
+    by_seed: dict[int, list[StudyRun]] = {}
+    for r in runs:
+        if r.row in rows:
+            by_seed.setdefault(r.seed, []).append(r)
+    parts, base = [], {}
+    for s, seed_runs in tqdm(sorted(by_seed.items()), desc="cosines, per seed",
+                             disable=not progress):
+        cfg = seed_runs[0].result.config
+        if any(r.result.config.mining != cfg.mining for r in seed_runs):
+            raise ValueError(f"the rows {list(rows)} mine differently at seed {s}")
+        if cfg.model not in base:
+            base[cfg.model] = load_model(cfg.model)
+        records = training_records(cfg, base[cfg.model])[:groups]
+        parts.append(similarity_frame(base[cfg.model], records, ZERO_SHOT, batch_size)
+                     .assign(seed=s))
+        parts += [similarity_frame(r.result.load_model(), records, r.row, batch_size)
+                  .assign(seed=s) for r in seed_runs]
+    return pd.concat(parts, ignore_index=True)
+
+
+#: The reading of a comparison with one seed: its interval holds no seed-to-seed variance
+#: (``stats``: "one seed: no verdict"; in a Holm family it counts as untested).
+ONE_SEED = "one seed: no verdict"
+
+
+def _interval(seed_values: np.ndarray, passage_var: float, passage_df: float
+              ) -> tuple[float, float, float, bool]:
+    """The study's interval for a mean over seeds (``stats.t_interval``'s combination):
+    ``(low, high, p, read)``.
+
+    Two parts, each with its own t quantile (``stats.half_width``, Banerjee's combination):
+    the passage (or group) part ``passage_var`` with ``passage_df`` df, and with S >= 2 seeds
+    the seed part s ** 2 / S with S - 1 df, s the sd of ``seed_values``; the p-value inverts
+    it (``stats.p_value``). With one seed there is no seed part and ``read`` is False: the
+    interval is printed, no verdict is read from it."""
+    est = float(np.mean(seed_values))
+    if not np.isfinite(est) or not np.isfinite(passage_var):
+        return np.nan, np.nan, np.nan, False
+    parts = [(passage_var, passage_df)]
+    if len(seed_values) >= 2:
+        parts.append((float(np.var(seed_values, ddof=1)) / len(seed_values),
+                      len(seed_values) - 1))
+    half = half_width(parts)
+    return est - half, est + half, p_value(est, parts), len(seed_values) >= 2
+
+
+def _beyond_global(low: float, high: float) -> str:
+    """Where a shift's excess over the global shift lies, read from its interval."""
+    if low > 0:
+        return "above the global shift"
+    if high < 0:
+        return "below the global shift"
+    return "not distinguishable from the global shift"
+
+
+def cosine_shifts(sims: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> pd.DataFrame:
+    """Each cosine's shift from one model to another, beside the global shift.
+
+    ``sims``: ``seed_similarities`` (or ``similarity_frame`` rows with a ``seed`` column).
+    ``pairs``: ``(model, reference)``; a shift is model minus reference, paired by seed and by
+    training record (each record's cosines averaged over its negatives and own queries). The
+    global shift is the same difference of ``q_all`` on the same records: how far every
+    query-passage cosine moved. The excess (shift minus global shift) is the part specific to
+    that cosine. Intervals (95%, ``_interval``): a group part, the variance of the mean over
+    records (the groups) within each seed, and a seed part; records without an own query drop
+    out of ``neg_own`` only.
+
+    Rows ``(pair, cosine)``; columns ``shift``, its interval, ``global shift``, ``excess over
+    global``, its interval, ``records per seed``, ``seeds`` and ``specific`` (the excess's
+    interval read as above, below or not distinguishable from the global shift; not read with
+    one seed).
+    """
+    per = sims.groupby(["model", "seed", "qid"])[[*COSINES, "q_all"]].mean()
+    out = []
+    for row, ref in pairs:
+        seeds = sorted(set(per.loc[row].index.get_level_values("seed"))
+                       & set(per.loc[ref].index.get_level_values("seed")))
+        if not seeds:
+            raise ValueError(f"no seed in common between {row!r} and {ref!r}")
+        for cos in COSINES:
+            diffs = []  # per seed: (records, [shift, global, excess])
+            for s in seeds:
+                both = per.loc[(row, s)].merge(per.loc[(ref, s)], left_index=True,
+                                               right_index=True, suffixes=("", "_ref"))
+                both = both.dropna(subset=[cos, f"{cos}_ref"])
+                if len(both) < 2:
+                    raise ValueError(f"fewer than two records measure {cos} for {row!r} and "
+                                     f"{ref!r} at seed {s}")
+                shift, glob = both[cos] - both[f"{cos}_ref"], both["q_all"] - both["q_all_ref"]
+                diffs.append(np.stack([shift, glob, shift - glob], 1))
+            read = []
+            for k in range(3):
+                means = np.array([d[:, k].mean() for d in diffs])
+                group_var = sum(d[:, k].var(ddof=1) / len(d) for d in diffs) / len(diffs) ** 2
+                read.append((float(means.mean()),
+                             *_interval(means, group_var, sum(len(d) - 1 for d in diffs))))
+            (shift, low, high, _, _), (glob, *_), (excess, e_low, e_high, _, counted) = read
+            out.append({"pair": f"{row} - {ref}", "cosine": cos, "shift": shift,
+                        "95% CI low": low, "95% CI high": high, "global shift": glob,
+                        "excess over global": excess, "excess CI low": e_low,
+                        "excess CI high": e_high,
+                        "records per seed": sum(len(d) for d in diffs) // len(seeds),
+                        "seeds": len(seeds),
+                        "specific": _beyond_global(e_low, e_high) if counted else ONE_SEED})
+    return pd.DataFrame(out).set_index(["pair", "cosine"])
+
+
+def shift_sentences(shifts: pd.DataFrame, cosines: Sequence[str] = COSINES) -> list[str]:
+    """One generated sentence per row of ``cosine_shifts`` (only ``cosines``): the shift, its
+    interval, the global shift of all query-passage cosines, and whether the shift exceeds it."""
+    lines = []
+    for (pair, cos), s in shifts.iterrows():
+        if cos not in cosines:
+            continue
+        lines.append(f"- {pair}, {COSINE_NAMES[cos]}: {s['shift']:+.4f} (95% CI "
+                     f"{s['95% CI low']:+.4f} to {s['95% CI high']:+.4f}) against a global shift "
+                     f"of {s['global shift']:+.4f}; the excess, {s['excess over global']:+.4f} "
+                     f"(95% CI {s['excess CI low']:+.4f} to {s['excess CI high']:+.4f}), is "
+                     f"{s['specific']}.")
+    return lines
 
 
 def umap_2d(emb: np.ndarray, seed: int = 0, n_neighbors: int = 15,
@@ -132,24 +306,16 @@ def gradient_shares(model, examples: list, batches: list[list[int]], config,
 # --------------------------------------------------------------------------- the harm
 
 
-def own_query_retrieval(model, model_id: str | None, dataset, records: list[dict],
-                        trained_qids: set[str] | None = None,
+def own_query_retrieval(model, model_id: str | None, dataset,
                         batch_size: int | None = None) -> pd.DataFrame:
-    """Retrieval of every training query over the training corpus, each marked with the group
-    the harm analysis needs.
+    """Retrieval of every training query over the training passages: the scores the harm
+    analysis groups (``harm_frame``).
 
-    CLP's premise: pushing a hard negative away from query i harms its retrieval for the
-    queries it answers. For the passages that served as a hard negative in ``records``, their
-    own train queries (``group="own"``) are the ones that could be harmed; every other
-    training query, whose passage never served as a negative (``group="control"``), is the
-    control: the same corpus, the same run, the same training. One row per training query:
-    ``qid``, ``passage`` (its relevant passage: the bootstrap resamples passages),
-    ``group``, ``trained`` (whether the run also trained on it: training on a query pulls its
-    passage back, which would hide the harm), ``ndcg_cut_10`` and ``recall_10``. Passage
-    embeddings come from the run's evaluation cache when ``model_id`` names it.
+    One row per training query with a relevant training passage: ``qid``, ``passage`` (its
+    relevant passage: the bootstrap resamples passages), ``ndcg_cut_10`` and ``recall_10``.
+    Passage embeddings come from the run's evaluation cache when ``model_id`` names it.
     """
     train = dataset.train()
-    negs = {d for r in records for d in r["neg_ids"]}
     qids = sorted(q for q, rels in train.qrels.items() if set(rels) & set(train.corpus))
     everything = dataset.test()  # the whole corpus, in the order evaluation embeds it
     docids = list(everything.corpus)
@@ -161,61 +327,369 @@ def own_query_retrieval(model, model_id: str | None, dataset, records: list[dict
     scores, idx = search(q_emb, emb[keep], 100)
     run = to_run(qids, [docids[i] for i in keep], scores, idx)
     per_query = evaluate_run(run, {q: train.qrels[q] for q in qids}).per_query
-    trained_qids = trained_qids or set()
-    passage = {q: sorted(train.qrels[q])[0] for q in qids}
-    return pd.DataFrame({"qid": qids, "passage": [passage[q] for q in qids],
-                         "group": ["own" if set(train.qrels[q]) & negs else "control"
-                                   for q in qids],
-                         "trained": [q in trained_qids for q in qids],
+    return pd.DataFrame({"qid": qids, "passage": [sorted(train.qrels[q])[0] for q in qids],
                          "ndcg_cut_10": [per_query["ndcg_cut_10"][q] for q in qids],
                          "recall_10": [per_query["recall_10"][q] for q in qids]})
 
 
-#: Strata of zero-shot nDCG@10 within which the control queries are matched to the
-#: negatives' own queries (a query that was already easy or hard before training).
-HARM_STRATA = (-0.01, 0.0, 0.4, 0.7, 0.99, 1.0)
+def ance_window(model, train: Split, query_ids: Sequence[str], config: MiningConfig,
+                model_id: str | None = None, batch_size: int | None = None,
+                embedding_cache_dir: Path | None = EMBEDDING_CACHE) -> frozenset[str]:
+    """Every passage ANCE mining ranked inside its window for ``query_ids``.
+
+    The window is ranks ``config.rank_min..rank_max`` (1-based, over the full ranking, a
+    positive taking a rank but never a candidate) of ``model``'s ranking of the train passages,
+    ranked as ``mining.mine`` ranks them (same index, same search). The passages it picked are
+    among them; the others were as near a training query as candidates get, but were not
+    pushed away (a filter dropped them, or better-ranked candidates filled the quota).
+    """
+    qids = list(query_ids)
+    index, q_emb = index_and_queries(model, train, qids, model_id, batch_size, False,
+                                      embedding_cache_dir)
+    depth = min(config.rank_max, len(index.docids))
+    _, idx = search(q_emb, index.doc_emb, depth)
+    window: set[str] = set()
+    for row, qid in enumerate(qids):
+        positives = set(positives_of(train, qid))
+        if positives:  # mining skips a query without a positive
+            window.update(index.docids[i] for i in idx[row][config.rank_min - 1 : depth]
+                          if i >= 0 and index.docids[i] not in positives)
+    return frozenset(window)
 
 
-def harm_frame(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
-    """Per query not trained on: group, passage, zero-shot score, its stratum and the change
-    (fine-tuned - zero-shot nDCG@10), from ``own_query_retrieval`` before and after."""
+#: The groups the harm compares: the passage served as a hard negative, or it was ranked in
+#: the same candidate window and not picked.
+HARM_GROUPS = ("own", "control")
+
+
+@dataclass(frozen=True)
+class HarmGroups:
+    """Which training passages one seed's harm analysis compares (``harm_groups``)."""
+
+    picked: frozenset[str]  # served as a hard negative: their queries form the own group
+    window: frozenset[str]  # ranked in the candidate window (the picked ones included)
+    trained: frozenset[str]  # the training queries the runs trained on (set apart)
+    exclude: frozenset[str] = frozenset()  # passages left out (the placebo's own negatives)
+
+    def group(self, passage: str) -> str:
+        """``own``, ``control``, ``unranked`` (outside the window) or ``excluded``."""
+        if passage in self.exclude:
+            return "excluded"
+        if passage in self.picked:
+            return "own"
+        return "control" if passage in self.window else "unranked"
+
+
+def harm_groups(config: TrainConfig, dataset, model, batch_size: int | None = None
+                ) -> HarmGroups:
+    """The groups of a run trained with ANCE negatives (``config``; ``model`` its base model,
+    the one that mined): the passages it picked as hard negatives, its candidate window
+    (``ance_window`` over the queries it trained on) and those training queries."""
+    train = dataset.train()
+    qids = select_queries(list(train.queries), config.train_queries, config.seed)
+    picked = frozenset(d for r in training_records(config, model) for d in r["neg_ids"])
+    window = ance_window(model, train, qids, config.mining, config.model, batch_size)
+    return HarmGroups(picked, window | picked, frozenset(qids))
+
+
+def _merged(before: pd.DataFrame, after: pd.DataFrame, groups: HarmGroups) -> pd.DataFrame:
     merged = before.merge(after[["qid", "ndcg_cut_10"]], on="qid", suffixes=("_zs", "_ft"))
-    merged = merged[~merged["trained"]].copy()
+    merged["group"] = merged["passage"].map(groups.group)
+    merged["trained"] = merged["qid"].isin(groups.trained)
     merged["change"] = merged["ndcg_cut_10_ft"] - merged["ndcg_cut_10_zs"]
-    merged["stratum"] = pd.cut(merged["ndcg_cut_10_zs"], HARM_STRATA, labels=False)
-    return merged[["qid", "passage", "group", "stratum", "ndcg_cut_10_zs", "change"]]
+    return merged
 
 
-def _harm_sums(frame: pd.DataFrame, passages: list[str]) -> np.ndarray:
+def harm_frame(before: pd.DataFrame, after: pd.DataFrame, groups: HarmGroups) -> pd.DataFrame:
+    """Per query not trained on whose passage is in ``HARM_GROUPS``: ``qid``, ``passage``,
+    ``group``, zero-shot score ``ndcg_cut_10_zs`` and the ``change`` (fine-tuned - zero-shot
+    nDCG@10), from ``own_query_retrieval`` before and after."""
+    merged = _merged(before, after, groups)
+    keep = ~merged["trained"] & merged["group"].isin(HARM_GROUPS)
+    return merged.loc[keep, ["qid", "passage", "group", "ndcg_cut_10_zs", "change"]
+                      ].reset_index(drop=True)
+
+
+def trained_frame(before: pd.DataFrame, after: pd.DataFrame, groups: HarmGroups) -> pd.DataFrame:
+    """``harm_frame``'s columns for the own group's queries the run ALSO trained on."""
+    merged = _merged(before, after, groups)
+    keep = merged["trained"] & (merged["group"] == "own")
+    return merged.loc[keep, ["qid", "passage", "group", "ndcg_cut_10_zs", "change"]
+                      ].reset_index(drop=True)
+
+
+#: Where a profile that does not train the random-negatives row reads it: the extras
+#: profile's partner rows are the cpu profile's runs (the same configs are the same runs).
+PLACEBO_FROM = {"extras": "cpu"}
+
+
+def placebo_runs(profile: str, runs: list[StudyRun], split: str,
+                 row: str = RANDOM) -> list[StudyRun]:
+    """The placebo's runs (``row``, random negatives) on ``split``: the profile's own, or
+    those of ``PLACEBO_FROM[profile]`` when every one of them has finished (nothing trains
+    here); empty when there are none."""
+    own = [r for r in runs if r.row == row and r.split == split]
+    partner = PLACEBO_FROM.get(profile)
+    if own or partner is None or missing_cells(partner, [row]):
+        return own
+    return [r for r in run_study(partner, rows=[row], progress=False) if r.split == split]
+
+
+def _same_queries(config: TrainConfig, reference: TrainConfig) -> None:
+    """Raise unless ``config`` trained on the reference's data and queries."""
+    fields = ("model", "split", "passages", "val_fraction", "train_queries", "seed")
+    differ = [f for f in fields if getattr(config, f) != getattr(reference, f)]
+    if differ:
+        raise ValueError(f"{config.label} and {reference.label} differ in {differ}: the "
+                         "placebo must train on the reference's queries")
+
+
+def harm_frames(runs: list[StudyRun], dataset, reference: str = ANCE, placebo: str = RANDOM,
+                batch_size: int | None = None, progress: bool = True) -> tuple[Frames, Frames]:
+    """``(harm frames, trained frames)``, each ``(row, seed) -> frame``, for every run.
+
+    Every row is scored on the groups of the ``reference`` run of its seed (``harm_groups``:
+    ANCE's picks and window); a row must mine as the reference does, except ``placebo``
+    (random negatives), which must train on the same queries: it is the model that never
+    pushed those passages away, and the queries whose passage it did draw as a random negative
+    are left out of its frame. Zero-shot scores come from the runs' base model.
+    """
+    refs = {r.seed: r.result.config for r in runs if r.row == reference}
+    base, zero, groups = {}, {}, {}
+    frames, trained = {}, {}
+    for r in tqdm(runs, desc="own-query retrieval, per run", disable=not progress):
+        cfg = r.result.config
+        if r.seed not in refs:
+            raise ValueError(f"no {reference!r} run at seed {r.seed} to draw the groups from")
+        ref = refs[r.seed]
+        if cfg.model not in base:
+            base[cfg.model] = load_model(cfg.model)
+            zero[cfg.model] = own_query_retrieval(base[cfg.model], cfg.model, dataset, batch_size)
+        if r.seed not in groups:
+            groups[r.seed] = harm_groups(ref, dataset, base[cfg.model], batch_size)
+        g = groups[r.seed]
+        if r.row == placebo:
+            _same_queries(cfg, ref)
+            drawn = training_records(cfg, base[cfg.model])
+            g = replace(g, exclude=frozenset(d for rec in drawn for d in rec["neg_ids"]))
+        elif cfg.mining != ref.mining:
+            raise ValueError(f"{r.row!r} mines differently from {reference!r}")
+        after = own_query_retrieval(r.result.load_model(), r.result.run_id, dataset, batch_size)
+        frames[(r.row, r.seed)] = harm_frame(zero[cfg.model], after, g)
+        trained[(r.row, r.seed)] = trained_frame(zero[cfg.model], after, g)
+    return frames, trained
+
+
+#: The fewest queries of each group a stratum of zero-shot nDCG@10 holds in every frame (or
+#: the whole group, when it is smaller).
+MIN_STRATUM = 10
+
+
+def zero_shot_strata(frames: Iterable[pd.DataFrame], min_queries: int = MIN_STRATUM
+                     ) -> np.ndarray:
+    """Strata of zero-shot nDCG@10 chosen from the data so that none is empty.
+
+    nDCG@10 with one relevant passage takes only the values 0 and 1 / log2(r + 1), r = 1..10,
+    so the strata start as those exact values; adjacent values merge, lowest first, until a
+    stratum holds at least ``min_queries`` own and ``min_queries`` control queries in every
+    frame (a group smaller than that: all of it), and a short last stratum joins the one
+    below. Returns the strata's ascending upper bounds, the last one ``inf``
+    (``np.searchsorted(bounds, score)`` is a query's stratum).
+    """
+    frames = list(frames)
+    if not frames:
+        raise ValueError("no harm frame to stratify")
+    values = np.unique(np.concatenate([f["ndcg_cut_10_zs"].to_numpy() for f in frames]))
+    counts = np.zeros((len(frames), len(HARM_GROUPS), len(values)))
+    for i, f in enumerate(frames):
+        for g, name in enumerate(HARM_GROUPS):
+            part = f.loc[f["group"] == name, "ndcg_cut_10_zs"].to_numpy()
+            counts[i, g] = np.bincount(np.searchsorted(values, part), minlength=len(values))
+    need = np.minimum(min_queries, counts.sum(-1))
+    bounds, held = [], np.zeros(need.shape)
+    for v, value in enumerate(values):
+        held += counts[..., v]
+        if (held >= need).all():
+            bounds.append(float(value))
+            held[:] = 0
+    # the last stratum reaches up to inf: values above the last full stratum join it
+    return np.array([*bounds[:-1], np.inf])
+
+
+def _harm_sums(frame: pd.DataFrame, passages: list[str], bounds: np.ndarray) -> np.ndarray:
     """(2 groups, 2 [sum, count], strata, passages) of the changes."""
     pos = {p: i for i, p in enumerate(passages)}
-    out = np.zeros((2, 2, len(HARM_STRATA) - 1, len(passages)))
-    for g, name in enumerate(("own", "control")):
+    out = np.zeros((len(HARM_GROUPS), 2, len(bounds), len(passages)))
+    for g, name in enumerate(HARM_GROUPS):
         part = frame[frame["group"] == name]
-        np.add.at(out[g, 0], (part["stratum"].to_numpy(), part["passage"].map(pos).to_numpy()),
-                  part["change"].to_numpy())
-        np.add.at(out[g, 1], (part["stratum"].to_numpy(), part["passage"].map(pos).to_numpy()), 1)
+        at = (np.searchsorted(bounds, part["ndcg_cut_10_zs"].to_numpy()),
+              part["passage"].map(pos).to_numpy())
+        np.add.at(out[g, 0], at, part["change"].to_numpy())
+        np.add.at(out[g, 1], at, 1)
     return out
 
 
 def _matched_gap(sums: np.ndarray) -> np.ndarray:
-    """Own-group mean change minus the control's, the control reweighted to the own group's
-    strata (``sums`` from ``_harm_sums`` with the passage axis summed, any leading axes)."""
+    """Own-group mean change minus the control's within each stratum, averaged with the own
+    group's stratum weights (``sums`` from ``_harm_sums`` with the passage axis summed, any
+    leading axes). A stratum one group lacks (possible in a bootstrap resample) drops out
+    and the weights renormalise; NaN when no stratum holds both."""
     own_sum, own_n = sums[..., 0, 0, :], sums[..., 0, 1, :]
     ctl_sum, ctl_n = sums[..., 1, 0, :], sums[..., 1, 1, :]
-    share = own_n / np.maximum(own_n.sum(-1, keepdims=True), 1e-12)
-    ctl_mean = np.where(ctl_n > 0, ctl_sum / np.maximum(ctl_n, 1e-12), 0.0)
-    matched = (share * ctl_mean).sum(-1) / np.maximum((share * (ctl_n > 0)).sum(-1), 1e-12)
-    return own_sum.sum(-1) / np.maximum(own_n.sum(-1), 1e-12) - matched
+    both = (own_n > 0) & (ctl_n > 0)
+    weight = np.where(both, own_n, 0.0)
+    diff = np.where(both, own_sum / np.maximum(own_n, 1) - ctl_sum / np.maximum(ctl_n, 1), 0.0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (weight * diff).sum(-1) / weight.sum(-1)
+
+
+def _raw_gap(sums: np.ndarray) -> np.ndarray:
+    """Own-group mean change minus the control's, no strata (the unadjusted gap; ``sums`` as
+    ``_matched_gap`` takes them)."""
+    tot = sums.sum(-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return tot[..., 0, 0] / tot[..., 0, 1] - tot[..., 1, 0] / tot[..., 1, 1]
+
+
+@dataclass(frozen=True)
+class HarmContrast:
+    """One row of ``harm_gaps``: a run's gap (``minus`` None) or the difference of two runs'
+    gaps, the claim it tests and the sign of a value that supports it."""
+
+    label: str
+    row: str
+    minus: str | None
+    claim: str
+    sign: int  # +1: a positive value supports the claim; -1: a negative one
+    tested: bool = True  # in the Holm family (False: a descriptive row)
+
+
+def harm_family(infonce: str = ANCE, clp: str = CLP, strong: str = CLP_LAMBDA_05,
+                placebo: str = RANDOM) -> tuple[HarmContrast, ...]:
+    """The declared rows of ``harm_gaps``: the harm gap of each ANCE-trained row, the
+    placebo's gap (descriptive), the harm attributable to serving as a negative (InfoNCE's gap
+    minus the placebo's), CLP's repair at each lambda and lambda 0.5 against lambda 0.1. Every
+    row but the placebo's own gap is one Holm family, whether or not this profile ran it."""
+    harm = "serving as a hard negative harms a passage's own queries"
+    return (
+        HarmContrast(infonce, infonce, None, f"Under InfoNCE, {harm}", -1),
+        HarmContrast(clp, clp, None, f"Under CLP (the paper's lambda), {harm}", -1),
+        HarmContrast(strong, strong, None, f"Under CLP at lambda 0.5, {harm}", -1),
+        HarmContrast(placebo, placebo, None, "Random negatives (the placebo) leave the own group "
+                     "behind the control without pushing its passages away", -1, tested=False),
+        HarmContrast(f"{infonce} - {placebo}", infonce, placebo, "InfoNCE's harm exceeds the "
+                     "placebo's gap: it is due to serving as a negative", -1),
+        HarmContrast(f"{clp} - {infonce}", clp, infonce,
+                     "CLP (the paper's lambda) repairs part of InfoNCE's harm", +1),
+        HarmContrast(f"{strong} - {infonce}", strong, infonce,
+                     "CLP at lambda 0.5 repairs part of InfoNCE's harm", +1),
+        HarmContrast(f"{strong} - {clp}", strong, clp,
+                     "Lambda 0.5 repairs more than the paper's lambda", +1),
+    )
+
+
+#: ``harm_gaps``' verdict for a declared row whose runs this profile did not train.
+NOT_RUN = "not run"
+#: ``harm_gaps``' columns (its index: the comparison).
+GAP_COLUMNS = ["claim", "own minus matched control", "unadjusted", "95% CI low", "95% CI high",
+               "p", "p Holm", "verdict", "seeds", "seed values", "strata"]
+
+
+def harm_gaps(frames: Frames, family: Sequence[HarmContrast],
+              n_boot: int = N_BOOT, seed: int = 0, min_queries: int = MIN_STRATUM
+              ) -> pd.DataFrame:
+    """The harm, against the control and the placebo, one Holm family.
+
+    A run's gap is its own group's mean change minus the control's within strata of zero-shot
+    nDCG@10 (``zero_shot_strata`` over every frame, so no stratum is empty), weighted as the own
+    group is: negative if serving as a hard negative hurt. A contrast is the difference of two
+    runs' gaps, seed by seed; InfoNCE's gap minus the placebo's is the harm attributable to
+    serving as a negative, beyond the gap these passages' queries show anyway.
+
+    ``frames``: ``(row, seed) -> harm_frame`` (``harm_frames``); a contrast uses the seeds its
+    rows share. Intervals and p as ``stats.t_interval`` builds them (``_interval``): a passage
+    part, the bootstrap variance of the seed-averaged value over resampled passages (one
+    resample shared by every row) times C / (C - 1), and a seed part from the per-seed values.
+    ``p Holm`` adjusts the tested rows of ``family`` together (``stats.holm``; a row not run,
+    or with one seed and so no verdict, counts as p = 1), and ``verdict`` (``stats.verdict``)
+    reads each against its claim's direction.
+
+    Rows: ``family``'s labels. Columns: ``claim``, ``own minus matched control`` (the gap, or
+    the difference of gaps), ``unadjusted`` (the same without strata), the 95% interval,
+    ``p``, ``p Holm``, ``verdict``, ``seeds``, ``seed values`` and ``strata``.
+    """
+    bounds = zero_shot_strata(frames.values(), min_queries)
+    passages = sorted({p for f in frames.values() for p in f["passage"]})
+    if len(passages) < 2:
+        raise ValueError("an interval over passages needs two or more passages")
+    rng = np.random.default_rng(seed)
+    w = rng.multinomial(len(passages), np.full(len(passages), 1 / len(passages)),
+                        size=n_boot).astype(float)
+    gaps = {}  # row -> seed -> (gap, unadjusted gap, (B,) replicates)
+    for (row, s), frame in frames.items():
+        sums = _harm_sums(frame, passages, bounds)
+        reps = (sums.reshape(-1, len(passages)) @ w.T).T.reshape(n_boot, *sums.shape[:-1])
+        gaps.setdefault(row, {})[s] = (float(_matched_gap(sums.sum(-1))),
+                                       float(_raw_gap(sums.sum(-1))), _matched_gap(reps))
+    rows = []
+    for c in family:
+        parts = [gaps.get(c.row, {})] + ([gaps.get(c.minus, {})] if c.minus else [])
+        seeds = sorted(set.intersection(*(set(p) for p in parts)))
+        entry = {"comparison": c.label, "claim": c.claim, "tested": c.tested,
+                 "seeds": len(seeds)}
+        if not seeds:
+            rows.append({**entry, "verdict": NOT_RUN})
+            continue
+        sign = np.array([1.0, -1.0])[: len(parts)]  # a gap, or a gap minus another
+        est = sign @ np.array([[p[s][0] for s in seeds] for p in parts])  # (S,)
+        raw = sign @ np.array([[p[s][1] for s in seeds] for p in parts])
+        reps = sign @ np.array([np.mean([p[s][2] for s in seeds], 0) for p in parts])  # (B,)
+        reps = reps[np.isfinite(reps)]  # a resample without a common stratum says nothing
+        n = len(passages)
+        low, high, p, read = _interval(est, reps.var(ddof=1) * n / (n - 1) if len(reps) > 1
+                                       else np.nan, n - 1)
+        word = "" if read else ONE_SEED if np.isfinite(p) else "not measurable (an empty group)"
+        rows.append({**entry, "own minus matched control": float(est.mean()),
+                     "unadjusted": float(raw.mean()), "95% CI low": low, "95% CI high": high,
+                     "p": p, "seed values": ", ".join(f"{v:+.4f}" for v in est),
+                     "verdict": word})
+    out = pd.DataFrame(rows).set_index("comparison").reindex(columns=[*GAP_COLUMNS, "tested"])
+    measured = out["tested"].astype(bool) & (out["verdict"] == "")
+    if measured.any():
+        out.loc[measured, "p Holm"] = holm(out.loc[measured, "p"].tolist(),
+                                           sum(c.tested for c in family))
+    for label, c in zip(out.index, family, strict=True):
+        if measured[label]:
+            low, high = sorted((c.sign * out.at[label, "95% CI low"],
+                                c.sign * out.at[label, "95% CI high"]))
+            out.at[label, "verdict"] = verdict(low, high, out.at[label, "p Holm"])
+        elif not c.tested and np.isfinite(out.at[label, "p"]):
+            out.at[label, "verdict"] = "descriptive"
+    out["strata"] = len(bounds)
+    return out.drop(columns="tested")
+
+
+#: What a verdict of ``harm_gaps`` says about its row's claim.
+VERDICT_WORDS = {"held": "holds", "reversed": "reversed, the interval lies on the other side",
+                 "equivalent": f"ruled out, the interval lies inside +/- {SMALLEST_EFFECT}",
+                 "inconclusive": "not shown, the interval is too wide",
+                 ONE_SEED: "no verdict, one seed (the interval holds no seed-to-seed variance)"}
 
 
 def repair_reading(gap: pd.Series) -> str:
-    """What a "CLP - InfoNCE" row of ``harm_gaps`` says: an interval above zero is a
-    measurable repair of the harm, one below zero more harm, one across zero no measurable
-    repair."""
+    """What a "CLP - InfoNCE" row of ``harm_gaps`` says about the repair: from its Holm
+    verdict, or, in a table older than the Holm family, from its unadjusted interval (and
+    says so)."""
+    readings = {"held": "a measurable repair", "reversed": "more harm than InfoNCE",
+                "equivalent": "a repair too small to matter, if any",
+                "inconclusive": "no measurable repair"}
+    if isinstance(gap.get("verdict"), str) and gap["verdict"] in readings:
+        return readings[gap["verdict"]]
     if gap["95% CI low"] > 0:
-        return "a measurable repair"
-    return "more harm than InfoNCE" if gap["95% CI high"] < 0 else "no measurable repair"
+        reading = "a measurable repair"
+    else:
+        reading = "more harm than InfoNCE" if gap["95% CI high"] < 0 else "no measurable repair"
+    return f"{reading} (unadjusted interval)"
 
 
 def committed_harm_gaps() -> pd.DataFrame:
@@ -225,49 +699,7 @@ def committed_harm_gaps() -> pd.DataFrame:
     return pd.read_csv(path, index_col="comparison") if path.exists() else pd.DataFrame()
 
 
-def harm_gaps(frames: dict[tuple[str, int], pd.DataFrame], reference: str, row: str,
-              n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """The harm, with a control group: for each of ``reference`` (InfoNCE) and ``row`` (CLP),
-    the negatives' own queries' change minus the matched control's (a difference in
-    differences: negative if serving as a hard negative hurt a passage's own queries), and
-    ``row`` minus ``reference`` (does CLP repair it?), each with a 95% interval from a
-    two-level bootstrap (seeds, then passages, as ``stats.two_level_bootstrap``).
-
-    ``frames``: ``(row, seed) -> harm_frame``. Seeds pair by number.
-    """
-    passages = sorted({p for f in frames.values() for p in f["passage"]})
-    rows = {name: {s: _harm_sums(f, passages) for (r, s), f in frames.items() if r == name}
-            for name in (reference, row)}
-    seeds = sorted(set(rows[reference]) & set(rows[row]))
-    if not seeds:
-        raise ValueError(f"no seed in common between {reference!r} and {row!r}")
-    rng = np.random.default_rng(seed)
-    w = rng.multinomial(len(passages), np.full(len(passages), 1 / len(passages)), size=n_boot)
-    gaps = {}
-    for name in (reference, row):
-        stacked = np.stack([rows[name][s] for s in seeds])  # (S, 2, 2, strata, P)
-        gaps[name] = (_matched_gap(stacked.sum(-1)),  # (S,) estimates
-                      _matched_gap(np.einsum("sgkzp,bp->bsgkz", stacked, w)))  # (B, S)
-    gaps["difference"] = (gaps[row][0] - gaps[reference][0],
-                          gaps[row][1] - gaps[reference][1])
-    n = len(seeds)
-    pick = rng.multinomial(n, np.full(n, 1 / n), size=n_boot) / n  # (B, S) seed weights
-    out = []
-    for name, (est, reps) in gaps.items():
-        if n > 1:
-            centre = reps.mean(1, keepdims=True)
-            reps = centre + np.sqrt(n / (n - 1)) * (reps - centre)
-        combined = (pick * reps).sum(1)
-        low, high = np.quantile(combined, [0.025, 0.975])
-        label = f"{row} - {reference}" if name == "difference" else name
-        out.append({"comparison": label, "own minus matched control": float(est.mean()),
-                    "95% CI low": float(low), "95% CI high": float(high), "seeds": n,
-                    "seed values": ", ".join(f"{v:+.4f}" for v in est)})
-    return pd.DataFrame(out).set_index("comparison")
-
-
-def harm_summary(frames: dict[tuple[str, int], pd.DataFrame],
-                 trained: dict[tuple[str, int], pd.DataFrame] | None = None) -> pd.DataFrame:
+def harm_summary(frames: Frames, trained: Frames | None = None) -> pd.DataFrame:
     """Per row and group: zero-shot and fine-tuned nDCG@10 and their change, averaged over
     seeds, and the number of queries (the smallest over seeds: groups differ by seed). With
     ``trained`` (the own queries the runs also trained on), a third group beside the two."""
@@ -285,13 +717,65 @@ def harm_summary(frames: dict[tuple[str, int], pd.DataFrame],
     return out
 
 
-def trained_frame(before: pd.DataFrame, after: pd.DataFrame) -> pd.DataFrame:
-    """``harm_frame``'s columns for the negatives' own queries the run ALSO trained on."""
-    merged = before.merge(after[["qid", "ndcg_cut_10"]], on="qid", suffixes=("_zs", "_ft"))
-    merged = merged[merged["trained"] & (merged["group"] == "own")].copy()
-    merged["change"] = merged["ndcg_cut_10_ft"] - merged["ndcg_cut_10_zs"]
-    merged["stratum"] = pd.cut(merged["ndcg_cut_10_zs"], HARM_STRATA, labels=False)
-    return merged[["qid", "passage", "group", "stratum", "ndcg_cut_10_zs", "change"]]
+def _gap_sentence(label: str, g: pd.Series, where: str = "") -> str:
+    reading = VERDICT_WORDS.get(g["verdict"], g["verdict"])
+    holm_p = f", Holm p {g['p Holm']:.3g}" if pd.notna(g.get("p Holm")) else ""
+    return (f"- {g['claim']}: {reading}{where}. {label}: {g['own minus matched control']:+.4f} "
+            f"(95% CI {g['95% CI low']:+.4f} to {g['95% CI high']:+.4f}{holm_p}; seeds "
+            f"{g['seed values']}).")
+
+
+def harm_sentences(gaps: pd.DataFrame, committed: pd.DataFrame | None = None) -> list[str]:
+    """One generated sentence per row of ``harm_gaps``: its claim and what its verdict says,
+    with the estimate, the interval and the Holm-adjusted p. A row this profile did not run
+    is read from ``committed`` (the extras' table, ``committed_harm_gaps``) when that table
+    holds it with a verdict (its own Holm family), else said to be not run."""
+    committed = committed if committed is not None else pd.DataFrame()
+    lines = []
+    for label, g in gaps.iterrows():
+        if g["verdict"] == NOT_RUN:
+            c = committed.loc[label] if label in committed.index else None
+            if c is not None and c.get("verdict") in VERDICT_WORDS:
+                lines.append(_gap_sentence(label, c, " in `make study-extras`' own family"))
+            else:
+                lines.append(f"- {g['claim']}: not run in this profile.")
+        elif g["verdict"] == "descriptive":
+            lines.append(f"- {g['claim']}: a descriptive gap of "
+                         f"{g['own minus matched control']:+.4f} (95% CI "
+                         f"{g['95% CI low']:+.4f} to {g['95% CI high']:+.4f}), the part of a "
+                         "gap not due to serving as a negative.")
+        elif g["verdict"] in VERDICT_WORDS:
+            lines.append(_gap_sentence(label, g))
+        else:
+            lines.append(f"- {g['claim']}: {g['verdict']}.")
+    return lines
+
+
+def what_survives(gaps: pd.DataFrame, shifts: pd.DataFrame,
+                  committed: pd.DataFrame | None = None) -> list[str]:
+    """The chapter's findings, generated: which claims of the harm family hold after the
+    zero-shot strata, the placebo and Holm's adjustment (``harm_gaps``), which are reversed,
+    ruled out or not shown, the rows this profile did not run (read from ``committed`` where
+    it holds them, as ``harm_sentences``), and how far the negatives' shift toward their own
+    queries exceeds the global shift of all query-passage cosines (``cosine_shifts``)."""
+    claims = {v: [g["claim"] for _, g in gaps.iterrows() if g["verdict"] == v]
+              for v in VERDICT_WORDS}
+    lines = ["What survives the zero-shot strata, the placebo and Holm's adjustment: "
+             + ("; ".join(claims["held"]) + "." if claims["held"]
+                else "none of the harm family's claims.")]
+    for v, prefix in (("reversed", "Reversed"),
+                      ("equivalent", "Ruled out as smaller than the smallest effect that matters"),
+                      ("inconclusive", "Not shown (an interval too wide)"),
+                      (ONE_SEED, "No verdict with one seed")):
+        if claims[v]:
+            lines.append(f"{prefix}: " + "; ".join(claims[v]) + ".")
+    lines += [line for line, v in zip(harm_sentences(gaps, committed), gaps["verdict"],
+                                      strict=True) if v == NOT_RUN]
+    specific = [f"{pair}: {s['excess over global']:+.4f}, {s['specific']}"
+                for (pair, cos), s in shifts.iterrows() if cos == "neg_own"]
+    lines.append("The hard negatives' shift toward their own queries beyond the global shift of "
+                 "all query-passage cosines: " + "; ".join(specific) + ".")
+    return lines
 
 
 # --------------------------------------------------------------------------- the temperature

@@ -70,14 +70,15 @@ def zero_shot_tables(results: dict, metric: str = "ndcg_cut_10") -> tuple[pd.Dat
         per_seed = {s: {0: results[(dataset, s)].evaluation.per_query[metric]} for s in systems}
         clusters = results[(dataset, dense[0])].evaluation.clusters
         pairs = [(dense[0], other) for other in systems if other != dense[0]]
-        parts.append(comparison_table(per_seed, pairs, clusters, holm_family=False)
-                     .assign(dataset=dataset))
+        # zero-shot models and BM25 have no training seed: deterministic systems
+        parts.append(comparison_table(per_seed, pairs, clusters, holm_family=False,
+                                      seedless=set(systems)).assign(dataset=dataset))
     if not parts:
         return table, pd.DataFrame()
     sig = pd.concat(parts, ignore_index=True)
     sig["p Holm"] = holm(sig["p"].tolist())
-    sig["verdict"] = [verdict(r["95% CI low"], r["95% CI high"], r["p Holm"])
-                      for _, r in sig.iterrows()]
+    sig["verdict"] = [verdict(r["95% CI low"], r["95% CI high"], r["p Holm"],
+                              seed_term=r["seed term"]) for _, r in sig.iterrows()]
     sig["comparison"] = sig["system"] + " vs " + sig["reference"]
     return table, sig.drop(columns=["system", "reference"])
 

@@ -34,12 +34,42 @@ def published(row: str, language: str = "avg") -> float:
     return values[LANGUAGES.index(language)] / 100 if values else float("nan")
 
 
+def column(language: str) -> dict[str, float]:
+    """Every row of one Table 2 column as fractions of nDCG@5, in the table's order."""
+    return {row: published(row, language) for row in TABLE2}
+
+
 def claimed_difference(better: str, worse: str, language: str = "avg") -> float | None:
     """The paper's own difference between two of its rows (fraction of nDCG@5), e.g. ANCE
     over random +0.0451 on the average; None when either row is not in its table."""
     if better not in TABLE2 or worse not in TABLE2:
         return None
     return round(published(better, language) - published(worse, language), 6)
+
+
+#: The paper's metric: every claim is tested on it (nDCG@5 on MIRACL dev), nDCG@10 beside it.
+METRIC = "ndcg_cut_5"
+METRICS = ("ndcg_cut_5", "ndcg_cut_10")
+#: Where a step of Table 2 comes from, per column (a sentence names it with the step).
+SETTINGS = {"ko": "BGE-M3 on MIRACL Korean", "fa": "BGE-M3 on MIRACL Persian",
+            "hi": "BGE-M3 on MIRACL Hindi", "avg": "BGE-M3 on MIRACL, average of ko, fa, hi"}
+#: The paper's steps this study tests: (better row, worse row, Table 2 column). Each step's
+#: equivalence margin is the step's own size on the paper's metric, declared here beside it
+#: from the published table alone (no score of this study enters): "equivalent" then reads
+#: "an effect as large as the paper's is ruled out".
+STEPS = (("zero-shot", "random negatives", "avg"), ("ANCE negatives", "random negatives", "avg"),
+         ("ANCE + CLP", "ANCE negatives", "avg"),
+         ("ANCE + CLP, intermediate only", "ANCE + CLP", "avg"),
+         ("ANCE + CLP + MoE", "ANCE + CLP, intermediate only", "avg"),
+         ("ANCE negatives", "zero-shot", "hi"), ("ANCE + CLP", "ANCE negatives", "hi"))
+
+
+def step_margin(better: str, worse: str, language: str = "avg") -> float | None:
+    """The declared equivalence margin of a paper step (``STEPS``): the size of the paper's
+    own difference on its metric; None for a step the paper did not publish."""
+    if (better, worse, language) not in STEPS:
+        return None
+    return abs(claimed_difference(better, worse, language))
 
 
 def _published_numbers() -> set[float]:

@@ -104,7 +104,8 @@ def compare_rows(runs: list[StudyRun], pairs: list[tuple[str, str]], split: str,
     rows = {r for pair in pairs for r in pair}
     per_seed = {r: seed_scores(runs, r, split, metric, domain) for r in rows}
     return comparison_table(per_seed, pairs, clusters_of(runs, split, domain),
-                            family_size=family_size, holm_family=holm_family, seed=seed)
+                            family_size=family_size, holm_family=holm_family, seed=seed,
+                            seedless={ZERO_SHOT})
 
 
 def significance_table(runs: list[StudyRun], metric: str = "ndcg_cut_10",
@@ -154,7 +155,8 @@ def comparison_holm(table: pd.DataFrame, family_size: int | None = None) -> pd.D
     """Holm over the rows of a (concatenated) comparison table, and their verdicts."""
     out = table.copy()
     out["p Holm"] = holm(out["p"].tolist(), family_size)
-    out["verdict"] = [verdict(r["95% CI low"], r["95% CI high"], r["p Holm"])
+    out["verdict"] = [verdict(r["95% CI low"], r["95% CI high"], r["p Holm"],
+                              seed_term=r.get("seed term", "measured"))
                       for _, r in out.iterrows()]
     return out
 

@@ -4,36 +4,74 @@ seeds vary, one Holm family per question, and verdicts read from an interval.
 Why not a plain per-query test: a SQuADShifts test passage carries about five questions,
 and questions on one passage tend to succeed or fail together; and a fine-tuned row is a
 random draw over training seeds. A test that treats every question as independent, on the
-seed-averaged scores, ignores both and is too sure of itself (``tests/test_stats.py``
-measures how much on simulated studies).
+seed-averaged scores, ignores both and is too sure of itself (``tests/test_stats.py``: 30-65%
+false positives on simulated null studies of the cpu design).
+
+The interval (``t_interval``; ``two_level_bootstrap`` applies it to two systems). The
+estimate is the mean over S paired seeds and N queries of system - reference. Its variance
+has two parts: the passage part, the bootstrap variance of the seed-averaged mean over
+resampled test passages (every question of a drawn passage comes along; Davison & Hinkley
+1997, section 3.8) times C / (C - 1), with C - 1 degrees of freedom (C passages); and the
+seed part, s^2 / S, s^2 the sample variance of the S per-seed mean differences, S - 1 df.
+(s^2 also carries the per-question noise that the passage part counts already: conservative
+by sigma_question^2 / (N S), about 2.5e-6 at the cpu design beside a passage part of 6e-6.)
+
+Why Student t, and which. With two or three seeds the seed part rests on one or two df; a
+bootstrap over S seeds treats it as known (the earlier percentile bootstrap, widened by
+sqrt(S / (S - 1)), gave 8.5% and 15.5% false positives at a seed sd of the difference of
+0.006 and 0.01 with two seeds). One t with Welch-Satterthwaite df is not enough either: in
+3000 simulated null studies per setting (the cpu design below, two seeds) it rejected 6.3%,
+10.0% and 12.8% at seed sd 0.0035, 0.006 and 0.01, because its df is estimated from the same
+s^2 that, when small by chance, makes the statistic large. Declared fix: Banerjee's (1961)
+combination, each part scaled by its own t quantile, half-width = sqrt(t_{C-1}^2 V_passage +
+t_{S-1}^2 s^2 / S) (``half_width``), which covers at least 1 - alpha whatever the parts' true
+ratio; the p-value inverts it (the smallest alpha whose interval excludes 0: ``p_value``) and
+``df`` is the effective df of the one t that gives the same half-width (``effective_df``).
+``tests/test_stats.py`` measures, over 1000 null studies each, 1.7%, 1.4% and 2.8% false
+positives with two seeds at seed sd 0.0035, 0.006 and 0.01, and 4.3%, 4.4% and 5.4% with one
+seed and the true seed sd declared (binomial bound 7.3%). The price is width: at the cpu
+design (407 passages, passage sd 0.036, question sd 0.10) two seeds give an 80%-power
+minimum detectable effect of about 0.05, 0.07 and 0.12 at those seed sds, three seeds 0.015,
+0.022 and 0.034, one seed with the seed sd declared (known) 0.013, 0.019 and 0.029.
+
+One seed (S == 1, ``t_interval``): the seed part cannot be measured. With ``seed_sd`` it is
+declared, seed_sd^2 with ``seed_df`` df (e.g. ``pooled_seed_sd`` of the profile's two-seed
+comparisons), seed term ``"declared"``; with ``seedless`` (zero-shot vs BM25: no training seed
+exists) there is none to add, ``"seedless"``; otherwise the interval holds no seed variance,
+``"none"``, and the verdict reads ``"one seed: no verdict"`` (in a Holm family it counts as
+untested, p = 1). A single run against a two-seed row pairs with both seeds (``pair_seeds``):
+S = 2, the trained row's seed variance measured.
 
 - ``passage_clusters``: each test query's cluster, the passage(s) it is judged relevant to.
-- ``two_level_bootstrap``: the study's comparison of two systems. A hierarchical bootstrap
-  (Davison & Hinkley 1997, section 3.8; Field & Welsh 2007): each replicate draws the seeds
-  with replacement, then the test passages with replacement (every question of a drawn
-  passage comes along), and recomputes the mean difference. Its percentile interval and its
-  p-value (the replicates centred on the estimate, as a null) carry both sources of variance.
-  With S seeds the seed level is widened by sqrt(S / (S - 1)), the usual small-sample
-  correction of a bootstrap of S values (with two seeds, plain resampling would halve
-  the seed-to-seed variance).
 - ``paired_test``: the plain per-query sign-flip permutation and t-test, kept as a column
   beside the clustered interval (it is what a reader of most IR papers expects to see).
 - ``holm``: Holm-Bonferroni adjustment (Holm 1979) of one family of p-values.
 - ``verdict``: held / reversed (the Holm-adjusted test rejects, and the sign says which), else
-  equivalent (the 95% interval lies inside +/- ``SMALLEST_EFFECT``: two one-sided tests,
-  Schuirmann 1987), else inconclusive.
-- ``comparison_table``: the one table builder every chapter uses.
+  equivalent (the 95% interval lies inside +/- the comparison's margin, by default
+  ``SMALLEST_EFFECT``: two one-sided tests at alpha / 2 each, Schuirmann 1987), else
+  inconclusive. A true effect exactly at the margin reads "equivalent" in 1.8% (one seed,
+  declared) and 0.0% (two seeds) of 1000 simulated studies, where no effect reads so in 80%
+  and 53% (margins 0.015 and 0.03: the two-seed interval is too wide for less).
+- ``edge_distance`` / ``at_edge``: how far an interval is from changing its verdict word;
+  within ``EDGE_BAND`` (0.002, a fifth of the margin and about what one more seed moves a
+  two-seed mean) a verdict is "at the edge" and a rerun may read otherwise.
+- ``minimum_detectable_effect``: the smallest true difference the test finds with 80% power,
+  from the comparison's se and effective df (noncentral t, exact for a t statistic; for the
+  Banerjee interval the tests find 59-63% detection where 60% is claimed, at one, two and
+  three seeds).
+- ``comparison_table``: the one table builder every chapter uses (per-pair margins, the
+  declared seed term, se, df, MDE, edge distance).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import optimize, special, stats
 
 #: The smallest difference in nDCG@10 the study treats as mattering, declared before the
 #: clustered analysis was run: one nDCG point, the granularity at which IR papers report
@@ -44,9 +82,18 @@ SMALLEST_EFFECT = 0.01
 ALPHA = 0.05
 #: Every interval's coverage.
 CONFIDENCE = 1 - ALPHA
-#: Bootstrap replicates per comparison (a p-value's resolution is 1 / (N_BOOT + 1)).
+#: Passage bootstrap replicates per comparison: the passage variance's Monte Carlo error is
+#: sqrt(2 / N_BOOT), 2% of it (the p-value is computed, not counted from replicates).
 N_BOOT = 4000
-VERDICTS = ("held", "reversed", "equivalent", "inconclusive")
+#: The verdict words; the last is a comparison with one seed and no seed term (``verdict``).
+VERDICTS = ("held", "reversed", "equivalent", "inconclusive", "one seed: no verdict")
+#: Where the seed part of an interval comes from (``t_interval``).
+SEED_TERMS = ("measured", "declared", "seedless", "none")
+#: A verdict whose interval lies within this of changing its word is "at the edge"
+#: (``edge_distance``): a fifth of ``SMALLEST_EFFECT``, and about how far one more seed moves
+#: a two-seed mean at a seed sd of a difference of 0.005 (mid-range of 0.0035-0.01: a third
+#: seed shifts the mean by (x3 - mean2) / 3, sd sqrt(1.5) / 3 * 0.005 = 0.002).
+EDGE_BAND = 0.002
 
 Scores = Mapping[str, float]  # qid -> value of one system on one seed
 SeedScores = Mapping[int, Scores]  # seed -> per-query values (one key for a seed-free system)
@@ -76,17 +123,35 @@ def pair_seeds(ref: Mapping[int, object], row: Mapping[int, object]) -> list[tup
 
 
 @dataclass(frozen=True)
+class Interval:
+    """The calibrated interval of a mean difference: a passage part and a seed part."""
+
+    estimate: float
+    se: float  # sqrt(passage_var + seed_var)
+    df: float  # effective degrees of freedom (``effective_df``; inf: a normal interval)
+    low: float
+    high: float
+    p: float  # two-sided p of estimate = 0, from the same combination (``p_value``)
+    passage_var: float  # passage bootstrap variance of the seed-averaged mean
+    seed_var: float  # s ** 2 / S (measured), seed_sd ** 2 (declared) or 0
+    seed_term: str  # one of SEED_TERMS
+
+
+@dataclass(frozen=True)
 class Comparison:
-    """System minus reference, with a two-level (seeds, then passages) bootstrap interval."""
+    """System minus reference, with its interval over seeds and passages (``t_interval``)."""
 
     delta: float
     low: float
     high: float
-    p: float  # two-sided bootstrap p-value of delta = 0
+    p: float  # two-sided p of delta = 0 (``t_interval``)
     n_queries: int
     n_clusters: int
     seed_deltas: tuple[float, ...]  # each paired seed's mean difference
     p_per_query: float  # the plain per-query permutation p (ignores clusters and seeds)
+    se: float = math.nan
+    df: float = math.inf
+    seed_term: str = "measured"  # one of SEED_TERMS
 
     @property
     def seeds(self) -> int:
@@ -107,40 +172,117 @@ def delta_matrix(system: SeedScores, reference: SeedScores) -> tuple[list[str], 
 
 def bootstrap_replicates(d: np.ndarray, cluster_ids: np.ndarray, n_boot: int = N_BOOT,
                          seed: int = 0) -> np.ndarray:
-    """``n_boot`` replicates of the mean of ``d`` (S seeds x N queries): seeds drawn with
-    replacement (their deviations from the seed mean widened by sqrt(S / (S - 1))), then
-    clusters drawn with replacement, each bringing all its queries.
+    """``n_boot`` replicates of the mean of ``d`` (S seeds x N queries) averaged over seeds,
+    with clusters drawn with replacement, each bringing all its queries: the passage level
+    only (the seed level is the t term of ``t_interval``).
 
     ``cluster_ids``: an integer cluster per query (0..C-1).
     """
     rng = np.random.default_rng(seed)
+    n_clusters = int(cluster_ids.max()) + 1
+    sums = np.bincount(cluster_ids, weights=np.asarray(d, float).mean(0), minlength=n_clusters)
+    sizes = np.bincount(cluster_ids, minlength=n_clusters).astype(float)
+    drawn = rng.integers(0, n_clusters, size=(n_boot, n_clusters))
+    return sums[drawn].sum(1) / sizes[drawn].sum(1)
+
+
+def t_quantile(df: float, alpha: float = ALPHA) -> float:
+    """The upper ``alpha / 2`` point of Student's t with ``df`` degrees of freedom (normal at
+    ``df = inf``)."""
+    q = alpha / 2
+    return float(-special.ndtri(q) if math.isinf(df) else -special.stdtrit(df, q))
+
+
+def half_width(parts: Sequence[tuple[float, float]], alpha: float = ALPHA) -> float:
+    """Half the width of the ``1 - alpha`` interval of a sum of independent variance estimates,
+    each ``(variance, degrees of freedom)`` (``inf``: known exactly): Banerjee's combination
+    sqrt(sum_i t_{df_i} ** 2 * variance_i), each part scaled by its own t quantile, which
+    covers at least ``1 - alpha`` whatever the parts' true ratio (Banerjee 1961)."""
+    return math.sqrt(sum(t_quantile(df, alpha) ** 2 * v for v, df in parts if v > 0))
+
+
+def effective_df(parts: Sequence[tuple[float, float]], alpha: float = ALPHA) -> float:
+    """The degrees of freedom of the one Student t whose quantile times the combined standard
+    error gives ``half_width``: between the smallest and the largest of the parts' df."""
+    total = sum(v for v, _ in parts)
+    used = [df for v, df in parts if v > 0]
+    if not total or not used:
+        return math.inf
+    target = half_width(parts, alpha) / math.sqrt(total)
+    low, high = min(used), min(max(used), 1e9)
+    if target <= t_quantile(high, alpha) * (1 + 1e-12):
+        return max(used)
+    if target >= t_quantile(low, alpha) * (1 - 1e-12):
+        return low
+    return math.exp(optimize.brentq(lambda x: t_quantile(math.exp(x), alpha) - target,
+                                    math.log(low), math.log(high), rtol=1e-10))
+
+
+def p_value(estimate: float, parts: Sequence[tuple[float, float]]) -> float:
+    """The two-sided p of ``estimate = 0`` that matches ``half_width``: the smallest alpha
+    whose interval excludes 0 (floored at 1e-150, beyond any reading)."""
+    if estimate == 0:
+        return 1.0
+    if not sum(v for v, _ in parts):
+        return 0.0
+    floor = 1e-150
+    if half_width(parts, floor) <= abs(estimate):
+        return floor
+    gap = lambda x: half_width(parts, math.exp(x)) - abs(estimate)  # noqa: E731
+    return math.exp(optimize.brentq(gap, math.log(floor), 0.0, rtol=1e-10))
+
+
+def t_interval(d: np.ndarray, cluster_ids: np.ndarray, n_boot: int = N_BOOT, seed: int = 0,
+               *, seed_sd: float | None = None, seed_df: float | None = None,
+               seedless: bool = False, alpha: float = ALPHA) -> Interval:
+    """The study's interval for the mean of ``d`` (S paired seeds x N queries), module
+    docstring: a passage part and a seed part, combined by ``half_width``.
+
+    Passage part: the variance of ``bootstrap_replicates`` times C / (C - 1) (the bootstrap
+    variance of a mean of C clusters is short by that factor), C - 1 df. Seed part, by the
+    number of paired seeds S: S >= 2, s ** 2 / S with S - 1 df (s: the sd of the S per-seed
+    means), ``"measured"``; S == 1 with ``seed_sd``, seed_sd ** 2 with ``seed_df`` df (None:
+    known exactly), ``"declared"``; S == 1 with ``seedless`` (neither system has a training
+    seed), nothing, ``"seedless"``; S == 1 otherwise, nothing, ``"none"`` (``verdict`` then
+    gives no verdict).
+    """
+    d = np.asarray(d, dtype=float)
     n_seeds = d.shape[0]
     n_clusters = int(cluster_ids.max()) + 1
-    sums = np.zeros((n_seeds, n_clusters))
-    for s in range(n_seeds):
-        sums[s] = np.bincount(cluster_ids, weights=d[s], minlength=n_clusters)
-    sizes = np.bincount(cluster_ids, minlength=n_clusters).astype(float)
-    if n_seeds > 1:
-        centre = sums.mean(0)
-        sums = centre + math.sqrt(n_seeds / (n_seeds - 1)) * (sums - centre)
-        seed_w = rng.multinomial(n_seeds, np.full(n_seeds, 1 / n_seeds), size=n_boot) / n_seeds
-        per_cluster = seed_w @ sums  # (B, C): the drawn seeds' mean sum per cluster
+    if n_clusters < 2:
+        raise ValueError("an interval over passages needs two or more passages")
+    reps = bootstrap_replicates(d, cluster_ids, n_boot, seed)
+    passage = float(reps.var(ddof=1)) * n_clusters / (n_clusters - 1)
+    if n_seeds >= 2:
+        if seedless:
+            raise ValueError(f"seedless, yet {n_seeds} paired seeds")
+        seed_var, seed_dof, term = float(d.mean(1).var(ddof=1)) / n_seeds, n_seeds - 1, "measured"
+    elif seed_sd is not None:
+        if seed_sd < 0 or (seed_df is not None and seed_df < 1):
+            raise ValueError(f"a declared seed term needs seed_sd >= 0 and seed_df >= 1, got "
+                             f"{seed_sd}, {seed_df}")
+        seed_var, term = float(seed_sd) ** 2, "declared"
+        seed_dof = math.inf if seed_df is None else float(seed_df)
     else:
-        per_cluster = np.broadcast_to(sums[0], (n_boot, n_clusters))
-    cluster_w = rng.multinomial(n_clusters, np.full(n_clusters, 1 / n_clusters), size=n_boot)
-    return (cluster_w * per_cluster).sum(1) / (cluster_w @ sizes)
+        seed_var, seed_dof, term = 0.0, math.inf, "seedless" if seedless else "none"
+    parts = [(passage, n_clusters - 1), (seed_var, seed_dof)]
+    est = float(d.mean())
+    half = half_width(parts, alpha)
+    return Interval(est, math.sqrt(passage + seed_var), effective_df(parts, alpha), est - half,
+                    est + half, p_value(est, parts), passage, seed_var, term)
 
 
 def two_level_bootstrap(system: SeedScores, reference: SeedScores, clusters: Mapping[str, str],
-                        n_boot: int = N_BOOT, seed: int = 0,
-                        n_permutations: int = 10_000) -> Comparison:
+                        n_boot: int = N_BOOT, seed: int = 0, n_permutations: int = 10_000,
+                        *, seed_sd: float | None = None, seed_df: float | None = None,
+                        seedless: bool = False) -> Comparison:
     """Compare ``system`` with ``reference`` (each: seed -> qid -> value) on shared queries.
 
-    The estimate is the mean over paired seeds and queries of system - reference. The 95%
-    interval is the percentile interval of the two-level bootstrap
-    (``bootstrap_replicates``); the p-value is the share of replicates, centred on the
-    estimate, at least as far from it as the estimate is from 0 (a bootstrap test of 0).
-    Also returns each seed's mean difference and the plain per-query permutation p.
+    The estimate is the mean over paired seeds and queries of system - reference; its 95%
+    interval and p-value are ``t_interval``'s (passages bootstrapped, seeds a Student-t term;
+    the name stays from when both levels were bootstrapped). ``seed_sd``, ``seed_df`` and
+    ``seedless`` matter with one paired seed only (``t_interval``). Also returns each seed's
+    mean difference and the plain per-query permutation p.
     """
     qids, d = delta_matrix(system, reference)
     missing = [q for q in qids if q not in clusters]
@@ -148,15 +290,46 @@ def two_level_bootstrap(system: SeedScores, reference: SeedScores, clusters: Map
         raise ValueError(f"{len(missing)} queries have no cluster, e.g. {missing[:3]}")
     codes = {c: i for i, c in enumerate(sorted({clusters[q] for q in qids}))}
     ids = np.array([codes[clusters[q]] for q in qids])
-    reps = bootstrap_replicates(d, ids, n_boot, seed)
-    est = float(d.mean())
-    low, high = np.quantile(reps, [ALPHA / 2, 1 - ALPHA / 2])
-    extreme = int(np.sum(np.abs(reps - est) >= abs(est) - 1e-15))
-    p = (1 + extreme) / (1 + n_boot) if est != 0 else 1.0
-    flat = dict(zip(qids, d.mean(0).tolist(), strict=True))
-    plain = sign_flip_p(np.array(list(flat.values())), n_permutations, seed)
-    return Comparison(est, float(low), float(high), min(1.0, p), len(qids), len(codes),
-                      tuple(float(x) for x in d.mean(1)), plain)
+    t = t_interval(d, ids, n_boot, seed, seed_sd=seed_sd, seed_df=seed_df, seedless=seedless)
+    plain = sign_flip_p(d.mean(0), n_permutations, seed)
+    return Comparison(t.estimate, t.low, t.high, t.p, len(qids), len(codes),
+                      tuple(float(x) for x in d.mean(1)), plain, t.se, t.df, t.seed_term)
+
+
+def pooled_seed_sd(comparisons: Sequence[Comparison]) -> tuple[float, int]:
+    """The seed sd of a difference pooled over comparisons that measured it (two or more
+    paired seeds), and its degrees of freedom: sqrt(sum_i (S_i - 1) s_i ** 2 / sum_i
+    (S_i - 1)), s_i the sd of comparison i's per-seed mean differences; the declared
+    ``seed_sd`` and ``seed_df`` of a one-seed comparison of the same profile."""
+    measured = [np.asarray(c.seed_deltas) for c in comparisons if c.seeds >= 2]
+    dof = sum(len(x) - 1 for x in measured)
+    if not dof:
+        raise ValueError("no comparison with two or more paired seeds to pool")
+    return math.sqrt(sum(float(np.sum((x - x.mean()) ** 2)) for x in measured) / dof), dof
+
+
+def minimum_detectable_effect(se: float, df: float, power: float = 0.8,
+                              alpha: float = ALPHA) -> float:
+    """The smallest true difference that the two-sided t-test at level ``alpha`` rejects with
+    probability ``power``, for an estimate of standard deviation ``se`` whose squared standard
+    error has ``df`` degrees of freedom: exact under that model (noncentral t, both tails;
+    ``df = inf``: normal), found by root search on the noncentrality."""
+    if not alpha < power < 1:
+        raise ValueError(f"power must lie in (alpha, 1), got {power}")
+    if not math.isfinite(se) or se < 0:
+        return math.nan
+    crit = float(stats.t.ppf(1 - alpha / 2, df))
+    if math.isfinite(df):
+        def reach(ncp: float) -> float:  # scipy's far tail can come back nan: it is ~0 there
+            return float(np.nan_to_num(stats.nct.sf(crit, df, ncp))
+                         + np.nan_to_num(stats.nct.cdf(-crit, df, ncp)))
+    else:
+        def reach(ncp: float) -> float:
+            return float(stats.norm.sf(crit - ncp) + stats.norm.cdf(-crit - ncp))
+    top = crit + float(stats.norm.ppf(power)) + 1
+    while reach(top) < power:
+        top *= 2
+    return float(optimize.brentq(lambda x: reach(x) - power, 0.0, top, xtol=1e-10)) * se
 
 
 @dataclass(frozen=True)
@@ -266,21 +439,63 @@ def holm(pvalues: Sequence[float], family_size: int | None = None) -> list[float
 
 
 def verdict(low: float, high: float, p_holm: float, smallest: float = SMALLEST_EFFECT,
-            alpha: float = ALPHA) -> str:
+            alpha: float = ALPHA, *, seed_term: str = "measured") -> str:
     """Read a comparison (claimed better minus claimed worse) from its interval and test:
 
+    - ``one seed: no verdict``: ``seed_term`` is ``"none"`` (one seed, no seed part: the
+      interval holds none of the seed-to-seed variance, so no word is read from it);
     - ``held`` / ``reversed``: the Holm-adjusted test rejects 0; the sign of the interval says
       which way;
-    - ``equivalent``: not that, and the whole 95% interval lies inside +/- ``smallest``
-      (two one-sided tests at level alpha / 2 each): any effect is too small to matter;
+    - ``equivalent``: not that, and the whole 95% interval lies inside +/- ``smallest`` (the
+      comparison's margin; two one-sided tests at level alpha / 2 each): any effect is too
+      small to matter;
     - ``inconclusive``: neither (the interval is too wide to say).
     """
-    held, reversed_, equivalent, inconclusive = VERDICTS
+    held, reversed_, equivalent, inconclusive, no_verdict = VERDICTS
+    if seed_term not in SEED_TERMS:
+        raise ValueError(f"seed_term must be one of {SEED_TERMS}, got {seed_term!r}")
+    if seed_term == "none":
+        return no_verdict
     if p_holm < alpha and (low > 0 or high < 0):
         return held if low > 0 else reversed_
     if -smallest < low and high < smallest:
         return equivalent
     return inconclusive
+
+
+def edge_distance(low: float, high: float, verdict: str, margin: float = SMALLEST_EFFECT
+                  ) -> float:
+    """How far the interval is from changing its verdict word (>= 0; nan without a verdict),
+    in the interval's own terms (Holm's adjustment is not part of it):
+
+    - held, ``low`` (the move that brings the lower bound to 0); reversed, ``-high``;
+    - equivalent, the smaller of ``margin - max(|low|, |high|)`` (an outer bound reaching
+      the margin) and the shift that takes the nearer bound past 0 (the word would become
+      held or reversed: real but small);
+    - inconclusive, the smaller of ``max(|low|, |high|) - margin`` (the outer bound moving
+      inside the margin) and that shift past 0.
+
+    The shift past 0 is 0 when the interval already excludes 0 and only Holm kept the word.
+    """
+    held, reversed_, equivalent, inconclusive, no_verdict = VERDICTS
+    outer = max(abs(low), abs(high))
+    past_zero = max(0.0, min(-low, high))
+    if verdict == held:
+        return low
+    if verdict == reversed_:
+        return -high
+    if verdict == equivalent:
+        return max(0.0, min(margin - outer, past_zero))
+    if verdict == inconclusive:
+        return max(0.0, min(outer - margin, past_zero))
+    if verdict == no_verdict:
+        return math.nan
+    raise ValueError(f"not a verdict: {verdict!r}")
+
+
+def at_edge(distance: float) -> bool:
+    """Whether a verdict lies within ``EDGE_BAND`` of changing (False without a verdict)."""
+    return bool(distance < EDGE_BAND)
 
 
 def excludes(low: float, high: float, effect: float | None) -> bool | None:
@@ -292,7 +507,10 @@ def excludes(low: float, high: float, effect: float | None) -> bool | None:
 
 def comparison_table(per_seed: Mapping[str, SeedScores], pairs: Sequence[tuple[str, str]],
                      clusters: Mapping[str, str], n_boot: int = N_BOOT, seed: int = 0,
-                     family_size: int | None = None, holm_family: bool = True) -> pd.DataFrame:
+                     family_size: int | None = None, holm_family: bool = True, *,
+                     margins: Sequence[float] | None = None, seed_sd: float | None = None,
+                     seed_df: float | None = None, seedless: Collection[str] = ()
+                     ) -> pd.DataFrame:
     """Each ``(system, reference)`` pair by ``two_level_bootstrap``, Holm over the table.
 
     Args:
@@ -301,26 +519,46 @@ def comparison_table(per_seed: Mapping[str, SeedScores], pairs: Sequence[tuple[s
         clusters: qid -> cluster (``passage_clusters`` of the test qrels).
         family_size: the declared family's size, when some members are absent (``holm``).
         holm_family: False for a descriptive table (no Holm column, no verdict).
+        margins: each pair's smallest effect that matters (default ``SMALLEST_EFFECT``).
+        seed_sd, seed_df: the declared seed term of every one-seed pair (``t_interval``;
+            e.g. ``pooled_seed_sd`` of the profile's two-seed comparisons).
+        seedless: systems with no training seed (zero-shot, BM25): a one-seed pair of two of
+            them needs no seed term.
 
     Returns:
         One row per pair: ``system, reference, n queries, n passages, seeds, delta``, its 95%
-        interval over seeds and passages, ``p`` (bootstrap), ``seed deltas`` (text),
-        ``p (per query)`` (plain permutation, for comparison), and with ``holm_family``
-        ``p Holm`` and ``verdict``.
+        interval over seeds and passages, ``p``, ``seed deltas`` (text), ``p (per query)``
+        (plain permutation, for comparison), ``seed term`` (``SEED_TERMS``), ``se``, ``df``
+        (``t_interval``), ``MDE (80% power)`` (``minimum_detectable_effect`` of that se and
+        df), ``margin``; with ``holm_family`` also ``p Holm`` (a pair whose seed term is
+        ``"none"`` counts as untested, p = 1), ``verdict``, ``edge distance`` and
+        ``at the edge`` (``edge_distance``, ``at_edge``).
     """
+    margins = [SMALLEST_EFFECT] * len(pairs) if margins is None else list(margins)
+    if len(margins) != len(pairs):
+        raise ValueError(f"{len(margins)} margins for {len(pairs)} pairs")
     rows = []
-    for system, ref in pairs:
-        c = two_level_bootstrap(per_seed[system], per_seed[ref], clusters, n_boot, seed)
+    for (system, ref), margin in zip(pairs, margins, strict=True):
+        c = two_level_bootstrap(per_seed[system], per_seed[ref], clusters, n_boot, seed,
+                                seed_sd=seed_sd, seed_df=seed_df,
+                                seedless=system in seedless and ref in seedless)
         rows.append({"system": system, "reference": ref, "n queries": c.n_queries,
                      "n passages": c.n_clusters, "seeds": c.seeds, "delta": c.delta,
                      "95% CI low": c.low, "95% CI high": c.high, "p": c.p,
                      "seed deltas": ", ".join(f"{v:+.4f}" for v in c.seed_deltas),
-                     "p (per query)": c.p_per_query})
+                     "p (per query)": c.p_per_query, "seed term": c.seed_term, "se": c.se,
+                     "df": c.df, "MDE (80% power)": minimum_detectable_effect(c.se, c.df),
+                     "margin": float(margin)})
     df = pd.DataFrame(rows)
     if len(df) and holm_family:
-        df["p Holm"] = holm(df["p"].tolist(), family_size)
-        df["verdict"] = [verdict(r["95% CI low"], r["95% CI high"], r["p Holm"])
-                         for _, r in df.iterrows()]
+        tested = [1.0 if t == "none" else p for t, p in zip(df["seed term"], df["p"],
+                                                             strict=True)]
+        df["p Holm"] = holm(tested, family_size)
+        df["verdict"] = [verdict(r["95% CI low"], r["95% CI high"], r["p Holm"], r["margin"],
+                                 seed_term=r["seed term"]) for _, r in df.iterrows()]
+        df["edge distance"] = [edge_distance(r["95% CI low"], r["95% CI high"], r["verdict"],
+                                             r["margin"]) for _, r in df.iterrows()]
+        df["at the edge"] = [at_edge(x) for x in df["edge distance"]]
     return df
 
 

@@ -147,7 +147,7 @@ def test_readme_shows_the_full_profile_beside_the_cpu_profile_when_its_tables_ex
 
     (tmp_path / "04_table2.md").write_text("| row | cpu |\n|---|---|\n| ANCE | 0.51 |\n")
     cpu_only = pipeline.results_markdown(figures=tmp_path, recipe_path=tmp_path / "none.json")
-    assert "| ANCE | 0.51 |" in cpu_only and "full profile" not in cpu_only
+    assert "| ANCE | 0.51 |" in cpu_only and "The full profile (GPU)" not in cpu_only
     full = tmp_path / "full"
     full.mkdir()
     (full / "04_table2.md").write_text("| row | full |\n|---|---|\n| ANCE | 0.56 |\n")

@@ -20,17 +20,23 @@ def _write(folder, table2, claims, seeds=2, precision="bf16"):
 TABLE2 = {"split": ["reddit"] * 3, "row": ["zero-shot", "ANCE negatives", "ANCE + CLP"],
           "seeds": [1, 2, 2], "ndcg_cut_10 mean": [0.4317, 0.5100, 0.5103],
           "ndcg_cut_10 sd": [float("nan"), 0.002, 0.002]}
-CLAIMS = {"claim": ["CLP beats InfoNCE", "ANCE beats random", "zero-shot (no test)"],
-          "delta": [0.0003, 0.0081, 0.0], "95% CI low": [-0.0034, -0.0010, 0.0],
-          "95% CI high": [0.0039, 0.0172, 0.0],
-          "verdict": ["equivalent", "inconclusive", float("nan")]}
+CLAIMS = {"claim": ["CLP beats InfoNCE", "ANCE beats random", "zero-shot (no test)",
+                    "MoE beats intermediate"],
+          "delta": [0.0003, 0.0081, 0.0, 0.030], "95% CI low": [-0.0034, -0.0010, 0.0, 0.020],
+          "95% CI high": [0.0039, 0.0172, 0.0, 0.040],
+          "verdict": ["equivalent", "inconclusive", float("nan"), "held"]}
 
 
 def test_a_drifted_number_and_a_changed_verdict_are_flagged(tmp_path):
     _write(tmp_path / "committed", TABLE2, CLAIMS)
     drifted = {**TABLE2, "ndcg_cut_10 mean": [0.4317, 0.5300, 0.5108]}  # ANCE +0.02, CLP +0.0005
-    changed = {**CLAIMS, "verdict": ["equivalent", "held", float("nan")],
-               "delta": [0.0004, 0.0150, 0.0]}
+    # ANCE beats random: its committed interval was 0.0010 from excluding zero (at the edge)
+    # and the two intervals overlap: an expected change. MoE: far from its edge, and the
+    # new interval lies on the other side of zero: unexpected.
+    changed = {**CLAIMS, "verdict": ["equivalent", "held", float("nan"), "reversed"],
+               "delta": [0.0004, 0.0150, 0.0, -0.030],
+               "95% CI low": [-0.0034, 0.0040, 0.0, -0.040],
+               "95% CI high": [0.0039, 0.0260, 0.0, -0.020]}
     _write(tmp_path / "now", drifted, changed)
     rep = report.compare(tmp_path / "committed", tmp_path / "now",
                          report.read_record(tmp_path / "committed"),
@@ -39,11 +45,30 @@ def test_a_drifted_number_and_a_changed_verdict_are_flagged(tmp_path):
     assert status[("04_table2", "reddit / ANCE negatives")] == "DIFF"  # beyond 3 sd / sqrt(n)
     assert status[("04_table2", "reddit / ANCE + CLP")] == "OK"
     assert status[("04_table2", "reddit / zero-shot")] == "OK"
-    assert status[("04_claims", "ANCE beats random")] == "VERDICT CHANGED"
-    assert status[("04_claims", "CLP beats InfoNCE")] == "OK"
-    assert status[("04_claims", "zero-shot (no test)")] == "OK"  # no verdict on either side
+    assert status[("04_claims", "ANCE beats random / ndcg_cut_10")] == "VERDICT CHANGED (expected)"
+    assert status[("04_claims", "MoE beats intermediate / ndcg_cut_10")] == (
+        "VERDICT CHANGED (unexpected)")
+    assert status[("04_claims", "CLP beats InfoNCE / ndcg_cut_10")] == "OK"
+    # no verdict on either side (a table written before claims named their metric: nDCG@10)
+    assert status[("04_claims", "zero-shot (no test) / ndcg_cut_10")] == "OK"
     text = report.summary(rep)
-    assert "1 DIFF" in text and "1 VERDICT CHANGED" in text and "ANCE negatives" in text
+    assert "1 DIFF" in text and "1 VERDICT CHANGED (expected)" in text
+    assert "1 VERDICT CHANGED (unexpected)" in text and "ANCE negatives" in text
+
+
+def test_a_new_trainer_or_new_statistics_is_named_as_a_cause(tmp_path):
+    _write(tmp_path / "committed", TABLE2, CLAIMS)
+    _write(tmp_path / "now", TABLE2, CLAIMS)
+    record = json.loads((tmp_path / "now" / "run.json").read_text())
+    record["machine"].update(trainer="SentenceTransformerTrainer", statistics="Student-t seeds")
+    (tmp_path / "now" / "run.json").write_text(json.dumps(record))
+    rep = report.compare(tmp_path / "committed", tmp_path / "now",
+                         report.read_record(tmp_path / "committed"),
+                         report.read_record(tmp_path / "now"))
+    method = set(rep["method differs in"])
+    assert method == {f"trainer: {report.EARLIER_TRAINER} -> SentenceTransformerTrainer; "
+                      f"statistics: {report.EARLIER_STATISTICS} -> Student-t seeds"}
+    assert "The method changed since the committed run" in report.summary(rep)
 
 
 def test_a_machine_of_another_kind_widens_the_tolerance_and_says_why(tmp_path):
@@ -87,5 +112,5 @@ def test_a_data_change_is_named_on_the_rows_it_touches(tmp_path):
     cause = rep.set_index("row")["data differs in"]
     assert cause["new_wiki / ANCE negatives"] == "nothing"  # its split's source is the same
     assert cause["reddit / zero-shot"].startswith("data: reddit source")
-    assert cause["CLP beats InfoNCE"].startswith("data: reddit")  # the claims read reddit
+    assert cause["CLP beats InfoNCE / ndcg_cut_10"].startswith("data: reddit")  # read reddit
     assert "The data changed under some rows" in report.summary(rep)

@@ -42,6 +42,7 @@ from warnings import catch_warnings, filterwarnings
 import nbformat
 
 from clp_utils.base.paths import FIGURES_ROOT, REPO_ROOT, configure, from_environment, results_dir
+from clp_utils.claims import framing_sentence
 from clp_utils.exercises import exercises_of, task
 from clp_utils.profiles import NAMES
 
@@ -259,7 +260,8 @@ def readme_story(readme: Path) -> tuple[str, str, str]:
 def landing_page(readme: Path, chapters: Sequence[Chapter], profiles: set[str],
                  reproduction: str = "") -> dict[str, str]:
     """The substitutions of ``book/index.md``: the README's title, introduction and results
-    section, how many chapters were executed, and the reproduction report."""
+    section, what the study tests (``claims.framing_sentence``), how many chapters were
+    executed, and the reproduction report."""
     title, intro, results = readme_story(readme)
     status = f"{sum(c.executed for c in chapters)} of {len(chapters)} chapters executed"
     if profiles:
@@ -271,7 +273,8 @@ def landing_page(readme: Path, chapters: Sequence[Chapter], profiles: set[str],
     if results:
         results = ("## Results\n\nFrom the README, where `make study` (profiles `cpu` and "
                    f"`full`) writes them.\n\n{results}")
-    return {"title": title, "intro": intro, "status": status, "reproduction": reproduction,
+    return {"title": title, "intro": intro, "framing": f"**What this study tests.** "
+            f"{framing_sentence()}", "status": status, "reproduction": reproduction,
             "results": results}
 
 

@@ -15,6 +15,10 @@ committed 95% interval as its tolerance. When the two runs differ in seeds or pr
 report says so for every difference, so a DIFF on a machine of another kind reads against
 its cause: within the tolerance those causes allow (OK), or beyond it (DIFF).
 
+A verdict that changed is "expected" when the two intervals overlap and either reading was at
+the edge of its verdict (``stats.at_edge``: within ``stats.EDGE_BAND`` of reading otherwise),
+"unexpected" otherwise: a few questions can move a verdict at the edge, not one far from it.
+
 The data is a cause too: ``run.json`` records each dataset's source checksum and query
 counts (``catalog.data_record``), and a row whose datasets changed says which and how
 ("data: reddit source changed, test queries 1,986 -> 1,995"). A DIFF there is read against
@@ -32,20 +36,26 @@ from pathlib import Path
 import pandas as pd
 
 from clp_utils.sources import SOURCES
+from clp_utils.stats import SMALLEST_EFFECT, at_edge, edge_distance
 
 #: The headline tables compared: (file stem, index columns, value columns, verdict column,
 #: the datasets its numbers come from; a row naming one of them in its key reads that one).
 HEADLINES = [
     ("04_table2", ["split", "row"], ["ndcg_cut_10 mean"], None, ("reddit", "new_wiki")),
-    ("04_claims", ["claim"], ["delta"], "verdict", ("reddit",)),
+    ("04_claims", ["claim", "metric"], ["delta"], "verdict", ("reddit",)),
     ("04_forgetting", ["split", "row"], ["ndcg_cut_10 mean"], "verdict",
      ("reddit", "new_wiki")),
     ("04_hybrid_reddit", ["system"], ["ndcg_cut_10 mean"], None, ("reddit",)),
     ("06_multilingual", ["system"], ["ndcg_cut_10 mean"], None, ("hindi", "persian")),
-    ("06_claims", ["claim"], ["delta"], "verdict", ("hindi",)),
-    ("04_claims_controls", ["claim"], ["delta"], "verdict", ("reddit", "new_wiki")),
+    ("06_claims", ["claim", "metric"], ["delta"], "verdict", ("hindi",)),
+    ("04_claims_controls", ["claim", "metric"], ["delta"], "verdict", ("reddit", "new_wiki")),
+    ("04_claims_2x2", ["claim", "metric"], ["delta"], "verdict", ("reddit",)),
 ]
 Z = 3.0
+#: What trained the runs of a record written before records named their trainer.
+EARLIER_TRAINER = "the study's own training loop"
+#: How verdicts were read before records named it (one margin, nDCG@10, bootstrap seeds).
+EARLIER_STATISTICS = "two-level bootstrap, one margin (0.01), nDCG@10"
 FLOOR = 0.002
 PRECISION_FLOOR = 0.005
 REPORT = "reproduction.md"
@@ -59,13 +69,19 @@ class Machine:
     seeds: int | None
     precision: str | None
     data: dict | None = None
+    trainer: str | None = None
+    statistics: str | None = None
 
     @classmethod
     def of(cls, record: dict | None) -> Machine:
         machine = (record or {}).get("machine", {})
+        # a record without a trainer was written by the study's own training loop, which
+        # SentenceTransformerTrainer replaced (issue 28)
+        trainer = machine.get("trainer") or (EARLIER_TRAINER if record else None)
+        statistics = machine.get("statistics") or (EARLIER_STATISTICS if record else None)
         return cls((machine.get("seeds") or {}).get("seeds"),
                    (machine.get("precision") or {}).get("precision"),
-                   (record or {}).get("data"))
+                   (record or {}).get("data"), trainer, statistics)
 
 
 def _short(name: str) -> str:
@@ -128,10 +144,16 @@ def snapshot(figures: Path, into: Path) -> Path:
     return into
 
 
+#: The metric every claim was tested on before claims carried a ``metric`` column.
+EARLIER_CLAIM_METRIC = "ndcg_cut_10"
+
+
 def _table(path: Path, index: list[str]) -> pd.DataFrame | None:
     if not path.exists():
         return None
     df = pd.read_csv(path)
+    if "metric" in index and "claim" in df.columns and "metric" not in df.columns:
+        df["metric"] = EARLIER_CLAIM_METRIC
     keep = [c for c in index if c in df.columns]
     return df.set_index(keep) if keep else None
 
@@ -176,6 +198,9 @@ def compare(committed: Path, figures: Path, then_record: dict | None = None,
     seeds_differ = bool(then_m.seeds and now_m.seeds and then_m.seeds != now_m.seeds)
     causes = ", ".join(c for c, on in (("seeds", seeds_differ), ("precision", precision_differs))
                        if on)
+    method = "; ".join(f"{name}: {a} -> {b}" for name, a, b in (
+        ("trainer", then_m.trainer, now_m.trainer),
+        ("statistics", then_m.statistics, now_m.statistics)) if a and b and a != b)
     changes = data_changes(then_m.data, now_m.data)
     rows = []
     for stem, index, columns, verdict, datasets in HEADLINES:
@@ -195,14 +220,38 @@ def compare(committed: Path, figures: Path, then_record: dict | None = None,
                        "number": column, "committed": a, "now": b, "difference": b - a,
                        "tolerance": tol, "status": "OK" if ok else "DIFF",
                        "machine differs in": causes or "nothing",
+                       "method differs in": method or "nothing",
                        "data differs in": _row_data_cause(changes, datasets, key) or "nothing"}
                 if verdict and verdict in then.columns and verdict in now.columns:
                     v_then, v_now = then.loc[key, verdict], now.loc[key, verdict]
                     row["verdict committed"], row["verdict now"] = v_then, v_now
                     if v_then != v_now and not (pd.isna(v_then) and pd.isna(v_now)):
-                        row["status"] = "VERDICT CHANGED"
+                        row["status"] = "VERDICT CHANGED (" + (
+                            "expected" if verdict_change_expected(then.loc[key], now.loc[key])
+                            else "unexpected") + ")"
                 rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _near_edge(r: pd.Series) -> bool:
+    """Whether a claim's reading was at the edge of its verdict (its own column, or computed
+    from its interval for a table written before that column existed)."""
+    if "at the edge" in r.index and pd.notna(r["at the edge"]):
+        return str(r["at the edge"]) == "True"
+    margin = float(r["margin"]) if "margin" in r.index and pd.notna(r["margin"]) else (
+        SMALLEST_EFFECT)
+    return at_edge(edge_distance(float(r["95% CI low"]), float(r["95% CI high"]),
+                                 str(r["verdict"]), margin))
+
+
+def verdict_change_expected(then: pd.Series, now: pd.Series) -> bool:
+    """A changed verdict is expected when the two 95% intervals overlap and either reading
+    was at the edge of its verdict; otherwise it is unexpected."""
+    if not {"95% CI low", "95% CI high"} <= set(then.index) & set(now.index):
+        return False
+    overlap = (float(then["95% CI low"]) <= float(now["95% CI high"])
+               and float(now["95% CI low"]) <= float(then["95% CI high"]))
+    return overlap and (_near_edge(then) or _near_edge(now))
 
 
 def summary(report: pd.DataFrame) -> str:
@@ -211,12 +260,18 @@ def summary(report: pd.DataFrame) -> str:
         return "No committed headline numbers to compare with (a first run of this profile)."
     counts = report["status"].value_counts()
     head = (f"{len(report)} headline numbers compared with the committed ones: "
-            + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("OK", "DIFF", "VERDICT CHANGED"))
-            + ".")
+            + ", ".join(f"{counts.get(s, 0)} {s}" for s in
+                        ("OK", "DIFF", "VERDICT CHANGED (expected)",
+                         "VERDICT CHANGED (unexpected)")) + ".")
     causes = set(report["machine differs in"]) - {"nothing"}
     if causes:
         head += (f" This run differs from the committed one in {', '.join(sorted(causes))}: "
                  "the tolerances allow for that, so a DIFF here is beyond what it explains.")
+    method = sorted(set(report.get("method differs in", pd.Series(dtype=str))) - {"nothing"})
+    if method:
+        head += (" The method changed since the committed run (" + " | ".join(method) + "): "
+                 "the tolerances do not allow for a new trainer (scores move) or new "
+                 "statistics (intervals and verdicts move), so a DIFF may be the method's.")
     data = sorted(set(report.get("data differs in", pd.Series(dtype=str))) - {"nothing"})
     if data:
         head += (" The data changed under some rows (" + " | ".join(data) + "): the "
