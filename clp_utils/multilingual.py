@@ -20,8 +20,8 @@ from clp_utils.evaluation import bm25, zero_shot
 from clp_utils.models import load_model
 from clp_utils.paper import claimed_difference
 from clp_utils.profiles import ANCE, ZERO_SHOT, TrackProfile, get_profile
-from clp_utils.results import significance_table, table2
-from clp_utils.stats import bootstrap_replicates, comparison_table, holm, verdict
+from clp_utils.results import comparison_holm, significance_table, table2
+from clp_utils.stats import bootstrap_replicates, comparison_table
 from clp_utils.study import SMALLER, StudyRun, run_study
 
 
@@ -50,8 +50,8 @@ def zero_shot_runs(profile: str, models: Iterable[str] = ("me5-small", "minilm")
     return out
 
 
-def zero_shot_tables(results: dict, metric: str = "ndcg_cut_10") -> tuple[pd.DataFrame,
-                                                                          pd.DataFrame]:
+def zero_shot_tables(results: dict,
+                     metric: str = "ndcg_cut_10") -> tuple[pd.DataFrame, pd.DataFrame]:
     """(metrics table, comparison table) of ``zero_shot_runs``' results.
 
     On each dataset, the first dense model against every other system on the same test
@@ -75,10 +75,7 @@ def zero_shot_tables(results: dict, metric: str = "ndcg_cut_10") -> tuple[pd.Dat
                                       seedless=set(systems)).assign(dataset=dataset))
     if not parts:
         return table, pd.DataFrame()
-    sig = pd.concat(parts, ignore_index=True)
-    sig["p Holm"] = holm(sig["p"].tolist())
-    sig["verdict"] = [verdict(r["95% CI low"], r["95% CI high"], r["p Holm"],
-                              seed_term=r["seed term"]) for _, r in sig.iterrows()]
+    sig = comparison_holm(pd.concat(parts, ignore_index=True))
     sig["comparison"] = sig["system"] + " vs " + sig["reference"]
     return table, sig.drop(columns=["system", "reference"])
 
@@ -103,10 +100,8 @@ def size_sentence(name: str, scores: Mapping[str, float], clusters: Mapping[str,
     reps = bootstrap_replicates(np.array([[scores[q] for q in qids]], dtype=float), ids)
     half = float(np.quantile(reps, 0.975) - np.quantile(reps, 0.025)) / 2
     code, language = PAPER_COLUMN[name]
-    steps = {"ANCE negatives over zero-shot": claimed_difference("ANCE negatives", "zero-shot",
-                                                                  code),
-             "ANCE + CLP over ANCE negatives": claimed_difference("ANCE + CLP", "ANCE negatives",
-                                                                  code)}
+    steps = {f"{a} over {b}": claimed_difference(a, b, code)
+             for a, b in (("ANCE negatives", "zero-shot"), ("ANCE + CLP", "ANCE negatives"))}
     text = (f"{name}: {len(qids)} test questions on {int(ids.max()) + 1} passages; one "
             f"system's mean {metric} is known to ±{half:.4f} (95%, passages resampled).")
     below = [f"{k} ({v:+.4f})" for k, v in steps.items() if abs(v) < half]

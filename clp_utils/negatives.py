@@ -1,11 +1,6 @@
 """Looking at mined negatives: false-negative tables, score frames, neighbourhoods, triples.
 
-Chapter 01's analysis of what ``clp_utils.mining`` produces: ``candidate_frame`` (the model's
-ranking of the train passages per query, each candidate checked for the query's answer
-strings), ``false_negative_table`` (false-negative rate by rank window and filter),
-``mining_summary_frame`` (one row per mining configuration), ``negatives_frame`` (one row per
-mined negative), ``neighbourhood`` (the texts around one query, for a 2-D picture) and
-``show_record`` (one mined group as text).
+Chapter 01's analysis of what ``clp_utils.mining`` produces, as tables and text.
 """
 
 from __future__ import annotations
@@ -14,7 +9,6 @@ import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from clp_utils.data import Split
@@ -30,16 +24,10 @@ from clp_utils.mining import (
 from clp_utils.retrieval import EMBEDDING_CACHE, encode_passages, encode_queries, search
 
 
-def candidate_frame(
-    model,
-    train: Split,
-    query_ids: Sequence[str] | None = None,
-    depth: int = 200,
-    model_id: str | None = None,
-    batch_size: int | None = None,
-    progress: bool = True,
-    embedding_cache_dir: Path | None = EMBEDDING_CACHE,
-) -> pd.DataFrame:
+def candidate_frame(model, train: Split, query_ids: Sequence[str] | None = None, depth: int = 200,
+                    model_id: str | None = None, batch_size: int | None = None,
+                    progress: bool = True,
+                    embedding_cache_dir: Path | None = EMBEDDING_CACHE) -> pd.DataFrame:
     """The model's ranking of train passages for each query, one row per (query, rank).
 
     Columns: ``qid, docid, rank, score, pos_score`` (lowest positive score, as the margins
@@ -63,27 +51,14 @@ def candidate_frame(
         for r, (s, i) in enumerate(zip(scores[row], idx[row], strict=True), start=1):
             docid = index.docids[i]
             own = [q for q in index.doc_queries.get(docid, ()) if q != qid]
-            rows.append(
-                (
-                    qid,
-                    docid,
-                    r,
-                    float(s),
-                    pos_score,
-                    docid in positives,
-                    bool(match and match(index.norm_text[i])),
-                    len(own),
-                )
-            )
+            rows.append((qid, docid, r, float(s), pos_score, docid in positives,
+                         bool(match and match(index.norm_text[i])), len(own)))
     columns = ["qid", "docid", "rank", "score", "pos_score", "is_pos", "answer_hit"]
     return pd.DataFrame(rows, columns=[*columns, "n_own_queries"])
 
 
-def false_negative_table(
-    frame: pd.DataFrame,
-    windows: Sequence[tuple[int, int]],
-    filters: dict[str, MiningConfig],
-) -> pd.DataFrame:
+def false_negative_table(frame: pd.DataFrame, windows: Sequence[tuple[int, int]],
+                         filters: dict[str, MiningConfig]) -> pd.DataFrame:
     """False-negative rate of candidates by rank window and by filter.
 
     For each window ``(lo, hi)`` (1-based ranks) and each named filter config (only its
@@ -96,24 +71,15 @@ def false_negative_table(
     for lo, hi in windows:
         win = cand[(cand["rank"] >= lo) & (cand["rank"] <= hi)]
         for name, cfg in filters.items():
-            reasons = filter_reasons(
-                win["score"].to_numpy(),
-                win["pos_score"].to_numpy(),
-                win["answer_hit"].to_numpy(),
-                win["n_own_queries"].to_numpy() > 0,
-                cfg,
-            )
+            reasons = filter_reasons(win["score"].to_numpy(), win["pos_score"].to_numpy(),
+                                     win["answer_hit"].to_numpy(),
+                                     win["n_own_queries"].to_numpy() > 0, cfg)
             kept = win[reasons == ""]
-            rows.append(
-                {
-                    "window": f"{lo}-{hi}",
-                    "filter": name,
-                    "candidates": len(win),
-                    "kept_share": len(kept) / max(1, len(win)),
-                    "fn_rate_before": float(win["answer_hit"].mean()) if len(win) else np.nan,
-                    "fn_rate_after": float(kept["answer_hit"].mean()) if len(kept) else np.nan,
-                }
-            )
+            rows.append({"window": f"{lo}-{hi}", "filter": name, "candidates": len(win),
+                         "kept_share": len(kept) / max(1, len(win)),
+                         # (the mean of no candidates is NaN)
+                         "fn_rate_before": float(win["answer_hit"].mean()),
+                         "fn_rate_after": float(kept["answer_hit"].mean())})
     return pd.DataFrame(rows)
 
 
@@ -121,30 +87,15 @@ def negatives_frame(mined: MinedSet, label: str | None = None) -> pd.DataFrame:
     """One row per mined negative: ``qid, docid, rank, score, pos_score, answer_hit,
     n_own_queries`` and ``label`` (default: the strategy), for plots and tables."""
     label = label or mined.summary.get("config", {}).get("strategy", "")
-    rows = [
-        (r["qid"], d, rk, s, r["pos_score"], h, len(q), label)
-        for r in mined.records
-        for d, rk, s, h, q in zip(
-            r["neg_ids"],
-            r["neg_ranks"],
-            r["neg_scores"],
-            r["neg_answer_hit"],
-            r["neg_q"],
-            strict=True,
-        )
-    ]
+    rows = [(r["qid"], d, rk, s, r["pos_score"], h, len(q), label) for r in mined.records
+            for d, rk, s, h, q in zip(r["neg_ids"], r["neg_ranks"], r["neg_scores"],
+                                      r["neg_answer_hit"], r["neg_q"], strict=True)]
     cols = ["qid", "docid", "rank", "score", "pos_score", "answer_hit", "n_own_queries", "label"]
     return pd.DataFrame(rows, columns=cols)
 
 
-def neighbourhood(
-    model,
-    train: Split,
-    record: dict,
-    n_background: int = 100,
-    model_id: str | None = None,
-    batch_size: int | None = None,
-) -> pd.DataFrame:
+def neighbourhood(model, train: Split, record: dict, n_background: int = 100,
+                  model_id: str | None = None, batch_size: int | None = None) -> pd.DataFrame:
     """Texts around one mined record, embedded, for a 2-D picture.
 
     Rows: the query, its positive, its negatives, the negatives' own queries, and the
@@ -155,30 +106,21 @@ def neighbourhood(
     check_train(train)
     q_emb = encode_queries(model, [record["query"]], batch_size, progress=False)
     docids = list(train.corpus)
-    doc_emb = encode_passages(
-        model, [train.passage_text(d) for d in docids], batch_size, False, model_id
-    )
+    doc_emb = encode_passages(model, [train.passage_text(d) for d in docids], batch_size, False,
+                              model_id)
     _, idx = search(q_emb, doc_emb, min(n_background, len(docids)))
     shown = {record["pos_id"], *record["neg_ids"]}
-    items = [("query", record["qid"], record["query"], q_emb[0])]
-    items.append(
-        ("positive", record["pos_id"], record["pos"], doc_emb[docids.index(record["pos_id"])])
-    )
-    for d in record["neg_ids"]:
-        items.append(("negative", d, train.passage_text(d), doc_emb[docids.index(d)]))
-    own = [
-        (qid, t)
-        for ids, texts in zip(record["neg_q_ids"], record["neg_q"], strict=True)
-        for qid, t in zip(ids, texts, strict=True)
-    ]
+    items = [("query", record["qid"], record["query"], q_emb[0]),
+             ("positive", record["pos_id"], record["pos"], doc_emb[docids.index(record["pos_id"])])]
+    items += [("negative", d, train.passage_text(d), doc_emb[docids.index(d)])
+              for d in record["neg_ids"]]
+    own = [(qid, t) for ids, texts in zip(record["neg_q_ids"], record["neg_q"], strict=True)
+           for qid, t in zip(ids, texts, strict=True)]
     if own:
         own_emb = encode_queries(model, [t for _, t in own], batch_size, progress=False)
         items += [("negative's query", q, t, e) for (q, t), e in zip(own, own_emb, strict=True)]
-    items += [
-        ("other passage", docids[i], train.passage_text(docids[i]), doc_emb[i])
-        for i in idx[0]
-        if docids[i] not in shown
-    ]
+    items += [("other passage", docids[i], train.passage_text(docids[i]), doc_emb[i])
+              for i in idx[0] if docids[i] not in shown]
     return pd.DataFrame(items, columns=["kind", "id", "text", "emb"])
 
 
@@ -197,9 +139,7 @@ def mining_summary_frame(mined: dict[str, MinedSet]) -> pd.DataFrame:
                       "fn_rate_negatives": s["fn_rate_negatives"],
                       "negatives without own query": s["negatives_without_own_query"],
                       "own queries per negative": s["own_queries_total"] / max(1, s["negatives"])}
-    frame = pd.DataFrame.from_dict(rows, orient="index")
-    frame.index.name = "configuration"
-    return frame
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("configuration")
 
 
 def show_record(record: dict, train: Split, chars: int = 260) -> str:

@@ -21,10 +21,12 @@ from clp_utils.base.paths import figures_dir
 sns.set_theme(context="notebook", style="whitegrid")
 
 
-def int_format(df: pd.DataFrame) -> tuple[str, ...]:
-    """One number format per column for ``save_table``: integers as integers (tabulate would
-    print integer counts with the float format), everything else to three decimals."""
-    return ("",) + tuple(".0f" if pd.api.types.is_integer_dtype(t) else ".3f" for t in df.dtypes)
+def int_format(df: pd.DataFrame, floatfmt: str = ".3f", index: str = "") -> tuple[str, ...]:
+    """One number format per column of ``df.to_markdown``: ``index`` for the index, then
+    integers as integers (tabulate would print integer counts with the float format,
+    "2.000") and the other columns with ``floatfmt``."""
+    return (index,) + tuple(".0f" if pd.api.types.is_integer_dtype(t) else floatfmt
+                            for t in df.dtypes)
 
 
 def save_figure(fig: plt.Figure, name: str, folder: Path | None = None) -> None:
@@ -45,12 +47,7 @@ def save_table(df: pd.DataFrame, name: str, folder: Path | None = None, floatfmt
     csv_path, md_path = folder / f"{name}.csv", folder / f"{name}.md"
     with atomic_write(csv_path) as fh:
         df.to_csv(fh, index=True)
-    # tabulate would print integer counts with the float format ("2.000"): render them as text.
-    shown = df.copy()
-    for col in shown.columns:
-        if pd.api.types.is_integer_dtype(shown[col]):
-            shown[col] = shown[col].map(str)
-    md = shown.to_markdown(floatfmt=floatfmt)
+    md = df.to_markdown(floatfmt=int_format(df, floatfmt, index=floatfmt))
     with atomic_write(md_path) as fh:
         fh.write((f"{caption}\n\n" if caption else "") + md + "\n")
     return csv_path, md_path

@@ -16,7 +16,7 @@ Not chosen on validation, and fixed before any run (``FIXED_A_PRIORI``): the tem
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 
 from clp_utils.base.io import atomic_write
@@ -27,10 +27,6 @@ from clp_utils.train_config import POLICIES, TrainConfig
 RECIPE_PATH = REPO_ROOT / "configs" / "recipe_cpu.json"
 #: The settings of the cpu profile that no measurement chose (the docstring says why each).
 FIXED_A_PRIORI = ("tau", "lam", "batch_size", "mining.rank_min", "mining.rank_max", "split")
-
-
-class RecipeError(ValueError):
-    """A recipe file that is missing a field or holds a bad value (names file and field)."""
 
 
 @dataclass(frozen=True)
@@ -55,14 +51,13 @@ class Recipe:
         for name in ("steps", "train_queries", "batch_size", "num_negatives", "max_passage_len"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise RecipeError(f"{name} must be a positive integer, got {value!r}")
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.train_queries != self.steps * self.batch_size:
-            raise RecipeError(f"train_queries ({self.train_queries}) must be steps x batch_size "
-                              f"({self.steps} x {self.batch_size})")
-        unknown = set(self.lr) - set(POLICIES)
-        if unknown or not self.lr.get("full"):
-            raise RecipeError(f"lr must give a rate for 'full' and only for {list(POLICIES)}; "
-                              f"got {self.lr}")
+            raise ValueError(f"train_queries ({self.train_queries}) must be steps x batch_size "
+                             f"({self.steps} x {self.batch_size})")
+        if set(self.lr) - set(POLICIES) or not self.lr.get("full"):
+            raise ValueError(f"lr must give a rate for 'full' and only for {list(POLICIES)}; "
+                             f"got {self.lr}")
 
     @classmethod
     def load(cls, path: Path | None = None) -> Recipe:
@@ -72,16 +67,14 @@ class Recipe:
             raise FileNotFoundError(f"{path} not found: run `make design` to choose the cpu "
                                     "profile's budget and learning rates on the validation split")
         data = json.loads(path.read_text(encoding="utf-8"))
-        known = set(cls.__dataclass_fields__)
-        required = {"split", "steps", "train_queries", "batch_size", "num_negatives",
-                    "max_passage_len", "lr"}
-        missing = required - set(data)
-        if missing:
-            raise RecipeError(f"{path}: recipe lacks {sorted(missing)}; rerun `make design`")
+        required = {f.name for f in fields(cls)
+                    if f.default is MISSING and f.default_factory is MISSING}
+        if missing := required - set(data):
+            raise ValueError(f"{path}: recipe lacks {sorted(missing)}; rerun `make design`")
         try:
-            return cls(**{k: v for k, v in data.items() if k in known})
-        except RecipeError as err:
-            raise RecipeError(f"{path}: {err}; rerun `make design`") from None
+            return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}; rerun `make design`") from None
 
     def save(self, path: Path | None = None) -> None:
         """Write the recipe (atomically), as ``make design`` does."""

@@ -8,11 +8,9 @@ retrieved lists (for fusion) and each query's passage cluster (for the tests of
 ``clp_utils.stats``). The tables built from them live in ``clp_utils.results``, the claims
 in ``clp_utils.claims``, the hybrids in ``clp_utils.hybrids``.
 
-Nothing is tuned on test queries. The cpu profile's budget, negatives, passage length and
-per-policy learning rates come from ``configs/recipe_cpu.json``, written by ``make design``
-(``clp_utils.machinery.design``) from learning curves and learning-rate grids scored on the
-validation side carved from the training passages. The full profile's settings are fixed a
-priori (the paper's and the field's defaults), not chosen by looking at any score.
+Nothing is tuned on test queries: the cpu profile's settings are the recipe that ``make
+design`` chose on validation queries (``clp_utils.recipe``); the full profile's are fixed a
+priori (the paper's and the field's defaults).
 """
 
 from __future__ import annotations
@@ -25,7 +23,7 @@ from tqdm.auto import tqdm
 
 from clp_utils.batching import load_training_data
 from clp_utils.costs import estimate_cells
-from clp_utils.evaluation import Evaluation, zero_shot
+from clp_utils.evaluation import RetrievalResult, zero_shot
 from clp_utils.profiles import ZERO_SHOT, Cell, StudyProfile, cells, get_profile
 from clp_utils.retrieval import Run
 from clp_utils.runstore import RunResult, is_finished
@@ -35,25 +33,23 @@ from clp_utils.training import train
 DOMAINS = ("in-domain", "out-of-domain", "validation")
 
 
-def study_profile(name: str) -> StudyProfile:
-    """The study's runs in profile ``name`` (``profiles.get_profile(name).study``)."""
-    return get_profile(name).study
+def study_profile(profile: str | StudyProfile) -> StudyProfile:
+    """The study's runs in profile ``profile`` (``profiles.get_profile(profile).study``); a
+    ``StudyProfile`` (e.g. the multilingual track's, ``get_profile(name).track.study``) as
+    it is. Every function here that takes a profile takes either."""
+    return get_profile(profile).study if isinstance(profile, str) else profile
 
 
 def study_configs(profile: str | StudyProfile) -> list[Cell]:
-    """Every cell (row, split, seed, config) of the profile (config None: zero-shot).
-
-    ``profile`` is a profile name (the English study) or a ``StudyProfile`` (e.g. the
-    multilingual track's, ``get_profile(name).track.study``).
-    """
-    return cells(study_profile(profile) if isinstance(profile, str) else profile)
+    """Every cell (row, split, seed, config) of the profile (config None: zero-shot)."""
+    return cells(study_profile(profile))
 
 
 def config_of(profile: str | StudyProfile, row: str, seed: int = 0,
               split: str | None = None) -> TrainConfig:
     """The config of one trained cell: ``row`` at ``seed`` on ``split`` (default: the
     profile's first split). Raises naming the rows the profile trains."""
-    p = study_profile(profile) if isinstance(profile, str) else profile
+    p = study_profile(profile)
     split = split or p.splits[0]
     for c in cells(p):
         if c.row == row and c.seed == seed and c.split == split and c.config is not None:
@@ -93,12 +89,13 @@ class StudyRun:
 
 
 def _study_run(row: str, split: str, seed: int, result: RunResult | None,
-               test: Evaluation, ood: Evaluation | None, val: Evaluation | None,
-               test_run: Run | None, val_run: Run | None) -> StudyRun:
+               test: RetrievalResult, ood: RetrievalResult | None,
+               val: RetrievalResult | None) -> StudyRun:
     sides = {"in-domain": test, "out-of-domain": ood, "validation": val}
-    return StudyRun(row, split, seed, result, test.per_query, ood.per_query if ood else None,
-                    val.per_query if val else None, test_run, val_run,
-                    {d: e.clusters for d, e in sides.items() if e is not None})
+    return StudyRun(row, split, seed, result, test.evaluation.per_query,
+                    ood.evaluation.per_query if ood else None,
+                    val.evaluation.per_query if val else None, test.run, val.run if val else None,
+                    {d: r.evaluation.clusters for d, r in sides.items() if r is not None})
 
 
 def missing_cells(profile: str | StudyProfile, rows: Iterable[str] | None = None) -> list[Cell]:
@@ -133,8 +130,7 @@ def run_study(profile: str | StudyProfile, rows: Iterable[str] | None = None,
     """Train what is missing and read back every cell of ``profile`` (optionally only
     ``rows``). Before training anything it prints ``training_plan`` (with ``SMALLER`` for the
     cpu profile, or ``smaller``); zero-shot rows evaluate the base model."""
-    p = study_profile(profile) if isinstance(profile, str) else profile
-    wanted = set(rows) if rows is not None else None
+    p, wanted = study_profile(profile), set(rows) if rows is not None else None
     todo = [c for c in study_configs(p) if wanted is None or c.row in wanted]
     missing = missing_cells(p, rows)
     if missing:
@@ -146,25 +142,20 @@ def run_study(profile: str | StudyProfile, rows: Iterable[str] | None = None,
             runs.append(zero_shot_run(p, cell.split, progress))
             continue
         res = train(cell.config, progress=progress)
-        runs.append(_study_run(cell.row, cell.split, cell.seed, res, res.in_domain.evaluation,
-                               res.ood.evaluation if res.ood else None,
-                               res.val.evaluation if res.val else None, res.in_domain.run,
-                               res.val.run if res.val else None))
+        runs.append(_study_run(cell.row, cell.split, cell.seed, res, res.in_domain, res.ood,
+                               res.val))
     return runs
 
 
 def zero_shot_run(profile: str | StudyProfile, split: str, progress: bool = True) -> StudyRun:
     """The zero-shot row of ``split``: the base model on the data the profile's runs use
     (test, validation and out-of-domain sides), any split, trained on or not."""
-    p = study_profile(profile) if isinstance(profile, str) else profile
-    base = replace(p.base, split=split)
+    base = replace(study_profile(profile).base, split=split)
     ds, ood = load_training_data(base)
     zs = zero_shot(ds, base.model, progress=progress)
     zv = zero_shot(ds, base.model, progress=progress, side="val") if ds.has_validation else None
     zo = zero_shot(ood, base.model, progress=progress) if ood is not None else None
-    return _study_run(ZERO_SHOT, split, 0, None, zs.evaluation,
-                      zo.evaluation if zo else None, zv.evaluation if zv else None,
-                      zs.run, zv.run if zv else None)
+    return _study_run(ZERO_SHOT, split, 0, None, zs, zo, zv)
 
 
 def trainable_parameters(runs: list[StudyRun]) -> pd.DataFrame:

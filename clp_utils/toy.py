@@ -25,6 +25,8 @@ from torch import Tensor
 from clp_utils.losses import clp_loss
 
 NAMES = ("query", "pos", "neg", "neg_query")
+COLOURS = {"query": "tab:blue", "pos": "tab:green", "neg": "tab:red", "neg_query": "tab:purple"}
+MARKS = {"q": "query", "p": "pos", "q*": "neg_query"}  # the fixed points a field figure marks
 
 
 @dataclass(frozen=True)
@@ -69,29 +71,17 @@ def toy_loss(vecs: dict[str, Tensor], lam: float, tau: float,
              others: tuple[float, ...] = ()) -> Tensor:
     """CLP total on one (q, p, n, q*) example; ``lam = 0`` is InfoNCE. ``others``: the
     angles of further pinned negatives, each with its own query 5 degrees away."""
-    negs = [vecs["neg"], *(unit(a) for a in others)]
-    own = [vecs["neg_query"], *(unit(a + 5.0) for a in others)]
-    out = clp_loss(
-        vecs["query"][None],
-        vecs["pos"][None],
-        torch.stack(negs)[None],
-        torch.stack(own)[None, :, None],
-        lam=lam,
-        tau=tau,
-        in_batch=False,
-    )
-    return out.total
+    negs = torch.stack([vecs["neg"], *(unit(a) for a in others)])[None]
+    own = torch.stack([vecs["neg_query"], *(unit(a + 5.0) for a in others)])[None, :, None]
+    return clp_loss(vecs["query"][None], vecs["pos"][None], negs, own, lam=lam, tau=tau,
+                    in_batch=False).total
 
 
-def negative_field(
-    scene: Scene, lam: float, tau: float, degrees: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Descent direction on the negative, placed at each of ``degrees``, the others fixed.
-
-    Returns:
-        points (N, 2) on the circle, descent vectors -dL/dn (N, 2), and their signed tangential
-        component (N,) in the counter-clockwise direction (positive: n turns counter-clockwise).
-    """
+def negative_field(scene: Scene, lam: float, tau: float,
+                   degrees: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Descent direction on the negative, placed at each of ``degrees``, the others fixed:
+    points (N, 2) on the circle, descent vectors -dL/dn (N, 2) and their signed tangential
+    component (N,) (positive: n turns counter-clockwise)."""
     points = unit(degrees).requires_grad_()
     fixed = {name: unit(deg) for name, deg in scene.angles().items() if name != "neg"}
     total = sum(toy_loss({**fixed, "neg": points[i]}, lam, tau) for i in range(len(points)))
@@ -133,14 +123,8 @@ class Trajectory:
         return math.cos(math.radians(self.angles[a][-1].item() - self.angles[b][-1].item()))
 
 
-def simulate(
-    scene: Scene,
-    lam: float,
-    tau: float = 0.02,
-    steps: int = 200,
-    lr: float = 0.002,
-    movable: tuple[str, ...] = NAMES,
-) -> Trajectory:
+def simulate(scene: Scene, lam: float, tau: float = 0.02, steps: int = 200, lr: float = 0.002,
+             movable: tuple[str, ...] = NAMES) -> Trajectory:
     """Projected gradient descent on the circle under CLP (``lam = 0``: InfoNCE).
 
     Only the embeddings named in ``movable`` move; pinning q and p stands for a query and
@@ -163,14 +147,8 @@ def simulate(
     return Trajectory({k: torch.tensor(v) for k, v in history.items()}, torch.tensor(losses))
 
 
-def lambda_sweep(
-    scene: Scene,
-    lams: list[float],
-    taus: list[float],
-    steps: int = 200,
-    lr: float = 0.002,
-    movable: tuple[str, ...] = NAMES,
-) -> list[dict[str, float]]:
+def lambda_sweep(scene: Scene, lams: list[float], taus: list[float], steps: int = 200,
+                 lr: float = 0.002, movable: tuple[str, ...] = NAMES) -> list[dict[str, float]]:
     """For each (tau, lambda): where the trajectory ends, as cosines that retrieval cares about.
 
     ``margin`` = cos(q, p) - cos(q, n) (q's retrieval: higher is better);
@@ -180,27 +158,15 @@ def lambda_sweep(
     for tau in taus:
         for lam in lams:
             traj = simulate(scene, lam, tau, steps, lr, movable)
-            rows.append(
-                {
-                    "tau": tau,
-                    "lambda": lam,
-                    "margin": traj.final_cos("query", "pos") - traj.final_cos("query", "neg"),
-                    "neg_to_its_query": traj.final_cos("neg", "neg_query"),
-                    "final_loss": traj.loss[-1].item(),
-                }
-            )
+            rows.append({"tau": tau, "lambda": lam,
+                         "margin": traj.final_cos("query", "pos") - traj.final_cos("query", "neg"),
+                         "neg_to_its_query": traj.final_cos("neg", "neg_query"),
+                         "final_loss": traj.loss[-1].item()})
     return rows
 
 
-def analytic_negative_grad(
-    query: Tensor,
-    pos: Tensor,
-    negs: Tensor,
-    neg_queries: Tensor,
-    lam: float,
-    tau: float,
-    in_batch: bool = True,
-) -> Tensor:
+def analytic_negative_grad(query: Tensor, pos: Tensor, negs: Tensor, neg_queries: Tensor,
+                           lam: float, tau: float, in_batch: bool = True) -> Tensor:
     """dL/dn of CLP (``"paper"`` variant, every slot valid) from the derived closed form.
 
     With s = cos, pi = the softmax of a query's logits s/tau, N = B*k*m penalty slots::
@@ -243,10 +209,9 @@ def trajectory_figure(lam: float = 0.1, tau: float = 0.02, negatives: int = 1,
     fig, ax = plt.subplots(figsize=(9, 3.6), layout="constrained")
     for name, weight, style in (("InfoNCE", 0.0, "--"), (f"CLP λ={lam:.3g}", lam, "-")):
         traj = simulate(scene, weight, tau, steps, lr, movable=("neg", "neg_query"))
-        for emb, colour in (("neg", "tab:red"), ("neg_query", "tab:purple")):
-            label = {"neg": "n", "neg_query": "q*"}[emb]
-            ax.plot(traj.angles[emb], style, color=colour, label=f"{label} · {name}")
-    ax.axhline(scene.query, color="tab:blue", lw=0.8, ls=":", label="q (pinned)")
+        for emb, label in (("neg", "n"), ("neg_query", "q*")):
+            ax.plot(traj.angles[emb], style, color=COLOURS[emb], label=f"{label} · {name}")
+    ax.axhline(scene.query, color=COLOURS["query"], lw=0.8, ls=":", label="q (pinned)")
     ax.set(xlabel="step", ylabel="angle (degrees)",
            title=f"n and its own query q* (τ={tau:.3g}, {negatives} negative(s) per query)")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
@@ -290,8 +255,6 @@ def trajectory_explorer(steps: int = 400, lam: float = 0.1, tau: float = 0.02,
 
 # --------------------------------------------------------------------------- the figures
 
-MARKS = {"q": ("query", "tab:blue"), "p": ("pos", "tab:green"), "q*": ("neg_query", "tab:purple")}
-
 
 def field_figure(scene: Scene, lam: float, tau: float, points: int = 120) -> Figure:
     """Where gradient descent sends the negative from every point of the circle (q, p, q*
@@ -312,11 +275,11 @@ def field_figure(scene: Scene, lam: float, tau: float, points: int = 120) -> Fig
         qv = ax.quiver(pts[moving, 0], pts[moving, 1], arrows[moving, 0], arrows[moving, 1],
                        np.log10(speed[moving].numpy()), cmap="viridis", clim=(-3, 1.5),
                        scale=10, width=0.01, pivot="tail")
-        for label, (attr, colour) in MARKS.items():
+        for label, attr in MARKS.items():
             x, y = unit(getattr(scene, attr)).tolist()
-            ax.plot(x, y, "o", color=colour, ms=10)
-            ax.annotate(label, (0.8 * x, 0.8 * y), color=colour, ha="center", va="center",
-                        fontsize=13)
+            ax.plot(x, y, "o", color=COLOURS[attr], ms=10)
+            ax.annotate(label, (0.8 * x, 0.8 * y), color=COLOURS[attr], ha="center",
+                        va="center", fontsize=13)
         ax.set(aspect="equal", xlim=(-1.45, 1.45), ylim=(-1.45, 1.45),
                title=f"{name}: where n would move")
         ax.set_xticks([]), ax.set_yticks([])
@@ -326,8 +289,8 @@ def field_figure(scene: Scene, lam: float, tau: float, points: int = 120) -> Fig
         axes[2].plot(degrees, negative_field(scene, weight, tau, degrees)[2], label=name)
     axes[2].set_yscale("symlog", linthresh=1e-3)
     axes[2].axhline(0, color="0.5", lw=0.8)
-    for label, (attr, colour) in MARKS.items():
-        axes[2].axvline(getattr(scene, attr), color=colour, ls=":", label=f"{label}")
+    for label, attr in MARKS.items():
+        axes[2].axvline(getattr(scene, attr), color=COLOURS[attr], ls=":", label=f"{label}")
     axes[2].set(xlabel="angle of the negative n (degrees)",
                 ylabel="speed along the circle (+: counter-clockwise)",
                 title=f"Speed of n along the circle (τ={tau:g})\nlinear near 0, log beyond")
@@ -340,16 +303,12 @@ def trajectories_figure(runs: dict[tuple[str, str], Trajectory], lam: float,
     """Angles of q, p, n and q* over the steps, InfoNCE (dashed) and CLP (solid), with q and
     p pinned (left) and everything free (right). ``runs``: (setting, loss) -> trajectory."""
     fig, axes = plt.subplots(1, 2, figsize=(14, 4.5), sharey=True, layout="constrained")
-    colours = {"query": "tab:blue", "pos": "tab:green", "neg": "tab:red",
-               "neg_query": "tab:purple"}
     settings = list(dict.fromkeys(s for s, _ in runs))
     for ax, setting in zip(axes, settings, strict=True):
-        for (s, name), traj in runs.items():
-            if s != setting:
-                continue
-            style = "--" if name == "InfoNCE" else "-"
-            for emb, colour in colours.items():
-                ax.plot(traj.angles[emb], style, color=colour, label=f"{emb} · {name}")
+        for name, traj in ((n, t) for (s, n), t in runs.items() if s == setting):
+            for emb, colour in COLOURS.items():
+                ax.plot(traj.angles[emb], "--" if name == "InfoNCE" else "-", color=colour,
+                        label=f"{emb} · {name}")
         ax.set(title=f"{setting} (τ={tau:g}, λ={lam:g})", xlabel="step",
                ylabel="angle (degrees)")
     axes[1].legend(fontsize="x-small", ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))

