@@ -527,3 +527,38 @@ def summary_line(r: pd.Series) -> str:
         text += (f"; the paper's step, {claimed:+.4f} ({SETTINGS[language]}, nDCG@5), is "
                  + ("ruled out" if is_true(r["excludes paper's effect"]) else "not ruled out"))
     return text + "."
+
+
+def _direction(verdict: str) -> str:
+    """What a verdict of "fine-tuning with random negatives hurts" says random negatives do."""
+    return {"held": "hurt", "reversed": "help", "equivalent": "change nothing that matters",
+            }.get(verdict, "may help or hurt (unresolved)")
+
+
+def random_negatives_reading(paper: pd.DataFrame, controls: pd.DataFrame,
+                             budgets: dict[str, tuple[int, float]]) -> str | None:
+    """Why random negatives help here when they hurt in the paper, from the two claims "random
+    negatives hurts" (study recipe, in-batch negatives) and its paper-recipe control (no
+    in-batch negatives), and the two recipes' budgets (``budgets``: label -> (training
+    queries, training seconds)). None when the study's claim has not run."""
+    p = paper.set_index("claim") if len(paper) else None
+    if p is None or RANDOM_HURTS.name not in p.index:
+        return None
+    here = p.loc[RANDOM_HURTS.name]
+    text = (f"With the study's recipe (in-batch negatives), random negatives "
+            f"{_direction(here['verdict'])} against zero-shot ({_fmt_interval(here)}).")
+    c = controls.set_index("claim") if len(controls) else None
+    if c is not None and RECIPE_RANDOM_HURTS.name in c.index:
+        recipe = c.loc[RECIPE_RANDOM_HURTS.name]
+        text += (f" With the paper's recipe (no in-batch negatives) they "
+                 f"{_direction(recipe['verdict'])} ({_fmt_interval(recipe)}).")
+        if recipe["verdict"] == here["verdict"] == "reversed":
+            text += (" In-batch negatives cannot be the whole reason random negatives help "
+                     "here: without them they help too.")
+    else:
+        text += " The paper's recipe with random negatives has not run here (`make study-extras`)."
+    if budgets:
+        text += " The two recipes also differ in budget: " + "; ".join(
+            f"{label} saw {queries:,} training queries in {seconds:.0f} s"
+            for label, (queries, seconds) in budgets.items()) + "."
+    return text

@@ -118,3 +118,13 @@ def best_hybrid_sentence(split: str, table: pd.DataFrame, sig: pd.DataFrame,
             f"{table.loc['BM25', f'{metric} mean']:.4f} (difference {vs['delta']:+.4f}, 95% CI "
             f"{vs['95% CI low']:+.4f} to {vs['95% CI high']:+.4f}, Holm p {vs['p Holm']:.3f}: "
             f"{vs['verdict']}).")
+
+
+def dense_vs_bm25_sentence(table: pd.DataFrame, metric: str = "ndcg_cut_10") -> str:
+    """BM25 against the dense row chosen on validation queries (``choose_on_validation``),
+    on the test queries, in one sentence from a ``hybrid_table``."""
+    dense = table[table["kind"] == "dense"]
+    top = choose_on_validation(dense[f"{metric} validation"].to_dict())
+    bm25_mean, top_mean = table.loc["BM25", f"{metric} mean"], table.loc[top, f"{metric} mean"]
+    return (f"BM25 ({bm25_mean:.4f}) against the dense row chosen on validation queries ({top}, "
+            f"{top_mean:.4f}): {top_mean - bm25_mean:+.4f}")

@@ -27,16 +27,11 @@ PAPER_COLUMN = "paper: MIRACL avg nDCG@5 (other model and data; orientation only
 def results_frame(runs: list[StudyRun],
                   metrics: tuple[str, ...] = ("ndcg_cut_5", "ndcg_cut_10")) -> pd.DataFrame:
     """One row per (row, split, seed, domain) with the mean of each metric."""
-    rows = []
-    for r in runs:
-        for domain in DOMAINS:
-            per_query = r.per_query(domain)
-            if per_query is None:
-                continue
-            rows.append({"row": r.row, "split": r.split, "seed": r.seed, "domain": domain,
-                         "run_id": r.result.run_id if r.result else ZERO_SHOT,
-                         **{m: float(np.mean(list(per_query[m].values()))) for m in metrics}})
-    return pd.DataFrame(rows)
+    return pd.DataFrame([{"row": r.row, "split": r.split, "seed": r.seed, "domain": domain,
+                          "run_id": r.result.run_id if r.result else ZERO_SHOT,
+                          **{m: float(np.mean(list(r.per_query(domain)[m].values())))
+                             for m in metrics}}
+                         for r in runs for domain in DOMAINS if r.per_query(domain) is not None])
 
 
 def seed_scores(runs: list[StudyRun], row: str, split: str, metric: str,
@@ -51,11 +46,8 @@ def seed_scores(runs: list[StudyRun], row: str, split: str, metric: str,
 
 def clusters_of(runs: list[StudyRun], split: str, domain: str = "in-domain") -> dict[str, str]:
     """Each query's passage cluster on ``split``/``domain``, from the runs' evaluations."""
-    out: dict[str, str] = {}
-    for r in runs:
-        if r.split == split and r.per_query(domain) is not None:
-            out.update(r.clusters_of(domain))
-    return out
+    return {q: c for r in runs if r.split == split and r.per_query(domain) is not None
+            for q, c in r.clusters_of(domain).items()}
 
 
 def mean_over_seeds(runs: list[StudyRun], row: str, split: str, metric: str,
@@ -87,25 +79,19 @@ def table2(runs: list[StudyRun], metric: str = "ndcg_cut_10", domain: str = "in-
                      f"{metric} mean": vals[metric].mean(),
                      f"{metric} sd": vals[metric].std(ddof=1) if len(vals) > 1 else np.nan,
                      "ndcg_cut_5 mean": vals["ndcg_cut_5"].mean()}
-            if paper_column and domain == "in-domain":
-                column = PAPER_COLUMN if language == "avg" else PAPER_COLUMN.replace(
-                    "avg", language)
-                entry[column] = published(row, language)  # the paper's percent, as a fraction
+            if paper_column and domain == "in-domain":  # the paper's percent, as a fraction
+                entry[PAPER_COLUMN.replace("avg", language)] = published(row, language)
             out.append(entry)
     return pd.DataFrame(out).set_index(["split", "row"])
 
 
 def compare_rows(runs: list[StudyRun], pairs: list[tuple[str, str]], split: str,
-                 metric: str = "ndcg_cut_10", domain: str = "in-domain",
-                 family_size: int | None = None, holm_family: bool = True,
-                 seed: int = 0) -> pd.DataFrame:
-    """``stats.comparison_table`` of study rows on ``split``: two-level bootstrap per pair,
-    Holm over ``pairs`` (a family of ``family_size`` when some declared members are absent)."""
-    rows = {r for pair in pairs for r in pair}
-    per_seed = {r: seed_scores(runs, r, split, metric, domain) for r in rows}
+                 metric: str = "ndcg_cut_10", domain: str = "in-domain") -> pd.DataFrame:
+    """``stats.comparison_table`` of study rows on ``split`` (two-level bootstrap per pair),
+    no Holm: the caller's table is the family."""
+    per_seed = {r: seed_scores(runs, r, split, metric, domain) for pair in pairs for r in pair}
     return comparison_table(per_seed, pairs, clusters_of(runs, split, domain),
-                            family_size=family_size, holm_family=holm_family, seed=seed,
-                            seedless={ZERO_SHOT})
+                            holm_family=False, seedless={ZERO_SHOT})
 
 
 def significance_table(runs: list[StudyRun], metric: str = "ndcg_cut_10",
@@ -120,8 +106,7 @@ def significance_table(runs: list[StudyRun], metric: str = "ndcg_cut_10",
         pairs = [(row, ref) for i, ref in enumerate(refs) if ref in rows for row in rows
                  if row != ref and row != ZERO_SHOT and row not in refs[:i]]
         if pairs:
-            t = compare_rows(runs, pairs, split, metric, domain, holm_family=False)
-            tables.append(t.assign(split=split))
+            tables.append(compare_rows(runs, pairs, split, metric, domain).assign(split=split))
     if not tables:
         return pd.DataFrame()
     df = pd.concat(tables, ignore_index=True).drop(columns=["p"])
@@ -141,11 +126,10 @@ def forgetting_table(runs: list[StudyRun], metric: str = "ndcg_cut_10") -> pd.Da
                 if x != ZERO_SHOT]
         if rows and any(r.row == ZERO_SHOT and r.split == split for r in runs):
             parts.append(compare_rows(runs, [(row, ZERO_SHOT) for row in rows], split, metric,
-                                      "out-of-domain", holm_family=False).assign(split=split))
+                                      "out-of-domain").assign(split=split))
     if not parts:
         return t
-    sig = pd.concat(parts, ignore_index=True)
-    family = comparison_holm(sig)
+    family = comparison_holm(pd.concat(parts, ignore_index=True))
     family = family.rename(columns={"system": "row"}).set_index(["split", "row"])
     return t.join(family[["delta", "95% CI low", "95% CI high", "p Holm", "verdict",
                           "seed deltas"]], how="left")
@@ -174,3 +158,25 @@ def seed_spread(runs: list[StudyRun], metric: str = "ndcg_cut_10",
     """Each row's seed-to-seed standard deviation of its mean (NaN with one seed)."""
     frame = results_frame(runs)
     return frame[frame["domain"] == domain].groupby("row")[metric].std(ddof=1)
+
+
+def forgetting_sentence(forget: pd.DataFrame) -> str | None:
+    """What ``forgetting_table`` says about forgetting, in one sentence (None without
+    comparisons): the range of the fine-tuned rows' out-of-domain differences from zero-shot
+    and how many are resolved on each side. A resolved positive difference is the opposite
+    of forgetting, and the sentence says so."""
+    rows = forget.dropna(subset=["delta"]) if "delta" in forget else forget.iloc[0:0]
+    if not len(rows):
+        return None
+    better = int((rows["verdict"] == "held").sum())
+    worse = int((rows["verdict"] == "reversed").sum())
+    text = (f"Out of domain, the {len(rows)} fine-tuned rows score {rows['delta'].min():+.4f} "
+            f"to {rows['delta'].max():+.4f} against zero-shot; {better} of them resolved above "
+            f"it, {worse} below it (Holm over this table). ")
+    if worse == 0 and better > 0:
+        text += "No forgetting at this budget: where a difference is resolved, it is a gain."
+    elif worse == 0:
+        text += "No forgetting is resolved at this budget, and no gain either."
+    else:
+        text += f"{worse} row(s) forget: their out-of-domain score falls after fine-tuning."
+    return text

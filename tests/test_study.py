@@ -330,3 +330,39 @@ def test_the_framing_sentence_reads_the_profiles():
     cpu = P.get_profile("cpu").study
     assert f"{cpu.base.train_queries} training queries per run" in text
     assert "all-MiniLM-L6-v2" in text and "BGE-M3" in text and "neither has run here" in text
+
+
+def test_forgetting_sentence_calls_a_resolved_gain_no_forgetting():
+    forget = pd.DataFrame({"delta": [0.014, 0.017, -0.001], "verdict": ["held", "held",
+                                                                        "inconclusive"]})
+    text = R.forgetting_sentence(forget)
+    assert "+0.0140 to" not in text and "-0.0010 to +0.0170" in text
+    assert "2 of them resolved above it, 0 below" in text and "No forgetting" in text
+    worse = R.forgetting_sentence(forget.assign(verdict=["reversed", "held", "inconclusive"]))
+    assert "1 row(s) forget" in worse and "No forgetting" not in worse
+    assert R.forgetting_sentence(pd.DataFrame({"ndcg_cut_10 mean": [0.5]})) is None
+
+
+def test_random_negatives_reading_follows_both_recipes():
+    def table(name, verdict, delta):
+        return pd.DataFrame({"claim": [name], "verdict": [verdict], "delta": [delta],
+                             "95% CI low": [delta - 0.004], "95% CI high": [delta + 0.004]})
+    paper = table(C.RANDOM_HURTS.name, "reversed", -0.06)
+    both = C.random_negatives_reading(paper, table(C.RECIPE_RANDOM_HURTS.name, "reversed",
+                                                   -0.0067),
+                                      {"the study's rows": (1280, 107.0),
+                                       "the paper-recipe rows": (80, 17.0)})
+    assert "random negatives help against zero-shot" in both
+    assert "cannot be the whole reason" in both and "80 training queries in 17 s" in both
+    hurt = C.random_negatives_reading(paper, table(C.RECIPE_RANDOM_HURTS.name, "held", 0.02), {})
+    assert "they hurt" in hurt and "cannot be the whole reason" not in hurt
+    assert "has not run here" in C.random_negatives_reading(paper, paper.iloc[0:0], {})
+
+
+def test_the_dense_row_set_against_bm25_is_chosen_on_validation():
+    table = pd.DataFrame({"kind": ["sparse", "dense", "dense"],
+                          "ndcg_cut_10 validation": [0.40, 0.52, 0.47],
+                          "ndcg_cut_10 mean": [0.60, 0.50, 0.55]},
+                         index=["BM25", "A (dense)", "B (dense)"])
+    text = H.dense_vs_bm25_sentence(table)
+    assert "(A (dense), 0.5000): -0.1000" in text  # B's higher test mean is not looked at
