@@ -314,11 +314,16 @@ def claim_sentence(r: pd.Series, spread: float | None = None, setting: str | Non
             else "an effect of one nDCG point")
     if r["verdict"] == "equivalent":
         text += f" The interval lies inside +/-{margin:.4f}: {size} is ruled out."
+    elif r["verdict"] == "inconclusive" and (r["95% CI low"] > 0 or r["95% CI high"] < 0):
+        text += (" Its 95% interval excludes zero, but the test does not reject after Holm's "
+                 "adjustment for the family's other claims: it reads held or reversed only "
+                 "with a smaller family or more seeds.")
     elif r["verdict"] == "inconclusive":
         text += (f" The interval is too wide to tell {size} (+/-{margin:.4f}) from none.")
     elif str(r["verdict"]).startswith("one seed"):
         text += " With one seed and no declared seed component, no verdict is read."
-    text += _edge_words(r)
+    if not (r["verdict"] == "inconclusive" and (r["95% CI low"] > 0 or r["95% CI high"] < 0)):
+        text += _edge_words(r)
     claimed = r["paper claimed"]
     if isinstance(claimed, float) and not math.isnan(claimed):
         claim = claim_of(r["claim"]) if _known(r["claim"]) else None

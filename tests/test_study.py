@@ -366,3 +366,14 @@ def test_the_dense_row_set_against_bm25_is_chosen_on_validation():
                          index=["BM25", "A (dense)", "B (dense)"])
     text = H.dense_vs_bm25_sentence(table)
     assert "(A (dense), 0.5000): -0.1000" in text  # B's higher test mean is not looked at
+
+
+def test_an_interval_that_excludes_zero_but_not_after_holm_is_said_so():
+    r = pd.Series({"claim": C.RANDOM_HURTS.name, "metric": "ndcg_cut_5", "verdict": "inconclusive",
+                   "delta": -0.07, "95% CI low": -0.096, "95% CI high": -0.044, "seeds": 2,
+                   "n passages": 407, "p Holm": 0.087, "seed deltas": "-0.0680, -0.0717",
+                   "margin": 0.0303, "edge distance": 0.0, "at the edge": True,
+                   "paper claimed": 0.0303, "excludes paper's effect": True})
+    text = C.claim_sentence(r)
+    assert "excludes zero, but the test does not reject after Holm" in text
+    assert "too wide" not in text
