@@ -153,3 +153,29 @@ def test_settings_pass_as_arguments_not_through_the_environment():
     for name in ("CLP_RESULTS_DIR", "CLP_FIGURES_DIR", "CLP_CACHE", "CLP_BF16"):
         assert paths.count(f'os.environ.get("{name}")') == 1, name
         assert all(f'"{name}"' not in source(m) for m in _modules() if m != "base.paths"), name
+
+
+def test_every_package_name_the_docs_cite_exists():
+    """A `clp_utils.module.name` in the README, the book's pages or a chapter names something
+    the package has (a renamed function leaves no dangling reference behind)."""
+    import importlib
+    import re
+
+    texts = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "book").glob("*.md")),
+             *sorted((REPO_ROOT / "notebooks").glob("*.ipynb"))]
+    cited = set()
+    for path in texts:
+        cited |= {(path.name, m, n) for m, n in re.findall(
+            r"clp_utils\.([a-z_]+(?:\.[a-z_0-9]+)?)\.([A-Za-z_][A-Za-z_0-9]*)", path.read_text())}
+    missing = []
+    for where, module, name in sorted(cited):
+        try:
+            found = hasattr(importlib.import_module(f"clp_utils.{module}"), name)
+        except ImportError:
+            found = False
+        if not found:
+            try:
+                importlib.import_module(f"clp_utils.{module}.{name}")
+            except ImportError:
+                missing.append(f"{where}: clp_utils.{module}.{name}")
+    assert not missing, missing
