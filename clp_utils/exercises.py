@@ -187,7 +187,8 @@ EXERCISES = [
              "compare the overlap table above, across splits and by overlap band",
              "Is BM25's lead over the dense model largest where questions reuse their "
              "passage's words?", None, _figure("00_overlap_bands", _overlap_answer)),
-    Exercise("00b", "nDCG@5 instead of nDCG@10", "metric = 'ndcg_cut_5' in the bar chart",
+    Exercise("00b", "nDCG@5 instead of nDCG@10",
+             "metric = 'ndcg_cut_5' in the parameters cell (the bar chart reads it)",
              "Does any split change its winner with the cut-off?", None,
              _figure("00_baselines", _cutoff_answer)),
     Exercise("01a", "Four negatives per query",
