@@ -312,6 +312,8 @@ def claim_sentence(r: pd.Series, spread: float | None = None, setting: str | Non
     paper_margin = not math.isclose(margin, SMALLEST_EFFECT)
     size = ("an effect as large as the paper's step" if paper_margin
             else "an effect of one nDCG point")
+    if r["verdict"] == "reversed":
+        text += f" Reversed: {r['worse']} beats {r['better']} here, the opposite of the claim."
     if r["verdict"] == "equivalent":
         text += f" The interval lies inside +/-{margin:.4f}: {size} is ruled out."
     elif r["verdict"] == "inconclusive" and (r["95% CI low"] > 0 or r["95% CI high"] < 0):

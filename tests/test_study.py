@@ -377,3 +377,13 @@ def test_an_interval_that_excludes_zero_but_not_after_holm_is_said_so():
     text = C.claim_sentence(r)
     assert "excludes zero, but the test does not reject after Holm" in text
     assert "too wide" not in text
+
+
+def test_a_reversed_claim_says_which_row_won():
+    r = pd.Series({"claim": C.RECIPE_RANDOM_HURTS.name, "metric": "ndcg_cut_5",
+                   "better": P.ZERO_SHOT, "worse": P.PAPER_RECIPE_RANDOM, "verdict": "reversed",
+                   "delta": -0.0067, "95% CI low": -0.0108, "95% CI high": -0.0029, "seeds": 2,
+                   "n passages": 407, "p Holm": 0.01, "seed deltas": "-0.0060, -0.0074",
+                   "margin": 0.0303, "edge distance": 0.0029, "at the edge": False,
+                   "paper claimed": 0.0303, "excludes paper's effect": True})
+    assert f"Reversed: {P.PAPER_RECIPE_RANDOM} beats {P.ZERO_SHOT} here" in C.claim_sentence(r)
