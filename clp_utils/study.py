@@ -192,3 +192,18 @@ def step_logs(runs: list[StudyRun]) -> pd.DataFrame:
     """Every trained cell's ``log.csv`` (one row per optimizer step), with row and seed."""
     logs = [r.result.log.assign(row=r.row, seed=r.seed) for r in runs if r.result is not None]
     return pd.concat(logs, ignore_index=True) if logs else pd.DataFrame()
+
+
+def recipe_budgets(runs: list[StudyRun], study_rows: tuple[str, ...],
+                   recipe_rows: tuple[str, ...]) -> dict[str, tuple[int, float]]:
+    """Median training queries and seconds of the study's rows and of the paper-recipe rows
+    (the first of ``recipe_rows`` that ran), for a sentence comparing the two budgets."""
+    trained = training_table([r for r in runs if r.result is not None])
+    out = {}
+    for label, candidates in (("the study's rows", study_rows),
+                              ("the paper-recipe rows", recipe_rows)):
+        found = trained[trained["row"].isin(candidates)] if len(trained) else trained
+        if len(found):
+            out[label] = (int(found["training queries"].median()),
+                          float(found["training seconds"].median()))
+    return out
