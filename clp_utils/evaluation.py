@@ -115,15 +115,34 @@ def evaluate_run(run: Run, qrels: Qrels) -> Evaluation:
 
 @dataclass
 class RetrievalResult:
-    """What one evaluation produced and where it was written."""
+    """What one evaluation produced and where it was written. ``loaded`` is the run when it is
+    in memory; ``run`` reads ``run.trec`` on first use (a committed result keeps per-query
+    metrics only: reading it back never needs the run file)."""
 
     run_dir: Path
-    run: Run
+    loaded: Run | None
     evaluation: Evaluation
 
     @property
     def metrics(self) -> dict[str, float]:
         return self.evaluation.mean
+
+    @property
+    def has_run(self) -> bool:
+        """Whether the ranked lists are in memory or on disk here."""
+        return self.loaded is not None or (self.run_dir / "run.trec").exists()
+
+    @property
+    def run(self) -> Run:
+        """The ranked lists (qid -> docid -> score), for fusion."""
+        if self.loaded is None:
+            path = self.run_dir / "run.trec"
+            if not path.exists():
+                raise FileNotFoundError(
+                    f"{path}: not here (committed results hold per-query metrics, not run "
+                    "files); `make study` retrieves and writes it")
+            self.loaded = read_trec(path)
+        return self.loaded
 
 
 def save_evaluation(run: Run, split: Split, run_dir: Path, tag: str,
@@ -150,7 +169,7 @@ def save_evaluation(run: Run, split: Split, run_dir: Path, tag: str,
         writer = csv.writer(fh)
         writer.writerow(["qid", *METRICS])
         for qid in split.qrels:
-            writer.writerow([qid, *(f"{evaluation.per_query[m][qid]:.9g}" for m in METRICS)])
+            writer.writerow([qid, *(repr(float(evaluation.per_query[m][qid])) for m in METRICS)])
     return RetrievalResult(run_dir, run, evaluation)
 
 
@@ -163,12 +182,31 @@ def evaluate_model(model, split: Split, run_dir: Path, tag: str, model_id: str |
     return save_evaluation(run, split, run_dir, tag, qrels_path)
 
 
-def _read_back(run_dir: Path, split: Split) -> RetrievalResult | None:
-    """A finished evaluation in ``run_dir`` (None when there is none), scored again."""
+def read_evaluation(run_dir: Path, qrels: Qrels) -> RetrievalResult | None:
+    """A finished evaluation in ``run_dir`` read back from ``per_query.csv`` (None when there
+    is none): the per-query values ``save_evaluation`` wrote, their means, and each query's
+    passage cluster from ``qrels``. The run file is read only if fusion asks for it."""
     if not (run_dir / "metrics.json").exists():
         return None
-    run = read_trec(run_dir / "run.trec")
-    return RetrievalResult(run_dir, run, evaluate_run(run, split.qrels))
+    per_query: dict[str, dict[str, float]] = {m: {} for m in METRICS}
+    with open(run_dir / "per_query.csv", newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            for m in METRICS:
+                per_query[m][row["qid"]] = float(row[m])
+    missing = set(qrels) - set(per_query[METRICS[0]])
+    if missing:
+        raise ValueError(f"{run_dir / 'per_query.csv'}: {len(missing)} judged queries have no "
+                         f"row (e.g. {sorted(missing)[:3]}); the evaluation is stale")
+    per_query = {m: {q: v[q] for q in qrels} for m, v in per_query.items()}
+    mean = {m: float(np.mean(list(per_query[m].values()))) for m in METRICS}
+    return RetrievalResult(run_dir, None, Evaluation(mean, per_query, passage_clusters(qrels)))
+
+
+#: Where ``make study`` commits the small part of its results (per-query metrics, configs,
+#: logs): a fresh clone reads them back instead of recomputing (``machinery.publish``).
+def committed_dir() -> Path:
+    """The committed results folder (``figures/results``)."""
+    return REPO_ROOT / "figures" / "results"
 
 
 # --------------------------------------------------------------------------- BM25
@@ -206,10 +244,13 @@ def query_term_overlap(split: Split, language: str = "english") -> dict[str, flo
 
 
 def zero_shot(dataset, model_name: str = "minilm", model=None, progress: bool = True,
-              side: str = "test", bf16: bool | str = "auto") -> RetrievalResult:
+              side: str = "test", bf16: bool | str = "auto",
+              committed: bool = False) -> RetrievalResult:
     """Zero-shot dense retrieval on ``dataset.test()`` (or ``validation()``), cached in
     ``results/baselines/`` by model name, data checksum, side and precision; both sides are
-    computed at once where there are two (one encoding of the corpus serves both)."""
+    computed at once where there are two (one encoding of the corpus serves both). With
+    ``committed``, a result missing here is read from the committed results (``committed_dir``,
+    whatever precision made them) before anything is encoded."""
     sides = ["test"] + (["val"] if dataset.has_validation else [])
     if side not in sides:
         raise ValueError(f"side must be one of {sides}, got {side!r}")
@@ -219,8 +260,13 @@ def zero_shot(dataset, model_name: str = "minilm", model=None, progress: bool = 
     dirs = {s: results_dir() / "baselines" / f"{stem}{'' if s == 'test' else '-' + s}-{precision}"
             for s in sides}
     splits = {s: _side(dataset, s) for s in sides}
-    if done := _read_back(dirs[side], splits[side]):
+    if done := read_evaluation(dirs[side], splits[side].qrels):
         return done
+    if committed:  # the committed result of any precision (a reopened chapter trains nothing)
+        for name in ("bf16", "float32"):
+            here = committed_dir() / "baselines" / dirs[side].name.replace(precision, name)
+            if done := read_evaluation(here, splits[side].qrels):
+                return done
     if model is None:
         model = load_model(model_name)
     runs = retrieve_splits(model, splits, model_id=model_name, progress=progress, bf16=bf16)
@@ -245,7 +291,7 @@ def bm25(dataset, language: str = "english", side: str = "test",
     suffix = "" if side == "test" else f"-{side}"
     run_dir = (results_dir() / "baselines"
                / f"bm25-{language}{words}-{dataset.name}-{dataset.checksum[:8]}{suffix}")
-    if done := _read_back(run_dir, split):
+    if done := read_evaluation(run_dir, split.qrels):
         return done
     docids, qids = list(split.corpus), list(split.queries)
     retriever = bm25s.BM25()

@@ -8,23 +8,41 @@ the run ``make study-extras`` trained, read back, or it says how long it would t
 ``solution(key)`` states what the project measured, read from the committed figures (the
 cpu profile's, or the extras' for the controls), and what to conclude from it. Nothing in a
 solution is typed by hand: a solution whose measurement is not committed says which command
-produces it.
+produces it. ``attempt`` starts by saying how long it takes here (the package's estimate
+for a run that trains).
+
+Each chapter also has one write-code exercise (``check(key, fn)``: the student's function
+against the package's on a few inputs, a clear message where they differ) and a
+questionnaire on its own results (``folded_answer(key)``, read from the committed tables).
 """
 
 from __future__ import annotations
 
+import functools
 import html
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
+import torch
 
 from clp_utils import claims as C
 from clp_utils import profiles as P
 from clp_utils.base.paths import EXTRAS_ROOT, FIGURES_ROOT
+from clp_utils.batching import Example, false_in_batch_negatives
 from clp_utils.claims import Claim, claim_sentence
+from clp_utils.costs import estimate_cells
+from clp_utils.evaluation import evaluate_run
 from clp_utils.geometry import repair_reading
+from clp_utils.losses import clp_penalty
+from clp_utils.mining import contains_answer
+from clp_utils.models import model_path
+from clp_utils.multilingual import tokenizer_table
 from clp_utils.paper import METRIC
+from clp_utils.runstore import is_finished
+from clp_utils.stats import paired_test
 from clp_utils.study import config_of
 from clp_utils.train_config import TrainConfig
 from clp_utils.training import train
@@ -43,6 +61,7 @@ class Exercise:
     question: str
     config: Callable[[str], TrainConfig] | None = None  # the run it trains, per profile
     answer: Callable[[], str] | None = None  # the measured outcome and what it means
+    after: str = ""  # what reads the trained run, where that is not this cell
 
 
 def _read(path) -> pd.DataFrame | None:
@@ -98,9 +117,12 @@ def _toy_answer(column: str, lam: float, tau: float, versus: tuple[float, float]
     def answer(table: pd.DataFrame) -> str:
         t = table.set_index(["tau", "lambda"])
         here, there = t.loc[(tau, lam)], t.loc[versus]
+        rest = t.columns[t.columns.str.startswith("resting angle")][0]
         return (f"At tau {tau} and lambda {lam}: margin {here['margin']:.3f}, cos(n, q*) "
-                f"{here['neg_to_its_query']:.3f}; at tau {versus[0]} and lambda {versus[1]}: "
-                f"margin {there['margin']:.3f}, cos(n, q*) {there['neg_to_its_query']:.3f}. "
+                f"{here['neg_to_its_query']:.3f}, the negative rests at {here[rest]}° (q, p, q* "
+                f"held); at tau {versus[0]} and lambda {versus[1]}: margin "
+                f"{there['margin']:.3f}, cos(n, q*) {there['neg_to_its_query']:.3f}, resting "
+                f"angle {there[rest]}°. "
                 + ("Raising lambda keeps the negative nearer its own query and costs q "
                    "margin: a trade, not a free gain." if column == "lambda" else
                    "The higher temperature pushes the negative further from q (a larger "
@@ -192,12 +214,15 @@ EXERCISES = [
              "Does any split change its winner with the cut-off?", None,
              _figure("00_baselines", _cutoff_answer)),
     Exercise("01a", "Four negatives per query",
-             "MiningConfig(num_negatives=4) in the training config, not the recipe's 1",
+             "read the 1- and 4-negative curves of the design (figures/03_validation.csv; "
+             "chapter 03 draws them, `make design` re-makes them in about an hour)",
              "At equal training time on two cores, do more hard negatives per query help?",
              None, _figure("03_validation", _negatives_answer, "make design")),
     Exercise("01b", "Mine from rank 1",
-             "MiningConfig(rank_min=1): let the negatives start right below the positive",
-             "How many more false negatives does the top of the ranking bring?",
+             "compare the window from rank 1 with the study's window in the table above "
+             "(MiningConfig(rank_min=1) makes that row)",
+             "How many more false negatives do ranks 1-2 bring, and is that worth skipping "
+             "them for?",
              None, _figure("01_false_negatives", _window_answer)),
     Exercise("02a", "Lambda 0.5", "lam = 0.5 (the slider in JupyterLab)",
              "Where does the negative come to rest, and what does q pay for it?",
@@ -222,7 +247,10 @@ EXERCISES = [
     Exercise("05a", "The harm at lambda 0.5", "the own-query analysis on the lambda 0.5 runs",
              "Does a five times stronger penalty change how the negatives' own queries fare?",
              _trained(P.CLP_LAMBDA_05),
-             _from_table(EXTRAS / "05_harm_gaps.csv", "make study-extras", _harm_answer)),
+             _from_table(EXTRAS / "05_harm_gaps.csv", "make study-extras", _harm_answer),
+             after="The own-query analysis of the lambda 0.5 runs is this chapter on the extras "
+             "profile (profile = 'extras', or `make study-extras`): its harm family holds "
+             "them."),
     Exercise("05b", "Queries the run also trained on",
              "read the own queries that were also training queries (table above)",
              "How much does training on a query protect its passage?", None,
@@ -250,20 +278,36 @@ def task(key: str) -> str:
     return f"Exercise {e.key}: {e.title}. Change: {e.change}. Question: {e.question}"
 
 
-def attempt(key: str, profile: str, run: bool = False) -> str:
-    """Do the exercise at ``profile``'s size when ``run`` (the smoke chain runs every one);
-    otherwise say what it would train. A run the extras already trained is read back."""
+def duration(key: str, profile: str) -> str:
+    """How long the exercise takes here: seconds for one that reads tables or runs the toy
+    or whose run is already trained, else ``costs.estimate_cells`` of the run it trains."""
     e = BY_KEY[key]
     if e.config is None:
-        return f"{task(key)}\nNothing to train: make the change above and rerun the cells."
+        return "Takes seconds here (it reads tables or runs the toy)."
+    config = e.config(profile)
+    if is_finished(config):
+        return "Takes seconds here: its run is already trained, and is read back."
+    est = estimate_cells([config])
+    took = "under a minute" if est.seconds < 60 else f"about {est.seconds / 60:.0f} min"
+    return (f"Takes {took} here ({est.steps} optimizer steps, {est.precision}; step and "
+            "encoding rates measured on this machine).")
+
+
+def attempt(key: str, profile: str, run: bool = False) -> str:
+    """Do the exercise at ``profile``'s size when ``run`` (the smoke chain runs every one);
+    otherwise say what it would train. Either way it starts with ``duration``. A run the
+    extras already trained is read back."""
+    e, took = BY_KEY[key], duration(key, profile)
+    if e.config is None:
+        return f"{took}\n{task(key)}\nNothing to train: make the change above and rerun the cells."
     config = e.config(profile)
     if not run:
-        return (f"{task(key)}\nSet run_exercises = True to train it here ({config.label}, "
-                f"{config.train_queries or 'all'} training queries); a run `make study-extras` "
-                "trained is read back at once.")
+        return (f"{took}\n{task(key)}\nSet run_exercises = True to train it here "
+                f"({config.label}, {config.train_queries or 'all'} training queries); a run "
+                "`make study-extras` trained is read back at once. " + e.after).rstrip()
     result = train(config, progress=True)
-    return (f"{task(key)}\nTrained here ({profile}): test nDCG@10 "
-            f"{result.metrics.get('ndcg_cut_10', float('nan')):.4f}.")
+    return (f"{took}\n{task(key)}\nTrained here ({profile}): test nDCG@10 "
+            f"{result.metrics.get('ndcg_cut_10', float('nan')):.4f}. " + e.after).rstrip()
 
 
 def solution(key: str) -> str:
@@ -271,10 +315,14 @@ def solution(key: str) -> str:
     e = BY_KEY[key]
     if e.answer is None:
         return f"Solution {key}: see the cells above."
+    return _answered(f"Solution {key}", e.answer)
+
+
+def _answered(label: str, answer: Callable[[], str]) -> str:
     try:
-        return f"Solution {key}: {e.answer()}"
-    except (KeyError, ValueError) as err:  # a committed table from before this exercise
-        return (f"Solution {key}: the committed table does not hold this measurement yet "
+        return f"{label}: {answer()}"
+    except (KeyError, ValueError, IndexError) as err:  # a table from before this question
+        return (f"{label}: the committed table does not hold this measurement yet "
                 f"({err}); `make study` (and `make study-extras`) regenerate it.")
 
 
@@ -297,3 +345,280 @@ class Folded:
 def folded_solution(key: str) -> Folded:
     """``solution(key)``, folded (the last expression of an exercise's solution cell)."""
     return Folded(solution(key))
+
+
+
+# --------------------------------------------------------------------------- write the code
+
+
+@dataclass(frozen=True)
+class Check:
+    """A write-code exercise: the task, named inputs, the package's answer to each, and
+    ``student(fn, *args)``: the student's output in the form ``reference`` returns."""
+
+    task: str
+    cases: Callable[[], list[tuple[str, tuple]]]
+    reference: Callable[..., object]
+    student: Callable[..., object] = lambda fn, *args: fn(*args)
+
+
+def _flat(x) -> np.ndarray:
+    if isinstance(x, tuple | list):
+        return np.concatenate([_flat(v) for v in x]) if x else np.zeros(0)
+    return np.asarray(x.detach() if isinstance(x, torch.Tensor) else x, dtype=float).ravel()
+
+
+def _gap(got, want, tol: float = 1e-9) -> str | None:
+    """``None`` when ``got`` is ``want`` (numbers within ``tol``, NaN where it is NaN), else
+    how they differ."""
+    if isinstance(want, list) and all(isinstance(w, str) for w in want):
+        return None if list(got) == want else f"you return {list(got)!r}, the package {want!r}"
+    g, w = _flat(got), _flat(want)
+    if g.shape == w.shape and np.allclose(g, w, rtol=0, atol=tol, equal_nan=True):
+        return None
+    worst = np.nanmax(np.abs(g - w), initial=0.0) if g.shape == w.shape else float("nan")
+    return (f"you return {np.round(g, 6).tolist()}, the package {np.round(w, 6).tolist()} "
+            f"(largest difference {worst:.3g}; NaN marks a missing value)")
+
+
+def _tensors(mask: bool = False) -> list[tuple[str, tuple]]:
+    """Hard negatives (k, d) and their own queries (k, m, d), float64, not unit length, and
+    with ``mask`` a (k, m) validity of the query slots."""
+    out = []
+    for k, m, d in ((1, 1, 3), (2, 2, 5), (3, 2, 8)):
+        g = torch.Generator().manual_seed(100 * k + 10 * m + d)
+        args = (3 * torch.randn(k, d, generator=g, dtype=torch.float64),
+                torch.randn(k, m, d, generator=g, dtype=torch.float64))
+        valid = (torch.rand(k, m, generator=g) < 0.6) | (torch.arange(k * m) == 0).reshape(k, m)
+        out.append((f"k={k} negatives, m={m} own queries, d={d}", args + (valid,) * mask))
+    return out
+
+
+def _autograd_penalty(negs: torch.Tensor, own: torch.Tensor) -> tuple:
+    negs = negs.detach().clone().requires_grad_(True)
+    (penalty := clp_penalty(negs[None], own[None])).backward()
+    return penalty.detach(), negs.grad
+
+
+def _cosines(fn, negs, own, valid) -> tuple:
+    """The student's cosines (NaN where masked) and the penalty their mean makes."""
+    cos = torch.as_tensor(_flat(fn(negs, own, valid))).reshape(valid.shape)
+    return cos, 1.0 - torch.nanmean(cos)
+
+
+def _groups(*spec: str) -> list[Example]:
+    """Training groups from "pos neg neg ..." strings (passage ids stand in for texts)."""
+    return [Example(f"q{i}", (ids := s.split())[0], ids[1:], [[""]] * len(ids[1:]),
+                    [0.0] * len(ids[1:]), ids[0], ids[1:]) for i, s in enumerate(spec)]
+
+
+@functools.cache
+def _minilm_tokenizer():
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(model_path("minilm"), local_files_only=True)
+
+
+_TOKENIZED = {"Hindi": ["भारत की राजधानी नई दिल्ली है।", "हिन्दी भारत की एक प्रमुख भाषा है।"],
+              "English": ["The capital of India is New Delhi.", "Hindi is a major language."]}
+CHECKS = {
+    "00c": Check(
+        "nDCG@10 of one ranked list by hand, against pytrec_eval (evaluation.evaluate_run)",
+        lambda: [("one relevant at rank 2", (["d3", "d1", "d7", "d2"], {"d1": 1})),
+                 ("graded, one beyond the cut-off",
+                  ([f"d{i}" for i in range(12)], {"d2": 2, "d5": 1, "d11": 1})),
+                 ("a relevant passage never retrieved", (["d1", "d2", "d3"], {"d2": 1, "d9": 2}))],
+        lambda ranking, rel: evaluate_run(
+            {"q": {d: float(len(ranking) - i) for i, d in enumerate(ranking)}},
+            {"q": rel}).per_query["ndcg_cut_10"]["q"]),
+    "01c": Check(
+        "drop the candidate negatives that contain an answer (mining.contains_answer)",
+        lambda: [("a city", (["He moved to Paris in 1920.", "A Parisian cafe.",
+                              "PARIS   is big.", "Nothing here."], ["Paris"])),
+                 ("answers with punctuation", (["It cost $5 then.", "It cost $50.",
+                                                "The U.S. army", "US troops"], ["$5", "U.S."]))],
+        lambda cands, answers: [c for c in cands if not contains_answer(c, answers)]),
+    "02c": Check("the CLP penalty of one query's negatives and its gradient in closed form, "
+                 "against losses.clp_penalty and autograd", _tensors, _autograd_penalty),
+    "03c": Check(
+        "false in-batch negatives per batch (batching.false_in_batch_negatives)",
+        lambda: [("four groups, batches of two", (_groups("p1 p2", "p2 p3", "p1 p4", "p5 p1"),
+                                                  [[0, 1], [0, 2], [1, 3], [2, 3]])),
+                 ("six groups, batches of three",
+                  (_groups(*(f"p{i % 4} p{(i + 1) % 5} p{(i + 3) % 6}" for i in range(6))),
+                   [[0, 1, 2], [3, 4, 5], [0, 4, 5]]))],
+        lambda ex, b: [false_in_batch_negatives(ex, b)[k] for k in (
+            "share_of_batches_with_false_negative", "false_negatives_per_batch",
+            "share_of_queries_affected")],
+        lambda fn, ex, b: (lambda n: [np.mean(n > 0), n.mean(), n.sum() / sum(map(len, b))])(
+            np.asarray(fn(ex, b), dtype=float))),
+    "04c": Check(
+        "the mean per-query change and the share of queries improved (stats.paired_test)",
+        lambda: [("three queries", ({"q1": 0.5, "q2": 0.2, "q3": 0.9},
+                                    {"q1": 0.6, "q2": 0.1, "q3": 1.0})),
+                 ("a tie is not an improvement", ({"q1": 0.5, "q2": 0.2, "q3": 0.9, "q4": 0.3},
+                                                  {"q1": 0.5, "q2": 0.7, "q3": 0.4, "q4": 0.35}))],
+        lambda a, b: (lambda t: (t.mean_delta, np.mean([d > 0 for d in t.deltas.values()])))(
+            paired_test(a, b, n_permutations=99))),
+    "05c": Check(
+        "each hard negative's cosine to its own queries (NaN where masked); their mean gives "
+        "losses.clp_penalty", lambda: _tensors(mask=True),
+        lambda negs, own, valid: (torch.where(valid, torch.cosine_similarity(
+            negs[:, None], own, dim=-1), torch.nan), clp_penalty(negs[None], own[None],
+                                                                 valid[None].double())),
+        _cosines),
+    "06c": Check(
+        "a tokenizer's pieces per word (multilingual.tokenizer_table)",
+        lambda: [(f"MiniLM on {lang}", (_minilm_tokenizer(), texts))
+                 for lang, texts in _TOKENIZED.items()],
+        lambda tok, texts: tokenizer_table({"m": SimpleNamespace(tokenizer=tok)}, texts)
+        .loc["m", "pieces per word"]),
+}
+
+
+def check(key: str, fn: Callable) -> str:
+    """Run the student's ``fn`` on exercise ``key``'s inputs against the package's answer;
+    an ``AssertionError`` names the first input where they differ and by how much."""
+    c = CHECKS[key]
+    cases = c.cases()
+    for label, args in cases:
+        gap = _gap(c.student(fn, *args), c.reference(*args))
+        assert gap is None, f"Exercise {key} ({c.task}), input '{label}': {gap}"
+    return (f"correct: {getattr(fn, '__name__', 'your function')} matches the package on "
+            f"{len(cases)} inputs ({'; '.join(label for label, _ in cases)}).")
+
+
+# --------------------------------------------------------------------------- questionnaires
+
+
+@dataclass(frozen=True)
+class Question:
+    """A question on a chapter's own results, and its answer (read from committed tables)."""
+
+    key: str
+    text: str
+    answer: Callable[[], str]
+
+
+def _q(key: str, text: str, stem: str | None, answer: Callable, command: str = "make study"
+       ) -> Question:
+    """A question answered from ``figures/<stem>.csv`` (or, without a stem, by ``answer()``)."""
+    return Question(key, text, _figure(stem, answer, command) if stem else answer)
+
+
+def _each(t: pd.DataFrame, row: Callable[[pd.Series], str], lead: str = "") -> str:
+    return lead + "; ".join(row(r) for _, r in t.iterrows()) + "."
+
+
+def _ci(r: pd.Series, column: str = "delta") -> str:
+    return f"{r[column]:+.4f} (95% CI {r['95% CI low']:+.4f} to {r['95% CI high']:+.4f})"
+
+
+def _verdicts(t: pd.DataFrame) -> str:
+    return _each(t, lambda r: f"{r['claim']} ({r['split']}): {r['verdict']}, {_ci(r)}")
+
+
+def _fn_filter(t: pd.DataFrame) -> str:
+    t = t.set_index("configuration")
+    a, f = t.loc["ANCE 3-30"], t.loc["ANCE 3-30 + answer filter"]
+    return (f"{a['fn_rate_negatives']:.1%} of ANCE's negatives from ranks 3-30 contain an answer "
+            f"({t.loc['random', 'fn_rate_negatives']:.1%} of random ones); the answer filter "
+            f"drops {f['dropped']:.0f} of {f['candidates examined']:.0f} candidates and leaves "
+            f"{f['fn_rate_negatives']:.1%}.")
+
+
+def _tradeoff(t: pd.DataFrame) -> str:
+    t = t[t["tau"] == t["tau"].min()].set_index("lambda")
+    lo, hi = t.loc[t.index.min()], t.loc[t.index.max()]
+    return (f"At tau {t['tau'].iloc[0]}, from lambda {lo.name} to {hi.name} cos(n, q*) goes "
+            f"from {lo['neg_to_its_query']:.3f} to {hi['neg_to_its_query']:.3f} and q's margin "
+            f"from {lo['margin']:.3f} to {hi['margin']:.3f}: the pull is bought with margin.")
+
+
+def _curve(t: pd.DataFrame) -> str:
+    c = t[t["curve"] == t["curve"].iloc[0]].sort_values("step")
+    a, b = c.iloc[0], c.iloc[-1]
+    return (f"Curve '{a['curve']}': validation nDCG@10 {a['val_ndcg_cut_10']:.4f} at step "
+            f"{a['step']}, {b['val_ndcg_cut_10']:.4f} at step {b['step']}.")
+
+
+def _queries() -> str:
+    hindi, main = (_read(FIGURES_ROOT / f"{n}_claims.csv") for n in ("06", "04"))
+    if hindi is None or main is None:
+        return _missing(FIGURES_ROOT / "06_claims.csv", "make study")
+    return (f"{hindi['n queries'].max():.0f} Hindi test queries, {main['n queries'].max():.0f} "
+            "in chapter 04: wider intervals, so a small effect stays inconclusive on Hindi.")
+
+
+QUESTIONS = [_q(*q) for q in [
+    ("00q1", "On which splits does BM25 beat the zero-shot dense model on nDCG@10, and by how "
+     "much?", "00_baselines", lambda t: _each(
+         t.pivot(index="split", columns="system", values="ndcg_cut_10").reset_index(),
+         lambda r: f"{r['split']}: {r['BM25'] - r.drop(['split', 'BM25']).iloc[0]:+.3f}",
+         "BM25 minus the dense model: ")),
+    ("00q2", "Does BM25 lead most on the split whose questions reuse their passage's words "
+     "most?", "00_lexical_overlap", lambda t: _each(t, lambda r: f"{r['split']}: overlap "
+     f"{r['query terms in the positive']:.1%}, BM25 lead {r['BM25 - dense']:+.3f}")),
+    ("00q3", "How often does each system find the positive in its top-100?", "00_baselines",
+     lambda t: _each(t.groupby("system")["recall_100"].mean().reset_index(),
+                     lambda r: f"{r['system']} {r['recall_100']:.1%}", "Mean recall@100: ")),
+    ("01q1", "How many of ANCE's negatives contain an answer, and what does the answer filter "
+     "leave?", "01_false_negatives", _fn_filter),
+    ("01q2", "Which rank window holds the most answer-bearing candidates before filtering?",
+     "01_false_negatives_by_window", lambda t: _each(t.drop_duplicates("window"), lambda r:
+     f"ranks {r['window']}: {r['fn_rate_before']:.1%}", "Candidates containing an answer: ")),
+    ("01q3", "Why do mined windows start below the top of the ranking?", None,
+     lambda: "The passages ranked right below the positive are the likeliest to answer the "
+     "query too (false negatives): pushing them away teaches the model to rank answers low."),
+    ("02q1", "At the paper's temperature, how far does raising lambda move the negative toward "
+     "its own query, and what does q's margin pay?", "02_lambda_tradeoff", _tradeoff),
+    ("02q2", "With InfoNCE alone, which temperature leaves the larger margin?",
+     "02_lambda_tradeoff", lambda t: _each(t[t["lambda"] == 0], lambda r:
+     f"tau {r['tau']}: margin {r['margin']:.3f}", "Lambda 0: ")),
+    ("02q3", "Is the penalty divided by the temperature, and why does it matter?", None,
+     lambda: "No: InfoNCE's gradient carries 1/tau, the penalty's does not, so the lower the "
+     "temperature the weaker a given lambda is against InfoNCE's push: lambda means something "
+     "only together with tau."),
+    ("03q1", "How often do shuffled batches hold a false in-batch negative, and the batches "
+     "the study uses?", "03_false_in_batch_negatives", lambda t: _each(t, lambda r:
+     f"{r.iloc[0]}: {r['share_of_batches_with_false_negative']:.1%} of batches")),
+    ("03q2", "How much does validation nDCG@10 rise along the first learning curve?",
+     "03_learning_curve", _curve, "make design"),
+    ("03q3", "How long does each row train, and what does the penalty cost?", "03_parameters",
+     lambda t: _each(t, lambda r: f"{r['row']}: {r['training seconds (mean)']:.0f} s") + " The "
+     "penalty also encodes each negative's own queries at every step."),
+    ("04q1", "Which of the paper's claims hold here, and with what verdict?", "04_claims",
+     _verdicts),
+    ("04q2", "Which row scores highest on each split?", "04_table2", lambda t: _each(
+        t.loc[t.groupby("split")["ndcg_cut_10 mean"].idxmax()],
+        lambda r: f"{r['split']}: {r['row']} ({r['ndcg_cut_10 mean']:.4f})")),
+    ("04q3", "Does fine-tuning cost out-of-domain quality?", "04_forgetting", lambda t: _each(
+        t.dropna(subset=["verdict"]), lambda r: f"{r['row']}: {_ci(r)}, {r['verdict']}",
+        "Out-of-domain change against zero-shot: ")),
+    ("05q1", "How does a hard negative's cosine to its own queries move with fine-tuning, with "
+     "and without CLP?", "05_cosines", lambda t: _each(
+         t, lambda r: f"{r['model']}: {r['neg_own']:.3f}", "cos(negative, its own queries): ")),
+    ("05q2", "Does fine-tuning pull positives in and push hard negatives away?", "05_cosines",
+     lambda t: _each(t, lambda r: f"{r['model']}: q_pos {r['q_pos']:.3f}, q_neg "
+                     f"{r['q_neg']:.3f}")),
+    ("05q3", "Do the negatives' own queries lose against matched controls, and does CLP shrink "
+     "the loss?", "05_harm_gaps", lambda t: _each(t, lambda r: f"{r['comparison']}: "
+     f"{_ci(r, 'own minus matched control')}", "Own minus matched control: ")),
+    ("06q1", "How do BM25, MiniLM and mE5-small rank zero-shot on Hindi and Persian?",
+     "06_zero_shot", lambda t: _each(t.sort_values(["dataset", "ndcg_cut_10"]), lambda r:
+     f"{r['dataset']} {r['system']} {r['ndcg_cut_10']:.4f}", "Zero-shot nDCG@10: ")),
+    ("06q2", "Does fine-tuning mE5-small on Hindi help, and does CLP beat InfoNCE there?",
+     "06_claims", _verdicts),
+    ("06q3", "How many test queries decide the Hindi comparisons, against chapter 04's?", None,
+     _queries)]]
+QUESTIONS_BY_KEY = {q.key: q for q in QUESTIONS}
+
+
+def questions_of(chapter: str) -> list[Question]:
+    """A chapter's questionnaire (``chapter``: "00" .. "06")."""
+    return [q for q in QUESTIONS if q.key.startswith(chapter)]
+
+
+def folded_answer(key: str) -> Folded:
+    """The answer to question ``key``, folded, read from the committed tables now."""
+    return Folded(_answered(f"Answer {key}", QUESTIONS_BY_KEY[key].answer))

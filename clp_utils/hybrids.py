@@ -16,8 +16,10 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
+from clp_utils.base.io import atomic_write, stable_hash
+from clp_utils.base.paths import results_dir
 from clp_utils.batching import load_training_data
-from clp_utils.evaluation import bm25, convex, evaluate_run, rrf
+from clp_utils.evaluation import bm25, committed_dir, convex, evaluate_run, rrf
 from clp_utils.profiles import ZERO_SHOT, StudyProfile, get_profile
 from clp_utils.results import clusters_of
 from clp_utils.stats import comparison_table
@@ -54,6 +56,11 @@ def hybrid_table(runs: list[StudyRun], profile: str | StudyProfile, split: str,
     comparison table: each hybrid against BM25 and against its own dense row, Holm over this
     table).
     """
+    here = [r for r in runs if r.split == split and r.val_result is not None]
+    key = stable_hash([[r.row, r.seed, r.test_result.run_dir.name, r.val_result.run_dir.name]
+                       for r in here] + [split, metric, list(weights), rrf_k])
+    if not all(r.test_result.has_run and r.val_result.has_run for r in here):
+        return _read_memo(key, split)  # reopened from committed results: no run files
     p = get_profile(profile).study if isinstance(profile, str) else profile
     ds, _ = load_training_data(replace(p.base, split=split))
     qrels = {"test": ds.test().qrels, "val": ds.validation().qrels}
@@ -63,7 +70,7 @@ def hybrid_table(runs: list[StudyRun], profile: str | StudyProfile, split: str,
              f"{metric} validation": sparse["val"].evaluation.mean[metric]}]
     pairs = []
     for row in dict.fromkeys(x.row for x in runs if x.split == split):
-        members = [r for r in runs if r.row == row and r.split == split and r.val_run is not None]
+        members = [r for r in here if r.row == row]
         if not members:
             continue
         best, at_best = best_weight(members, sparse["val"].run, qrels["val"], metric, weights)
@@ -92,7 +99,28 @@ def hybrid_table(runs: list[StudyRun], profile: str | StudyProfile, split: str,
     # BM25 and anything built from the zero-shot model alone have no training seed
     seedless = {"BM25"} | {name for name in per_seed if name.startswith(f"{ZERO_SHOT} ")}
     sig = comparison_table(per_seed, pairs, clusters_of(runs, split), seedless=seedless)
+    folder = results_dir() / MEMO / key
+    for name, frame in (("systems.csv", table), ("comparisons.csv", sig)):
+        with atomic_write(folder / name) as fh:
+            frame.to_csv(fh)
     return table, sig
+
+
+#: Where each hybrid table is kept beside the runs it fused, keyed by those runs (ids), the
+#: split and the settings: ``make study`` commits it with the results (``machinery.publish``),
+#: so a reopened chapter shows the same table without the run files it was fused from.
+MEMO = "hybrids"
+
+
+def _read_memo(key: str, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    for root in (results_dir(), committed_dir()):
+        folder = root / MEMO / key
+        if (folder / "comparisons.csv").exists():
+            return (pd.read_csv(folder / "systems.csv", index_col="system"),
+                    pd.read_csv(folder / "comparisons.csv", index_col=0))
+    raise FileNotFoundError(f"{split}: the hybrids need the runs' run files, which are not "
+                            f"here, and no stored table {key} exists in {results_dir() / MEMO} "
+                            f"or {committed_dir() / MEMO}; `make study` makes both")
 
 
 def choose_on_validation(validation: Mapping[str, float]) -> str:

@@ -31,8 +31,11 @@ def track_profile(name: str) -> TrackProfile:
 
 
 def zero_shot_runs(profile: str, models: Iterable[str] = ("me5-small", "minilm"),
-                   progress: bool = True) -> dict[tuple[str, str], object]:
-    """Zero-shot retrieval on Hindi and Persian: ``{(dataset, system): RetrievalResult}``.
+                   progress: bool = True,
+                   committed: bool = False) -> dict[tuple[str, str], object]:
+    """Zero-shot retrieval on Hindi and Persian: ``{(dataset, system): RetrievalResult}``
+    (``committed``: results missing here are read from the committed ones, see
+    ``evaluation.zero_shot``).
 
     Systems: BM25 (Snowball stemmer of the language, ``languages.TOKEN_PATTERN`` words) and
     each dense model in ``models`` (``evaluation.zero_shot``, cached). The Hindi set is the
@@ -44,9 +47,10 @@ def zero_shot_runs(profile: str, models: Iterable[str] = ("me5-small", "minilm")
     out = {(name, "BM25"): bm25(ds, languages.language(name), token_pattern=languages.TOKEN_PATTERN)
            for name, ds in sets.items()}
     for model_name in models:
-        model = load_model(model_name)
+        model = None if committed else load_model(model_name)  # loaded on need otherwise
         for name, ds in sets.items():
-            out[(name, model_name)] = zero_shot(ds, model_name, model, progress=progress)
+            out[(name, model_name)] = zero_shot(ds, model_name, model, progress=progress,
+                                                committed=committed)
     return out
 
 
@@ -117,10 +121,11 @@ def size_sentence(name: str, scores: Mapping[str, float], clusters: Mapping[str,
     return text
 
 
-def run_track(profile: str, progress: bool = True) -> list[StudyRun]:
-    """Train (or reuse) every Hindi run of the profile: ``run_study`` on the track's rows."""
+def run_track(profile: str, progress: bool = True, train: bool = True) -> list[StudyRun]:
+    """Train (or reuse) every Hindi run of the profile: ``run_study`` on the track's rows
+    (``train=False``: read back or committed only, never train)."""
     return run_study(track_profile(profile).study, progress=progress,
-                     smaller=SMALLER if profile == "cpu" else None)
+                     smaller=SMALLER if profile == "cpu" else None, train=train)
 
 
 def summary_table(zero_shot_table: pd.DataFrame, runs: list[StudyRun],

@@ -4,14 +4,23 @@ Every figure goes to this process's figures folder as PNG; every table as CSV pl
 copy that the README's generated results section includes. The folder is the one
 ``clp_utils.machinery.chapter.begin`` configured for the chapter's profile
 (``paths.figures_dir``): a smoke run in JupyterLab never overwrites the committed cpu results.
+
+One display rule for every table (``format_frame``), used by the markdown copies and, after
+``use_study_display``, by every DataFrame a chapter shows: metrics and differences with 4
+decimals, p-values with 3 (``<0.001`` below 0.0005), counts as integers, missing as "—". A
+nonzero value that 4 decimals would round to zero (a tiny sd, a learning rate) is printed in
+scientific form (``2.1e-05``), so "0.0000" always means exactly zero.
 """
 
 from __future__ import annotations
 
+import numbers
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 
@@ -22,9 +31,10 @@ sns.set_theme(context="notebook", style="whitegrid")
 
 
 def int_format(df: pd.DataFrame, floatfmt: str = ".3f", index: str = "") -> tuple[str, ...]:
-    """One number format per column of ``df.to_markdown``: ``index`` for the index, then
-    integers as integers (tabulate would print integer counts with the float format,
-    "2.000") and the other columns with ``floatfmt``."""
+    """One number format per column (``index`` first): integers ".0f", the rest ``floatfmt``.
+
+    Kept for chapters that still pass it as ``save_table(floatfmt=...)``, which ignores it.
+    """
     return (index,) + tuple(".0f" if pd.api.types.is_integer_dtype(t) else floatfmt
                             for t in df.dtypes)
 
@@ -40,17 +50,123 @@ def save_figure(fig: plt.Figure, name: str, folder: Path | None = None) -> None:
         fig.savefig(fh, format="png", dpi=150, bbox_inches="tight")
 
 
-def save_table(df: pd.DataFrame, name: str, folder: Path | None = None, floatfmt: str = ".3f",
+def save_table(df: pd.DataFrame, name: str, folder: Path | None = None,
+               floatfmt: str | tuple[str, ...] = ".3f",
                caption: str | None = None) -> tuple[Path, Path]:
-    """Save ``df`` as ``<name>.csv`` and ``<name>.md`` (a markdown table, optional caption)."""
+    """Save ``df`` as ``<name>.csv`` (full precision: other code reads it back) and ``<name>.md``
+    (a markdown table through ``format_frame``, optional caption).
+
+    ``floatfmt`` is accepted for existing callers and ignored: ``format_frame`` decides every
+    column's format, so the same number reads the same in every table.
+    """
     folder = Path(folder or figures_dir())
     csv_path, md_path = folder / f"{name}.csv", folder / f"{name}.md"
     with atomic_write(csv_path) as fh:
         df.to_csv(fh, index=True)
-    md = df.to_markdown(floatfmt=int_format(df, floatfmt, index=floatfmt))
+    # numbers right, text left; disable_numparse keeps tabulate from re-reading the strings
+    align = ("left",) + tuple("right" if _numeric(df.iloc[:, i]) else "left"
+                              for i in range(df.shape[1]))
+    md = format_frame(df).to_markdown(disable_numparse=True, colalign=align)
     with atomic_write(md_path) as fh:
         fh.write((f"{caption}\n\n" if caption else "") + md + "\n")
     return csv_path, md_path
+
+
+_COUNT_WORDS = {"n", "steps", "step", "queries", "seeds", "passages", "batches", "batch",
+                "params", "runs", "tokens", "records", "candidates", "negatives", "questions",
+                "dropped", "layer", "count"}
+_RATIO_WORDS = {"per", "share", "rate", "mean", "sd", "avg", "seconds", "fraction"}
+
+
+def _numeric(values: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+
+
+def _kind(values: pd.Series, name: object) -> str:
+    """"p", "count" or "metric": how the column ``name`` holding ``values`` is printed."""
+    label = _text(name).lower().strip()
+    if label == "p" or label.startswith(("p ", "p-value")) or any(
+            key in label for key in ("p holm", "holm p", "p raw")):
+        return "p"
+    words = set(re.findall(r"[a-z]+", label))
+    present = pd.to_numeric(values, errors="coerce").dropna() if _numeric(values) else []
+    # whole floats are counts only when the name says so ("batches" 80.0, "seeds" with a
+    # missing cell); a ratio such as "own queries per negative" = 1.0 stays a metric
+    whole = len(present) > 0 and bool((present % 1 == 0).all())
+    return "count" if whole and words & _COUNT_WORDS and not words & _RATIO_WORDS else "metric"
+
+
+def _cell(x: object, kind: str) -> str:
+    if isinstance(x, tuple):
+        return ", ".join(_cell(v, kind) for v in x)
+    if x is None or (pd.api.types.is_scalar(x) and pd.isna(x)):
+        return "—"
+    if isinstance(x, bool | np.bool_) or not isinstance(x, numbers.Real):
+        return str(x)
+    if isinstance(x, numbers.Integral) or kind == "count":
+        return f"{x:.0f}"
+    if kind == "p":
+        return "<0.001" if 0 < x < 0.0005 else f"{x:.3f}"
+    return f"{x:.2g}" if 0 < abs(x) < 0.00005 else f"{x:.4f}"
+
+
+def _text(label: object) -> str:
+    return ", ".join(map(str, label)) if isinstance(label, tuple) else str(label)
+
+
+def format_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``df`` with every cell and row label a display string, by the study's one rule
+    for tables (module docstring); a MultiIndex becomes one level ("reddit, zero-shot")."""
+    def column(values: pd.Series, name: object) -> list[str]:
+        kind = _kind(values, name)
+        return [_cell(v, kind) for v in values]
+
+    levels = [column(pd.Series(df.index.get_level_values(i)), df.index.names[i])
+              for i in range(df.index.nlevels)]
+    index = pd.Index([", ".join(t) for t in zip(*levels, strict=True)], dtype=object,
+                     name=", ".join(str(n) for n in df.index.names if n is not None) or None)
+    out = pd.DataFrame({i: column(df.iloc[:, i], df.columns[i]) for i in range(df.shape[1])},
+                       index=index, dtype=object)
+    out.columns = pd.Index([_text(c) for c in df.columns], dtype=object, name=df.columns.name)
+    return out
+
+
+def _shown(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """``df`` formatted, only its head and tail past ``display.max_rows`` (formatting is per
+    cell, slow on a long frame), and a note saying so."""
+    limit = pd.get_option("display.max_rows")
+    if limit is None or len(df) <= limit:
+        return format_frame(df), ""
+    half = max(1, (pd.get_option("display.min_rows") or limit) // 2)
+    note = f"first and last {half} of {len(df)} rows"
+    return format_frame(pd.concat([df.iloc[:half], df.iloc[-half:]])), note
+
+
+def use_study_display() -> None:
+    """Show every DataFrame in Jupyter/IPython (HTML and plain text) through ``format_frame``,
+    and set ``pd.options.display`` (4 decimals) for what it does not cover, such as Series.
+
+    Registers nothing outside IPython.
+    """
+    pd.set_option("display.precision", 4)
+    pd.set_option("display.max_columns", 50)
+    try:
+        from IPython import get_ipython
+    except ImportError:  # plain Python: nothing to register with
+        return
+    if (shell := get_ipython()) is None:
+        return
+
+    def html(df: pd.DataFrame) -> str:
+        shown, note = _shown(df)
+        return shown.to_html(max_cols=50) + (f"<p>{note}</p>" if note else "")
+
+    def plain(df: pd.DataFrame, printer, cycle: bool) -> None:
+        shown, note = _shown(df)
+        printer.text(shown.to_string() + (f"\n[{note}]" if note else ""))
+
+    shell.display_formatter.formatters["text/html"].for_type(pd.DataFrame, html)
+    shell.display_formatter.formatters["text/plain"].for_type(pd.DataFrame, plain)
 
 
 def metric_bars(df: pd.DataFrame, x: str, y: str, hue: str, title: str,

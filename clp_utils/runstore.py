@@ -34,9 +34,15 @@ from clp_utils.base.paths import REPO_ROOT, results_dir
 from clp_utils.base.precision import Precision, decide
 from clp_utils.batching import load_training_data
 from clp_utils.data import DATA_DIR, RetrievalDataset, read_qrels
-from clp_utils.evaluation import RetrievalResult, evaluate_model, evaluate_run, save_evaluation
+from clp_utils.evaluation import (
+    RetrievalResult,
+    committed_dir,
+    evaluate_model,
+    read_evaluation,
+    save_evaluation,
+)
 from clp_utils.models import load_model
-from clp_utils.retrieval import read_trec, retrieve_splits
+from clp_utils.retrieval import retrieve_splits
 from clp_utils.train_config import TrainConfig, science
 
 RUNS_DIR_NAME = "runs"
@@ -94,6 +100,20 @@ def is_finished(config: TrainConfig, root: Path | None = None) -> bool:
     return (locate(config, root) / "metrics.json").exists()
 
 
+def committed_run(config: TrainConfig) -> Path | None:
+    """``config``'s run among the committed results (``evaluation.committed_dir() / "runs"``)
+    in whichever precision it ran (a laptop without bf16 reads the runs a bf16 machine
+    committed), or None. Its folder holds no model and no run files."""
+    ds, ood = load_training_data(config)
+    for bf16 in (True, False):
+        key = science(config) | {"bf16": bf16}
+        found = committed_dir() / RUNS_DIR_NAME / (
+            f"{slug(config.loss)}-{stable_hash([key, data_checksum(ds, ood)])}")
+        if (found / "metrics.json").exists():
+            return found
+    return None
+
+
 @dataclass
 class RunResult:
     """A run in the store: where it lives, its config and its evaluations (test, validation,
@@ -144,11 +164,13 @@ def load_run(run_dir: Path) -> RunResult:
         meta = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
         if meta.get("run") is None:  # a validation-only run: no test evaluation exists
             return None
+        # qrels written beside the run are read from where the run is now (a committed copy)
         qrels_path = Path(meta["qrels"])
-        if not qrels_path.is_absolute():
+        if (d / qrels_path.name).exists():
+            qrels_path = d / qrels_path.name
+        elif not qrels_path.is_absolute():
             qrels_path = REPO_ROOT / qrels_path
-        run = read_trec(d / "run.trec")
-        return RetrievalResult(d, run, evaluate_run(run, read_qrels(qrels_path)))
+        return read_evaluation(d, read_qrels(qrels_path))
 
     return RunResult(info["run_id"], run_dir, config, read(run_dir), read(run_dir / "ood"),
                      read(run_dir / "val"))

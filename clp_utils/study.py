@@ -26,9 +26,9 @@ from clp_utils.costs import estimate_cells
 from clp_utils.evaluation import RetrievalResult, zero_shot
 from clp_utils.profiles import ZERO_SHOT, Cell, StudyProfile, cells, get_profile
 from clp_utils.retrieval import Run
-from clp_utils.runstore import RunResult, is_finished
+from clp_utils.runstore import RunResult, committed_run, is_finished, load_run
 from clp_utils.train_config import TrainConfig
-from clp_utils.training import train
+from clp_utils.training import train as _train
 
 DOMAINS = ("in-domain", "out-of-domain", "validation")
 
@@ -69,9 +69,19 @@ class StudyRun:
     in_domain: dict[str, dict[str, float]]
     ood: dict[str, dict[str, float]] | None
     val: dict[str, dict[str, float]] | None = None
-    test_run: Run | None = None  # the retrieved lists (qid -> docid -> score), for fusion
-    val_run: Run | None = None
+    test_result: RetrievalResult | None = None  # where the retrieved lists are, for fusion
+    val_result: RetrievalResult | None = None
     clusters: dict[str, dict[str, str]] = field(default_factory=dict)  # domain -> qid -> cluster
+
+    @property
+    def test_run(self) -> Run | None:
+        """The retrieved test lists (qid -> docid -> score), read on first use."""
+        return self.test_result.run if self.test_result is not None else None
+
+    @property
+    def val_run(self) -> Run | None:
+        """The retrieved validation lists, read on first use."""
+        return self.val_result.run if self.val_result is not None else None
 
     def per_query(self, domain: str) -> dict[str, dict[str, float]] | None:
         """``in-domain`` (test), ``out-of-domain`` or ``validation`` per-query metrics."""
@@ -94,7 +104,7 @@ def _study_run(row: str, split: str, seed: int, result: RunResult | None,
     sides = {"in-domain": test, "out-of-domain": ood, "validation": val}
     return StudyRun(row, split, seed, result, test.evaluation.per_query,
                     ood.evaluation.per_query if ood else None,
-                    val.evaluation.per_query if val else None, test.run, val.run if val else None,
+                    val.evaluation.per_query if val else None, test, val,
                     {d: r.evaluation.clusters for d, r in sides.items() if r is not None})
 
 
@@ -125,36 +135,60 @@ def training_plan(missing: list[Cell], smaller: str | None = None) -> str:
             f"interrupted one resumes from its checkpoint." + (f" {smaller}." if smaller else ""))
 
 
+def _key(cell: Cell) -> tuple[str, str, int]:
+    return cell.row, cell.split, cell.seed
+
+
 def run_study(profile: str | StudyProfile, rows: Iterable[str] | None = None,
-              progress: bool = True, smaller: str | None = None) -> list[StudyRun]:
+              progress: bool = True, smaller: str | None = None, train: bool = True,
+              models: bool = False) -> list[StudyRun]:
     """Train what is missing and read back every cell of ``profile`` (optionally only
     ``rows``). Before training anything it prints ``training_plan`` (with ``SMALLER`` for the
-    cpu profile, or ``smaller``); zero-shot rows evaluate the base model."""
+    cpu profile, or ``smaller``); zero-shot rows evaluate the base model.
+
+    With ``train=False`` (a chapter reopened by hand) nothing trains: a run missing here is
+    read from the committed results (``runstore.committed_run``), and if some run is in
+    neither place, or ``models`` asks for trained models that are not here, it stops with
+    ``SystemExit`` saying what would train, how long that takes here and which parameter asks
+    for it."""
     p, wanted = study_profile(profile), set(rows) if rows is not None else None
     todo = [c for c in study_configs(p) if wanted is None or c.row in wanted]
     missing = missing_cells(p, rows)
-    if missing:
+    committed = {}
+    if not train:
+        committed = {_key(c): committed_run(c.config) for c in missing}
+        absent = [c for c in missing if committed[_key(c)] is None or models]
+        if absent:
+            raise SystemExit(
+                f"{training_plan(absent)}\nNothing was trained: this chapter's parameter "
+                f"`train` is False. Set train = True in the parameters cell (or run `make "
+                f"study`) to train {'the models this chapter reads' if models else 'them'}.")
+    elif missing:
         smaller = smaller or (SMALLER if profile == "cpu" else None)
         print(training_plan(missing, smaller), flush=True)
     runs = []
-    for cell in tqdm(todo, desc="study cells", disable=not progress or not missing):
+    for cell in tqdm(todo, desc="study cells", disable=not progress or not missing or not train):
         if cell.config is None:
-            runs.append(zero_shot_run(p, cell.split, progress))
+            runs.append(zero_shot_run(p, cell.split, progress, committed=not train))
             continue
-        res = train(cell.config, progress=progress)
+        found = committed.get(_key(cell))
+        res = load_run(found) if found else _train(cell.config, progress=progress)
         runs.append(_study_run(cell.row, cell.split, cell.seed, res, res.in_domain, res.ood,
                                res.val))
     return runs
 
 
-def zero_shot_run(profile: str | StudyProfile, split: str, progress: bool = True) -> StudyRun:
+def zero_shot_run(profile: str | StudyProfile, split: str, progress: bool = True,
+                  committed: bool = False) -> StudyRun:
     """The zero-shot row of ``split``: the base model on the data the profile's runs use
-    (test, validation and out-of-domain sides), any split, trained on or not."""
+    (test, validation and out-of-domain sides), any split, trained on or not. With
+    ``committed``, results missing here are read from the committed ones."""
     base = replace(study_profile(profile).base, split=split)
     ds, ood = load_training_data(base)
-    zs = zero_shot(ds, base.model, progress=progress)
-    zv = zero_shot(ds, base.model, progress=progress, side="val") if ds.has_validation else None
-    zo = zero_shot(ood, base.model, progress=progress) if ood is not None else None
+    kw = {"progress": progress, "committed": committed}
+    zs = zero_shot(ds, base.model, **kw)
+    zv = zero_shot(ds, base.model, side="val", **kw) if ds.has_validation else None
+    zo = zero_shot(ood, base.model, **kw) if ood is not None else None
     return _study_run(ZERO_SHOT, split, 0, None, zs, zo, zv)
 
 

@@ -14,6 +14,7 @@ from clp_utils import profiles as P
 from clp_utils import results as R
 from clp_utils import stats as T
 from clp_utils import study as S
+from clp_utils.evaluation import RetrievalResult
 from clp_utils.machinery.design import Curve, DesignPlan, best_lrs, choose_setting, value_at_seconds
 
 QIDS = [f"q{i}" for i in range(300)]
@@ -155,7 +156,8 @@ def test_design_compares_curves_at_equal_time_and_picks_rates_on_validation():
     assert best_lrs(grid) == {"full": 1e-4, "moe": 1e-4}
 
 
-def test_hybrid_table_picks_the_weight_on_validation_and_tests_against_bm25(monkeypatch):
+def test_hybrid_table_picks_the_weight_on_validation_and_tests_against_bm25(monkeypatch,
+                                                                              tmp_path):
     """A dense run that is right where BM25 is wrong and vice versa: fusion wins, and the
     convex weight comes from the validation queries."""
     from types import SimpleNamespace
@@ -185,12 +187,15 @@ def test_hybrid_table_picks_the_weight_on_validation_and_tests_against_bm25(monk
     fake_ds = SimpleNamespace(test=lambda: SimpleNamespace(qrels=qrels["test"]),
                               validation=lambda: SimpleNamespace(qrels=qrels["val"]))
     monkeypatch.setattr(H, "load_training_data", lambda config: (fake_ds, None))
+    monkeypatch.setattr(H, "results_dir", lambda: tmp_path)  # where the table is kept
     runs = []
     for seed in (0, 1):
         t, v = run("test", dense_good), run("val", dense_good)
         pq = evaluate_run(t, qrels["test"]).per_query
-        runs.append(S.StudyRun("ANCE negatives", "reddit", seed, None, pq, None,
-                               evaluate_run(v, qrels["val"]).per_query, t, v))
+        ev = evaluate_run(v, qrels["val"])
+        runs.append(S.StudyRun("ANCE negatives", "reddit", seed, None, pq, None, ev.per_query,
+                               RetrievalResult(tmp_path / f"t{seed}", t, None),
+                               RetrievalResult(tmp_path / f"v{seed}", v, ev)))
     table, sig = H.hybrid_table(runs, "smoke", "reddit")
     assert table.loc["BM25", "ndcg_cut_10 mean"] == pytest.approx(
         sparse["test"].metrics["ndcg_cut_10"])
@@ -208,6 +213,17 @@ def test_hybrid_table_picks_the_weight_on_validation_and_tests_against_bm25(monk
         evaluate_run(rrf_run, qrels["test"]).mean["ndcg_cut_10"])
     assert set(sig["reference"]) == {"BM25", "ANCE negatives (dense)"} and len(sig) == 4
     assert sig["p Holm"].tolist() == pytest.approx(T.holm(sig["p"].tolist()))  # its own family
+    # reopened from committed results (no run files): the table stored beside the runs comes
+    # back as it was computed, and a changed setting finds none
+    from dataclasses import replace
+    bare = [replace(r, test_result=RetrievalResult(r.test_result.run_dir, None, None),
+                    val_result=RetrievalResult(r.val_result.run_dir, None, None)) for r in runs]
+    again, sig_again = H.hybrid_table(bare, "smoke", "reddit")
+    pd.testing.assert_frame_equal(again, table, check_dtype=False)
+    pd.testing.assert_frame_equal(sig_again.reset_index(drop=True), sig.reset_index(drop=True),
+                                  check_dtype=False)
+    with pytest.raises(FileNotFoundError, match="make study"):
+        H.hybrid_table(bare, "smoke", "reddit", rrf_k=10)
     # the hybrid a sentence reports is chosen on validation scores only: the selection
     # function is handed the validation column, never a test score
     seen = []

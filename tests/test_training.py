@@ -359,3 +359,41 @@ def test_parallel_runner_trains_every_run_in_its_own_process(tmp_path, monkeypat
                         lambda study: [Cell("row", "reddit", 0, c) for c in bad])
     with pytest.raises(RuntimeError, match=r"bad \(log: .*\.log\)"):
         parallel.train_parallel("smoke", workers=2, log_dir=tmp_path / "logs2")
+
+
+def test_a_reopened_chapter_reads_the_committed_results_and_never_trains(tmp_path, monkeypatch):
+    """What ``make study`` commits of a run (no model, no run file) reads back to the same
+    per-query metrics; ``run_study(train=False)`` uses it and trains nothing, and stops
+    naming the parameter when something it needs is not committed."""
+    need_data()
+    from clp_utils import runstore
+    from clp_utils import study as S
+    from clp_utils.base import paths
+    from clp_utils.machinery import publish
+    from clp_utils.profiles import Cell
+
+    config = TrainConfig(**TINY, loss="clp", epochs=1)
+    full = train(config, root=tmp_path / "a", progress=False)
+    committed = tmp_path / "committed"
+    publish._copy_small(full.run_dir, committed / "runs" / full.run_id)
+    assert not list(committed.rglob("run.trec")) and not list(committed.rglob("model"))
+    monkeypatch.setattr(runstore, "committed_dir", lambda: committed)
+    back = load_run(runstore.committed_run(config))
+    assert back.metrics == full.metrics
+    assert back.in_domain.evaluation.per_query == full.in_domain.evaluation.per_query
+    assert back.val.evaluation.per_query == full.val.evaluation.per_query
+    with pytest.raises(FileNotFoundError, match="make study"):
+        back.in_domain.run  # noqa: B018  (fusion would need it: it says where it comes from)
+
+    monkeypatch.setattr(paths, "_SETTINGS", {**paths._SETTINGS, "results": tmp_path / "empty"})
+    monkeypatch.setattr(S, "study_configs", lambda p: [Cell("ANCE + CLP", "reddit", 0, config)])
+    monkeypatch.setattr(S, "study_profile", lambda p: p)
+    monkeypatch.setattr(S, "training_plan", lambda cells, smaller=None: f"{len(cells)} run(s)")
+    monkeypatch.setattr(S, "_train", lambda *a, **k: pytest.fail("a reopened chapter trained"))
+    (run,) = S.run_study("reopened", train=False, progress=False)
+    assert run.in_domain == full.in_domain.evaluation.per_query
+    with pytest.raises(SystemExit, match=r"(?s)1 run.*train = True"):  # chapter 05 needs models
+        S.run_study("reopened", train=False, progress=False, models=True)
+    monkeypatch.setattr(runstore, "committed_dir", lambda: tmp_path / "nothing")
+    with pytest.raises(SystemExit, match="train = True"):
+        S.run_study("reopened", train=False, progress=False)

@@ -29,6 +29,7 @@ from pathlib import Path
 from clp_utils.base import paths
 from clp_utils.base.paths import DATA_DIR, REPO_ROOT
 from clp_utils.catalog import main as catalog
+from clp_utils.plots import use_study_display
 from clp_utils.profiles import get_profile
 
 #: The datasets each chapter reads (the multilingual chapter also the SQuADShifts ones it
@@ -105,6 +106,7 @@ def begin(number: str, profile: str, figures_dir: Path | str | None = None,
     edge = paths.from_environment()
     paths.configure(results=results_dir, figures=folder, cache=edge["cache"], bf16=edge["bf16"])
     ensure_data(number, build_data)
+    use_study_display()  # every table this kernel shows: 4 decimals, p 3, "—" for absent
     # repository-relative where it can be: the book shows this line, and a reader's clone
     # lives elsewhere than the machine's that ran it
     shown = folder.relative_to(REPO_ROOT) if folder.is_relative_to(REPO_ROOT) else folder

@@ -48,6 +48,7 @@ from clp_utils.catalog import data_record
 from clp_utils.claims import framing_sentence
 from clp_utils.machinery import report
 from clp_utils.machinery.parallel import train_parallel
+from clp_utils.machinery.publish import export_results, publish_chapters
 from clp_utils.profiles import NAMES, get_profile
 from clp_utils.recipe import RECIPE_PATH, Recipe
 from clp_utils.stats import VERDICTS
@@ -131,6 +132,8 @@ def run_notebooks(profile: str, only: list[str] | None = None, out_dir: Path | N
         print(f"[{profile}] running {nb.name}", flush=True)
         # the smoke chain runs every "Try this" exercise, so none rots
         defaults = {"profile": profile, "run_exercises": profile == "smoke", **folders}
+        if "train" in pm.inspect_notebook(str(nb)):  # a chapter that trains: make study does
+            defaults["train"] = True
         pm.execute_notebook(
             str(nb), str(out_dir / nb.name), parameters={**defaults, **(parameters or {})},
             kernel_name="python3", cwd=str(REPO_ROOT), progress_bar=False,
@@ -372,6 +375,11 @@ def main(argv: list[str] | None = None) -> None:
             machine["parallel"] = {"workers": args.parallel,
                                    "seconds": round(time.perf_counter() - t0, 1)}
         timings = run_notebooks(args.profile, only, figures=folder)
+        if args.profile in ("cpu", "extras") and settings["figures"] is None:
+            # the committed study: its small results, and (cpu) its executed chapters
+            export_results()
+            if args.profile == "cpu":
+                publish_chapters(results_dir() / "notebooks" / args.profile, only)
         now_record = run_record(args.profile, timings, machine, previous,
                                 only if partial else None)
         now_record["data"] = data_record()

@@ -1,0 +1,140 @@
+"""What ``make study`` commits beside its figures, so that a clone shows the study before
+anything runs and reopens its chapters without training.
+
+- ``export_results()``: the small part of every run the cpu and extras profiles read (its
+  config, step log, metrics and per-query metrics on the test, validation and out-of-domain
+  queries, with the qrels written beside them), the zero-shot baselines and the stored hybrid
+  tables, copied from ``results/`` into ``figures/results/`` (``evaluation.committed_dir``). No
+  model and no run file travels: a few MB, where ``results/`` holds GB. A chapter opened with
+  ``train = False`` reads them (``study.run_study``).
+- ``publish_chapters(executed)``: the chapters papermill executed, copied back into
+  ``notebooks/`` with their outputs, minus what only the machine that ran them knows: the
+  parameters cell papermill injected (so a reopened chapter runs on its own defaults, which
+  train nothing), papermill's timestamps and durations, progress bars and warnings (stderr),
+  widget state, and the repository's absolute path in any output.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from clp_utils.base.io import atomic_write
+from clp_utils.base.paths import REPO_ROOT, results_dir
+from clp_utils.evaluation import committed_dir
+from clp_utils.profiles import cells, get_profile
+from clp_utils.runstore import RUNS_DIR_NAME, locate
+
+#: The files of a run (and of its ``val/`` and ``ood/`` sides) that are committed.
+RUN_FILES = ("config.json", "log.csv", "metrics.json", "per_query.csv", "qrels.test.tsv")
+SIDES = ("", "val", "ood")
+NOTEBOOKS = REPO_ROOT / "notebooks"
+WIDGETS = "application/vnd.jupyter.widget-view+json"
+
+
+def committed_runs() -> list[Path]:
+    """The run folders (here) of every trained cell of the cpu profile, its Hindi track and
+    the extras: what the committed chapters and figures read."""
+    studies = (get_profile("cpu").study, get_profile("cpu").track.study,
+               get_profile("extras").study)
+    found = {locate(c.config) for s in studies for c in cells(s) if c.config is not None}
+    return sorted(found)
+
+
+def _copy_small(src: Path, dst: Path) -> None:
+    for side in SIDES:
+        for name in RUN_FILES:
+            if (src / side / name).exists():
+                (dst / side).mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(src / side / name, dst / side / name)
+
+
+def export_results(target: Path | None = None) -> Path:
+    """Copy the small results (see the module docstring) into ``target`` (default
+    ``figures/results``), replacing what was there; returns ``target``. A run that has not
+    finished here is skipped (the committed copy of it, if any, is kept)."""
+    target = Path(target or committed_dir())
+    source = results_dir()
+    keep = set()
+    for run_dir in committed_runs():
+        dst = target / RUNS_DIR_NAME / run_dir.name
+        keep.add(dst.name)
+        if (run_dir / "metrics.json").exists():
+            shutil.rmtree(dst, ignore_errors=True)
+            _copy_small(run_dir, dst)
+    for stale in (target / RUNS_DIR_NAME).glob("*"):
+        if stale.name not in keep:  # a run no profile reads any more
+            shutil.rmtree(stale)
+    for sub in ("baselines", "hybrids"):
+        for folder in sorted((source / sub).glob("*")):
+            if sub == "baselines" and folder.name.startswith("bm25"):
+                continue  # BM25 is recomputed in seconds, and exactly
+            if (folder / "metrics.json").exists() or (folder / "systems.csv").exists():
+                shutil.rmtree(target / sub / folder.name, ignore_errors=True)
+                if sub == "hybrids":
+                    shutil.copytree(folder, target / sub / folder.name)
+                else:
+                    _copy_small(folder, target / sub / folder.name)
+    return target
+
+
+def _strip_paths(text: str) -> str:
+    return text.replace(f"{REPO_ROOT}/", "").replace(str(REPO_ROOT), ".").replace(
+        str(Path.home()), "~")
+
+
+def _clean_output(output: dict) -> dict | None:
+    if output["output_type"] == "error":
+        raise ValueError(f"an executed chapter holds an error ({output.get('ename')}): "
+                         "not published")
+    if output["output_type"] == "stream":
+        if output["name"] == "stderr":
+            return None
+        text = output["text"]
+        output["text"] = _strip_paths(text if isinstance(text, str) else "".join(text))
+        return output
+    data = output.get("data", {})
+    if WIDGETS in data:
+        return None
+    for kind in ("text/plain", "text/html", "text/markdown"):
+        if kind in data:
+            value = data[kind]
+            data[kind] = _strip_paths(value if isinstance(value, str) else "".join(value))
+    return output
+
+
+def clean_notebook(nb: dict) -> dict:
+    """``nb`` without the injected parameters cell, papermill's metadata, stderr, widget
+    state and absolute paths (see the module docstring)."""
+    nb["cells"] = [c for c in nb["cells"]
+                   if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
+    for key in ("papermill", "widgets"):
+        nb["metadata"].pop(key, None)
+    for count, cell in enumerate((c for c in nb["cells"] if c["cell_type"] == "code"), 1):
+        cell["metadata"].pop("papermill", None)
+        cell["metadata"].pop("execution", None)
+        cell["outputs"] = [o for o in map(_clean_output, cell["outputs"]) if o is not None]
+        cell["execution_count"] = count
+        for o in cell["outputs"]:
+            if "execution_count" in o:
+                o["execution_count"] = count
+    for cell in nb["cells"]:
+        cell.get("metadata", {}).pop("papermill", None)
+    return nb
+
+
+def publish_chapters(executed: Path, only: list[str] | None = None,
+                     target: Path = NOTEBOOKS) -> list[Path]:
+    """Copy the executed chapters in ``executed`` (optionally only the numbers in ``only``)
+    over ``target``'s, cleaned (``clean_notebook``); returns the paths written."""
+    written = []
+    for path in sorted(Path(executed).glob("[0-9][0-9]_*.ipynb")):
+        if only and path.name[:2] not in only:
+            continue
+        nb = clean_notebook(json.loads(path.read_text(encoding="utf-8")))
+        with atomic_write(target / path.name) as fh:
+            json.dump(nb, fh, indent=1, ensure_ascii=False)
+            fh.write("\n")
+        written.append(target / path.name)
+    return written
