@@ -9,12 +9,13 @@ PARALLEL ?= 1
 # When make started (before the venv and data steps), so the study's timing line includes setup.
 STARTED := $(shell date +%s)
 
-.PHONY: study study-extras study-avx2 design test data lab lab-check book book-check lint bench clean-results help
+.PHONY: study study-extras study-avx2 teacher-times teacher-times-avx2 design test data lab lab-check book book-check lint bench clean-results help
 
 help:
 	@echo "make study   - set up .venv, build the data, run notebooks 00..06 (PROFILE=$(PROFILE); PROFILE=quick: one seed)"
 	@echo "make study-extras - the controls and checks a reviewer asks for (figures/extras; after make study)"
 	@echo "make study-avx2 - the cpu profile as a CPU without native bf16 runs it (figures/avx2)"
+	@echo "make teacher-times - chapter times for the teacher's page: smoke, and reopened on the committed results (teacher-times-avx2: float32)"
 	@echo "make design  - choose the cpu profile's budget and learning rates on validation (writes configs/recipe_cpu.json)"
 	@echo "make test    - set up .venv, build the data, ruff, pytest (smoke chain included)"
 	@echo "make lab     - JupyterLab on notebooks/"
@@ -54,6 +55,18 @@ AVX2_ONLY := ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUC
 study-avx2: data
 	$(AVX2_ONLY) CLP_RESULTS_DIR=$(CURDIR)/results/avx2 CLP_FIGURES_DIR=$(CURDIR)/figures/avx2 \
 	  $(PY) -m clp_utils.machinery.pipeline --profile cpu --started $(STARTED)
+
+# The teacher's page's chapter times, measured apart from make study: every chapter on the
+# smoke profile, and every chapter as a fresh clone reopens it (committed results, nothing
+# trains; an empty results folder). figures/timings/ keeps them with the machine that ran.
+teacher-times: data
+	$(PY) -m clp_utils.machinery.pipeline --profile smoke --record-timings
+	rm -rf results/reopen && $(PY) -m clp_utils.machinery.pipeline --reopen
+
+# The same where the CPU has no native bf16 (kernels confined to AVX2: float32).
+teacher-times-avx2: data
+	$(AVX2_ONLY) CLP_RESULTS_DIR=$(CURDIR)/results/avx2 $(PY) -m clp_utils.machinery.pipeline --profile smoke --record-timings
+	rm -rf results/avx2/reopen && $(AVX2_ONLY) CLP_RESULTS_DIR=$(CURDIR)/results/avx2 $(PY) -m clp_utils.machinery.pipeline --reopen
 
 # The cpu profile's design experiments (learning curves, learning-rate grids) on validation
 # queries only; its recipe and figures are committed, so `make study` never reruns them.

@@ -194,7 +194,17 @@ def test_build_refuses_to_replace_a_folder_it_did_not_build(tmp_path):
 def test_the_teachers_page_shows_its_times_as_a_table(book):
     """The chapter times are one markdown table (a row per paragraph would print raw pipes),
     and a time nobody measured names the command that measures it instead of 'nan'."""
+    from clp_utils.base.paths import FIGURES_ROOT
+
     text = page(book, "teacher")
-    assert "<table" in text and "live on smoke (min)" in text
+    assert "<table" in text and "training included" in text
     assert "|---|" not in text and "nan" not in text
-    assert "not measured yet (<code" in text  # no smoke timings in this book's results
+    measured = {p.stem.split("-")[0] for p in (FIGURES_ROOT / "timings").glob("*.json")}
+    for kind, column in (("reopen", "reopened on the committed results"),
+                         ("smoke", "live on smoke")):
+        assert (column in text) == (kind in measured), kind
+    if not measured:
+        assert "not measured yet" in text
+    # the session plan's minutes add up, and every discussion question has its model answer
+    assert text.count("Model answer") == text.count("Discuss:") > 0
+    assert "in all" in text

@@ -276,31 +276,67 @@ def figures_page(figures: dict[str, list[tuple[str, str]]],
     return {"figures": "\n\n".join(parts) or "No chapter with figures has been executed yet."}
 
 
+#: A session of about three hours: (chapter, activity, minutes). A plan, not a measurement:
+#: the page sets beside it the measured time of reopening each chapter (Run All).
+SESSION_PLAN = (
+    ("00", "the question and the baselines: read the outputs, discuss BM25's lead", 20),
+    ("01", "data selection: mining windows, false negatives; write-it-yourself 01c", 20),
+    ("02", "the loss: derive CLP's gradient, move the sliders in `make lab`; write 02c", 30),
+    ("03", "training: the recipe, its budget and the learning curves", 15),
+    ("—", "break", 10),
+    ("04", "evaluation: the claims, power, the 2x2; the questionnaire", 35),
+    ("05", "geometry: the mechanism against its control and placebo", 20),
+    ("06", "multilingual: tokenizers and the Hindi track; closing discussion", 20),
+)
+
+
+def session_plan(reopened: dict[str, float]) -> str:
+    """``SESSION_PLAN`` as a table, with each chapter's measured reopening time (minutes)."""
+    rows = ["| minutes | chapter | activity | Run All, reopened (min, measured) |",
+            "|---|---|---|---|"]
+    rows += [f"| {m} | {ch} | {what} | "
+             + (f"{reopened[ch]:.1f}" if ch in reopened else "—") + " |"
+             for ch, what, m in SESSION_PLAN]
+    total = sum(m for _, _, m in SESSION_PLAN)
+    return "\n".join(rows + [f"| {total} | | in all | |"])
+
+
 def teacher_page(executed_dir: Path) -> dict[str, str]:
     """The substitutions of ``book/teacher.md``: how long ``make study`` took here, each
-    chapter's times (the whole run, reopened with its stored runs, live on ``smoke``) as one
-    table, and each chapter's exercises."""
-    def minutes(path: Path, *keys: str) -> dict[str, float]:
-        timings = json.loads(path.read_text()) if path.exists() else {}
-        for key in keys:
-            timings = timings.get(key, {})
+    chapter's times as one table (the whole run with its training, and every time
+    ``make teacher-times`` measured: reopened on the committed results and live on smoke,
+    one column per precision that ran, each naming its machine), and each chapter's
+    exercises."""
+    def minutes(timings: dict) -> dict[str, float]:
         return {name[:2]: sec / 60 for name, sec in timings.items()}
 
-    cpu = minutes(FIGURES_ROOT / "run.json", "timings")
-    columns = {"in `make study`, training included (min)": (cpu, "make study"),
-               "opened again with the stored runs (min)":
-                   (minutes(FIGURES_ROOT / "run.json", "reopened", "timings"), None),
-               "live on smoke (min)": (minutes(executed_dir.parent / "smoke" / "timings.json"),
-                                       "make study PROFILE=smoke")}
+    run = json.loads((FIGURES_ROOT / "run.json").read_text()) \
+        if (FIGURES_ROOT / "run.json").exists() else {}
+    cpu = minutes(run.get("timings", {}))
+    columns = {f"`make study`, training included ({run.get('machine', {}).get('describe', '')})"
+               f" (min)": (cpu, {})}
+    what = {"reopen": "reopened on the committed results, nothing trains",
+            "smoke": "live on smoke"}
+    for path in sorted((FIGURES_ROOT / "timings").glob("*.json")):
+        record = json.loads(path.read_text())
+        kind = path.stem.split("-")[0]
+        columns[f"{what.get(kind, kind)} ({record['machine']}) (min)"] = (
+            minutes(record["timings"]), record.get("stopped", {}))
     rows = ["| chapter | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name in sorted(set().union(*(times for times, _ in columns.values()))):
-        rows.append(f"| {name} | " + " | ".join(
-            f"{times[name]:.1f}" if name in times
-            else f"not measured yet (`{command}`)" if command else "not measured"
-            for times, command in columns.values()) + " |")
+        cells = []
+        for times, stopped in columns.values():
+            stop = next((why for nb, why in stopped.items() if nb[:2] == name), None)
+            cells.append("—" if name not in times else f"{times[name]:.1f}" + (
+                f" (stops: {stop})" if stop else ""))
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    reopen = sorted((FIGURES_ROOT / "timings").glob("reopen-*.json"))
+    reopened = minutes(json.loads(reopen[0].read_text())["timings"]) if reopen else {}
+    if len(columns) == 1:
+        rows += ["", "Reopen and smoke times are not measured yet (`make teacher-times`)."]
     return {"study_time": (f"the committed run took {sum(cpu.values()):.0f} min in all" if cpu
                            else "its time is printed at the end"),
-            "minutes_table": "\n".join(rows),
+            "minutes_table": "\n".join(rows), "session_plan": session_plan(reopened),
             **{f"exercises_{n:02d}": "\n".join(f"- {task(e.key)}" for e in exercises_of(f"{n:02d}"))
                for n in range(7)}}
 

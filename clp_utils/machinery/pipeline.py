@@ -334,6 +334,47 @@ def reproduce(profile: str, folder: Path, committed: Path, then_record: dict | N
     return text
 
 
+#: Where the teacher's page reads chapter times measured apart from ``make study``:
+#: ``reopen-<precision>.json`` (``--reopen``) and ``smoke-<precision>.json`` (``--profile smoke
+#: --record-timings``), each with the machine that ran them.
+TIMINGS = FIGURES_ROOT / "timings"
+
+
+def record_timings(kind: str, timings: dict[str, float], stopped: dict | None = None) -> Path:
+    """Write ``TIMINGS/<kind>-<precision>.json``: the chapter times and the machine."""
+    machine = record_machine()
+    path = TIMINGS / f"{kind}-{machine['precision']['precision']}.json"
+    write_json(path, {"machine": machine["describe"], "timings": dict(sorted(timings.items())),
+                      "stopped": stopped or {}})
+    return path
+
+
+def reopen_chapters(only: list[str] | None = None) -> dict[str, float]:
+    """Every chapter as a reader's clone opens it: its own parameters (the cpu profile,
+    ``train = False``) on an empty results folder, so only the committed results are read
+    and nothing trains; figures go to ``results/reopen/figures``, never over the committed
+    ones. A chapter that stops because it needs what is not committed (chapter 05's models)
+    is timed to its stop and its reason kept. Writes ``TIMINGS/reopen-<precision>.json``."""
+    root = results_dir() / "reopen"
+    store, out = root / "store", root / "notebooks"
+    timings, stopped = {}, {}
+    for nb in notebooks(only):
+        t0 = time.perf_counter()
+        print(f"[reopen] {nb.name}", flush=True)
+        try:
+            pm.execute_notebook(str(nb), str(out / nb.name), kernel_name="python3",
+                                cwd=str(REPO_ROOT), progress_bar=False,
+                                parameters={"results_dir": str(store),
+                                            "figures_dir": str(root / "figures")})
+        except pm.PapermillExecutionError as err:
+            if err.ename != "SystemExit":
+                raise
+            stopped[nb.name] = "needs what is not committed; train = True trains it"
+        timings[nb.name] = round(time.perf_counter() - t0, 1)
+    print(f"[reopen] wrote {record_timings('reopen', timings, stopped)}", flush=True)
+    return timings
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m clp_utils.machinery.pipeline",
                                      description=__doc__.split("\n")[0])
@@ -345,11 +386,19 @@ def main(argv: list[str] | None = None) -> None:
                         help="train the profile's runs N processes at a time first (a GPU)")
     parser.add_argument("--started", type=float, default=None,
                         help="epoch seconds when `make` started (the setup time is recorded)")
+    parser.add_argument("--reopen", action="store_true",
+                        help="open every chapter on the committed results (train = False) "
+                        "and record the times (figures/timings/)")
+    parser.add_argument("--record-timings", action="store_true",
+                        help="keep this run's chapter times in figures/timings/ (smoke)")
     args = parser.parse_args(argv)
     only = args.only or (EXTRAS_CHAPTERS if args.profile == "extras" else None)
     partial = bool(args.only)  # the extras' own chapter list is a whole run of that profile
     settings = from_environment()  # the command line's edge: the tests, make study-avx2
     configure(results=settings["results"], cache=settings["cache"], bf16=settings["bf16"])
+    if args.reopen:
+        reopen_chapters(args.only)
+        return
     folder = figures_dir(args.profile, settings["figures"])
     record = folder / RUN_RECORD
     if not args.readme_only:
@@ -375,6 +424,8 @@ def main(argv: list[str] | None = None) -> None:
             machine["parallel"] = {"workers": args.parallel,
                                    "seconds": round(time.perf_counter() - t0, 1)}
         timings = run_notebooks(args.profile, only, figures=folder)
+        if args.record_timings:
+            record_timings(args.profile, timings)
         if args.profile in ("cpu", "extras") and settings["figures"] is None:
             # the committed study: its small results, and (cpu) its executed chapters
             export_results()
