@@ -329,6 +329,8 @@ def reproduce(profile: str, folder: Path, committed: Path, then_record: dict | N
     the reproduction report (``results/reproduction/<profile>/``). Returns its summary."""
     table = report.compare(committed, folder, then_record, now_record)
     path = report.write(table, results_dir() / "reproduction" / profile)
+    if folder.is_relative_to(FIGURES_ROOT) and profile in ("cpu", "extras"):
+        report.write(table, folder / "reproduction")  # committed with the figures it checks
     text = report.summary(table)
     print(f"[{profile}] reproduction report ({path}):\n{text}", flush=True)
     return text

@@ -35,6 +35,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from clp_utils.plots import format_frame
 from clp_utils.sources import SOURCES
 from clp_utils.stats import SMALLEST_EFFECT, at_edge, edge_distance
 
@@ -288,7 +289,8 @@ def write(report: pd.DataFrame, folder: Path) -> Path:
     report.to_csv(folder / "reproduction.csv", index=False)
     text = "# Reproduction report\n\n" + summary(report) + "\n"
     if len(report):
-        text += "\n## Every number\n\n" + report.to_markdown(index=False, floatfmt=".4f") + "\n"
+        text += ("\n## Every number\n\n"
+                 + format_frame(report).to_markdown(index=False, disable_numparse=True) + "\n")
     (folder / REPORT).write_text(text, encoding="utf-8")
     return folder / REPORT
 
