@@ -547,11 +547,12 @@ def _direction(verdict: str) -> str:
 
 
 def random_negatives_reading(paper: pd.DataFrame, controls: pd.DataFrame,
-                             budgets: dict[str, tuple[int, float]]) -> str | None:
+                             budgets: dict[str, tuple[int, float, int]]) -> str | None:
     """Why random negatives help here when they hurt in the paper, from the two claims "random
     negatives hurts" (study recipe, in-batch negatives) and its paper-recipe control (no
     in-batch negatives), and the two recipes' budgets (``budgets``: label -> (training
-    queries, training seconds)). None when the study's claim has not run."""
+    queries, training seconds, threads that trained)). None when the study's claim has not
+    run."""
     p = paper.set_index("claim") if len(paper) else None
     if p is None or RANDOM_HURTS.name not in p.index:
         return None
@@ -570,6 +571,7 @@ def random_negatives_reading(paper: pd.DataFrame, controls: pd.DataFrame,
         text += " The paper's recipe with random negatives has not run here (`make study-extras`)."
     if budgets:
         text += " The two recipes also differ in budget: " + "; ".join(
-            f"{label} saw {queries:,} training queries in {seconds:.0f} s"
-            for label, (queries, seconds) in budgets.items()) + "."
+            f"{label} saw {queries:,} training queries in {seconds:.0f} s on {threads} "
+            f"thread{'s' if threads != 1 else ''}"
+            for label, (queries, seconds, threads) in budgets.items()) + "."
     return text

@@ -204,8 +204,9 @@ def trainable_parameters(runs: list[StudyRun]) -> pd.DataFrame:
 
 def training_table(runs: list[StudyRun]) -> pd.DataFrame:
     """One row per trained cell: row, split, seed, run id, learning rate, trainable and total
-    parameters, steps, training queries, the precision that ran, training seconds and the
-    validation nDCG@10 (from each run's record, through the run store's accessor)."""
+    parameters, steps, training queries, the precision that ran, the threads that trained,
+    training seconds and the validation nDCG@10 (from each run's record, through the run
+    store's accessor)."""
     rows = []
     for r in runs:
         if r.result is None:
@@ -216,6 +217,8 @@ def training_table(runs: list[StudyRun]) -> pd.DataFrame:
                      "total params": info["params"]["total"], "steps": info["steps"],
                      "training queries": info["steps"] * info["config"]["batch_size"],
                      "precision": info["precision"]["precision"],
+                     # the seconds below are this many threads' (one, two cores shared)
+                     "threads": info["precision"].get("hardware", {}).get("threads"),
                      "training seconds": float(r.result.log["seconds"].sum()),
                      "val nDCG@10": (r.result.val.metrics["ndcg_cut_10"] if r.result.val
                                      else float("nan"))})
@@ -229,9 +232,10 @@ def step_logs(runs: list[StudyRun]) -> pd.DataFrame:
 
 
 def recipe_budgets(runs: list[StudyRun], study_rows: tuple[str, ...],
-                   recipe_rows: tuple[str, ...]) -> dict[str, tuple[int, float]]:
-    """Median training queries and seconds of the study's rows and of the paper-recipe rows
-    (the first of ``recipe_rows`` that ran), for a sentence comparing the two budgets."""
+                   recipe_rows: tuple[str, ...]) -> dict[str, tuple[int, float, int]]:
+    """Median training queries, seconds and threads of the study's rows and of the
+    paper-recipe rows (the first of ``recipe_rows`` that ran), for a sentence comparing the
+    two budgets."""
     trained = training_table([r for r in runs if r.result is not None])
     out = {}
     for label, candidates in (("the study's rows", study_rows),
@@ -239,5 +243,6 @@ def recipe_budgets(runs: list[StudyRun], study_rows: tuple[str, ...],
         found = trained[trained["row"].isin(candidates)] if len(trained) else trained
         if len(found):
             out[label] = (int(found["training queries"].median()),
-                          float(found["training seconds"].median()))
+                          float(found["training seconds"].median()),
+                          int(found["threads"].median()))
     return out
