@@ -41,6 +41,7 @@ from clp_utils.mining import contains_answer
 from clp_utils.models import model_path
 from clp_utils.multilingual import tokenizer_table
 from clp_utils.paper import METRIC
+from clp_utils.results import forgetting_sentence
 from clp_utils.runstore import is_finished
 from clp_utils.stats import paired_test
 from clp_utils.study import config_of
@@ -515,7 +516,10 @@ def _ci(r: pd.Series, column: str = "delta") -> str:
 
 
 def _verdicts(t: pd.DataFrame) -> str:
-    return _each(t, lambda r: f"{r['claim']} ({r['split']}): {r['verdict']}, {_ci(r)}")
+    """Each claim's verdict on each metric the table tests it on (the paper's nDCG@5 first)."""
+    return _each(t, lambda r: f"{r['claim']} ({r['split']}"
+                 + (f", {r['metric']}" if "metric" in r.index else "")
+                 + f"): {r['verdict']}, {_ci(r)}")
 
 
 def _fn_filter(t: pd.DataFrame) -> str:
@@ -585,25 +589,32 @@ QUESTIONS = [_q(*q) for q in [
     ("03q2", "How much does validation nDCG@10 rise along the first learning curve?",
      "03_learning_curve", _curve, "make design"),
     ("03q3", "How long does each row train, and what does the penalty cost?", "03_parameters",
-     lambda t: _each(t, lambda r: f"{r['row']}: {r['training seconds (mean)']:.0f} s") + " The "
-     "penalty also encodes each negative's own queries at every step."),
+     lambda t: _each(t, lambda r: f"{r['row']}: {r['training seconds (mean)']:.0f} s"
+                     + (f" on {r['threads']:.0f} thread(s)" if "threads" in r.index else ""))
+     + " The penalty also encodes each negative's own queries at every step."),
     ("04q1", "Which of the paper's claims hold here, and with what verdict?", "04_claims",
      _verdicts),
     ("04q2", "Which row scores highest on each split?", "04_table2", lambda t: _each(
         t.loc[t.groupby("split")["ndcg_cut_10 mean"].idxmax()],
         lambda r: f"{r['split']}: {r['row']} ({r['ndcg_cut_10 mean']:.4f})")),
-    ("04q3", "Does fine-tuning cost out-of-domain quality?", "04_forgetting", lambda t: _each(
-        t.dropna(subset=["verdict"]), lambda r: f"{r['row']}: {_ci(r)}, {r['verdict']}",
-        "Out-of-domain change against zero-shot: ")),
+    ("04q3", "Does fine-tuning cost out-of-domain quality?", "04_forgetting",
+     lambda t: forgetting_sentence(t) or "No fine-tuned row was scored out of domain."),
     ("05q1", "How does a hard negative's cosine to its own queries move with fine-tuning, with "
-     "and without CLP?", "05_cosines", lambda t: _each(
-         t, lambda r: f"{r['model']}: {r['neg_own']:.3f}", "cos(negative, its own queries): ")),
+     "and without CLP, beyond the shift of every query-passage cosine?", "05_cosine_shifts",
+     lambda t: _each(t[t["cosine"] == "neg_own"], lambda r: f"{r['pair']}: "
+                     f"{_ci(r, 'shift')}, global shift {r['global shift']:+.4f}, excess "
+                     f"{r['excess over global']:+.4f} ({r['specific']})",
+                     "cos(negative, its own queries): ")),
     ("05q2", "Does fine-tuning pull positives in and push hard negatives away?", "05_cosines",
      lambda t: _each(t, lambda r: f"{r['model']}: q_pos {r['q_pos']:.3f}, q_neg "
                      f"{r['q_neg']:.3f}")),
     ("05q3", "Do the negatives' own queries lose against matched controls, and does CLP shrink "
-     "the loss?", "05_harm_gaps", lambda t: _each(t, lambda r: f"{r['comparison']}: "
-     f"{_ci(r, 'own minus matched control')}", "Own minus matched control: ")),
+     "the loss?", "05_harm_gaps", lambda t: _each(
+         t.dropna(subset=["own minus matched control"]), lambda r: f"{r['comparison']}: "
+         f"{_ci(r, 'own minus matched control')}" + (
+             f", {r['verdict']} (Holm p {r['p Holm']:.3f})" if pd.notna(r.get("p Holm"))
+             else f", {r['verdict']}" if "verdict" in r.index else ""),
+         "Own minus matched control: ")),
     ("06q1", "How do BM25, MiniLM and mE5-small rank zero-shot on Hindi and Persian?",
      "06_zero_shot", lambda t: _each(t.sort_values(["dataset", "ndcg_cut_10"]), lambda r:
      f"{r['dataset']} {r['system']} {r['ndcg_cut_10']:.4f}", "Zero-shot nDCG@10: ")),
