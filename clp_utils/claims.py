@@ -444,8 +444,15 @@ def two_by_two_reading(table: pd.DataFrame) -> str | None:
             f"({at_int['verdict']}); the difference between the two, the policy-by-rate "
             f"interaction, is {_fmt_interval(inter)} ({inter['verdict']}). ")
     if inter["verdict"] == "held":
-        text += ("Which policy leads depends on the rate: neither the policy alone nor the "
-                 "rate alone explains the gain.")
+        leads = {at_full["verdict"], at_int["verdict"]}
+        if leads == {"held", "reversed"}:
+            text += ("Which policy leads depends on the rate: neither the policy alone nor the "
+                     "rate alone explains the gain.")
+        elif leads == {"held"}:
+            text += ("Intermediate-only leads at both rates, and by more at its own rate: the "
+                     "rate adds to the policy's lead.")
+        else:
+            text += "The policy's lead grows at intermediate's rate."
     elif inter["verdict"] == "reversed":
         text += "The policy's lead shrinks at intermediate's rate."
     elif inter["verdict"] == "equivalent":
@@ -462,7 +469,8 @@ def alternatives_sentence(controls: pd.DataFrame) -> str | None:
         return None
     vs = controls[controls["claim"].str.startswith("CLP")]
     return ("CLP against the alternatives a reviewer asks for: " + "; ".join(
-        f"{r['claim']}: {r['verdict']} ({r['delta']:+.4f})" for _, r in vs.iterrows()) + ".")
+        f"{r['claim']}: {r['verdict']} ({r['delta']:+.4f}){_winner(r)}"
+        for _, r in vs.iterrows()) + ".")
 
 
 def controls_table(runs: list[StudyRun], metric: str = METRIC, family: str = "controls",
@@ -531,13 +539,18 @@ def summary_line(r: pd.Series) -> str:
     the verdict is to changing, and whether the paper's step (named with its setting) is
     ruled out."""
     metric = METRIC_NAMES.get(str(r["metric"]), str(r["metric"]))
-    text = f"{r['claim']}: {r['verdict']} ({metric} {_fmt_interval(r)})"
+    text = f"{r['claim']}: {r['verdict']}{_winner(r)} ({metric} {_fmt_interval(r)})"
     if is_true(r.get("at the edge")):
         text += ", at the edge"
     if step := _paper_step(r):
         text += (f"; the paper's step, {step}, is "
                  + ("ruled out" if is_true(r["excludes paper's effect"]) else "not ruled out"))
     return text + "."
+
+
+def _winner(r: pd.Series) -> str:
+    """", <worse> beats <better>" for a reversed claim (which row won), else nothing."""
+    return f", {r['worse']} beats {r['better']}" if r.get("verdict") == "reversed" else ""
 
 
 def _direction(verdict: str) -> str:

@@ -337,7 +337,8 @@ class Folded:
     def _repr_html_(self) -> str:
         body = html.escape(self.text.split(": ", 1)[1]) if ": " in self.text else self.text
         return (f"<details><summary><b>{html.escape(self.text.split(':', 1)[0])}</b> "
-                f"(click to unfold)</summary><p>{body}</p></details>")
+                f"(click to unfold; read from the committed tables of the cpu profile and its "
+                f"extras, whatever profile ran here)</summary><p>{body}</p></details>")
 
     def __repr__(self) -> str:
         return self.text
@@ -346,7 +347,6 @@ class Folded:
 def folded_solution(key: str) -> Folded:
     """``solution(key)``, folded (the last expression of an exercise's solution cell)."""
     return Folded(solution(key))
-
 
 
 # --------------------------------------------------------------------------- write the code

@@ -685,6 +685,10 @@ def repair_reading(gap: pd.Series) -> str:
                 "inconclusive": "no measurable repair"}
     if isinstance(gap.get("verdict"), str) and gap["verdict"] in readings:
         return readings[gap["verdict"]]
+    if gap.get("verdict") == NOT_RUN:
+        return "not run in this profile"
+    if gap.get("verdict") == ONE_SEED:
+        return f"{ONE_SEED} (the interval holds no seed variance)"
     if gap["95% CI low"] > 0:
         reading = "a measurable repair"
     else:

@@ -154,5 +154,7 @@ def dense_vs_bm25_sentence(table: pd.DataFrame, metric: str = "ndcg_cut_10") -> 
     dense = table[table["kind"] == "dense"]
     top = choose_on_validation(dense[f"{metric} validation"].to_dict())
     bm25_mean, top_mean = table.loc["BM25", f"{metric} mean"], table.loc[top, f"{metric} mean"]
+    lead = "BM25 leads" if bm25_mean > top_mean else "the dense row leads" \
+        if top_mean > bm25_mean else "a tie"
     return (f"BM25 ({bm25_mean:.4f}) against the dense row chosen on validation queries ({top}, "
-            f"{top_mean:.4f}): {top_mean - bm25_mean:+.4f}")
+            f"{top_mean:.4f}): dense minus BM25 {top_mean - bm25_mean:+.4f}, {lead}.")

@@ -121,6 +121,10 @@ SMALLER = ("to run less: `PROFILE=quick make study` or profile='quick' in the pa
            "one seed, no seed-level verdicts")
 
 
+def _minutes(seconds: float) -> str:
+    return "under a minute" if seconds < 60 else f"{seconds / 60:.0f} min"
+
+
 def training_plan(missing: list[Cell], smaller: str | None = None) -> str:
     """What ``run_study`` is about to train, in one paragraph: runs, rows, seeds, optimizer
     steps, the precision, the estimated minutes here (``costs.estimate_cells``: this
@@ -130,7 +134,7 @@ def training_plan(missing: list[Cell], smaller: str | None = None) -> str:
     seeds = sorted({c.seed for c in missing})
     return (f"About to train {len(missing)} run(s): {len(rows)} row(s) ({'; '.join(rows)}), "
             f"seed(s) {seeds}, {est.steps} optimizer steps in all, {est.precision}; "
-            f"estimated {est.seconds / 60:.0f} min on this machine (step and encoding rates "
+            f"estimated {_minutes(est.seconds)} on this machine (step and encoding rates "
             f"measured here). Each run shows a progress bar; a finished run is reused, an "
             f"interrupted one resumes from its checkpoint." + (f" {smaller}." if smaller else ""))
 

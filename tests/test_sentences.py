@@ -6,7 +6,7 @@ tables of ``claims.claims_table``, ``results.forgetting_table``, ``hybrids.hybri
 paper effects computed by ``clp_utils.stats`` and ``clp_utils.paper`` (never typed by hand),
 and checks that a sentence's direction word, verdict word and limit words agree with the
 numbers just inside and just beyond each limit. A boundary where the code's words contradict
-its numbers is an ``xfail(strict=True)`` test that states the bug.
+its numbers was an ``xfail(strict=True)`` test that stated the bug, until the code was fixed.
 """
 
 from __future__ import annotations
@@ -179,8 +179,6 @@ def test_summary_line_names_metric_verdict_interval_edge_and_paper_step():
     assert said_far.endswith("is ruled out.") and said_near.endswith("is not ruled out.")
 
 
-@pytest.mark.xfail(strict=True, reason="summary_line says 'reversed' without saying which row "
-                   "won (claim_sentence does since 624b1d7; the 'What we found' line does not)")
 def test_summary_line_reversal_names_the_winner():
     said = C.summary_line(claim_row(CLP_CLAIM, -0.04, -0.02))
     assert REVERSED in said
@@ -260,10 +258,6 @@ def test_two_by_two_reading_verdict_words():
     assert C.two_by_two_reading(table_of(claim_row(CLP_CLAIM, 0.0, 0.1))) is None
 
 
-@pytest.mark.xfail(strict=True, reason="two_by_two_reading: a held interaction reads 'Which "
-                   "policy leads depends on the rate' even where intermediate-only leads at "
-                   "both rates (held at each): a positive interaction says the lead grows, "
-                   "not that the leader changes")
 def test_two_by_two_reading_held_interaction_without_a_crossover():
     said = C.two_by_two_reading(two_by_two((0.01, 0.03), (0.05, 0.08), (0.02, 0.06)))
     assert said.count(f"({HELD})") == 3
@@ -281,8 +275,6 @@ def test_alternatives_sentence_lists_each_clp_claim_with_its_verdict_and_sign():
     assert C.alternatives_sentence(controls.iloc[0:0]) is None
 
 
-@pytest.mark.xfail(strict=True, reason="alternatives_sentence says 'reversed' without naming "
-                   "the winning row (here hardness-weighted MNRL beats CLP)")
 def test_alternatives_sentence_reversal_names_the_winner():
     said = C.alternatives_sentence(table_of(claim_row(C.CLP_BEATS_MNRL, -0.04, -0.02)))
     assert names_winner(said, C.CLP_BEATS_MNRL.worse, C.CLP_BEATS_MNRL.better)
@@ -395,10 +387,6 @@ def test_dense_vs_bm25_sentence_chooses_on_validation_and_gives_the_difference()
     assert f"{0.30 - 0.42:+.4f}" in said
 
 
-@pytest.mark.xfail(strict=True, reason="dense_vs_bm25_sentence gives 'BM25 (0.42) against ... "
-                   "(dense, 0.30): -0.1200' with no word saying the difference is dense minus "
-                   "BM25 or which one leads: read after 'BM25 ... against', the sign suggests "
-                   "BM25 is behind")
 def test_dense_vs_bm25_sentence_says_which_leads():
     table, _ = hybrid_tables()
     said = H.dense_vs_bm25_sentence(table)
@@ -434,17 +422,11 @@ def test_repair_reading_each_verdict_and_the_unadjusted_fallback():
         assert said == f"{reading} (unadjusted interval)"
 
 
-@pytest.mark.xfail(strict=True, reason="repair_reading of a one-seed row (verdict 'one seed: "
-                   "no verdict', interval above 0) reads 'a measurable repair (unadjusted "
-                   "interval)': it should read no verdict, as harm_sentences does")
 def test_repair_reading_one_seed_is_no_verdict():
     said = G.repair_reading(pd.Series(gap(REPAIR, 0.02, 0.01, 0.03, G.ONE_SEED)))
     assert "measurable repair" not in said and "no verdict" in said
 
 
-@pytest.mark.xfail(strict=True, reason="repair_reading of a row this profile did not run "
-                   "(verdict 'not run', NaN interval) reads 'no measurable repair (unadjusted "
-                   "interval)': it should say the row was not run")
 def test_repair_reading_not_run_says_so():
     row = pd.Series(gap(REPAIR, np.nan, np.nan, np.nan, G.NOT_RUN))
     assert "not run" in G.repair_reading(row)
@@ -607,8 +589,6 @@ def test_training_plan_states_runs_rows_seeds_steps_and_minutes(monkeypatch):
     assert "estimated 37 min" in S.training_plan(plan_cells())
 
 
-@pytest.mark.xfail(strict=True, reason="training_plan rounds minutes with :.0f, so a plan of "
-                   "20 s reads 'estimated 0 min' (exercises.duration says 'under a minute')")
 def test_training_plan_under_a_minute_is_not_zero_minutes(monkeypatch):
     fake_estimate(monkeypatch, S, 20)
     assert "estimated 0 min" not in S.training_plan(plan_cells())

@@ -382,7 +382,7 @@ def test_the_dense_row_set_against_bm25_is_chosen_on_validation():
                           "ndcg_cut_10 mean": [0.60, 0.50, 0.55]},
                          index=["BM25", "A (dense)", "B (dense)"])
     text = H.dense_vs_bm25_sentence(table)
-    assert "(A (dense), 0.5000): -0.1000" in text  # B's higher test mean is not looked at
+    assert "(A (dense), 0.5000): dense minus BM25 -0.1000" in text  # not B, higher on test
 
 
 def test_an_interval_that_excludes_zero_but_not_after_holm_is_said_so():
