@@ -13,8 +13,9 @@ from clp_utils.base.paths import REPO_ROOT
 
 GLOSSARY = (REPO_ROOT / "book" / "glossary.md").read_text(encoding="utf-8")
 #: Every verdict word a table or sentence can carry: the claims' (``stats.VERDICTS``) and the
-#: harm family's extra readings (``geometry.NOT_RUN`` and its descriptive rows).
-EMITTED = {*stats.VERDICTS, G.NOT_RUN, "descriptive"}
+#: harm family's extra readings (``geometry.NOT_RUN`` and its descriptive rows), and the
+#: marker a verdict near its edge carries (``claims.summary_line``: ", at the edge").
+EMITTED = {*stats.VERDICTS, G.NOT_RUN, "descriptive", "at the edge"}
 #: A backticked name that reads as a table column: lower case words, digits, underscores,
 #: spaces and a parenthesis; no path, call, assignment or chapter stem.
 COLUMN_LIKE = re.compile(r"^[a-z][a-z0-9_]*(?: [a-z0-9_()%@]+)*$")
