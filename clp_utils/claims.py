@@ -33,6 +33,7 @@ import pandas as pd
 from clp_utils import profiles as P
 from clp_utils.base.paths import EXTRAS_ROOT, FIGURES_ROOT
 from clp_utils.paper import METRIC, METRICS, SETTINGS, claimed_difference, step_margin
+from clp_utils.plots import number
 from clp_utils.results import clusters_of, seed_scores, seed_spread
 from clp_utils.stats import SMALLEST_EFFECT, comparison_table, delta_matrix, excludes
 from clp_utils.study import StudyRun
@@ -299,7 +300,7 @@ def claim_sentence(r: pd.Series, spread: float | None = None, setting: str | Non
     where = f" ({metric}, {setting})" if setting else (f" ({metric})" if metric else "")
     text = (f"**{r['claim']}**{where}: {r['verdict']}. Difference {_fmt_interval(r)} over "
             f"{int(r['n passages'])} test passages and {seeds} seed{'s' if seeds != 1 else ''}, "
-            f"Holm p {r['p Holm']:.3f}")
+            f"Holm p {number(r['p Holm'], 'p')}")
     if seeds > 1:
         text += f"; seed by seed {r['seed deltas']}"
         if spread is not None and np.isfinite(spread) and spread > 0:
@@ -444,11 +445,15 @@ def two_by_two_reading(table: pd.DataFrame) -> str | None:
             f"({at_int['verdict']}); the difference between the two, the policy-by-rate "
             f"interaction, is {_fmt_interval(inter)} ({inter['verdict']}). ")
     if inter["verdict"] == "held":
-        leads = {at_full["verdict"], at_int["verdict"]}
-        if leads == {"held", "reversed"}:
-            text += ("Which policy leads depends on the rate: neither the policy alone nor the "
-                     "rate alone explains the gain.")
-        elif leads == {"held"}:
+        # which side of zero each cell's interval lies on (0: it straddles zero)
+        full_side, int_side = (int(np.sign(r["95% CI low"])) if r["95% CI low"] > 0
+                               else -1 if r["95% CI high"] < 0 else 0 for r in (at_full, at_int))
+        if full_side * int_side < 0:
+            text += ("Which policy leads depends on the rate (by the two cells' 95% intervals): "
+                     f"intermediate-only {'leads' if full_side > 0 else 'trails'} at full's rate "
+                     f"and {'leads' if int_side > 0 else 'trails'} at its own; neither the "
+                     "policy alone nor the rate alone explains the gain.")
+        elif full_side > 0 and int_side > 0:
             text += ("Intermediate-only leads at both rates, and by more at its own rate: the "
                      "rate adds to the policy's lead.")
         else:
@@ -553,10 +558,18 @@ def _winner(r: pd.Series) -> str:
     return f", {r['worse']} beats {r['better']}" if r.get("verdict") == "reversed" else ""
 
 
-def _direction(verdict: str) -> str:
-    """What a verdict of "fine-tuning with random negatives hurts" says random negatives do."""
-    return {"held": "hurt", "reversed": "help", "equivalent": "change nothing that matters",
-            }.get(verdict, "may help or hurt (unresolved)")
+def _direction(r: pd.Series, against: str = "") -> str:
+    """What a row of "fine-tuning with random negatives hurts" says random negatives do (with
+    ``against``, e.g. " against zero-shot", after the verb): its verdict, or, for an
+    inconclusive one whose interval excludes zero, the interval's side and that it does not
+    survive Holm's adjustment."""
+    said = {"held": "hurt", "reversed": "help", "equivalent": "change nothing that matters"}
+    if r["verdict"] in said:
+        return said[r["verdict"]] + against
+    if r["95% CI high"] < 0 or r["95% CI low"] > 0:
+        side = "help" if r["95% CI high"] < 0 else "hurt"
+        return f"{side}{against} by their 95% interval, though not after Holm's adjustment"
+    return f"may help or hurt{against} (unresolved)"
 
 
 def random_negatives_reading(paper: pd.DataFrame, controls: pd.DataFrame,
@@ -571,12 +584,12 @@ def random_negatives_reading(paper: pd.DataFrame, controls: pd.DataFrame,
         return None
     here = p.loc[RANDOM_HURTS.name]
     text = (f"With the study's recipe (in-batch negatives), random negatives "
-            f"{_direction(here['verdict'])} against zero-shot ({_fmt_interval(here)}).")
+            f"{_direction(here, ' against zero-shot')} ({_fmt_interval(here)}).")
     c = controls.set_index("claim") if len(controls) else None
     if c is not None and RECIPE_RANDOM_HURTS.name in c.index:
         recipe = c.loc[RECIPE_RANDOM_HURTS.name]
         text += (f" With the paper's recipe (no in-batch negatives) they "
-                 f"{_direction(recipe['verdict'])} ({_fmt_interval(recipe)}).")
+                 f"{_direction(recipe)} ({_fmt_interval(recipe)}).")
         if recipe["verdict"] == here["verdict"] == "reversed":
             text += (" In-batch negatives cannot be the whole reason random negatives help "
                      "here: without them they help too.")

@@ -36,6 +36,7 @@ from clp_utils.evaluation import evaluate_run
 from clp_utils.losses import clp_loss
 from clp_utils.mining import MiningConfig, index_and_queries, positives_of
 from clp_utils.models import load_model
+from clp_utils.plots import number
 from clp_utils.profiles import (
     ANCE,
     CLP,
@@ -590,6 +591,8 @@ def harm_family(infonce: str = ANCE, clp: str = CLP, strong: str = CLP_LAMBDA_05
 
 #: ``harm_gaps``' verdict for a declared row whose runs this profile did not train.
 NOT_RUN = "not run"
+#: The placebo's own row: a gap read descriptively, outside the Holm family.
+DESCRIPTIVE = "descriptive"
 #: ``harm_gaps``' columns (its index: the comparison).
 GAP_COLUMNS = ["claim", "own minus matched control", "unadjusted", "95% CI low", "95% CI high",
                "p", "p Holm", "verdict", "seeds", "seed values", "strata"]
@@ -664,7 +667,7 @@ def harm_gaps(frames: Frames, family: Sequence[HarmContrast],
                                 c.sign * out.at[label, "95% CI high"]))
             out.at[label, "verdict"] = verdict(low, high, out.at[label, "p Holm"])
         elif not c.tested and np.isfinite(out.at[label, "p"]):
-            out.at[label, "verdict"] = "descriptive"
+            out.at[label, "verdict"] = DESCRIPTIVE
     out["strata"] = len(bounds)
     return out.drop(columns="tested")
 
@@ -723,7 +726,7 @@ def harm_summary(frames: Frames, trained: Frames | None = None) -> pd.DataFrame:
 
 def _gap_sentence(label: str, g: pd.Series, where: str = "") -> str:
     reading = VERDICT_WORDS.get(g["verdict"], g["verdict"])
-    holm_p = f", Holm p {g['p Holm']:.3g}" if pd.notna(g.get("p Holm")) else ""
+    holm_p = f", Holm p {number(g['p Holm'], 'p')}" if pd.notna(g.get("p Holm")) else ""
     return (f"- {g['claim']}: {reading}{where}. {label}: {g['own minus matched control']:+.4f} "
             f"(95% CI {g['95% CI low']:+.4f} to {g['95% CI high']:+.4f}{holm_p}; seeds "
             f"{g['seed values']}).")
@@ -743,7 +746,7 @@ def harm_sentences(gaps: pd.DataFrame, committed: pd.DataFrame | None = None) ->
                 lines.append(_gap_sentence(label, c, " in `make study-extras`' own family"))
             else:
                 lines.append(f"- {g['claim']}: not run in this profile.")
-        elif g["verdict"] == "descriptive":
+        elif g["verdict"] == DESCRIPTIVE:
             lines.append(f"- {g['claim']}: a descriptive gap of "
                          f"{g['own minus matched control']:+.4f} (95% CI "
                          f"{g['95% CI low']:+.4f} to {g['95% CI high']:+.4f}), the part of a "

@@ -20,6 +20,7 @@ from clp_utils.base.io import atomic_write, stable_hash
 from clp_utils.base.paths import results_dir
 from clp_utils.batching import load_training_data
 from clp_utils.evaluation import bm25, committed_dir, convex, evaluate_run, rrf
+from clp_utils.plots import number
 from clp_utils.profiles import ZERO_SHOT, StudyProfile, get_profile
 from clp_utils.results import clusters_of
 from clp_utils.stats import comparison_table
@@ -144,8 +145,8 @@ def best_hybrid_sentence(split: str, table: pd.DataFrame, sig: pd.DataFrame,
     return (f"{split}: the hybrid chosen on validation queries is {best}; on the test queries it "
             f"scores {table.loc[best, f'{metric} mean']:.4f} against BM25's "
             f"{table.loc['BM25', f'{metric} mean']:.4f} (difference {vs['delta']:+.4f}, 95% CI "
-            f"{vs['95% CI low']:+.4f} to {vs['95% CI high']:+.4f}, Holm p {vs['p Holm']:.3f}: "
-            f"{vs['verdict']}).")
+            f"{vs['95% CI low']:+.4f} to {vs['95% CI high']:+.4f}, Holm p "
+            f"{number(vs['p Holm'], 'p')}: {vs['verdict']}).")
 
 
 def dense_vs_bm25_sentence(table: pd.DataFrame, metric: str = "ndcg_cut_10") -> str:

@@ -110,6 +110,13 @@ def _cell(x: object, kind: str) -> str:
     return f"{x:.2g}" if 0 < abs(x) < 0.00005 else f"{x:.4f}"
 
 
+def number(x: object, kind: str = "metric") -> str:
+    """One number as every table shows it (``format_frame``): a metric with 4 decimals, a
+    real value below 0.00005 in two significant digits (never "0.0000"); ``kind="p"`` a
+    p-value with 3 decimals ("<0.001" below 0.0005); "—" when absent."""
+    return _cell(x, kind)
+
+
 def _text(label: object) -> str:
     return ", ".join(map(str, label)) if isinstance(label, tuple) else str(label)
 

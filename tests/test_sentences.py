@@ -452,7 +452,7 @@ def test_harm_sentences_verdict_words_and_the_not_run_rows():
     lines = dict(zip(gaps.index, G.harm_sentences(gaps), strict=True))
     claim = gaps["claim"]
     assert lines[P.ANCE].startswith(f"- {claim[P.ANCE]}: holds. {P.ANCE}: -0.0300")
-    assert ", Holm p 0.04;" in lines[P.ANCE]
+    assert ", Holm p 0.040;" in lines[P.ANCE]
     assert lines[P.CLP].startswith(f"- {claim[P.CLP]}: not shown, the interval is too wide")
     assert f"ruled out, the interval lies inside +/- {SMALLEST_EFFECT}" in lines[REPAIR]
     assert "reversed, the interval lies on the other side" in lines[f"{P.ANCE} - {P.RANDOM}"]

@@ -44,6 +44,7 @@ import nbformat
 from clp_utils.base.paths import FIGURES_ROOT, REPO_ROOT, configure, from_environment, results_dir
 from clp_utils.claims import framing_sentence
 from clp_utils.exercises import exercises_of, task
+from clp_utils.machinery.pipeline import training_sentence
 from clp_utils.profiles import NAMES
 
 BOOK_CONFIG = REPO_ROOT / "book"
@@ -313,8 +314,8 @@ def teacher_page(executed_dir: Path) -> dict[str, str]:
     run = json.loads((FIGURES_ROOT / "run.json").read_text()) \
         if (FIGURES_ROOT / "run.json").exists() else {}
     cpu = minutes(run.get("timings", {}))
-    columns = {f"`make study`, training included ({run.get('machine', {}).get('describe', '')})"
-               f" (min)": (cpu, {})}
+    columns = {f"`make study` ({run.get('machine', {}).get('describe', '')}; runs already "
+               "trained are read back) (min)": (cpu, {})}
     what = {"reopen": "reopened on the committed results, nothing trains",
             "smoke": "live on smoke"}
     for path in sorted((FIGURES_ROOT / "timings").glob("*.json")):
@@ -332,6 +333,9 @@ def teacher_page(executed_dir: Path) -> dict[str, str]:
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     reopen = sorted((FIGURES_ROOT / "timings").glob("reopen-*.json"))
     reopened = minutes(json.loads(reopen[0].read_text())["timings"]) if reopen else {}
+    training = training_sentence(run.get("machine", {}).get("training", {}))
+    if training:
+        rows += ["", training]
     if len(columns) == 1:
         rows += ["", "Reopen and smoke times are not measured yet (`make teacher-times`)."]
     return {"study_time": (f"the committed run took {sum(cpu.values()):.0f} min in all" if cpu

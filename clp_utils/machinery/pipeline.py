@@ -46,12 +46,14 @@ from clp_utils.base.paths import (
 from clp_utils.base.precision import decide
 from clp_utils.catalog import data_record
 from clp_utils.claims import framing_sentence
+from clp_utils.geometry import DESCRIPTIVE, NOT_RUN
 from clp_utils.machinery import report
 from clp_utils.machinery.parallel import train_parallel
 from clp_utils.machinery.publish import export_results, publish_chapters
 from clp_utils.profiles import NAMES, get_profile
 from clp_utils.recipe import RECIPE_PATH, Recipe
 from clp_utils.stats import VERDICTS
+from clp_utils.study import run_study, training_table
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 README = REPO_ROOT / "README.md"
@@ -173,6 +175,31 @@ def declared_seeds(profile: str) -> dict:
     return {"seeds": len(seeds), "reason": f"declared by the {profile} profile: {list(seeds)}"}
 
 
+def training_record(profile: str, multilingual: bool = True) -> dict:
+    """The profile's runs' own training (with ``multilingual``, the Hindi track's too),
+    summed from their logs whenever they trained (in this run or before it): runs, seconds
+    and the threads each trained on. Empty when some run is missing here."""
+    track = getattr(get_profile(profile), "track", None) if multilingual else None
+    studies = [profile] + ([track.study] if track is not None else [])
+    try:
+        table = pd.concat([training_table(run_study(s, train=False, progress=False))
+                           for s in studies])
+    except SystemExit:
+        return {}
+    return {"runs": len(table), "seconds": round(float(table["training seconds"].sum()), 1),
+            "threads": sorted({int(t) for t in table["threads"].dropna()})}
+
+
+def training_sentence(training: dict) -> str:
+    """``training_record`` in one sentence (empty without one)."""
+    if not training:
+        return ""
+    threads = "/".join(map(str, training["threads"])) or "?"
+    return (f"Training its {training['runs']} runs took {training['seconds'] / 60:.0f} min, "
+            f"summed from their logs ({threads} thread(s) per run); the chapter times include "
+            "only the runs this run trained, and read the others back.")
+
+
 def timing_line(timings: dict[str, float], machine: dict | None = None) -> str:
     """The README's generated timing line: per notebook, setup, total, and what ran."""
     total = sum(timings.values())
@@ -189,7 +216,8 @@ def timing_line(timings: dict[str, float], machine: dict | None = None) -> str:
         seeds = (machine.get("seeds") or {}).get("seeds")
         per_row = f", {seeds} seed{'s' if seeds != 1 else ''} per row" if seeds else ""
         line += f" ({machine['describe']}{per_row})"
-    return line + "."
+    training = training_sentence((machine or {}).get("training", {}))
+    return line + "." + (f" {training}" if training else "")
 
 
 def run_record(profile: str, timings: dict[str, float], machine: dict, previous: dict,
@@ -212,7 +240,8 @@ def stale_verdicts(csv_path: Path) -> bool:
     if not csv_path.exists():
         return False
     table = pd.read_csv(csv_path)
-    return "verdict" in table and not set(table["verdict"].dropna()) <= set(VERDICTS)
+    words = {*VERDICTS, NOT_RUN, DESCRIPTIVE}  # the harm family's rows that are not claims
+    return "verdict" in table and not set(table["verdict"].dropna()) <= words
 
 
 def _tables(folder: Path, tables: list[tuple[str, str]], heading: str = "###",
@@ -324,12 +353,14 @@ def update_readme(timings: dict[str, float] | None = None, readme: Path = README
 
 
 def reproduce(profile: str, folder: Path, committed: Path, then_record: dict | None,
-              now_record: dict | None) -> str:
+              now_record: dict | None, keep: bool = True) -> str:
     """Compare the regenerated headline numbers with the committed snapshot; write and print
-    the reproduction report (``results/reproduction/<profile>/``). Returns its summary."""
+    the reproduction report (``results/reproduction/<profile>/``; with ``keep``, for the cpu
+    and extras profiles, also beside their figures, where it is committed). Returns its
+    summary."""
     table = report.compare(committed, folder, then_record, now_record)
     path = report.write(table, results_dir() / "reproduction" / profile)
-    if folder.is_relative_to(FIGURES_ROOT) and profile in ("cpu", "extras"):
+    if keep and folder.is_relative_to(FIGURES_ROOT) and profile in ("cpu", "extras"):
         report.write(table, folder / "reproduction")  # committed with the figures it checks
     text = report.summary(table)
     print(f"[{profile}] reproduction report ({path}):\n{text}", flush=True)
@@ -426,6 +457,8 @@ def main(argv: list[str] | None = None) -> None:
             machine["parallel"] = {"workers": args.parallel,
                                    "seconds": round(time.perf_counter() - t0, 1)}
         timings = run_notebooks(args.profile, only, figures=folder)
+        machine["training"] = training_record(
+            args.profile, multilingual=any(nb.name.startswith("06") for nb in notebooks(only)))
         if args.record_timings:
             record_timings(args.profile, timings)
         if args.profile in ("cpu", "extras") and settings["figures"] is None:
@@ -438,7 +471,9 @@ def main(argv: list[str] | None = None) -> None:
         now_record["data"] = data_record()
         if args.profile != "smoke":
             write_json(record, now_record)
-        reproduce(args.profile, folder, committed, then_record, now_record)
+        # a chapter re-run with --only compares with the run just before it, not with the
+        # committed one: the committed report stays the whole run's
+        reproduce(args.profile, folder, committed, then_record, now_record, keep=not partial)
     if args.profile not in ("smoke", "quick"):
         update_readme()
 

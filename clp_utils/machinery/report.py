@@ -280,7 +280,7 @@ def summary(report: pd.DataFrame) -> str:
     bad = report[report["status"] != "OK"]
     if not len(bad):
         return head
-    return head + "\n\n" + bad.to_markdown(index=False, floatfmt=".4f")
+    return head + "\n\n" + format_frame(bad).to_markdown(index=False, disable_numparse=True)
 
 
 def write(report: pd.DataFrame, folder: Path) -> Path:
