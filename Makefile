@@ -59,14 +59,15 @@ study-avx2: data
 # The teacher's page's chapter times, measured apart from make study: every chapter on the
 # smoke profile, and every chapter as a fresh clone reopens it (committed results, nothing
 # trains; an empty results folder). figures/timings/ keeps them with the machine that ran.
+# Both start from empty results folders: smoke trains its tiny runs and fills its caches live.
 teacher-times: data
-	$(PY) -m clp_utils.machinery.pipeline --profile smoke --record-timings
-	rm -rf results/reopen && $(PY) -m clp_utils.machinery.pipeline --reopen
+	rm -rf results/teacher && CLP_RESULTS_DIR=$(CURDIR)/results/teacher $(PY) -m clp_utils.machinery.pipeline --profile smoke --record-timings
+	CLP_RESULTS_DIR=$(CURDIR)/results/teacher $(PY) -m clp_utils.machinery.pipeline --reopen
 
 # The same where the CPU has no native bf16 (kernels confined to AVX2: float32).
 teacher-times-avx2: data
-	$(AVX2_ONLY) CLP_RESULTS_DIR=$(CURDIR)/results/avx2 $(PY) -m clp_utils.machinery.pipeline --profile smoke --record-timings
-	rm -rf results/avx2/reopen && $(AVX2_ONLY) CLP_RESULTS_DIR=$(CURDIR)/results/avx2 $(PY) -m clp_utils.machinery.pipeline --reopen
+	rm -rf results/teacher-avx2 && $(AVX2_ONLY) CLP_RESULTS_DIR=$(CURDIR)/results/teacher-avx2 $(PY) -m clp_utils.machinery.pipeline --profile smoke --record-timings
+	$(AVX2_ONLY) CLP_RESULTS_DIR=$(CURDIR)/results/teacher-avx2 $(PY) -m clp_utils.machinery.pipeline --reopen
 
 # The cpu profile's design experiments (learning curves, learning-rate grids) on validation
 # queries only; its recipe and figures are committed, so `make study` never reruns them.

@@ -20,6 +20,7 @@ what would move anyway:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -29,10 +30,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from clp_utils.base.paths import EXTRAS_ROOT
+from clp_utils.base.io import slug, write_json
+from clp_utils.base.paths import EXTRAS_ROOT, results_dir
 from clp_utils.batching import select_queries, training_records
 from clp_utils.data import Split
-from clp_utils.evaluation import evaluate_run
+from clp_utils.evaluation import committed_dir, evaluate_run
 from clp_utils.losses import clp_loss
 from clp_utils.mining import MiningConfig, index_and_queries, positives_of
 from clp_utils.models import load_model
@@ -831,6 +833,24 @@ def push_weights(model, records: list[dict], taus: tuple[float, ...] = (0.02, 0.
     return pd.DataFrame(out).set_index("tau")
 
 
+#: Where each model's corpus spread is kept, by model id and data checksum; ``make study``
+#: commits it with the results (``machinery.publish``), so a reopened chapter reads it without
+#: the trained model.
+SPREADS = "spreads"
+
+
+def corpus_spread(path: str, model_id: str, dataset) -> dict[str, float]:
+    """``spread`` of the model's corpus embeddings, kept in ``results/spreads`` (read from
+    there, then from the committed results, before the model at ``path`` is loaded)."""
+    name = f"{slug(model_id)}-{dataset.checksum[:8]}.json"
+    for root in (results_dir(), committed_dir()):
+        if (root / SPREADS / name).exists():
+            return json.loads((root / SPREADS / name).read_text(encoding="utf-8"))
+    out = {k: float(v) for k, v in spread(corpus_embeddings(path, model_id, dataset)).items()}
+    write_json(results_dir() / SPREADS / name, out)
+    return out
+
+
 def spread(emb: np.ndarray, pairs: int = 20_000, seed: int = 0) -> dict[str, float]:
     """How spread out a set of normalised embeddings is: the mean cosine of random pairs
     (0 for a uniform sphere, 1 when collapsed) and Wang & Isola's uniformity
@@ -881,7 +901,7 @@ def recipe_comparison(runs: list, table2: pd.DataFrame, split: str, records: lis
         (r.row, str(r.result.model_path), r.result.run_id) for r in runs
         if r.split == split and r.seed == 0
         and r.row in {*recipe_rows, *(PAPER_RECIPE_COUNTERPARTS[x] for x in recipe_rows)}]
-    spreads = pd.DataFrame({row: spread(corpus_embeddings(path, mid, dataset))
+    spreads = pd.DataFrame({row: corpus_spread(path, mid, dataset)
                             for row, path, mid in shown}).T
     spreads[f"{metric} (test, mean over seeds)"] = [table2.loc[(split, row), f"{metric} mean"]
                                                     for row in spreads.index]

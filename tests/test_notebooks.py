@@ -221,3 +221,41 @@ def test_a_claims_table_from_older_statistics_is_named_not_shown(tmp_path):
     (avx2 / "04_claims.csv").write_text("claim,verdict\nx,equivalent\n")
     assert "| x | not resolved |" in pipeline.results_markdown(
         figures=tmp_path, recipe_path=tmp_path / "none.json")
+
+
+def test_reopening_times_every_chapter_and_keeps_why_one_stopped(tmp_path, monkeypatch):
+    """``--reopen`` runs each chapter on its own parameters into an empty results folder, and
+    a chapter that stops for what is not committed (SystemExit) is timed and its reason kept,
+    not taken for a failure; any other error still fails."""
+    from clp_utils.base import paths
+    from clp_utils.machinery import pipeline
+
+    src = tmp_path / "notebooks"
+    src.mkdir()
+    bodies = {"00_reads.ipynb": "print(results_dir)",
+              "05_needs_models.ipynb": "raise SystemExit('needs models: set train = True')"}
+    for name, body in bodies.items():
+        params = nbformat.v4.new_code_cell("results_dir = None\nfigures_dir = None")
+        params.metadata["tags"] = ["parameters"]
+        nb = nbformat.v4.new_notebook(cells=[params, nbformat.v4.new_code_cell(body)])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                     "language": "python"}
+        nbformat.write(nb, src / name)
+    monkeypatch.setattr(pipeline, "NOTEBOOKS", src)
+    monkeypatch.setattr(pipeline, "TIMINGS", tmp_path / "timings")
+    monkeypatch.setattr(paths, "_SETTINGS", {**paths._SETTINGS, "results": tmp_path / "res"})
+    timings = pipeline.reopen_chapters()
+    assert set(timings) == set(bodies)
+    (record,) = (tmp_path / "timings").glob("reopen-*.json")
+    stopped = json.loads(record.read_text())["stopped"]
+    assert list(stopped) == ["05_needs_models.ipynb"] and "train = True" in stopped[
+        "05_needs_models.ipynb"]
+    printed = nbformat.read(tmp_path / "res" / "reopen" / "notebooks" / "00_reads.ipynb", 4)
+    assert str(tmp_path / "res" / "reopen" / "store") in _printed(printed)  # an empty store
+    (src / "00_reads.ipynb").unlink()
+    (src / "05_needs_models.ipynb").write_text(nbformat.writes(nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_code_cell("1 / 0")],
+        metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}})))
+    with pytest.raises(Exception, match="ZeroDivisionError"):
+        pipeline.reopen_chapters()

@@ -390,6 +390,7 @@ def reopen_chapters(only: list[str] | None = None) -> dict[str, float]:
     is timed to its stop and its reason kept. Writes ``TIMINGS/reopen-<precision>.json``."""
     root = results_dir() / "reopen"
     store, out = root / "store", root / "notebooks"
+    out.mkdir(parents=True, exist_ok=True)
     timings, stopped = {}, {}
     for nb in notebooks(only):
         t0 = time.perf_counter()

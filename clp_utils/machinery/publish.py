@@ -3,9 +3,10 @@ anything runs and reopens its chapters without training.
 
 - ``export_results()``: the small part of every run the cpu and extras profiles read (its
   config, step log, metrics and per-query metrics on the test, validation and out-of-domain
-  queries, with the qrels written beside them), the zero-shot baselines and the stored hybrid
-  tables, copied from ``results/`` into ``figures/results/`` (``evaluation.committed_dir``). No
-  model and no run file travels: a few MB, where ``results/`` holds GB. A chapter opened with
+  queries, with the qrels written beside them), the zero-shot baselines, the stored hybrid
+  tables and chapter 04's corpus spreads, copied from ``results/`` into ``figures/results/``
+  (``evaluation.committed_dir``). No model and no run file travels: a few MB, where
+  ``results/`` holds GB. A chapter opened with
   ``train = False`` reads them (``study.run_study``).
 - ``publish_chapters(executed)``: the chapters papermill executed, copied back into
   ``notebooks/`` with their outputs, minus what only the machine that ran them knows: the
@@ -66,6 +67,9 @@ def export_results(target: Path | None = None) -> Path:
     for stale in (target / RUNS_DIR_NAME).glob("*"):
         if stale.name not in keep:  # a run no profile reads any more
             shutil.rmtree(stale)
+    for spread in sorted((source / "spreads").glob("*.json")):  # geometry.corpus_spread
+        (target / "spreads").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(spread, target / "spreads" / spread.name)
     for sub in ("baselines", "hybrids"):
         for folder in sorted((source / sub).glob("*")):
             if sub == "baselines" and folder.name.startswith("bm25"):
