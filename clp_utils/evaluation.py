@@ -202,10 +202,10 @@ def read_evaluation(run_dir: Path, qrels: Qrels) -> RetrievalResult | None:
     return RetrievalResult(run_dir, None, Evaluation(mean, per_query, passage_clusters(qrels)))
 
 
-#: Where ``make study`` commits the small part of its results (per-query metrics, configs,
-#: logs): a fresh clone reads them back instead of recomputing (``machinery.publish``).
 def committed_dir() -> Path:
-    """The committed results folder (``figures/results``)."""
+    """The committed results folder (``figures/results``): where ``make study`` commits the
+    small part of its results (per-query metrics, configs, logs), which a fresh clone reads
+    back instead of recomputing (``machinery.publish``)."""
     return REPO_ROOT / "figures" / "results"
 
 

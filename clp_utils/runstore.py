@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -66,9 +66,8 @@ def run_id(config: TrainConfig, data_checksum: str, precision: Precision | None 
     and thread count are left out: speed levers chosen per process that move a result by
     float rounding only (``config.json`` records them).
     """
-    key = science(config)
-    key["bf16"] = precision.bf16 if precision is not None else config.bf16
-    return f"{slug(config.loss)}-{stable_hash([key, data_checksum])}"
+    bf16 = precision.bf16 if precision is not None else config.bf16
+    return f"{slug(config.loss)}-{stable_hash([science(config) | {'bf16': bf16}, data_checksum])}"
 
 
 def check_same_config(stored: TrainConfig, wanted: TrainConfig, run_dir: Path) -> None:
@@ -105,10 +104,9 @@ def committed_run(config: TrainConfig) -> Path | None:
     in whichever precision it ran (a laptop without bf16 reads the runs a bf16 machine
     committed), or None. Its folder holds no model and no run files."""
     ds, ood = load_training_data(config)
-    for bf16 in (True, False):
-        key = science(config) | {"bf16": bf16}
-        found = committed_dir() / RUNS_DIR_NAME / (
-            f"{slug(config.loss)}-{stable_hash([key, data_checksum(ds, ood)])}")
+    for bf16 in (True, False):  # the precision that ran is part of the id (``run_id``)
+        found = committed_dir() / RUNS_DIR_NAME / run_id(replace(config, bf16=bf16),
+                                                          data_checksum(ds, ood))
         if (found / "metrics.json").exists():
             return found
     return None

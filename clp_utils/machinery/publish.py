@@ -70,16 +70,14 @@ def export_results(target: Path | None = None) -> Path:
     for spread in sorted((source / "spreads").glob("*.json")):  # geometry.corpus_spread
         (target / "spreads").mkdir(parents=True, exist_ok=True)
         shutil.copyfile(spread, target / "spreads" / spread.name)
-    for sub in ("baselines", "hybrids"):
-        for folder in sorted((source / sub).glob("*")):
-            if sub == "baselines" and folder.name.startswith("bm25"):
-                continue  # BM25 is recomputed in seconds, and exactly
-            if (folder / "metrics.json").exists() or (folder / "systems.csv").exists():
-                shutil.rmtree(target / sub / folder.name, ignore_errors=True)
-                if sub == "hybrids":
-                    shutil.copytree(folder, target / sub / folder.name)
-                else:
-                    _copy_small(folder, target / sub / folder.name)
+    # BM25 is left out: it is recomputed in seconds, and exactly
+    for folder in sorted((source / "baselines").glob("*")):
+        if not folder.name.startswith("bm25") and (folder / "metrics.json").exists():
+            shutil.rmtree(target / "baselines" / folder.name, ignore_errors=True)
+            _copy_small(folder, target / "baselines" / folder.name)
+    for folder in sorted((source / "hybrids").glob("*")):  # hybrids.hybrid_table's tables
+        shutil.rmtree(target / "hybrids" / folder.name, ignore_errors=True)
+        shutil.copytree(folder, target / "hybrids" / folder.name)
     return target
 
 
