@@ -102,3 +102,20 @@ def test_jupyter_lab_serves_the_notebooks(tmp_path):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+def test_nothing_a_clone_reopens_is_ignored_by_git():
+    # figures/results/ is what a clone reads instead of training (runstore.committed_run);
+    # an ignore pattern such as "results/" once matched it too, so it never reached a clone.
+    if not (REPO_ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    git = ["git", "-C", str(REPO_ROOT)]
+    ignored = subprocess.run(git + ["ls-files", "--others", "--ignored", "--exclude-standard",
+                                    "--directory", "figures", "notebooks"],
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert [p for p in ignored if not p.startswith(("figures/smoke/", "figures/quick/"))
+            and not p.endswith(".png") and ".ipynb_checkpoints" not in p] == []
+    tracked = subprocess.run(git + ["ls-files", "figures/results/runs"],
+                             capture_output=True, text=True, check=True).stdout.split()
+    runs = {p.split("/")[3] for p in tracked}
+    assert runs and runs == {d.name for d in (REPO_ROOT / "figures/results/runs").iterdir()}
