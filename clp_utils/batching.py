@@ -15,7 +15,7 @@ import numpy as np
 
 from clp_utils.catalog import load_named
 from clp_utils.data import RetrievalDataset
-from clp_utils.mining import mine
+from clp_utils.mining import MinedSet, mine
 from clp_utils.models import load_model
 from clp_utils.train_config import VAL_SEED, TrainConfig
 
@@ -23,12 +23,9 @@ from clp_utils.train_config import VAL_SEED, TrainConfig
 def load_training_data(config: TrainConfig) -> tuple[RetrievalDataset, RetrievalDataset | None]:
     """The in-domain dataset (subset, validation carved as configured) and the out-of-domain one."""
     ds = load_named(config.split).sized(config.passages, seed=0)
-    ds = ds.with_validation(config.val_fraction, seed=VAL_SEED)
-    ood = None
-    if config.ood_split:
-        ood = load_named(config.ood_split).sized(config.ood_passages, seed=0)
-    return ds, ood
-
+    ood = load_named(config.ood_split).sized(config.ood_passages, seed=0) \
+        if config.ood_split else None
+    return ds.with_validation(config.val_fraction, seed=VAL_SEED), ood
 
 
 def select_queries(train_qids: list[str], n: int | None, seed: int) -> list[str]:
@@ -60,46 +57,30 @@ class Example:
 
 def to_examples(records: list[dict], k: int, m: int) -> tuple[list[Example], int]:
     """Training groups from mined records; records with fewer than k negatives are skipped."""
-    out, short = [], 0
-    for r in records:
-        if len(r["neg"]) < k:
-            short += 1
-            continue
-        neg_qs, mask = [], []
-        for qs in r["neg_q"][:k]:
-            slots = list(qs[:m]) + [""] * (m - len(qs[:m]))
-            neg_qs.append(slots)
-            mask += [1.0 if t else 0.0 for t in slots]
-        out.append(Example(r["query"], r["pos"], list(r["neg"][:k]), neg_qs, mask,
+    kept = [r for r in records if len(r["neg"]) >= k]
+    out = []
+    for r in kept:
+        neg_qs = [list(qs[:m]) + [""] * (m - len(qs[:m])) for qs in r["neg_q"][:k]]
+        out.append(Example(r["query"], r["pos"], list(r["neg"][:k]), neg_qs,
+                           [1.0 if t else 0.0 for slots in neg_qs for t in slots],
                            r.get("pos_id", ""), list(r.get("neg_ids", []))[:k]))
-    return out, short
+    return out, len(records) - len(kept)
 
 
 def false_in_batch_negatives(examples: list[Example], batches: list[list[int]]) -> dict[str, float]:
-    """How often batches hold false in-batch negatives.
-
-    A false in-batch negative is a (query, passage) pair where the passage is the query's
-    own positive but also enters the batch through another group (as that group's positive
-    or hard negative), so in-batch InfoNCE scores it as a negative of the query. Returns the
-    share of batches with at least one, their mean count per batch, and the share of queries
-    affected.
+    """How often batches hold false in-batch negatives: a query whose own positive also
+    enters its batch through another group (as that group's positive or hard negative), so
+    in-batch InfoNCE scores it as a negative. Returns the number of batches, the share of
+    batches with at least one, their mean count per batch and the share of queries affected.
     """
-    hits, affected, queries = [], 0, 0
-    for batch in batches:
-        count = 0
-        for i in batch:
-            others = [examples[j] for j in batch if j != i]
-            own = examples[i].pos_id or examples[i].pos
-            if any(own in e.passage_ids for e in others):
-                count += 1
-        hits.append(count)
-        affected += count
-        queries += len(batch)
+    own = [e.pos_id or e.pos for e in examples]
+    hits = [sum(any(own[i] in examples[j].passage_ids for j in batch if j != i) for i in batch)
+            for batch in batches]
     return {"batches": len(batches),
             "share_of_batches_with_false_negative":
                 float(np.mean([h > 0 for h in hits])) if hits else 0.0,
             "false_negatives_per_batch": float(np.mean(hits)) if hits else 0.0,
-            "share_of_queries_affected": affected / max(1, queries)}
+            "share_of_queries_affected": sum(hits) / max(1, sum(map(len, batches)))}
 
 
 def queries_per_negative(config: TrainConfig, records: list[dict]) -> int:
@@ -111,12 +92,17 @@ def queries_per_negative(config: TrainConfig, records: list[dict]) -> int:
     return max((len(qs) for r in records for qs in r["neg_q"]), default=1)
 
 
-def training_records(config: TrainConfig, model=None, progress: bool = False) -> list[dict]:
-    """The mined records a run trained on (first round), from the mining cache when present."""
-    ds, _ = load_training_data(config)
+def mined_groups(config: TrainConfig, ds: RetrievalDataset, model,
+                 progress: bool = False) -> MinedSet:
+    """The run's training queries (``select_queries``) of ``ds`` and their mined negatives,
+    each with its own queries (first round; from the mining cache when present)."""
     train_split = ds.train()
     qids = select_queries(list(train_split.queries), config.train_queries, config.seed)
-    model = model or load_model(config.model)
-    return mine(model, train_split, config.mining, model_id=config.model, data_checksum=ds.checksum,
-                query_ids=qids, progress=progress).records
+    return mine(model, train_split, config.mining, model_id=config.model,
+                data_checksum=ds.checksum, query_ids=qids, progress=progress)
 
+
+def training_records(config: TrainConfig, model=None, progress: bool = False) -> list[dict]:
+    """The mined records a run trained on (``mined_groups`` of its data)."""
+    ds, _ = load_training_data(config)
+    return mined_groups(config, ds, model or load_model(config.model), progress).records

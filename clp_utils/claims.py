@@ -1,24 +1,13 @@
 """The claims the study tests, their Holm families, verdicts and generated sentences.
 
-A claim says one row beats another (``Claim.better`` minus ``Claim.worse`` > 0; a contrast of
-several rows for the 2x2's interaction). Each claim belongs to one family, and Holm adjusts
-each family once per metric, so a comparison has one p-value wherever it is shown:
-
-- ``paper``: the paper's five claims (Table 2's steps), at the cpu recipe (chapter 04);
-- ``2x2``: policy (full, intermediate-only) by learning rate (each policy's own, the
-  other's), and their interaction (``make study-extras``);
-- ``controls``: the controls and checks a reviewer asks for (``make study-extras``): CLP at
-  lambda 0.5, the paper's recipe with random negatives, the baselines CLP must beat, the gate
-  that learns, and the scale check;
-- ``hindi``: chapter 06's two claims on Hindi with multilingual-e5-small.
-
-Every claim is tested on the paper's metric (nDCG@5, ``paper.METRIC``) and on nDCG@10, each
-metric its own Holm family. A claim's interval comes from ``stats.comparison_table``
-(passages by bootstrap, seeds as a Student-t term), its verdict from ``stats.verdict`` with
-the claim's own margin: the paper's step on the paper's metric where the paper made the step
-(``paper.STEPS``), else ``stats.SMALLEST_EFFECT``. A comparison whose trained side ran one
-seed carries a declared seed component: the seed sd pooled over the family's two-seed
-comparisons, stated in its sentence.
+A claim says one row beats another (``Claim.better`` minus ``Claim.worse`` > 0). Each claim
+belongs to one family (``FAMILIES``): ``paper``, the paper's five claims at the cpu recipe
+(chapter 04); ``2x2``, policy by learning rate and their interaction, and ``controls``, the
+controls and checks a reviewer asks for (both ``make study-extras``); ``hindi``, chapter 06's
+two claims. Every claim is tested on nDCG@5 (``paper.METRIC``) and on nDCG@10, Holm once per
+family and metric, by ``stats.comparison_table`` with the claim's own margin; a comparison
+whose trained side ran one seed carries the seed sd pooled over the family's two-seed
+comparisons (``pooled_seed_component``), stated in its sentence.
 """
 
 from __future__ import annotations
@@ -40,15 +29,14 @@ from clp_utils.study import StudyRun
 
 #: How the study names its models in sentences.
 MODEL_NAMES = {"minilm": "all-MiniLM-L6-v2", "me5-small": "multilingual-e5-small"}
+METRIC_NAMES = {"ndcg_cut_5": "nDCG@5", "ndcg_cut_10": "nDCG@10"}
 
 
 @dataclass(frozen=True)
 class Claim:
-    """``better`` beats ``worse`` (in the family ``family``); ``paper_rows`` names the
-    paper's own pair of Table 2 rows for the same step, when it made one, in Table 2's
-    column ``language``. ``plus``/``minus``: the rows whose per-query scores are summed on
-    each side (default: ``better`` and ``worse`` themselves); a contrast of four rows is the
-    2x2's interaction."""
+    """``better`` beats ``worse`` in ``family``. ``paper_rows``: the paper's pair of Table 2
+    rows for the same step, where it made one, in its column ``language``; ``plus``/``minus``:
+    the rows summed on each side (default ``better``, ``worse``; four rows: the interaction)."""
 
     name: str
     better: str
@@ -146,6 +134,7 @@ HINDI_CLAIMS = [
 
 FAMILIES = {"paper": PAPER_CLAIMS, "2x2": TWO_BY_TWO_CLAIMS, "controls": CONTROL_CLAIMS,
             "hindi": HINDI_CLAIMS}
+_BY_NAME = {c.name: c for claims in FAMILIES.values() for c in claims}
 
 CLAIM_COLUMNS = ["claim", "metric", "split", "better", "worse", "n queries", "n passages",
                  "seeds", "seed term", "delta", "95% CI low", "95% CI high", "se", "df", "p",
@@ -154,25 +143,15 @@ CLAIM_COLUMNS = ["claim", "metric", "split", "better", "worse", "n queries", "n 
                  "p (per query)"]
 
 
-def claim_of(name: str) -> Claim:
-    """A claim by its name (any family)."""
-    for claims in FAMILIES.values():
-        for c in claims:
-            if c.name == name:
-                return c
-    raise KeyError(f"no claim named {name!r}")
-
-
 def setting_of(runs: list[StudyRun], split: str | None = None) -> str:
-    """This study's setting in words, for a sentence: model, data, split and training size."""
+    """This study's setting in words, for a sentence: model and data of ``split``'s runs."""
     trained = [r for r in runs if r.result is not None and (split is None or r.split == split)]
     split = split or runs[0].split
     if not trained:
         return f"SQuADShifts {split}"
-    config = trained[0].result.config
-    model = MODEL_NAMES.get(config.model, config.model)
+    model = trained[0].result.config.model
     data = "XQuAD Hindi" if split == "hindi" else f"SQuADShifts {split}"
-    return f"{model} on {data}"
+    return f"{MODEL_NAMES.get(model, model)} on {data}"
 
 
 def _side(runs: list[StudyRun], rows: tuple[str, ...], split: str, metric: str,
@@ -189,14 +168,6 @@ def _side(runs: list[StudyRun], rows: tuple[str, ...], split: str, metric: str,
         parts = [t[s] if s in t else next(iter(t.values())) for t in scores]
         out[s] = {q: float(sum(p[q] for p in parts)) for q in parts[0]}
     return out
-
-
-def _seed_restriction(runs: list[StudyRun], claim: Claim, split: str) -> set[int] | None:
-    """The seeds every trained row of the claim ran (None: no trained row)."""
-    rows = {r for side in claim.terms for r in side}
-    seeds = [{r.seed for r in runs if r.row == row and r.split == split} for row in rows
-             if row != P.ZERO_SHOT]
-    return set.intersection(*seeds) if seeds else None
 
 
 def pooled_seed_component(per_seed: dict, pairs: list[tuple[str, str]]) -> tuple[float, int]:
@@ -217,20 +188,21 @@ def claims_table(runs: list[StudyRun], family: str = "paper", metric: str = METR
     """The family's claims whose rows ran, tested on ``split`` (default: the runs' first).
 
     Holm counts the whole declared family (``FAMILIES[family]``): a claim whose rows did not
-    run counts as untested (p = 1), which can only raise the others' adjusted p-values. A
-    claim whose trained rows share one seed gets the seed component pooled over the
-    family's two-seed comparisons (``pooled_seed_component``). Columns: ``CLAIM_COLUMNS``.
+    run counts as untested (p = 1). Each claim is tested on the seeds all its trained rows
+    ran; one that has one seed gets ``pooled_seed_component``. Columns: ``CLAIM_COLUMNS``.
     """
     declared = FAMILIES[family]
     split = split or runs[0].split
     present = {r.row for r in runs if r.split == split}
-    claims = [c for c in declared if {r for side in c.terms for r in side} <= present]
+    claims = [c for c in declared if {*c.terms[0], *c.terms[1]} <= present]
     if not claims:
         return pd.DataFrame(columns=CLAIM_COLUMNS)
     per_seed, pairs = {}, []
     for c in claims:
-        seeds = _seed_restriction(runs, c, split)
         plus, minus = c.terms
+        trained = [{r.seed for r in runs if r.row == row and r.split == split}
+                   for row in {*plus, *minus} if row != P.ZERO_SHOT]
+        seeds = set.intersection(*trained) if trained else None
         per_seed[c.better] = _side(runs, plus, split, metric, seeds)
         per_seed[c.worse] = _side(runs, minus, split, metric, seeds)
         pairs.append((c.better, c.worse))
@@ -257,15 +229,15 @@ def claims_both_metrics(runs: list[StudyRun], family: str = "paper",
     """``claims_table`` on the paper's metric and on nDCG@10, one above the other (each metric
     its own Holm family)."""
     tables = [claims_table(runs, family, m, split) for m in METRICS]
-    out = pd.concat([t for t in tables if len(t)], ignore_index=True) if any(
-        len(t) for t in tables) else tables[0]
+    ran = [t for t in tables if len(t)]
+    out = pd.concat(ran, ignore_index=True) if ran else tables[0]
     out.attrs = tables[0].attrs
     return out
 
 
 def is_true(value) -> bool:
     """A table's yes/no cell as a bool, whether it came from memory or back from a CSV."""
-    return value is True or isinstance(value, np.bool_) and bool(value) or str(value) == "True"
+    return str(value) == "True"
 
 
 def committed_claims(path: Path | None = None) -> pd.DataFrame:
@@ -278,28 +250,28 @@ def _fmt_interval(r: pd.Series) -> str:
     return f"{r['delta']:+.4f} (95% CI {r['95% CI low']:+.4f} to {r['95% CI high']:+.4f})"
 
 
-METRIC_NAMES = {"ndcg_cut_5": "nDCG@5", "ndcg_cut_10": "nDCG@10"}
+def _zero_side(r: pd.Series) -> int:
+    """Which side of zero the row's 95% interval lies on: 1 above, -1 below, 0 across."""
+    return 1 if r["95% CI low"] > 0 else -1 if r["95% CI high"] < 0 else 0
 
 
-def _edge_words(r: pd.Series) -> str:
-    """How near the verdict is to changing word (``stats.edge_distance``)."""
-    distance = r.get("edge distance")
-    if distance is None or not np.isfinite(distance):
-        return ""
-    if is_true(r.get("at the edge")):
-        return f" It is at the edge: {distance:.4f} from reading otherwise."
-    return f" It is {distance:.4f} from reading otherwise."
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' if n != 1 else ''}"
+
+
+def _metric_name(metric: object) -> str:
+    return METRIC_NAMES.get(str(metric), str(metric))
 
 
 def claim_sentence(r: pd.Series, spread: float | None = None, setting: str | None = None) -> str:
     """One claim's verdict as a sentence: metric and setting, the interval, the Holm p, the
-    seeds (and a declared seed component), the margin, how near the verdict is to changing,
-    and what the interval says about the paper's own step (named with its setting)."""
-    seeds = int(r["seeds"])
-    metric = METRIC_NAMES.get(str(r.get("metric", "")), str(r.get("metric", "")))
+    seeds (and a declared seed component), the margin, how near the verdict is to changing
+    (``stats.edge_distance``), and what the interval says about the paper's own step."""
+    seeds, verdict = int(r["seeds"]), r["verdict"]
+    metric = _metric_name(r.get("metric", ""))
     where = f" ({metric}, {setting})" if setting else (f" ({metric})" if metric else "")
-    text = (f"**{r['claim']}**{where}: {r['verdict']}. Difference {_fmt_interval(r)} over "
-            f"{int(r['n passages'])} test passages and {seeds} seed{'s' if seeds != 1 else ''}, "
+    text = (f"**{r['claim']}**{where}: {verdict}. Difference {_fmt_interval(r)} over "
+            f"{int(r['n passages'])} test passages and {_plural(seeds, 'seed')}, "
             f"Holm p {number(r['p Holm'], 'p')}")
     if seeds > 1:
         text += f"; seed by seed {r['seed deltas']}"
@@ -310,23 +282,25 @@ def claim_sentence(r: pd.Series, spread: float | None = None, setting: str | Non
         text += (" One seed: the seed component is declared, the seed sd pooled over this "
                  "family's two-seed comparisons.")
     margin = float(r.get("margin", SMALLEST_EFFECT))
-    paper_margin = not math.isclose(margin, SMALLEST_EFFECT)
-    size = ("an effect as large as the paper's step" if paper_margin
-            else "an effect of one nDCG point")
-    if r["verdict"] == "reversed":
+    size = ("an effect of one nDCG point" if math.isclose(margin, SMALLEST_EFFECT)
+            else "an effect as large as the paper's step")
+    held_back = verdict == "inconclusive" and _zero_side(r) != 0  # only Holm kept the word
+    if verdict == "reversed":
         text += f" Reversed: {r['worse']} beats {r['better']} here, the opposite of the claim."
-    if r["verdict"] == "equivalent":
+    if verdict == "equivalent":
         text += f" The interval lies inside +/-{margin:.4f}: {size} is ruled out."
-    elif r["verdict"] == "inconclusive" and (r["95% CI low"] > 0 or r["95% CI high"] < 0):
+    elif held_back:
         text += (" Its 95% interval excludes zero, but the test does not reject after Holm's "
                  "adjustment for the family's other claims: it reads held or reversed only "
                  "with a smaller family or more seeds.")
-    elif r["verdict"] == "inconclusive":
+    elif verdict == "inconclusive":
         text += (f" The interval is too wide to tell {size} (+/-{margin:.4f}) from none.")
-    elif str(r["verdict"]).startswith("one seed"):
+    elif str(verdict).startswith("one seed"):
         text += " With one seed and no declared seed component, no verdict is read."
-    if not (r["verdict"] == "inconclusive" and (r["95% CI low"] > 0 or r["95% CI high"] < 0)):
-        text += _edge_words(r)
+    distance = r.get("edge distance")
+    if not held_back and distance is not None and np.isfinite(distance):
+        text += (" It is at the edge:" if is_true(r.get("at the edge")) else " It is")
+        text += f" {distance:.4f} from reading otherwise."
     if step := _paper_step(r):
         text += (f" The paper's own step for this claim was {step}: this interval "
                  + ("rules it out." if is_true(r["excludes paper's effect"])
@@ -340,36 +314,22 @@ def _paper_step(r: pd.Series) -> str | None:
     claimed = r["paper claimed"]
     if not isinstance(claimed, float) or math.isnan(claimed):
         return None
-    language = claim_of(r["claim"]).language if _known(r["claim"]) else "avg"
-    return f"{claimed:+.4f} ({SETTINGS[language]}, nDCG@5)"
-
-
-def _known(name: str) -> bool:
-    try:
-        claim_of(name)
-    except KeyError:
-        return False
-    return True
+    claim = _BY_NAME.get(r["claim"])
+    return f"{claimed:+.4f} ({SETTINGS[claim.language if claim else 'avg']}, nDCG@5)"
 
 
 def claim_sentences(table: pd.DataFrame, runs: list[StudyRun] | None = None) -> list[str]:
-    """``claim_sentence`` for every row of a claims table (seed spread and setting from
-    ``runs``)."""
+    """``claim_sentence`` for every row of a claims table (the larger seed spread of its two
+    rows and the setting from ``runs``)."""
     spread = seed_spread(runs) if runs else pd.Series(dtype=float)
-    out = []
-    for _, r in table.iterrows():
-        sds = [spread.get(row, np.nan) for row in (r["better"], r["worse"])]
-        finite = [s for s in sds if np.isfinite(s)]
-        setting = setting_of(runs, r["split"]) if runs else None
-        out.append(claim_sentence(r, max(finite) if finite else None, setting))
-    return out
+    return [claim_sentence(r, spread.reindex([r["better"], r["worse"]]).max(),
+                           setting_of(runs, r["split"]) if runs else None)
+            for _, r in table.iterrows()]
 
 
 def power_table(table: pd.DataFrame) -> pd.DataFrame:
-    """Per claim of a claims table: the smallest effect this design detects with 80% power
-    (``stats.minimum_detectable_effect`` at the claim's standard error and degrees of
-    freedom, level 0.05 before Holm, which can only raise it), next to the paper's step on
-    its own metric, and whether an effect of the paper's size was detectable."""
+    """Per claim of a claims table: the smallest effect it detects with 80% power (level 0.05
+    before Holm), the paper's step, and whether an effect of the paper's size was detectable."""
     out = table[["claim", "metric", "seeds", "n passages", "se", "df", "MDE (80% power)",
                  "paper claimed"]].copy()
     out["paper's step detectable"] = [
@@ -383,22 +343,16 @@ def power_sentence(power: pd.DataFrame, setting: str | None = None) -> str:
     ``power_table`` on one metric."""
     if not len(power):
         return "No claim ran here: no power to state."
-    metric = METRIC_NAMES.get(str(power["metric"].iloc[0]), str(power["metric"].iloc[0]))
-    seeds = int(power["seeds"].max())
-    can = [f"{r['claim']} (MDE {r['MDE (80% power)']:.4f} vs the paper's "
-           f"{r['paper claimed']:+.4f})" for _, r in power.iterrows()
-           if r["paper's step detectable"] is True]
-    cannot = [f"{r['claim']} (MDE {r['MDE (80% power)']:.4f} vs the paper's "
-              f"{r['paper claimed']:+.4f})" for _, r in power.iterrows()
-              if r["paper's step detectable"] is False]
+    said = {flag: "; ".join(f"{r['claim']} (MDE {r['MDE (80% power)']:.4f} vs the paper's "
+                            f"{r['paper claimed']:+.4f})" for _, r in power.iterrows()
+                            if r["paper's step detectable"] is flag) for flag in (True, False)}
     where = f" ({setting})" if setting else ""
-    text = (f"With {seeds} seed{'s' if seeds != 1 else ''} and "
-            f"{int(power['n passages'].max())} test passages{where}, on {metric}, this design "
-            "detects with 80% power an effect the size of the paper's step for ")
-    text += ("; ".join(can) if can else "none of its claims")
-    text += ". It could not detect one for " + ("; ".join(cannot) if cannot else "no claim")
-    text += ": there a verdict other than held says little about an effect of the paper's size."
-    return text
+    return (f"With {_plural(int(power['seeds'].max()), 'seed')} and "
+            f"{int(power['n passages'].max())} test passages{where}, on "
+            f"{_metric_name(power['metric'].iloc[0])}, this design detects with 80% power an "
+            f"effect the size of the paper's step for {said[True] or 'none of its claims'}. It "
+            f"could not detect one for {said[False] or 'no claim'}: there a verdict other than "
+            "held says little about an effect of the paper's size.")
 
 
 #: For each paper claim, the controls that bear on it (chapter 04 reads them together).
@@ -415,8 +369,8 @@ RELATED_CONTROLS = {
 
 def claim_with_controls(paper: pd.DataFrame, controls: pd.DataFrame | None) -> list[str]:
     """Chapter 04's reading of each paper claim: its verdict at the budget, then what each
-    related control (the 2x2 and the scale check among them) says, from the families'
-    tables on one metric. A control that has not run is named with the command that runs it."""
+    related control (``RELATED_CONTROLS``) says, from the families' tables on one metric; a
+    control that has not run is named with the command that runs it."""
     by_name = controls.set_index("claim") if controls is not None and len(controls) else None
     lines = []
     for _, r in paper.iterrows():
@@ -444,27 +398,21 @@ def two_by_two_reading(table: pd.DataFrame) -> str | None:
             f"rate ({at_full['verdict']}) and {_fmt_interval(at_int)} at intermediate's rate "
             f"({at_int['verdict']}); the difference between the two, the policy-by-rate "
             f"interaction, is {_fmt_interval(inter)} ({inter['verdict']}). ")
-    if inter["verdict"] == "held":
-        # which side of zero each cell's interval lies on (0: it straddles zero)
-        full_side, int_side = (int(np.sign(r["95% CI low"])) if r["95% CI low"] > 0
-                               else -1 if r["95% CI high"] < 0 else 0 for r in (at_full, at_int))
-        if full_side * int_side < 0:
-            text += ("Which policy leads depends on the rate (by the two cells' 95% intervals): "
-                     f"intermediate-only {'leads' if full_side > 0 else 'trails'} at full's rate "
-                     f"and {'leads' if int_side > 0 else 'trails'} at its own; neither the "
-                     "policy alone nor the rate alone explains the gain.")
-        elif full_side > 0 and int_side > 0:
-            text += ("Intermediate-only leads at both rates, and by more at its own rate: the "
-                     "rate adds to the policy's lead.")
-        else:
-            text += "The policy's lead grows at intermediate's rate."
-    elif inter["verdict"] == "reversed":
-        text += "The policy's lead shrinks at intermediate's rate."
-    elif inter["verdict"] == "equivalent":
-        text += "The policy's lead does not depend on the rate here."
-    else:
-        text += "These cells cannot say whether the policy's lead depends on the rate."
-    return text
+    if inter["verdict"] != "held":
+        return text + {"reversed": "The policy's lead shrinks at intermediate's rate.",
+                       "equivalent": "The policy's lead does not depend on the rate here."}.get(
+            inter["verdict"], "These cells cannot say whether the policy's lead depends on the "
+            "rate.")
+    full_side, int_side = _zero_side(at_full), _zero_side(at_int)
+    if full_side * int_side < 0:
+        return text + ("Which policy leads depends on the rate (by the two cells' 95% "
+                       f"intervals): intermediate-only {'leads' if full_side > 0 else 'trails'} "
+                       f"at full's rate and {'leads' if int_side > 0 else 'trails'} at its own; "
+                       "neither the policy alone nor the rate alone explains the gain.")
+    if full_side > 0 and int_side > 0:
+        return text + ("Intermediate-only leads at both rates, and by more at its own rate: the "
+                       "rate adds to the policy's lead.")
+    return text + "The policy's lead grows at intermediate's rate."
 
 
 def alternatives_sentence(controls: pd.DataFrame) -> str | None:
@@ -480,10 +428,9 @@ def alternatives_sentence(controls: pd.DataFrame) -> str | None:
 
 def controls_table(runs: list[StudyRun], metric: str = METRIC, family: str = "controls",
                    committed: Path | None = None) -> tuple[pd.DataFrame, str]:
-    """A family of the extras (``controls`` or ``2x2``): computed from ``runs`` when its rows
-    ran in this profile (the extras and smoke profiles), else read from the committed extras
-    table. Returns the table (on ``metric``) and where it came from (empty with the command
-    that fills it when neither exists)."""
+    """A family of the extras (``controls`` or ``2x2``) on ``metric``: computed from ``runs``
+    when its rows ran here, else read from the committed extras table; and where it came
+    from (empty, with the command that fills it, when neither exists)."""
     table = claims_table(runs, family, metric)
     if len(table):
         return table, "computed from this profile's runs"
@@ -508,15 +455,14 @@ def scale_reading(controls: pd.DataFrame, paper: pd.DataFrame) -> list[str]:
     out = []
     for scale, budget in pairs:
         if scale in c.index and budget in p.index:
-            seeds = int(c.loc[scale, "seeds"])
-            same = c.loc[scale, "verdict"] == p.loc[budget, "verdict"]
-            out.append(f"*{budget}*: {p.loc[budget, 'verdict']} at the budget, "
-                       f"{c.loc[scale, 'verdict']} on every training query "
-                       f"({_fmt_interval(c.loc[scale])}, {seeds} seed{'s' if seeds != 1 else ''}"
-                       + (", seed component declared" if c.loc[scale].get("seed term")
-                          == "declared" else "")
-                       + "): the verdict " + ("holds at scale." if same
-                                              else "changes with scale."))
+            at_scale, verdict = c.loc[scale], p.loc[budget, "verdict"]
+            declared = (", seed component declared" if at_scale.get("seed term") == "declared"
+                        else "")
+            out.append(f"*{budget}*: {verdict} at the budget, {at_scale['verdict']} on every "
+                       f"training query ({_fmt_interval(at_scale)}, "
+                       f"{_plural(int(at_scale['seeds']), 'seed')}{declared}): the verdict "
+                       + ("holds at scale." if at_scale["verdict"] == verdict
+                          else "changes with scale."))
     return out
 
 
@@ -525,9 +471,8 @@ def framing_sentence(profile: str = "cpu") -> str:
     profiles: the paper's claims carried to the cpu profile's model, data and budget, plus
     the scale check; not the paper's own model, data and budget (the full profile)."""
     study = P.get_profile(profile).study
-    base = study.base
+    base, scale = study.base, P.get_profile("extras").study
     model = MODEL_NAMES.get(base.model, base.model)
-    scale = P.get_profile("extras").study
     return (f"This study tests whether the paper's claims carry over to another model, data "
             f"and budget: {model} fine-tuned on SQuADShifts {', '.join(study.splits)} with "
             f"{base.train_queries} training queries per run and {len(study.seeds)} seeds on 2 "
@@ -540,10 +485,9 @@ def framing_sentence(profile: str = "cpu") -> str:
 
 
 def summary_line(r: pd.Series) -> str:
-    """A claim in one line for "What we found": verdict and interval on its metric, how near
-    the verdict is to changing, and whether the paper's step (named with its setting) is
-    ruled out."""
-    metric = METRIC_NAMES.get(str(r["metric"]), str(r["metric"]))
+    """A claim in one line for "What we found": verdict and interval on its metric, whether it
+    is at the edge, and whether the paper's step (named with its setting) is ruled out."""
+    metric = _metric_name(r["metric"])
     text = f"{r['claim']}: {r['verdict']}{_winner(r)} ({metric} {_fmt_interval(r)})"
     if is_true(r.get("at the edge")):
         text += ", at the edge"
@@ -559,26 +503,23 @@ def _winner(r: pd.Series) -> str:
 
 
 def _direction(r: pd.Series, against: str = "") -> str:
-    """What a row of "fine-tuning with random negatives hurts" says random negatives do (with
-    ``against``, e.g. " against zero-shot", after the verb): its verdict, or, for an
-    inconclusive one whose interval excludes zero, the interval's side and that it does not
-    survive Holm's adjustment."""
+    """What a row of "fine-tuning with random negatives hurts" says random negatives do
+    (``against`` follows the verb): its verdict, else its interval's side of zero, if any."""
     said = {"held": "hurt", "reversed": "help", "equivalent": "change nothing that matters"}
     if r["verdict"] in said:
         return said[r["verdict"]] + against
-    if r["95% CI high"] < 0 or r["95% CI low"] > 0:
-        side = "help" if r["95% CI high"] < 0 else "hurt"
-        return f"{side}{against} by their 95% interval, though not after Holm's adjustment"
+    if side := _zero_side(r):
+        return (f"{'help' if side < 0 else 'hurt'}{against} by their 95% interval, though not "
+                "after Holm's adjustment")
     return f"may help or hurt{against} (unresolved)"
 
 
 def random_negatives_reading(paper: pd.DataFrame, controls: pd.DataFrame,
                              budgets: dict[str, tuple[int, float, int]]) -> str | None:
-    """Why random negatives help here when they hurt in the paper, from the two claims "random
-    negatives hurts" (study recipe, in-batch negatives) and its paper-recipe control (no
-    in-batch negatives), and the two recipes' budgets (``budgets``: label -> (training
-    queries, training seconds, threads that trained)). None when the study's claim has not
-    run."""
+    """Why random negatives help here when they hurt in the paper, from "random negatives
+    hurts" (study recipe, in-batch negatives), its paper-recipe control (none) and the two
+    recipes' ``budgets`` (label -> (training queries, seconds, threads)). None when the
+    study's claim has not run."""
     p = paper.set_index("claim") if len(paper) else None
     if p is None or RANDOM_HURTS.name not in p.index:
         return None
@@ -597,7 +538,7 @@ def random_negatives_reading(paper: pd.DataFrame, controls: pd.DataFrame,
         text += " The paper's recipe with random negatives has not run here (`make study-extras`)."
     if budgets:
         text += " The two recipes also differ in budget: " + "; ".join(
-            f"{label} saw {queries:,} training queries in {seconds:.0f} s on {threads} "
-            f"thread{'s' if threads != 1 else ''}"
+            f"{label} saw {queries:,} training queries in {seconds:.0f} s on "
+            f"{_plural(threads, 'thread')}"
             for label, (queries, seconds, threads) in budgets.items()) + "."
     return text

@@ -1,10 +1,9 @@
 """What a run costs on the machine at hand: step and encoding rates, measured and remembered.
 
-``machine_rates`` times one optimizer step of each kind of run (``step_shape``) and the
-evaluation encoding speed, in the precision and attention kernel that training uses, once per
-machine (in the precision cache), so ``estimate_cells`` says in a second what a chapter is
-about to train and how long it takes here. The estimate only informs: what a profile runs
-never depends on it.
+``machine_rates`` times one optimizer step per step shape and the evaluation encoding speed,
+in the precision and attention kernel training uses, once per machine (in the precision
+cache), so ``estimate_cells`` says in a second how long a chapter's runs take here. The
+estimate only informs: what a profile runs never depends on it.
 """
 
 from __future__ import annotations
@@ -58,20 +57,18 @@ def step_shape(config) -> str:
 
 
 def estimate_seconds(costs: list[RunCost], rates: Rates) -> float:
-    """Seconds the runs take at ``rates``: each run's steps at its shape's measured step time,
-    plus the encoding of its passages and queries. (An estimate: mining, checkpoints and
-    the steps' varying padding are left out.)"""
+    """Seconds the runs take at ``rates``: steps at their shape's step time plus the encoding
+    of passages and queries (mining, checkpoints and varying padding left out)."""
     return sum(c.steps * rates.step_seconds[c.shape] + c.passages / rates.passages_per_second
                + c.queries / rates.queries_per_second for c in costs)
 
 
-#: ``batching.load_training_data`` of a config holding only the data's fields, read once for
-#: every config that shares the data (an estimate looks at the same split a dozen times).
 _load_data = functools.lru_cache(maxsize=4)(load_training_data)
 
 
 def dataset_of(config) -> tuple:
-    """``batching.load_training_data(config)`` (in-domain, out-of-domain), cached."""
+    """``batching.load_training_data(config)`` (in-domain, out-of-domain), cached for every
+    config sharing the data (an estimate looks at the same split a dozen times)."""
     return _load_data(TrainConfig(split=config.split, passages=config.passages,
                                   val_fraction=config.val_fraction, ood_split=config.ood_split,
                                   ood_passages=config.ood_passages))
@@ -97,10 +94,9 @@ def _timing_examples(config, n: int, seed: int = 0):
 
 
 def time_step(config, repeats: int = 2) -> float:
-    """Seconds of one optimizer step of ``config`` here (forward, backward, AdamW and the
-    loop's one host synchronisation, in the precision and attention kernel training uses),
-    the fastest of ``repeats`` after one warm-up step (a single timed step after the warm-up
-    read 2.9 s where the run's steps averaged 2.1 s: the first steps still allocate)."""
+    """Seconds of one optimizer step of ``config`` here (forward, backward, fused AdamW, one
+    host synchronisation; training's precision and attention kernel): the fastest of
+    ``repeats`` after a warm-up step (the first steps still allocate)."""
     examples, m = _timing_examples(config, config.batch_size)
     torch.manual_seed(config.seed)
     model, _ = prepare_model(config)
@@ -125,19 +121,17 @@ def time_step(config, repeats: int = 2) -> float:
 
 def time_encoding(config, n: int = 192) -> tuple[float, float, str]:
     """(passages/s, queries/s, precision) of evaluation encoding of ``n`` test passages and
-    queries of ``config``'s data with its base model, after a warm-up batch of each (a
-    machine's first batches pay for kernel set-up that a run's thousands of texts do not)."""
+    queries of ``config``'s data with its base model, after a warm-up batch of each."""
     model = load_model(config.model)
     precision = decide(config.bf16, str(model.device))
     test = dataset_of(config)[0].test()
     rng = random.Random(0)
     warm = encode_batch_size(model)
-    passages = [test.corpus[p]["text"]
-                for p in rng.sample(sorted(test.corpus), min(n + warm, len(test.corpus)))]
-    queries = [q["text"] for q in rng.sample(list(test.queries.values()),
-                                             min(n + warm, len(test.queries)))]
+    pools = ([test.corpus[p]["text"] for p in sorted(test.corpus)],
+             [q["text"] for q in test.queries.values()])
     rates = []
-    for encode, texts in ((encode_passages, passages), (encode_queries, queries)):
+    for encode, pool in zip((encode_passages, encode_queries), pools, strict=True):
+        texts = rng.sample(pool, min(n + warm, len(pool)))
         encode(model, texts[:warm], progress=False, bf16=precision.bf16)
         # a set smaller than the warm-up batch plus n (the smoke profile's 30 Hindi passages)
         # is timed whole, a second time, rather than on nothing
@@ -164,9 +158,8 @@ def config_cost(config) -> RunCost:
 
 def machine_rates(configs: list, use_cache: bool = True) -> Rates:
     """This machine's rates for ``configs`` (one timed step per step shape, the encoding speed
-    of the first config's model), remembered per machine (in the precision cache, keyed by
-    the CPU and torch): a shape or model timed once on this machine is not timed again, so a
-    chapter can say what a run will cost in a second instead of a minute."""
+    of the first config's model), remembered per machine (the precision cache, keyed by the
+    CPU and torch): a shape or model timed once here is not timed again."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     precision = decide(configs[0].bf16, device)
     tag = f"rates/{device}/{precision.name}/{precision.attention}"

@@ -88,8 +88,8 @@ def passage_text(doc: dict, title_in_text: bool) -> str:
 
 @dataclass
 class RetrievalDataset:
-    """A BEIR-style dataset with a by-passage train/test split: training code gets ``train()``,
-    evaluation ``test()``; the raw queries and qrels are private on purpose."""
+    """A BEIR-style dataset split by passage: training code gets ``train()``, evaluation
+    ``test()``; the raw queries and qrels are private on purpose."""
 
     name: str
     corpus: dict[str, dict]
@@ -110,7 +110,7 @@ class RetrievalDataset:
 
     @property
     def val_passages(self) -> set[str]:
-        """Passages carved out of the train side for validation (empty without one)."""
+        """Passages carved out of the train side for validation."""
         return {d for rels in self._qrels.get("val", {}).values() for d in rels}
 
     def _split(self, side: str, held_out: set[str] | None, qrels: Qrels) -> Split:
@@ -132,9 +132,8 @@ class RetrievalDataset:
         return self._split("train", held_out, qrels)
 
     def validation(self) -> Split:
-        """Validation queries against every non-test passage (train and validation ones): the
-        test side one level down. Every choice the study makes is scored here; ``test()`` is
-        used once, for the final rows."""
+        """Validation queries against every non-test passage: where the study's choices are
+        scored (``test()`` is used once, for the final rows)."""
         qrels = self._qrels.get("val")
         if qrels is None:
             raise ValueError(f"{self.name}: no validation side; use with_validation() first")
@@ -145,9 +144,8 @@ class RetrievalDataset:
         return self._split("test", None, self._qrels.get("test", {}))
 
     def with_validation(self, fraction: float, seed: int = DEFAULT_SEED) -> RetrievalDataset:
-        """A copy whose train side loses a seeded ``fraction`` of its passages to validation,
-        by passage as the test split (every train query judged on a chosen passage moves).
-        Test passages and queries are untouched. ``fraction=0`` returns ``self``."""
+        """A copy whose train side loses a seeded ``fraction`` of its passages (and every
+        train query judged on one) to validation; ``fraction=0`` returns ``self``."""
         if not 0.0 <= fraction < 1.0:
             raise ValueError(f"validation fraction must be in [0, 1), got {fraction!r}")
         if fraction == 0.0:
@@ -165,8 +163,8 @@ class RetrievalDataset:
                                 stable_hash([self.checksum, "val", fraction, seed]))
 
     def subset(self, n_passages: int, seed: int = 0) -> RetrievalDataset:
-        """A smaller dataset of ``n_passages`` passages (each split side keeps its share);
-        whole passages and all their queries are kept or dropped together."""
+        """A smaller dataset of ``n_passages`` passages, each side keeping its share; a
+        passage and its queries are kept or dropped together."""
         rng = np.random.default_rng(seed)
         test = sorted(self.test_passages)
         rest = sorted(set(self.corpus) - set(test))
@@ -190,13 +188,11 @@ class RetrievalDataset:
 
     def counts(self) -> dict[str, int]:
         """Passages and queries on each side of the split (validation only when carved)."""
-        out = {
-            "passages": len(self.corpus),
-            "train_passages": len(self.corpus) - len(self.test_passages | self.val_passages),
-            "test_passages": len(self.test_passages),
-            "train_queries": len(self._qrels.get("train", {})),
-            "test_queries": len(self._qrels.get("test", {})),
-        }
+        out = {"passages": len(self.corpus),
+               "train_passages": len(self.corpus) - len(self.test_passages | self.val_passages),
+               "test_passages": len(self.test_passages),
+               "train_queries": len(self._qrels.get("train", {})),
+               "test_queries": len(self._qrels.get("test", {}))}
         if "val" in self._qrels:
             out.update(val_passages=len(self.val_passages), val_queries=len(self._qrels["val"]))
         return out
@@ -207,9 +203,8 @@ class RetrievalDataset:
 
 def load_beir(folder: str | Path, name: str | None = None,
               title_in_text: bool = False) -> RetrievalDataset:
-    """Load a BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<side>.tsv``; ``dev``
-    is the test side without a ``test.tsv``). Bad input (malformed JSON, duplicate ids, empty
-    sets, qrels naming unknown ids) raises ``DataError`` naming the file and line."""
+    """Load a BEIR folder (``dev`` qrels are the test side without ``test.tsv``); bad input
+    raises ``DataError`` naming the file and line."""
     folder = Path(folder)
     corpus = {d: {"title": r.get("title", "") or "", "text": r["text"]}
               for d, r in _records_by_id(folder / "corpus.jsonl").items()}
@@ -252,9 +247,8 @@ def _records_by_id(path: Path) -> dict[str, dict]:
 
 
 def qrels_rows(path: Path) -> list[tuple[int, str, str, int]]:
-    """``(line, qid, docid, relevance)`` of a qrels file, BEIR (``query-id corpus-id score``
-    with a header, tab-separated) or TREC (``qid Q0 docid rel``, whitespace-separated). A
-    malformed line is a ``DataError`` naming the file and line."""
+    """``(line, qid, docid, relevance)`` of a BEIR (tab-separated, header) or TREC (``qid Q0
+    docid rel``) qrels file; a malformed line is a ``DataError`` naming the file and line."""
     rows = []
     for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
         parts = line.split("\t") if "\t" in line else line.split()
@@ -274,8 +268,7 @@ def qrels_rows(path: Path) -> list[tuple[int, str, str, int]]:
 
 
 def read_qrels(path: Path, queries: dict | None = None, corpus: dict | None = None) -> Qrels:
-    """Read a qrels file (``qrels_rows``), checking every id against ``queries`` and
-    ``corpus`` when given, and refusing a duplicate judgement."""
+    """Read a qrels file, refusing a duplicate judgement and (when given) unknown ids."""
     qrels: Qrels = {}
     for lineno, qid, docid, rel in qrels_rows(path):
         if docid in qrels.get(qid, {}):
@@ -312,9 +305,8 @@ def write_beir(folder: Path, corpus: dict[str, dict], queries: dict[str, dict],
 
 
 def squad_to_beir(squad: dict, source: str, keep_titles: bool = True) -> BeirTriple:
-    """SQuAD JSON -> (corpus, queries, qrels), identical paragraphs merged: passage ids
-    ``p00000``... in order of first appearance, SQuAD's query ids, each query's distinct
-    answer strings kept (they detect false negatives)."""
+    """SQuAD JSON -> (corpus, queries, qrels), identical paragraphs merged (ids ``p00000``...
+    in order of first appearance), each query's distinct answer strings kept."""
     corpus: dict[str, dict] = {}
     by_text: dict[str, str] = {}
     queries: dict[str, dict] = {}
@@ -354,11 +346,9 @@ def split_by_passage(corpus: dict[str, dict], qrels: Qrels, seed: int = DEFAULT_
 
 def build_one(name: str, convert: Converter, out: Path, params: dict, previous: dict,
               sources_root: Path | None = None, force: bool = False) -> dict | None:
-    """Build dataset ``name`` from its source into ``<out>/<name>/`` (BEIR layout, split by
-    passage with ``params``' seed and test fraction) and return its manifest entry: the source
-    file and sha256, the parameters, the builder version, the counts and the sha256 of every
-    written file relative to ``out``. None when ``previous`` (its last entry) shows the same
-    source, parameters and builder."""
+    """Build dataset ``name`` from its source into ``<out>/<name>/`` (split by passage with
+    ``params``) and return its manifest entry (source, parameters, builder version, counts,
+    sha256 of every file); None when ``previous`` shows the same source, parameters and builder."""
     src, folder = sources.SOURCES[name], out / name
     if (not force and previous.get("params") == params
             and previous.get("source_sha256") == src.sha256
@@ -379,9 +369,9 @@ def build_one(name: str, convert: Converter, out: Path, params: dict, previous: 
 def build_squadshifts(splits: Iterable[str] = SQUADSHIFTS, out: Path = DATA_DIR / "squadshifts",
                       seed: int = DEFAULT_SEED, test_fraction: float = DEFAULT_TEST_FRACTION,
                       sources_root: Path | None = None, force: bool = False) -> dict[str, dict]:
-    """Build the SQuADShifts splits from the committed sources (``build_one``); a split whose
-    optional source is absent is skipped with one line saying why (and a folder built earlier
-    from another copy removed). Returns the manifest, also written to ``<out>/manifest.json``."""
+    """Build the SQuADShifts splits (``build_one``), skipping with one line a split whose
+    optional source is absent (and removing its earlier folder); returns the manifest, also
+    written to ``<out>/manifest.json``."""
     splits = list(splits)
     unknown = set(splits) - set(SQUADSHIFTS)
     if unknown:
@@ -424,22 +414,16 @@ def load_squadshifts(split: str, root: Path = DATA_DIR / "squadshifts") -> Retri
 
 # --------------------------------------------------------------------------- MIRACL
 
-MIRACL_REPO = "miracl/miracl"
-MIRACL_CORPUS_REPO = "miracl/miracl-corpus"
-
-
 def load_miracl(lang: str, root: str | Path | None = None,
                 splits: tuple[str, ...] = ("dev",)) -> RetrievalDataset:
-    """Load MIRACL for one language: topics, qrels and the ``title\\ntext`` corpus, from a local
-    ``root`` or (None) the hub (``miracl/miracl`` and ``miracl/miracl-corpus``, downloaded and
-    cached by ``huggingface_hub``), in the hub's layout::
+    """Load MIRACL for one language (``title\\ntext`` passages) from a local ``root`` or (None)
+    the hub (cached by ``huggingface_hub``), in the hub's layout::
 
         miracl-v1.0-<lang>/topics/topics.miracl-v1.0-<lang>-<split>.tsv   qid \\t query
         miracl-v1.0-<lang>/qrels/qrels.miracl-v1.0-<lang>-<split>.tsv     qid Q0 docid rel
         miracl-corpus-v1.0-<lang>/docs-*.jsonl.gz                        {docid,title,text}
 
-    The corpus is read with HF ``datasets``' JSON loader. ``dev`` becomes the test side;
-    ``train`` (if asked) the train side.
+    ``dev`` becomes the test side, ``train`` (if asked) the train side.
     """
     import datasets
 
@@ -447,10 +431,10 @@ def load_miracl(lang: str, root: str | Path | None = None,
     if root is None:
         from huggingface_hub import snapshot_download
 
-        root = snapshot_download(MIRACL_REPO, repo_type="dataset", allow_patterns=[
+        root = snapshot_download("miracl/miracl", repo_type="dataset", allow_patterns=[
             f"{base}/{kind}/{kind}.{base}-{split}.tsv"
             for kind in ("topics", "qrels") for split in splits])
-        corpus_root = Path(snapshot_download(MIRACL_CORPUS_REPO, repo_type="dataset",
+        corpus_root = Path(snapshot_download("miracl/miracl-corpus", repo_type="dataset",
                                              allow_patterns=[f"{corpus_dir}/docs-*.jsonl.gz"]))
     else:
         corpus_root = Path(root)
@@ -458,8 +442,10 @@ def load_miracl(lang: str, root: str | Path | None = None,
     if not doc_files:
         raise DataError(f"no MIRACL corpus files for {lang!r} ({corpus_dir}/docs-*.jsonl.gz)")
 
+    table = datasets.load_dataset("json", data_files=[str(f) for f in doc_files], split="train")
+    corpus = {str(r["docid"]): {"title": r.get("title") or "", "text": r["text"]} for r in table}
     queries: dict[str, dict] = {}
-    judged: dict[str, tuple[Path, list]] = {}
+    qrels: dict[str, Qrels] = {}
     for split in splits:
         topics = Path(root) / base / "topics" / f"topics.{base}-{split}.tsv"
         for lineno, line in enumerate(topics.read_text(encoding="utf-8").splitlines(), 1):
@@ -469,14 +455,8 @@ def load_miracl(lang: str, root: str | Path | None = None,
                     raise DataError(f"{topics}:{lineno}: expected 'qid<TAB>query'")
                 queries[parts[0]] = {"text": parts[1], "answers": []}
         path = Path(root) / base / "qrels" / f"qrels.{base}-{split}.tsv"
-        judged["test" if split == "dev" else split] = (path, qrels_rows(path))
-
-    table = datasets.load_dataset("json", data_files=[str(f) for f in doc_files], split="train")
-    corpus = {str(r["docid"]): {"title": r.get("title") or "", "text": r["text"]} for r in table}
-    qrels: dict[str, Qrels] = {}
-    for side, (path, rows) in judged.items():
-        rels = qrels[side] = {}
-        for lineno, qid, docid, rel in rows:
+        rels = qrels["test" if split == "dev" else split] = {}
+        for lineno, qid, docid, rel in qrels_rows(path):
             if qid not in queries:
                 raise DataError(f"{path}:{lineno}: unknown query {qid!r}")
             if docid not in corpus:
@@ -527,9 +507,8 @@ def counts_section(manifest: dict[str, dict]) -> str:
 
 
 def update_datasheet(manifest: dict[str, dict], path: Path = DATASHEET) -> None:
-    """Rewrite the datasheet's generated sections (raw sources; counts and checksums); a
-    section whose markers are absent is left out. The build is deterministic, so the file
-    changes only when the data or the split parameters do."""
+    """Rewrite the datasheet's generated sections (raw sources; counts and checksums) where
+    their markers are (the file changes only when the data or the split parameters do)."""
     text = new = path.read_text(encoding="utf-8")
     for start, end, body in ((SOURCES_START, SOURCES_END, sources_section()),
                              (SHEET_START, SHEET_END, counts_section(manifest))):

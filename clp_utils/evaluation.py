@@ -1,15 +1,10 @@
 """Evaluation that IR people trust: trec_eval's metrics, BM25, fusion, zero-shot runs.
 
-Retrieval itself (encoding, exact search, run files) is ``clp_utils.retrieval``.
-
-- ``evaluate_run``: ``ndcg_cut_5``, ``ndcg_cut_10``, ``recall_10``, ``recall_100`` and
-  ``map_cut_100`` by pytrec_eval (trec_eval's own C code), plus ``mrr_10``. As
-  ``trec_eval -c``, every judged query counts (a query without results scores 0); documents
-  rank by score, ties broken by document id in DESCENDING order (``retrieval.rank``).
-- ``bm25`` and ``zero_shot``: the baselines, cached under ``results/baselines/``.
-- ``rrf`` and ``convex``: fusion of two runs (reciprocal rank; min-max normalised scores).
-
-Significance tests live in ``clp_utils.stats``.
+``evaluate_run`` computes ``METRICS`` with pytrec_eval (trec_eval's own C code) as
+``trec_eval -c``: every judged query counts (a query without results scores 0); documents
+rank by score, ties by document id DESCENDING (``retrieval.rank``). ``bm25`` and
+``zero_shot`` are the baselines, cached under ``results/baselines/``. Retrieval itself is
+``clp_utils.retrieval``; significance tests are ``clp_utils.stats``.
 """
 
 from __future__ import annotations
@@ -93,6 +88,11 @@ class Evaluation:
     clusters: dict[str, str] = field(default_factory=dict)  # qid -> cluster
 
 
+def _evaluation(per_query: dict[str, dict[str, float]], qrels: Qrels) -> Evaluation:
+    mean = {m: float(np.mean(list(per_query[m].values()))) for m in METRICS}
+    return Evaluation(mean, per_query, passage_clusters(qrels))
+
+
 def evaluate_run(run: Run, qrels: Qrels) -> Evaluation:
     """Metrics averaged over every query in ``qrels`` (``trec_eval -c``); ``mrr_10`` is
     trec_eval's ``recip_rank`` of each query's first 10 documents."""
@@ -100,14 +100,12 @@ def evaluate_run(run: Run, qrels: Qrels) -> Evaluation:
         raise ValueError("no judged queries to evaluate")
     judged = {q: dict(rels) for q, rels in qrels.items()}
     run = {q: {d: float(s) for d, s in docs.items()} for q, docs in run.items()}  # C wants floats
-    trec = METRICS[:-1]
-    full = pytrec_eval.RelevanceEvaluator(judged, set(trec)).evaluate(run)
+    full = pytrec_eval.RelevanceEvaluator(judged, set(METRICS[:-1])).evaluate(run)
     top = {q: dict(rank(docs)[:10]) for q, docs in run.items()}
-    first = pytrec_eval.RelevanceEvaluator(judged, {"recip_rank"}).evaluate(top)
-    per_query = {m: {q: full.get(q, {}).get(m, 0.0) for q in qrels} for m in trec}
-    per_query["mrr_10"] = {q: first.get(q, {}).get("recip_rank", 0.0) for q in qrels}
-    mean = {m: float(np.mean(list(per_query[m].values()))) for m in METRICS}
-    return Evaluation(mean, per_query, passage_clusters(qrels))
+    for q, values in pytrec_eval.RelevanceEvaluator(judged, {"recip_rank"}).evaluate(top).items():
+        full.setdefault(q, {})["mrr_10"] = values["recip_rank"]
+    return _evaluation({m: {q: full.get(q, {}).get(m, 0.0) for q in qrels} for m in METRICS},
+                       qrels)
 
 
 # --------------------------------------------------------------------------- end to end
@@ -188,18 +186,13 @@ def read_evaluation(run_dir: Path, qrels: Qrels) -> RetrievalResult | None:
     passage cluster from ``qrels``. The run file is read only if fusion asks for it."""
     if not (run_dir / "metrics.json").exists():
         return None
-    per_query: dict[str, dict[str, float]] = {m: {} for m in METRICS}
     with open(run_dir / "per_query.csv", newline="", encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            for m in METRICS:
-                per_query[m][row["qid"]] = float(row[m])
-    missing = set(qrels) - set(per_query[METRICS[0]])
-    if missing:
+        rows = {row["qid"]: row for row in csv.DictReader(fh)}
+    if missing := set(qrels) - set(rows):
         raise ValueError(f"{run_dir / 'per_query.csv'}: {len(missing)} judged queries have no "
                          f"row (e.g. {sorted(missing)[:3]}); the evaluation is stale")
-    per_query = {m: {q: v[q] for q in qrels} for m, v in per_query.items()}
-    mean = {m: float(np.mean(list(per_query[m].values()))) for m in METRICS}
-    return RetrievalResult(run_dir, None, Evaluation(mean, per_query, passage_clusters(qrels)))
+    per_query = {m: {q: float(rows[q][m]) for q in qrels} for m in METRICS}
+    return RetrievalResult(run_dir, None, _evaluation(per_query, qrels))
 
 
 def committed_dir() -> Path:
@@ -256,9 +249,7 @@ def zero_shot(dataset, model_name: str = "minilm", model=None, progress: bool = 
         raise ValueError(f"side must be one of {sides}, got {side!r}")
     device = model.device if model is not None else "cuda" if torch.cuda.is_available() else "cpu"
     precision = decide(bf16, device).name
-    stem = f"{_slug(model_name)}-{dataset.name}-{dataset.checksum[:8]}"
-    dirs = {s: results_dir() / "baselines" / f"{stem}{'' if s == 'test' else '-' + s}-{precision}"
-            for s in sides}
+    dirs = {s: _baseline_dir(_slug(model_name), dataset, s, f"-{precision}") for s in sides}
     splits = {s: _side(dataset, s) for s in sides}
     if done := read_evaluation(dirs[side], splits[side].qrels):
         return done
@@ -288,9 +279,7 @@ def bm25(dataset, language: str = "english", side: str = "test",
 
     split = _side(dataset, side)
     words = "" if token_pattern is None else "-" + stable_hash(token_pattern, 6)
-    suffix = "" if side == "test" else f"-{side}"
-    run_dir = (results_dir() / "baselines"
-               / f"bm25-{language}{words}-{dataset.name}-{dataset.checksum[:8]}{suffix}")
+    run_dir = _baseline_dir(f"bm25-{language}{words}", dataset, side)
     if done := read_evaluation(run_dir, split.qrels):
         return done
     docids, qids = list(split.corpus), list(split.queries)
@@ -302,6 +291,13 @@ def bm25(dataset, language: str = "english", side: str = "test",
         k=min(TOP_K, len(docids)), show_progress=False)
     return save_evaluation(to_run(qids, docids, scores, idx), split, run_dir,
                            tag=f"bm25-{language}")
+
+
+def _baseline_dir(system: str, dataset, side: str, tail: str = "") -> Path:
+    """A baseline's folder: system, dataset name and checksum, side (test: none), ``tail``."""
+    suffix = "" if side == "test" else f"-{side}"
+    return (results_dir() / "baselines"
+            / f"{system}-{dataset.name}-{dataset.checksum[:8]}{suffix}{tail}")
 
 
 def _side(dataset, side: str) -> Split:

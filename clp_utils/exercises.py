@@ -1,19 +1,13 @@
-"""The chapters' "try this" exercises: a parameter change, the question it answers, and a
-solution with the outcome the project measured.
+"""The chapters' "try this" exercises, write-code checks and questionnaires.
 
-Each chapter ends with two exercises. ``task(key)`` says what to change and what it answers;
-``attempt(key, profile, run)`` does it at the profile's size (a tiny run in the smoke
-profile, so the test chain executes every exercise; in the cpu profile a trained exercise is
-the run ``make study-extras`` trained, read back, or it says how long it would take);
-``solution(key)`` states what the project measured, read from the committed figures (the
-cpu profile's, or the extras' for the controls), and what to conclude from it. Nothing in a
-solution is typed by hand: a solution whose measurement is not committed says which command
-produces it. ``attempt`` starts by saying how long it takes here (the package's estimate
-for a run that trains).
-
-Each chapter also has one write-code exercise (``check(key, fn)``: the student's function
-against the package's on a few inputs, a clear message where they differ) and a
-questionnaire on its own results (``folded_answer(key)``, read from the committed tables).
+Each chapter ends with two exercises: ``task(key)`` says what to change and what it answers;
+``attempt(key, profile, run)`` starts with how long it takes here (``duration``) and does it
+at the profile's size (the smoke chain runs every one; in the cpu profile a run that
+``make study-extras`` trained is read back); ``solution(key)`` states what the project
+measured, read from the committed figures (the extras' for the controls), or which command
+produces it: nothing in a solution is typed by hand. Each chapter also has one write-code
+exercise (``check(key, fn)``: the student's function against the package's on a few inputs)
+and a questionnaire on its own results (``folded_answer(key)``, read from committed tables).
 """
 
 from __future__ import annotations
@@ -30,7 +24,7 @@ import torch
 
 from clp_utils import claims as C
 from clp_utils import profiles as P
-from clp_utils.base.paths import EXTRAS_ROOT, FIGURES_ROOT
+from clp_utils.base.paths import FIGURES_ROOT
 from clp_utils.batching import Example, false_in_batch_negatives
 from clp_utils.claims import Claim, claim_sentence
 from clp_utils.costs import estimate_cells
@@ -48,8 +42,6 @@ from clp_utils.study import config_of
 from clp_utils.train_config import TrainConfig
 from clp_utils.training import train
 
-EXTRAS = EXTRAS_ROOT
-
 
 @dataclass(frozen=True)
 class Exercise:
@@ -60,25 +52,36 @@ class Exercise:
     title: str
     change: str
     question: str
+    answer: Callable[[], str]  # the measured outcome and what it means
     config: Callable[[str], TrainConfig] | None = None  # the run it trains, per profile
-    answer: Callable[[], str] | None = None  # the measured outcome and what it means
     after: str = ""  # what reads the trained run, where that is not this cell
 
 
-def _read(path) -> pd.DataFrame | None:
+def _read(stem: str) -> pd.DataFrame | None:
+    path = FIGURES_ROOT / f"{stem}.csv"
     return pd.read_csv(path) if path.exists() else None
 
 
-def _from_table(path, command: str, text: Callable[[pd.DataFrame], str]) -> Callable[[], str]:
-    """An answer read from a committed table: ``text(table)``, or which command makes it."""
+def _missing(stem: str, command: str) -> str:
+    return f"Not measured yet: {FIGURES_ROOT.name}/{stem}.csv is absent (`{command}`)."
+
+
+def _figure(stem: str, text: Callable[[pd.DataFrame], str],
+            command: str = "make study") -> Callable[[], str]:
+    """An answer read from the committed table ``figures/<stem>.csv``: ``text(table)``, or
+    which command makes the table."""
     def answer() -> str:
-        table = _read(path)
-        return _missing(path, command) if table is None else text(table)
+        table = _read(stem)
+        return _missing(stem, command) if table is None else text(table)
     return answer
 
 
-def _missing(path, command: str) -> str:
-    return f"Not measured yet: {path.relative_to(FIGURES_ROOT.parent)} is absent (`{command}`)."
+def _each(t: pd.DataFrame, row: Callable[[pd.Series], str], lead: str = "") -> str:
+    return lead + "; ".join(row(r) for _, r in t.iterrows()) + "."
+
+
+def _ci(r: pd.Series, column: str = "delta") -> str:
+    return f"{r[column]:+.4f} (95% CI {r['95% CI low']:+.4f} to {r['95% CI high']:+.4f})"
 
 
 def _control(claim: Claim) -> Callable[[], str]:
@@ -86,13 +89,13 @@ def _control(claim: Claim) -> Callable[[], str]:
     def answer(table: pd.DataFrame) -> str:
         if "metric" in table.columns:
             table = table[table["metric"] == METRIC]
-        if claim.name not in set(table["claim"]):
+        rows = table[table["claim"] == claim.name]
+        if rows.empty:
             return (f"Not measured yet: {claim.name!r} is not in the {claim.family} table "
                     "(`make study-extras`).")
-        return claim_sentence(table.set_index("claim").loc[claim.name].rename(claim.name)
-                              .to_frame().T.reset_index(names="claim").iloc[0])
+        return claim_sentence(rows.iloc[0])
     stem = "04_claims_2x2" if claim.family == "2x2" else "04_claims_controls"
-    return _from_table(EXTRAS / f"{stem}.csv", "make study-extras", answer)
+    return _figure(f"extras/{stem}", answer, "make study-extras")
 
 
 def _negatives_answer(table: pd.DataFrame) -> str:
@@ -128,7 +131,7 @@ def _toy_answer(column: str, lam: float, tau: float, versus: tuple[float, float]
                    "margin: a trade, not a free gain." if column == "lambda" else
                    "The higher temperature pushes the negative further from q (a larger "
                    "margin) and from its own query too: lambda means something only with tau."))
-    return _from_table(FIGURES_ROOT / "02_lambda_tradeoff.csv", "make study", answer)
+    return _figure("02_lambda_tradeoff", answer)
 
 
 def _harm_answer(table: pd.DataFrame) -> str:
@@ -137,9 +140,9 @@ def _harm_answer(table: pd.DataFrame) -> str:
     if not rows:
         return "Not measured yet: the lambda 0.5 runs are absent (`make study-extras`)."
     r = t.loc[rows[0]]
-    return (f"{rows[0]}: the own-query gap moves by {r['own minus matched control']:+.4f} "
-            f"(95% CI {r['95% CI low']:+.4f} to {r['95% CI high']:+.4f}): {repair_reading(r)} "
-            "of the harm to the negatives' own queries at five times the paper's lambda.")
+    return (f"{rows[0]}: the own-query gap moves by {_ci(r, 'own minus matched control')}: "
+            f"{repair_reading(r)} of the harm to the negatives' own queries at five times the "
+            "paper's lambda.")
 
 
 def _overlap_answer(table: pd.DataFrame) -> str:
@@ -155,17 +158,11 @@ def _overlap_answer(table: pd.DataFrame) -> str:
 
 
 def _cutoff_answer(table: pd.DataFrame) -> str:
-    flips = []
-    for split, part in table.groupby("split"):
-        at5 = part.set_index("system")["ndcg_cut_5"].idxmax()
-        at10 = part.set_index("system")["ndcg_cut_10"].idxmax()
-        if at5 != at10:
-            flips.append(split)
+    flips = [split for split, part in table.groupby("split")
+             if part.set_index("system")[["ndcg_cut_5", "ndcg_cut_10"]].idxmax().nunique() > 1]
     return ("No split changes its winner between nDCG@5 and nDCG@10: the cut-off moves every "
             "number, not the ranking of systems." if not flips else
             f"The winner changes on {', '.join(flips)}: the cut-off matters there.")
-
-
 
 
 def _validation_text(t: pd.DataFrame) -> str:
@@ -180,89 +177,80 @@ def _validation_text(t: pd.DataFrame) -> str:
 
 
 def _tokenizer_text(t: pd.DataFrame) -> str:
-    t = t.set_index("model")
-    parts = [f"{m}: {t.loc[m, 'pieces per word']:.1f} pieces per Hindi word, "
-             f"{t.loc[m, 'unknown share']:.1%} unknown pieces" for m in t.index]
-    return ("; ".join(parts) + ". An English WordPiece vocabulary spells Hindi out letter by "
-            "letter, which is why MiniLM retrieves almost nothing there.")
+    return _each(t, lambda r: f"{r['model']}: {r['pieces per word']:.1f} pieces per Hindi word, "
+                 f"{r['unknown share']:.1%} unknown pieces") + (
+        " An English WordPiece vocabulary spells Hindi out letter by letter, which is why "
+        "MiniLM retrieves almost nothing there.")
 
 
-def _trained_on_answer(table: pd.DataFrame) -> str:
-    t = table.set_index(["row", "group"])["change"]
-    parts = [f"{row}: {t[(row, g)]:+.4f} for {g}" for row, g in t.index]
-    return ("Mean change in nDCG@10 (fine-tuned minus zero-shot) per group: " + "; ".join(parts)
-            + ". Queries the run trained on gain the most: training pulls their passage back, "
-              "which is why the harm analysis sets them apart.")
+def _trained_on_answer(t: pd.DataFrame) -> str:
+    return _each(t, lambda r: f"{r['row']}: {r['change']:+.4f} for {r['group']}",
+                 "Mean change in nDCG@10 (fine-tuned minus zero-shot) per group: ") + (
+        " Queries the run trained on gain the most: training pulls their passage back, which is "
+        "why the harm analysis sets them apart.")
 
 
 def _trained(row: str) -> Callable[[str], TrainConfig]:
     return lambda profile: config_of(profile if profile == "smoke" else "extras", row)
 
 
-def _figure(stem: str, text: Callable[[pd.DataFrame], str],
-            command: str = "make study") -> Callable[[], str]:
-    """An answer read from the cpu profile's committed table ``figures/<stem>.csv``."""
-    return _from_table(FIGURES_ROOT / f"{stem}.csv", command, text)
-
-
 EXERCISES = [
     Exercise("00a", "Lexical overlap and BM25's lead",
              "compare the overlap table above, across splits and by overlap band",
              "Is BM25's lead over the dense model largest where questions reuse their "
-             "passage's words?", None, _figure("00_overlap_bands", _overlap_answer)),
+             "passage's words?", _figure("00_overlap_bands", _overlap_answer)),
     Exercise("00b", "nDCG@5 instead of nDCG@10",
              "metric = 'ndcg_cut_5' in the parameters cell (the bar chart reads it)",
-             "Does any split change its winner with the cut-off?", None,
+             "Does any split change its winner with the cut-off?",
              _figure("00_baselines", _cutoff_answer)),
     Exercise("01a", "Four negatives per query",
              "read the 1- and 4-negative curves of the design (figures/03_validation.csv; "
              "chapter 03 draws them, `make design` re-makes them in about an hour)",
              "At equal training time on two cores, do more hard negatives per query help?",
-             None, _figure("03_validation", _negatives_answer, "make design")),
+             _figure("03_validation", _negatives_answer, "make design")),
     Exercise("01b", "Mine from rank 1",
              "compare the window from rank 1 with the study's window in the table above "
              "(MiningConfig(rank_min=1) makes that row)",
              "How many more false negatives do ranks 1-2 bring, and is that worth skipping "
-             "them for?",
-             None, _figure("01_false_negatives", _window_answer)),
+             "them for?", _figure("01_false_negatives", _window_answer)),
     Exercise("02a", "Lambda 0.5", "lam = 0.5 (the slider in JupyterLab)",
              "Where does the negative come to rest, and what does q pay for it?",
-             None, _toy_answer("lambda", 0.5, 0.02, (0.02, 0.1))),
+             _toy_answer("lambda", 0.5, 0.02, (0.02, 0.1))),
     Exercise("02b", "Temperature 0.05", "tau = 0.05 (the slider in JupyterLab)",
              "How much further does InfoNCE alone push the negative?",
-             None, _toy_answer("tau", 0.0, 0.05, (0.02, 0.0))),
+             _toy_answer("tau", 0.0, 0.05, (0.02, 0.0))),
     Exercise("03a", "Intermediate-only at full fine-tuning's rate",
              "policy='intermediate' with the full policy's learning rate",
              "Is intermediate-only's lead the policy, or its ten times higher rate?",
-             _trained(P.INTERMEDIATE_FULL_RATE), _control(C.POLICY_AT_FULL_RATE)),
+             _control(C.POLICY_AT_FULL_RATE), config=_trained(P.INTERMEDIATE_FULL_RATE)),
     Exercise("03b", "Random negatives without in-batch negatives",
              "the paper's recipe (in_batch=False, tau 0.02, batch 4) with random negatives",
              "Do random negatives hurt where they are nearly the only negatives, as in the "
-             "paper?", _trained(P.PAPER_RECIPE_RANDOM), _control(C.RECIPE_RANDOM_HURTS)),
+             "paper?", _control(C.RECIPE_RANDOM_HURTS), config=_trained(P.PAPER_RECIPE_RANDOM)),
     Exercise("04a", "CLP at lambda 0.5", "lam=0.5 in the ANCE + CLP row",
              "With the penalty at five times the paper's weight, does CLP beat InfoNCE?",
-             _trained(P.CLP_LAMBDA_05), _control(C.LAMBDA_05)),
+             _control(C.LAMBDA_05), config=_trained(P.CLP_LAMBDA_05)),
     Exercise("04b", "Symmetric InfoNCE", "loss='infonce_symmetric' (passage-to-query added)",
              "Does CLP beat the standard way of adding a passage-to-query term?",
-             _trained(P.SYMMETRIC), _control(C.CLP_BEATS_SYMMETRIC)),
+             _control(C.CLP_BEATS_SYMMETRIC), config=_trained(P.SYMMETRIC)),
     Exercise("05a", "The harm at lambda 0.5", "the own-query analysis on the lambda 0.5 runs",
              "Does a five times stronger penalty change how the negatives' own queries fare?",
-             _trained(P.CLP_LAMBDA_05),
-             _from_table(EXTRAS / "05_harm_gaps.csv", "make study-extras", _harm_answer),
+             _figure("extras/05_harm_gaps", _harm_answer, "make study-extras"),
+             config=_trained(P.CLP_LAMBDA_05),
              after="The own-query analysis of the lambda 0.5 runs is this chapter on the extras "
              "profile (profile = 'extras', or `make study-extras`): its harm family holds "
              "them."),
     Exercise("05b", "Queries the run also trained on",
              "read the own queries that were also training queries (table above)",
-             "How much does training on a query protect its passage?", None,
+             "How much does training on a query protect its passage?",
              _figure("05_own_query_retrieval", _trained_on_answer)),
     Exercise("06a", "Would validation have warned?",
              "read the validation scores of the Hindi runs (table above)",
-             "Does fine-tuning hurt mE5-small on Hindi validation queries too?", None,
+             "Does fine-tuning hurt mE5-small on Hindi validation queries too?",
              _figure("06_validation", _validation_text)),
     Exercise("06b", "MiniLM's vocabulary on Hindi",
              "tokenize Hindi test passages with each model's tokenizer (table above)",
-             "Why does an English model retrieve almost nothing in Hindi?", None,
+             "Why does an English model retrieve almost nothing in Hindi?",
              _figure("06_tokenizer", _tokenizer_text)),
 ]
 BY_KEY = {e.key: e for e in EXERCISES}
@@ -313,10 +301,7 @@ def attempt(key: str, profile: str, run: bool = False) -> str:
 
 def solution(key: str) -> str:
     """What the project measured for this exercise, and what to conclude."""
-    e = BY_KEY[key]
-    if e.answer is None:
-        return f"Solution {key}: see the cells above."
-    return _answered(f"Solution {key}", e.answer)
+    return _answered(f"Solution {key}", BY_KEY[key].answer)
 
 
 def _answered(label: str, answer: Callable[[], str]) -> str:
@@ -335,10 +320,10 @@ class Folded:
     text: str
 
     def _repr_html_(self) -> str:
-        body = html.escape(self.text.split(": ", 1)[1]) if ": " in self.text else self.text
-        return (f"<details><summary><b>{html.escape(self.text.split(':', 1)[0])}</b> "
-                f"(click to unfold; read from the committed tables of the cpu profile and its "
-                f"extras, whatever profile ran here)</summary><p>{body}</p></details>")
+        label, _, body = self.text.partition(": ")  # "Solution 00a: ..."
+        return (f"<details><summary><b>{html.escape(label)}</b> (click to unfold; read from "
+                "the committed tables of the cpu profile and its extras, whatever profile ran "
+                f"here)</summary><p>{html.escape(body)}</p></details>")
 
     def __repr__(self) -> str:
         return self.text
@@ -507,14 +492,6 @@ def _q(key: str, text: str, stem: str | None, answer: Callable, command: str = "
     return Question(key, text, _figure(stem, answer, command) if stem else answer)
 
 
-def _each(t: pd.DataFrame, row: Callable[[pd.Series], str], lead: str = "") -> str:
-    return lead + "; ".join(row(r) for _, r in t.iterrows()) + "."
-
-
-def _ci(r: pd.Series, column: str = "delta") -> str:
-    return f"{r[column]:+.4f} (95% CI {r['95% CI low']:+.4f} to {r['95% CI high']:+.4f})"
-
-
 def _verdicts(t: pd.DataFrame) -> str:
     """Each claim's verdict on each metric the table tests it on (the paper's nDCG@5 first)."""
     return _each(t, lambda r: f"{r['claim']} ({r['split']}"
@@ -547,9 +524,9 @@ def _curve(t: pd.DataFrame) -> str:
 
 
 def _queries() -> str:
-    hindi, main = (_read(FIGURES_ROOT / f"{n}_claims.csv") for n in ("06", "04"))
+    hindi, main = _read("06_claims"), _read("04_claims")
     if hindi is None or main is None:
-        return _missing(FIGURES_ROOT / "06_claims.csv", "make study")
+        return _missing("06_claims", "make study")
     return (f"{hindi['n queries'].max():.0f} Hindi test queries, {main['n queries'].max():.0f} "
             "in chapter 04: wider intervals, so a small effect stays inconclusive on Hindi.")
 

@@ -4,22 +4,17 @@ CLP's penalty pulls each hard negative toward the queries it answers, so that pu
 from query i does not wreck it for them (the paper's Figure 1). Two measurements, each against
 what would move anyway:
 
-- the cosines: ``similarity_frame`` measures, for a model and a set of mined training records,
-  query-positive, query-hard negative, hard negative-its own query, and a query against every
-  passage of the set (``q_all``). ``cosine_shifts`` compares two models seed by seed with
-  intervals over seeds and groups, each shift beside the global shift of all query-passage
-  cosines: a model that moves every pair moves these three too, so only the excess over the
-  global shift is the mechanism's.
-- the retrieval: ``harm_frames`` scores every training query before and after fine-tuning in
-  groups drawn from ANCE's mining (own: the passage was picked as a hard negative; control: it
-  was ranked in the same candidate window but not picked), ``harm_gaps`` reads the own group's
-  change minus the control's within strata of zero-shot nDCG@10, for each run and for the
-  random-negatives run on the same groups (the placebo: nothing pushed those passages away),
-  all of the chapter's harm claims in one Holm family; ``what_survives`` writes the sentences.
+- the cosines (``cosine_shifts``), each shift beside the global shift of all query-passage
+  cosines: a model that moves every pair moves these too, so only the excess is the mechanism's;
+- the retrieval of training queries (``harm_gaps``): the queries of passages ANCE picked as
+  hard negatives (own) against those of passages it ranked in the same window but did not pick
+  (control), within strata of zero-shot nDCG@10, each run beside the random-negatives run (the
+  placebo: nothing pushed those passages away), all harm claims in one Holm family.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -28,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from scipy.special import softmax
 from tqdm.auto import tqdm
 
 from clp_utils.base.io import slug, write_json
@@ -56,7 +52,6 @@ from clp_utils.retrieval import (
 )
 from clp_utils.stats import N_BOOT, SMALLEST_EFFECT, half_width, holm, p_value, verdict
 from clp_utils.study import StudyRun, missing_cells, run_study
-from clp_utils.train_config import TrainConfig
 from clp_utils.training import embed
 
 #: ``(row, seed) -> frame``: the per-query frames of the harm analysis.
@@ -67,10 +62,15 @@ COSINE_NAMES = {"q_pos": "query to its positive", "q_neg": "query to its hard ne
                 "neg_own": "hard negative to its own queries"}
 
 
-def _passages(records: list[dict]) -> list[str]:
-    """The distinct positive and negative texts of mined records, in order of appearance."""
-    return list(dict.fromkeys([r["pos"] for r in records]
-                              + [n for r in records for n in r["neg"]]))
+def _encode(model, records: list[dict], batch_size: int | None
+            ) -> tuple[np.ndarray, np.ndarray, dict[str, int]]:
+    """Mined records' queries and distinct passages (positives, then negatives) under
+    ``model``, and each passage's row."""
+    passages = list(dict.fromkeys([r["pos"] for r in records]
+                                  + [n for r in records for n in r["neg"]]))
+    q = encode_queries(model, [r["query"] for r in records], batch_size, progress=False)
+    p = encode_passages(model, passages, batch_size, progress=False, cache_dir=None)
+    return q, p, {t: i for i, t in enumerate(passages)}
 
 
 def similarity_frame(model, records: list[dict], label: str,
@@ -80,50 +80,41 @@ def similarity_frame(model, records: list[dict], label: str,
     Columns: ``model`` (= ``label``), ``qid``, ``neg_id``, ``q_pos`` (cos query-positive),
     ``q_neg`` (cos query-negative), ``neg_own`` (cos negative-one of its own queries; NaN when
     the negative has none) and ``q_all`` (the query's mean cosine to every passage of the
-    records, positives and negatives: averaged over queries, the mean of all query-passage
-    cosines, the level a global shift moves).
+    records: averaged over queries, the level a global shift moves).
     """
-    queries = [r["query"] for r in records]
-    passages = _passages(records)
+    q, p, row = _encode(model, records, batch_size)
     own = list(dict.fromkeys(t for r in records for qs in r["neg_q"] for t in qs))
-    q = encode_queries(model, queries, batch_size, progress=False)
-    p = encode_passages(model, passages, batch_size, progress=False, cache_dir=None)
-    o = encode_queries(model, own, batch_size, progress=False) if own else np.zeros((0, q.shape[1]))
-    p_idx = {t: i for i, t in enumerate(passages)}
-    o_idx = {t: i for i, t in enumerate(own)}
+    o = dict(zip(own, encode_queries(model, own, batch_size, progress=False) if own else [],
+                 strict=True))
     q_all = q @ p.mean(0)
     rows = []
     for i, r in enumerate(records):
-        q_pos = float(q[i] @ p[p_idx[r["pos"]]])
-        for j, (neg_id, neg) in enumerate(zip(r["neg_ids"], r["neg"], strict=True)):
-            q_neg = float(q[i] @ p[p_idx[neg]])
-            owns = r["neg_q"][j] or [None]
-            for t in owns:
-                neg_own = float(p[p_idx[neg]] @ o[o_idx[t]]) if t is not None else np.nan
-                rows.append((label, r["qid"], neg_id, q_pos, q_neg, neg_own, float(q_all[i])))
+        q_pos = float(q[i] @ p[row[r["pos"]]])
+        for neg_id, neg, owns in zip(r["neg_ids"], r["neg"], r["neg_q"], strict=True):
+            n = p[row[neg]]
+            for t in owns or [None]:
+                neg_own = float(n @ o[t]) if t is not None else np.nan
+                rows.append((label, r["qid"], neg_id, q_pos, float(q[i] @ n), neg_own,
+                             float(q_all[i])))
     return pd.DataFrame(rows, columns=["model", "qid", "neg_id", *COSINES, "q_all"])
 
 
 def seed_similarities(runs: list[StudyRun], rows: Sequence[str], groups: int,
                       batch_size: int | None = None, progress: bool = True) -> pd.DataFrame:
     """``similarity_frame`` of every seed of ``rows`` and of the zero-shot model, with a
-    ``seed`` column: at each seed, on the first ``groups`` training records of that seed's runs
-    (the groups those models trained on; the zero-shot model is measured on the same ones, so
-    every shift pairs record by record). The rows must mine alike (ANCE and CLP do)."""
-    by_seed: dict[int, list[StudyRun]] = {}
-    for r in runs:
-        if r.row in rows:
-            by_seed.setdefault(r.seed, []).append(r)
-    parts, base = [], {}
-    for s, seed_runs in tqdm(sorted(by_seed.items()), desc="cosines, per seed",
-                             disable=not progress):
+    ``seed`` column, each seed on the first ``groups`` training records of its runs (the
+    zero-shot model on the same ones, so shifts pair record by record). The rows must mine
+    alike (ANCE and CLP do)."""
+    chosen = [r for r in runs if r.row in rows]
+    parts, base = [], functools.cache(load_model)
+    for s in tqdm(sorted({r.seed for r in chosen}), desc="cosines, per seed",
+                  disable=not progress):
+        seed_runs = [r for r in chosen if r.seed == s]
         cfg = seed_runs[0].result.config
         if any(r.result.config.mining != cfg.mining for r in seed_runs):
             raise ValueError(f"the rows {list(rows)} mine differently at seed {s}")
-        if cfg.model not in base:
-            base[cfg.model] = load_model(cfg.model)
-        records = training_records(cfg, base[cfg.model])[:groups]
-        parts.append(similarity_frame(base[cfg.model], records, ZERO_SHOT, batch_size)
+        records = training_records(cfg, base(cfg.model))[:groups]
+        parts.append(similarity_frame(base(cfg.model), records, ZERO_SHOT, batch_size)
                      .assign(seed=s))
         parts += [similarity_frame(r.result.load_model(), records, r.row, batch_size)
                   .assign(seed=s) for r in seed_runs]
@@ -137,14 +128,10 @@ ONE_SEED = "one seed: no verdict"
 
 def _interval(seed_values: np.ndarray, passage_var: float, passage_df: float
               ) -> tuple[float, float, float, bool]:
-    """The study's interval for a mean over seeds (``stats.t_interval``'s combination):
-    ``(low, high, p, read)``.
-
-    Two parts, each with its own t quantile (``stats.half_width``, Banerjee's combination):
-    the passage (or group) part ``passage_var`` with ``passage_df`` df, and with S >= 2 seeds
-    the seed part s ** 2 / S with S - 1 df, s the sd of ``seed_values``; the p-value inverts
-    it (``stats.p_value``). With one seed there is no seed part and ``read`` is False: the
-    interval is printed, no verdict is read from it."""
+    """``(low, high, p, read)`` of a mean over seeds, as ``stats.t_interval`` combines it
+    (``stats.half_width``, ``stats.p_value``): a passage (or group) part ``passage_var`` with
+    ``passage_df`` df and, with S >= 2 seeds, a seed part s ** 2 / S with S - 1 df. With one
+    seed ``read`` is False: the interval is printed, no verdict is read from it."""
     est = float(np.mean(seed_values))
     if not np.isfinite(est) or not np.isfinite(passage_var):
         return np.nan, np.nan, np.nan, False
@@ -156,31 +143,15 @@ def _interval(seed_values: np.ndarray, passage_var: float, passage_df: float
     return est - half, est + half, p_value(est, parts), len(seed_values) >= 2
 
 
-def _beyond_global(low: float, high: float) -> str:
-    """Where a shift's excess over the global shift lies, read from its interval."""
-    if low > 0:
-        return "above the global shift"
-    if high < 0:
-        return "below the global shift"
-    return "not distinguishable from the global shift"
-
-
 def cosine_shifts(sims: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> pd.DataFrame:
     """Each cosine's shift from one model to another, beside the global shift.
 
-    ``sims``: ``seed_similarities`` (or ``similarity_frame`` rows with a ``seed`` column).
-    ``pairs``: ``(model, reference)``; a shift is model minus reference, paired by seed and by
-    training record (each record's cosines averaged over its negatives and own queries). The
-    global shift is the same difference of ``q_all`` on the same records: how far every
-    query-passage cosine moved. The excess (shift minus global shift) is the part specific to
-    that cosine. Intervals (95%, ``_interval``): a group part, the variance of the mean over
-    records (the groups) within each seed, and a seed part; records without an own query drop
-    out of ``neg_own`` only.
-
-    Rows ``(pair, cosine)``; columns ``shift``, its interval, ``global shift``, ``excess over
-    global``, its interval, ``records per seed``, ``seeds`` and ``specific`` (the excess's
-    interval read as above, below or not distinguishable from the global shift; not read with
-    one seed).
+    ``sims``: ``seed_similarities``; ``pairs``: ``(model, reference)``. A shift is model minus
+    reference, paired by seed and training record (each record's cosines averaged; records
+    without an own query drop out of ``neg_own`` only); the global shift is the same
+    difference of ``q_all``. Intervals (``_interval``): a group part, the variance of the mean
+    over records within each seed, and a seed part. Rows ``(pair, cosine)``; ``specific``
+    reads the excess's interval against the global shift (not with one seed).
     """
     per = sims.groupby(["model", "seed", "qid"])[[*COSINES, "q_all"]].mean()
     out = []
@@ -207,29 +178,29 @@ def cosine_shifts(sims: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> pd.Da
                 read.append((float(means.mean()),
                              *_interval(means, group_var, sum(len(d) - 1 for d in diffs))))
             (shift, low, high, _, _), (glob, *_), (excess, e_low, e_high, _, counted) = read
+            side = "above" if e_low > 0 else "below" if e_high < 0 else "not distinguishable from"
             out.append({"pair": f"{row} - {ref}", "cosine": cos, "shift": shift,
                         "95% CI low": low, "95% CI high": high, "global shift": glob,
                         "excess over global": excess, "excess CI low": e_low,
                         "excess CI high": e_high,
                         "records per seed": sum(len(d) for d in diffs) // len(seeds),
                         "seeds": len(seeds),
-                        "specific": _beyond_global(e_low, e_high) if counted else ONE_SEED})
+                        "specific": f"{side} the global shift" if counted else ONE_SEED})
     return pd.DataFrame(out).set_index(["pair", "cosine"])
+
+
+def _ci(row: pd.Series, est: str, low: str = "95% CI low", high: str = "95% CI high") -> str:
+    """``row[est]`` and its interval as every sentence prints them (the ")" left open)."""
+    return f"{row[est]:+.4f} (95% CI {row[low]:+.4f} to {row[high]:+.4f}"
 
 
 def shift_sentences(shifts: pd.DataFrame, cosines: Sequence[str] = COSINES) -> list[str]:
     """One generated sentence per row of ``cosine_shifts`` (only ``cosines``): the shift, its
     interval, the global shift of all query-passage cosines, and whether the shift exceeds it."""
-    lines = []
-    for (pair, cos), s in shifts.iterrows():
-        if cos not in cosines:
-            continue
-        lines.append(f"- {pair}, {COSINE_NAMES[cos]}: {s['shift']:+.4f} (95% CI "
-                     f"{s['95% CI low']:+.4f} to {s['95% CI high']:+.4f}) against a global shift "
-                     f"of {s['global shift']:+.4f}; the excess, {s['excess over global']:+.4f} "
-                     f"(95% CI {s['excess CI low']:+.4f} to {s['excess CI high']:+.4f}), is "
-                     f"{s['specific']}.")
-    return lines
+    return [f"- {pair}, {COSINE_NAMES[cos]}: {_ci(s, 'shift')}) against a global shift of "
+            f"{s['global shift']:+.4f}; the excess, "
+            f"{_ci(s, 'excess over global', 'excess CI low', 'excess CI high')}), is "
+            f"{s['specific']}." for (pair, cos), s in shifts.iterrows() if cos in cosines]
 
 
 def umap_2d(emb: np.ndarray, seed: int = 0, n_neighbors: int = 15,
@@ -254,22 +225,14 @@ def gradient_shares(model, examples: list, batches: list[list[int]], config,
                     lams: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.5)) -> pd.DataFrame:
     """How much of CLP's gradient is the penalty's pull, measured on real training batches.
 
-    For each batch (float32, dropout off) the two unweighted parts of CLP, the contrastive
-    term ``CL`` (InfoNCE) and the penalty ``P``, are differentiated separately:
-
-    - with respect to the trainable parameters: ``g_CL``, ``g_P``;
-    - with respect to each hard negative's embedding ``h'``: the push away from its query
-      (from ``CL``) and the pull toward its own queries (from ``P``).
-
-    Rows: one per batch and ``lam`` in ``lams`` (the weighting is applied afterwards, so one
-    pair of backward passes serves every lambda): ``penalty_share`` =
-    ``||lam g_P|| / ||(1 - lam) g_CL + lam g_P||`` over the parameters, ``push_over_pull`` =
-    median over negatives of ``||(1 - lam) dCL/dh'|| / ||lam dP/dh'||``, and
-    ``cos_params`` (cosine between ``g_CL`` and ``g_P``). Why the pull is weak: ``dCL/ds(q,
-    h')`` is ``p(h'|q) / tau`` per query while ``dP/ds(h', h*)`` is ``1 / (number of slots)``,
-    so at tau 0.05 the push outweighs the pull unless lambda is large.
+    Per batch (dropout off) CLP's unweighted terms ``CL`` and ``P`` are differentiated
+    separately, for the parameters (``g_CL``, ``g_P``) and each hard negative's embedding h';
+    each ``lam`` in ``lams`` weighs them afterwards. Rows per batch and ``lam``:
+    ``penalty_share`` = ``||lam g_P|| / ||(1 - lam) g_CL + lam g_P||``, ``push_over_pull`` =
+    median over negatives of ``||(1 - lam) dCL/dh'|| / ||lam dP/dh'||``, ``cos_params`` (of
+    ``g_CL`` and ``g_P``). The pull is weak: ``dCL/ds(q, h')`` is ``p(h'|q) / tau`` per query,
+    ``dP/ds(h', h*)`` is ``1 / (number of slots)``.
     """
-
     params = [p for p in model.parameters() if p.requires_grad]
     was_training = model.training
     model.eval()  # dropout off: the two parts see the same forward pass
@@ -288,12 +251,10 @@ def gradient_shares(model, examples: list, batches: list[list[int]], config,
         out = clp_loss(q, pos, negs, nq, mask, lam=0.5, tau=config.tau, variant=config.variant,
                        in_batch=config.in_batch)
         g_cl = torch.autograd.grad(out.contrastive, params + [negs], retain_graph=True,
-                                   allow_unused=True)
-        g_p = torch.autograd.grad(out.penalty, params + [negs], allow_unused=True)
-        flat = [torch.cat([(g if g is not None else torch.zeros_like(p)).flatten()
-                           for g, p in zip(gs[:-1], params, strict=True)]) for gs in (g_cl, g_p)]
-        neg_cl = g_cl[-1].norm(dim=-1).flatten()
-        neg_p = g_p[-1].norm(dim=-1).flatten() if g_p[-1] is not None else torch.zeros_like(neg_cl)
+                                   materialize_grads=True)
+        g_p = torch.autograd.grad(out.penalty, params + [negs], materialize_grads=True)
+        flat = [torch.cat([g.flatten() for g in gs[:-1]]) for gs in (g_cl, g_p)]
+        neg_cl, neg_p = (gs[-1].norm(dim=-1).flatten() for gs in (g_cl, g_p))
         cos = float(torch.nn.functional.cosine_similarity(flat[0], flat[1], dim=0))
         for lam in lams:
             total = (1 - lam) * flat[0] + lam * flat[1]
@@ -311,13 +272,10 @@ def gradient_shares(model, examples: list, batches: list[list[int]], config,
 
 def own_query_retrieval(model, model_id: str | None, dataset,
                         batch_size: int | None = None) -> pd.DataFrame:
-    """Retrieval of every training query over the training passages: the scores the harm
-    analysis groups (``harm_frame``).
-
-    One row per training query with a relevant training passage: ``qid``, ``passage`` (its
-    relevant passage: the bootstrap resamples passages), ``ndcg_cut_10`` and ``recall_10``.
-    Passage embeddings come from the run's evaluation cache when ``model_id`` names it.
-    """
+    """Retrieval of every training query over the training passages (what ``harm_frame``
+    groups): one row per training query with a relevant training passage, ``qid``,
+    ``passage`` (its relevant passage: the bootstrap resamples passages), ``ndcg_cut_10`` and
+    ``recall_10``. Passages come from the run's evaluation cache when ``model_id`` names it."""
     train = dataset.train()
     qids = sorted(q for q, rels in train.qrels.items() if set(rels) & set(train.corpus))
     everything = dataset.test()  # the whole corpus, in the order evaluation embeds it
@@ -338,14 +296,10 @@ def own_query_retrieval(model, model_id: str | None, dataset,
 def ance_window(model, train: Split, query_ids: Sequence[str], config: MiningConfig,
                 model_id: str | None = None, batch_size: int | None = None,
                 embedding_cache_dir: Path | None = EMBEDDING_CACHE) -> frozenset[str]:
-    """Every passage ANCE mining ranked inside its window for ``query_ids``.
-
-    The window is ranks ``config.rank_min..rank_max`` (1-based, over the full ranking, a
-    positive taking a rank but never a candidate) of ``model``'s ranking of the train passages,
-    ranked as ``mining.mine`` ranks them (same index, same search). The passages it picked are
-    among them; the others were as near a training query as candidates get, but were not
-    pushed away (a filter dropped them, or better-ranked candidates filled the quota).
-    """
+    """Every passage ANCE mining ranked inside its window for ``query_ids``: ranks
+    ``config.rank_min..rank_max`` (1-based, a positive taking a rank but never a candidate) of
+    ``model``'s ranking of the train passages, ranked as ``mining.mine`` ranks them. The
+    picked negatives are among them; the others were as near a query, but not pushed away."""
     qids = list(query_ids)
     index, q_emb = index_and_queries(model, train, qids, model_id, batch_size, False,
                                       embedding_cache_dir)
@@ -367,7 +321,7 @@ HARM_GROUPS = ("own", "control")
 
 @dataclass(frozen=True)
 class HarmGroups:
-    """Which training passages one seed's harm analysis compares (``harm_groups``)."""
+    """Which training passages one seed's harm analysis compares (``harm_frames``)."""
 
     picked: frozenset[str]  # served as a hard negative: their queries form the own group
     window: frozenset[str]  # ranked in the candidate window (the picked ones included)
@@ -383,79 +337,42 @@ class HarmGroups:
         return "control" if passage in self.window else "unranked"
 
 
-def harm_groups(config: TrainConfig, dataset, model, batch_size: int | None = None
-                ) -> HarmGroups:
-    """The groups of a run trained with ANCE negatives (``config``; ``model`` its base model,
-    the one that mined): the passages it picked as hard negatives, its candidate window
-    (``ance_window`` over the queries it trained on) and those training queries."""
-    train = dataset.train()
-    qids = select_queries(list(train.queries), config.train_queries, config.seed)
-    picked = frozenset(d for r in training_records(config, model) for d in r["neg_ids"])
-    window = ance_window(model, train, qids, config.mining, config.model, batch_size)
-    return HarmGroups(picked, window | picked, frozenset(qids))
-
-
-def _merged(before: pd.DataFrame, after: pd.DataFrame, groups: HarmGroups) -> pd.DataFrame:
+def harm_frame(before: pd.DataFrame, after: pd.DataFrame, groups: HarmGroups,
+               trained: bool = False) -> pd.DataFrame:
+    """Per query not trained on whose passage is in ``HARM_GROUPS`` (``trained``: per own
+    query the run DID train on): ``qid``, ``passage``, ``group``, zero-shot score
+    ``ndcg_cut_10_zs`` and the ``change`` (fine-tuned - zero-shot nDCG@10), from
+    ``own_query_retrieval`` before and after."""
     merged = before.merge(after[["qid", "ndcg_cut_10"]], on="qid", suffixes=("_zs", "_ft"))
     merged["group"] = merged["passage"].map(groups.group)
-    merged["trained"] = merged["qid"].isin(groups.trained)
     merged["change"] = merged["ndcg_cut_10_ft"] - merged["ndcg_cut_10_zs"]
-    return merged
-
-
-def harm_frame(before: pd.DataFrame, after: pd.DataFrame, groups: HarmGroups) -> pd.DataFrame:
-    """Per query not trained on whose passage is in ``HARM_GROUPS``: ``qid``, ``passage``,
-    ``group``, zero-shot score ``ndcg_cut_10_zs`` and the ``change`` (fine-tuned - zero-shot
-    nDCG@10), from ``own_query_retrieval`` before and after."""
-    merged = _merged(before, after, groups)
-    keep = ~merged["trained"] & merged["group"].isin(HARM_GROUPS)
+    kept = (merged["group"] == "own") if trained else merged["group"].isin(HARM_GROUPS)
+    keep = kept & (merged["qid"].isin(groups.trained) == trained)
     return merged.loc[keep, ["qid", "passage", "group", "ndcg_cut_10_zs", "change"]
                       ].reset_index(drop=True)
-
-
-def trained_frame(before: pd.DataFrame, after: pd.DataFrame, groups: HarmGroups) -> pd.DataFrame:
-    """``harm_frame``'s columns for the own group's queries the run ALSO trained on."""
-    merged = _merged(before, after, groups)
-    keep = merged["trained"] & (merged["group"] == "own")
-    return merged.loc[keep, ["qid", "passage", "group", "ndcg_cut_10_zs", "change"]
-                      ].reset_index(drop=True)
-
-
-#: Where a profile that does not train the random-negatives row reads it: the extras
-#: profile's partner rows are the cpu profile's runs (the same configs are the same runs).
-PLACEBO_FROM = {"extras": "cpu"}
 
 
 def placebo_runs(profile: str, runs: list[StudyRun], split: str,
                  row: str = RANDOM) -> list[StudyRun]:
-    """The placebo's runs (``row``, random negatives) on ``split``: the profile's own, or
-    those of ``PLACEBO_FROM[profile]`` when every one of them has finished (nothing trains
-    here); empty when there are none."""
+    """The placebo's runs (``row``, random negatives) on ``split``: the profile's own, else,
+    for the extras profile, the cpu profile's (the same configs are the same runs) when every
+    one of them has finished (nothing trains here); empty when there are none."""
     own = [r for r in runs if r.row == row and r.split == split]
-    partner = PLACEBO_FROM.get(profile)
+    partner = {"extras": "cpu"}.get(profile)
     if own or partner is None or missing_cells(partner, [row]):
         return own
     return [r for r in run_study(partner, rows=[row], progress=False) if r.split == split]
-
-
-def _same_queries(config: TrainConfig, reference: TrainConfig) -> None:
-    """Raise unless ``config`` trained on the reference's data and queries."""
-    fields = ("model", "split", "passages", "val_fraction", "train_queries", "seed")
-    differ = [f for f in fields if getattr(config, f) != getattr(reference, f)]
-    if differ:
-        raise ValueError(f"{config.label} and {reference.label} differ in {differ}: the "
-                         "placebo must train on the reference's queries")
 
 
 def harm_frames(runs: list[StudyRun], dataset, reference: str = ANCE, placebo: str = RANDOM,
                 batch_size: int | None = None, progress: bool = True) -> tuple[Frames, Frames]:
     """``(harm frames, trained frames)``, each ``(row, seed) -> frame``, for every run.
 
-    Every row is scored on the groups of the ``reference`` run of its seed (``harm_groups``:
-    ANCE's picks and window); a row must mine as the reference does, except ``placebo``
-    (random negatives), which must train on the same queries: it is the model that never
-    pushed those passages away, and the queries whose passage it did draw as a random negative
-    are left out of its frame. Zero-shot scores come from the runs' base model.
+    Every row is scored on the groups of the ``reference`` run of its seed (its picks, its
+    ``ance_window`` over the queries it trained on, those queries set apart); a row must mine
+    as the reference does, except ``placebo`` (random negatives), which must train on the same
+    queries: it never pushed those passages away, and the queries whose passage it drew as a
+    random negative are left out. Zero-shot scores come from the runs' base model.
     """
     refs = {r.seed: r.result.config for r in runs if r.row == reference}
     base, zero, groups = {}, {}, {}
@@ -469,17 +386,25 @@ def harm_frames(runs: list[StudyRun], dataset, reference: str = ANCE, placebo: s
             base[cfg.model] = load_model(cfg.model)
             zero[cfg.model] = own_query_retrieval(base[cfg.model], cfg.model, dataset, batch_size)
         if r.seed not in groups:
-            groups[r.seed] = harm_groups(ref, dataset, base[cfg.model], batch_size)
+            train = dataset.train()
+            qids = select_queries(list(train.queries), ref.train_queries, ref.seed)
+            picked = frozenset(d for rec in training_records(ref, base[cfg.model])
+                               for d in rec["neg_ids"])
+            window = ance_window(base[cfg.model], train, qids, ref.mining, ref.model, batch_size)
+            groups[r.seed] = HarmGroups(picked, window | picked, frozenset(qids))
         g = groups[r.seed]
         if r.row == placebo:
-            _same_queries(cfg, ref)
+            fields = ("model", "split", "passages", "val_fraction", "train_queries", "seed")
+            if differ := [f for f in fields if getattr(cfg, f) != getattr(ref, f)]:
+                raise ValueError(f"{cfg.label} and {ref.label} differ in {differ}: the "
+                                 "placebo must train on the reference's queries")
             drawn = training_records(cfg, base[cfg.model])
             g = replace(g, exclude=frozenset(d for rec in drawn for d in rec["neg_ids"]))
         elif cfg.mining != ref.mining:
             raise ValueError(f"{r.row!r} mines differently from {reference!r}")
         after = own_query_retrieval(r.result.load_model(), r.result.run_id, dataset, batch_size)
         frames[(r.row, r.seed)] = harm_frame(zero[cfg.model], after, g)
-        trained[(r.row, r.seed)] = trained_frame(zero[cfg.model], after, g)
+        trained[(r.row, r.seed)] = harm_frame(zero[cfg.model], after, g, trained=True)
     return frames, trained
 
 
@@ -503,11 +428,9 @@ def zero_shot_strata(frames: Iterable[pd.DataFrame], min_queries: int = MIN_STRA
     if not frames:
         raise ValueError("no harm frame to stratify")
     values = np.unique(np.concatenate([f["ndcg_cut_10_zs"].to_numpy() for f in frames]))
-    counts = np.zeros((len(frames), len(HARM_GROUPS), len(values)))
-    for i, f in enumerate(frames):
-        for g, name in enumerate(HARM_GROUPS):
-            part = f.loc[f["group"] == name, "ndcg_cut_10_zs"].to_numpy()
-            counts[i, g] = np.bincount(np.searchsorted(values, part), minlength=len(values))
+    passages = sorted({p for f in frames for p in f["passage"]})
+    # (frames, groups, values): each exact value its own stratum
+    counts = np.stack([_harm_sums(f, passages, values)[:, 1].sum(-1) for f in frames])
     need = np.minimum(min_queries, counts.sum(-1))
     bounds, held = [], np.zeros(need.shape)
     for v, value in enumerate(values):
@@ -520,7 +443,8 @@ def zero_shot_strata(frames: Iterable[pd.DataFrame], min_queries: int = MIN_STRA
 
 
 def _harm_sums(frame: pd.DataFrame, passages: list[str], bounds: np.ndarray) -> np.ndarray:
-    """(2 groups, 2 [sum, count], strata, passages) of the changes."""
+    """(2 groups, 2 [sum, count], strata, passages) of the changes; a query's stratum is
+    ``np.searchsorted(bounds, its zero-shot score)``."""
     pos = {p: i for i, p in enumerate(passages)}
     out = np.zeros((len(HARM_GROUPS), 2, len(bounds), len(passages)))
     for g, name in enumerate(HARM_GROUPS):
@@ -544,14 +468,6 @@ def _matched_gap(sums: np.ndarray) -> np.ndarray:
     diff = np.where(both, own_sum / np.maximum(own_n, 1) - ctl_sum / np.maximum(ctl_n, 1), 0.0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (weight * diff).sum(-1) / weight.sum(-1)
-
-
-def _raw_gap(sums: np.ndarray) -> np.ndarray:
-    """Own-group mean change minus the control's, no strata (the unadjusted gap; ``sums`` as
-    ``_matched_gap`` takes them)."""
-    tot = sums.sum(-1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return tot[..., 0, 0] / tot[..., 0, 1] - tot[..., 1, 0] / tot[..., 1, 1]
 
 
 @dataclass(frozen=True)
@@ -606,22 +522,13 @@ def harm_gaps(frames: Frames, family: Sequence[HarmContrast],
     """The harm, against the control and the placebo, one Holm family.
 
     A run's gap is its own group's mean change minus the control's within strata of zero-shot
-    nDCG@10 (``zero_shot_strata`` over every frame, so no stratum is empty), weighted as the own
-    group is: negative if serving as a hard negative hurt. A contrast is the difference of two
-    runs' gaps, seed by seed; InfoNCE's gap minus the placebo's is the harm attributable to
-    serving as a negative, beyond the gap these passages' queries show anyway.
-
-    ``frames``: ``(row, seed) -> harm_frame`` (``harm_frames``); a contrast uses the seeds its
-    rows share. Intervals and p as ``stats.t_interval`` builds them (``_interval``): a passage
-    part, the bootstrap variance of the seed-averaged value over resampled passages (one
-    resample shared by every row) times C / (C - 1), and a seed part from the per-seed values.
-    ``p Holm`` adjusts the tested rows of ``family`` together (``stats.holm``; a row not run,
-    or with one seed and so no verdict, counts as p = 1), and ``verdict`` (``stats.verdict``)
-    reads each against its claim's direction.
-
-    Rows: ``family``'s labels. Columns: ``claim``, ``own minus matched control`` (the gap, or
-    the difference of gaps), ``unadjusted`` (the same without strata), the 95% interval,
-    ``p``, ``p Holm``, ``verdict``, ``seeds``, ``seed values`` and ``strata``.
+    nDCG@10 (``zero_shot_strata`` over all ``frames``: ``harm_frames``' first part), weighted
+    as the own group is; a contrast is two runs' gaps subtracted seed by seed. Intervals
+    (``_interval``): a passage part, the bootstrap variance over resampled passages (one
+    resample for every row) times C / (C - 1), and a seed part. ``p Holm`` adjusts the tested
+    rows of ``family`` together (a row not run, or with one seed, counts as p = 1);
+    ``verdict`` reads each against its claim's direction. Rows: ``family``'s labels; columns:
+    ``GAP_COLUMNS`` (``unadjusted``: the gap without strata).
     """
     bounds = zero_shot_strata(frames.values(), min_queries)
     passages = sorted({p for f in frames.values() for p in f["passage"]})
@@ -634,8 +541,11 @@ def harm_gaps(frames: Frames, family: Sequence[HarmContrast],
     for (row, s), frame in frames.items():
         sums = _harm_sums(frame, passages, bounds)
         reps = (sums.reshape(-1, len(passages)) @ w.T).T.reshape(n_boot, *sums.shape[:-1])
-        gaps.setdefault(row, {})[s] = (float(_matched_gap(sums.sum(-1))),
-                                       float(_raw_gap(sums.sum(-1))), _matched_gap(reps))
+        tot = sums.sum(-1).sum(-1)  # no strata: the unadjusted gap
+        with np.errstate(invalid="ignore", divide="ignore"):
+            raw = tot[0, 0] / tot[0, 1] - tot[1, 0] / tot[1, 1]
+        gaps.setdefault(row, {})[s] = (float(_matched_gap(sums.sum(-1))), float(raw),
+                                       _matched_gap(reps))
     rows = []
     for c in family:
         parts = [gaps.get(c.row, {})] + ([gaps.get(c.minus, {})] if c.minus else [])
@@ -687,17 +597,12 @@ def repair_reading(gap: pd.Series) -> str:
     says so)."""
     readings = {"held": "a measurable repair", "reversed": "more harm than InfoNCE",
                 "equivalent": "a repair too small to matter, if any",
-                "inconclusive": "no measurable repair"}
+                "inconclusive": "no measurable repair", NOT_RUN: "not run in this profile",
+                ONE_SEED: f"{ONE_SEED} (the interval holds no seed variance)"}
     if isinstance(gap.get("verdict"), str) and gap["verdict"] in readings:
         return readings[gap["verdict"]]
-    if gap.get("verdict") == NOT_RUN:
-        return "not run in this profile"
-    if gap.get("verdict") == ONE_SEED:
-        return f"{ONE_SEED} (the interval holds no seed variance)"
-    if gap["95% CI low"] > 0:
-        reading = "a measurable repair"
-    else:
-        reading = "more harm than InfoNCE" if gap["95% CI high"] < 0 else "no measurable repair"
+    reading = ("a measurable repair" if gap["95% CI low"] > 0 else "more harm than InfoNCE"
+               if gap["95% CI high"] < 0 else "no measurable repair")
     return f"{reading} (unadjusted interval)"
 
 
@@ -720,18 +625,16 @@ def harm_summary(frames: Frames, trained: Frames | None = None) -> pd.DataFrame:
     per_seed = long.groupby(["row", "group", "seed"]).agg(
         **{"zero-shot": ("ndcg_cut_10_zs", "mean"), "fine-tuned": ("fine-tuned", "mean"),
            "change": ("change", "mean"), "queries": ("qid", "size")})
-    out = per_seed.groupby(["row", "group"]).agg(
-        **{"zero-shot": ("zero-shot", "mean"), "fine-tuned": ("fine-tuned", "mean"),
-           "change": ("change", "mean"), "queries (fewest over seeds)": ("queries", "min")})
-    return out
+    return per_seed.groupby(["row", "group"]).agg(
+        {"zero-shot": "mean", "fine-tuned": "mean", "change": "mean", "queries": "min"}
+    ).rename(columns={"queries": "queries (fewest over seeds)"})
 
 
 def _gap_sentence(label: str, g: pd.Series, where: str = "") -> str:
     reading = VERDICT_WORDS.get(g["verdict"], g["verdict"])
     holm_p = f", Holm p {number(g['p Holm'], 'p')}" if pd.notna(g.get("p Holm")) else ""
-    return (f"- {g['claim']}: {reading}{where}. {label}: {g['own minus matched control']:+.4f} "
-            f"(95% CI {g['95% CI low']:+.4f} to {g['95% CI high']:+.4f}{holm_p}; seeds "
-            f"{g['seed values']}).")
+    return (f"- {g['claim']}: {reading}{where}. {label}: "
+            f"{_ci(g, 'own minus matched control')}{holm_p}; seeds {g['seed values']}).")
 
 
 def harm_sentences(gaps: pd.DataFrame, committed: pd.DataFrame | None = None) -> list[str]:
@@ -742,17 +645,15 @@ def harm_sentences(gaps: pd.DataFrame, committed: pd.DataFrame | None = None) ->
     committed = committed if committed is not None else pd.DataFrame()
     lines = []
     for label, g in gaps.iterrows():
-        if g["verdict"] == NOT_RUN:
-            c = committed.loc[label] if label in committed.index else None
-            if c is not None and c.get("verdict") in VERDICT_WORDS:
-                lines.append(_gap_sentence(label, c, " in `make study-extras`' own family"))
-            else:
-                lines.append(f"- {g['claim']}: not run in this profile.")
+        c = committed.loc[label] if label in committed.index else {}
+        if g["verdict"] == NOT_RUN and c.get("verdict") in VERDICT_WORDS:
+            lines.append(_gap_sentence(label, c, " in `make study-extras`' own family"))
+        elif g["verdict"] == NOT_RUN:
+            lines.append(f"- {g['claim']}: not run in this profile.")
         elif g["verdict"] == DESCRIPTIVE:
             lines.append(f"- {g['claim']}: a descriptive gap of "
-                         f"{g['own minus matched control']:+.4f} (95% CI "
-                         f"{g['95% CI low']:+.4f} to {g['95% CI high']:+.4f}), the part of a "
-                         "gap not due to serving as a negative.")
+                         f"{_ci(g, 'own minus matched control')}), the part of a gap not due "
+                         "to serving as a negative.")
         elif g["verdict"] in VERDICT_WORDS:
             lines.append(_gap_sentence(label, g))
         else:
@@ -764,9 +665,9 @@ def what_survives(gaps: pd.DataFrame, shifts: pd.DataFrame,
                   committed: pd.DataFrame | None = None) -> list[str]:
     """The chapter's findings, generated: which claims of the harm family hold after the
     zero-shot strata, the placebo and Holm's adjustment (``harm_gaps``), which are reversed,
-    ruled out or not shown, the rows this profile did not run (read from ``committed`` where
-    it holds them, as ``harm_sentences``), and how far the negatives' shift toward their own
-    queries exceeds the global shift of all query-passage cosines (``cosine_shifts``)."""
+    ruled out or not shown, the rows this profile did not run (as ``harm_sentences`` reads
+    them), and how far the negatives' shift toward their own queries exceeds the global shift
+    of all query-passage cosines (``cosine_shifts``)."""
     claims = {v: [g["claim"] for _, g in gaps.iterrows() if g["verdict"] == v]
               for v in VERDICT_WORDS}
     lines = ["What survives the zero-shot strata, the placebo and Holm's adjustment: "
@@ -794,20 +695,13 @@ def push_weights(model, records: list[dict], taus: tuple[float, ...] = (0.02, 0.
                  batch_size: int | None = None) -> pd.DataFrame:
     """Where InfoNCE's push lands among a query's own hard negatives, at each temperature.
 
-    For every mined record (a query, its positive and its hard negatives, each flagged when
-    it contains one of the query's answer strings: a likely false negative), the softmax
-    ``pi = softmax(cos(q, .) / tau)`` over the positive and the negatives (no in-batch
-    negatives: the official code's setting) gives each negative's share of the push on the
-    query. Rows per ``tau``: ``loss`` (mean -log pi_pos), ``negative_mass`` (mean 1 - pi_pos),
-    ``top_negative_share`` (mean share of the negatives' mass on the highest-scored one) and
-    ``false_negative_share`` (share of the negatives' mass on answer-containing ones, over
-    records that have any). A low tau concentrates the push on the top-scored negative, which
-    is also the likeliest false negative.
+    Per mined record, ``pi = softmax(cos(q, .) / tau)`` over the positive and the negatives
+    (no in-batch negatives: the official code's setting). Rows per ``tau``: ``loss`` (mean
+    -log pi_pos), ``negative_mass`` (mean 1 - pi_pos), ``top_negative_share`` (mean share of
+    the negatives' mass on the highest-scored one) and ``false_negative_share`` (on negatives
+    flagged in ``neg_answer_hit``, likely false negatives, over records that have any).
     """
-    q = encode_queries(model, [r["query"] for r in records], batch_size, progress=False)
-    texts = _passages(records)
-    emb = encode_passages(model, texts, batch_size, progress=False, cache_dir=None)
-    row_of = {t: i for i, t in enumerate(texts)}
+    q, emb, row_of = _encode(model, records, batch_size)
     out = []
     for tau in taus:
         loss, mass, top, fn = [], [], [], []
@@ -815,9 +709,7 @@ def push_weights(model, records: list[dict], taus: tuple[float, ...] = (0.02, 0.
             if not r["neg"]:
                 continue  # a query left without negatives by the filters has no push to share
             cand = np.stack([emb[row_of[r["pos"]]], *[emb[row_of[n]] for n in r["neg"]]])
-            logits = cand @ q[i] / tau
-            pi = np.exp(logits - logits.max())
-            pi /= pi.sum()
+            pi = softmax(cand @ q[i] / tau)
             neg = pi[1:]
             loss.append(-np.log(pi[0]))
             mass.append(neg.sum())
@@ -840,13 +732,18 @@ SPREADS = "spreads"
 
 
 def corpus_spread(path: str, model_id: str, dataset) -> dict[str, float]:
-    """``spread`` of the model's corpus embeddings, kept in ``results/spreads`` (read from
-    there, then from the committed results, before the model at ``path`` is loaded)."""
+    """``spread`` of the embeddings of the dataset's whole corpus under the model at ``path``
+    (a model name or a run's ``model/``; ``model_id``, its run id or name, names its
+    evaluation cache entry), kept in ``results/spreads``: read from there, then from the
+    committed results, before the model is loaded or anything is embedded."""
     name = f"{slug(model_id)}-{dataset.checksum[:8]}.json"
     for root in (results_dir(), committed_dir()):
         if (root / SPREADS / name).exists():
             return json.loads((root / SPREADS / name).read_text(encoding="utf-8"))
-    out = {k: float(v) for k, v in spread(corpus_embeddings(path, model_id, dataset)).items()}
+    everything = dataset.test()
+    emb = encode_passages(load_model(path), [everything.passage_text(d) for d in everything.corpus],
+                          progress=False, model_id=model_id)
+    out = {k: float(v) for k, v in spread(emb).items()}
     write_json(results_dir() / SPREADS / name, out)
     return out
 
@@ -866,19 +763,6 @@ def spread(emb: np.ndarray, pairs: int = 20_000, seed: int = 0) -> dict[str, flo
     cos = np.sum(emb[i[keep]] * emb[j[keep]], axis=1)
     return {"mean_pair_cosine": float(cos.mean()),
             "uniformity": float(np.log(np.mean(np.exp(-2 * (2 - 2 * cos)))))}
-
-
-def corpus_embeddings(model: str, model_id: str, dataset) -> np.ndarray:
-    """A model's embeddings of a dataset's whole corpus, from the evaluation cache when the
-    run (``model_id``: its run id, or a packaged model's name) already embedded it.
-
-    ``model`` is a model name or folder (a run's ``model/``); it is loaded to name the
-    cache entry, and only computes when the entry is missing.
-    """
-    model = load_model(model)
-    everything = dataset.test()
-    return encode_passages(model, [everything.passage_text(d) for d in everything.corpus],
-                           progress=False, model_id=model_id)
 
 
 # --------------------------------------------------------------------------- the paper's recipe
@@ -903,27 +787,24 @@ def recipe_comparison(runs: list, table2: pd.DataFrame, split: str, records: lis
         and r.row in {*recipe_rows, *(PAPER_RECIPE_COUNTERPARTS[x] for x in recipe_rows)}]
     spreads = pd.DataFrame({row: corpus_spread(path, mid, dataset)
                             for row, path, mid in shown}).T
-    spreads[f"{metric} (test, mean over seeds)"] = [table2.loc[(split, row), f"{metric} mean"]
-                                                    for row in spreads.index]
-    zs = table2.loc[(split, ZERO_SHOT), f"{metric} mean"]
-    lines = []
+    score = table2.xs(split)[f"{metric} mean"]
+    spreads[f"{metric} (test, mean over seeds)"] = [score[row] for row in spreads.index]
+    cos = spreads["mean_pair_cosine"]
+    lines, collapse = [], []
     for row in recipe_rows:
         twin = PAPER_RECIPE_COUNTERPARTS[row]
-        v, w = (table2.loc[(split, r), f"{metric} mean"] for r in (row, twin))
+        v, w, zs = score[row], score[twin], score[ZERO_SHOT]
         lines.append(f"{row}: {v:.4f} against zero-shot {zs:.4f} ({v - zs:+.4f}) and the "
                      f"study's {twin} {w:.4f} ({v - w:+.4f}).")
+        if twin in cos.index and row in cos.index:
+            collapse.append(f"{row} leaves random passage pairs at mean cosine {cos[row]:.3f}, "
+                            f"the study's {twin} at {cos[twin]:.3f}, zero-shot at "
+                            f"{cos[ZERO_SHOT]:.3f}: "
+                            f"{'more' if cos[row] > cos[twin] else 'less'} collapsed than "
+                            "in-batch training.")
     top = pushes["top_negative_share"]
     lines.append(f"At tau 0.02 the top-scored negative takes {top.loc[0.02]:.0%} of a query's "
                  f"push, at 0.05 {top.loc[0.05]:.0%}: the lower temperature "
                  + ("concentrates each update on fewer passages." if top.loc[0.02] > top.loc[0.05]
                     else "does not concentrate it."))
-    cos = spreads["mean_pair_cosine"]
-    for row in recipe_rows:
-        twin = PAPER_RECIPE_COUNTERPARTS[row]
-        if twin in cos.index and row in cos.index:
-            more = cos[row] > cos[twin]
-            lines.append(f"{row} leaves random passage pairs at mean cosine {cos[row]:.3f}, "
-                         f"the study's {twin} at {cos[twin]:.3f}, zero-shot at "
-                         f"{cos[ZERO_SHOT]:.3f}: {'more' if more else 'less'} collapsed than "
-                         "in-batch training.")
-    return pushes, spreads, lines
+    return pushes, spreads, lines + collapse

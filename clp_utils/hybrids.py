@@ -29,6 +29,10 @@ from clp_utils.study import StudyRun
 #: Convex weights of the dense side tried on validation (0 = BM25 alone, 1 = dense alone).
 HYBRID_WEIGHTS = tuple(round(w, 2) for w in np.linspace(0.0, 1.0, 21))
 RRF_K = 60
+#: Where each hybrid table is kept beside the runs it fused, keyed by those runs (ids), the
+#: split and the settings: ``make study`` commits it with the results (``machinery.publish``),
+#: so a reopened chapter shows the same table without the run files it was fused from.
+MEMO = "hybrids"
 
 
 def bm25_runs(profile: str | StudyProfile, split: str) -> dict[str, object]:
@@ -38,22 +42,13 @@ def bm25_runs(profile: str | StudyProfile, split: str) -> dict[str, object]:
     return {"test": bm25(ds), "val": bm25(ds, side="val")}
 
 
-def best_weight(members: list[StudyRun], sparse_val, qrels, metric: str,
-                weights: tuple[float, ...]) -> tuple[float, float]:
-    """The convex weight with the best mean validation ``metric`` over the row's seeds (ties:
-    the weight nearest 0.5), and that score."""
-    scores = {w: float(np.mean([evaluate_run(convex(r.val_run, sparse_val, w), qrels)
-                                .mean[metric] for r in members])) for w in weights}
-    best = max(scores, key=lambda w: (scores[w], -abs(w - 0.5)))
-    return best, scores[best]
-
-
 def hybrid_table(runs: list[StudyRun], profile: str | StudyProfile, split: str,
                  metric: str = "ndcg_cut_10", weights: tuple[float, ...] = HYBRID_WEIGHTS,
                  rrf_k: int = RRF_K) -> tuple[pd.DataFrame, pd.DataFrame]:
     """BM25 fused with every dense row of ``split``.
 
-    Returns (systems table: seeds, validation mean, test mean and sd, chosen weight;
+    Returns (systems table: seeds, validation mean, test mean and sd, the convex weight: the
+    best mean validation ``metric`` over the row's seeds, ties to the weight nearest 0.5;
     comparison table: each hybrid against BM25 and against its own dense row, Holm over this
     table).
     """
@@ -61,7 +56,16 @@ def hybrid_table(runs: list[StudyRun], profile: str | StudyProfile, split: str,
     key = stable_hash([[r.row, r.seed, r.test_result.run_dir.name, r.val_result.run_dir.name]
                        for r in here] + [split, metric, list(weights), rrf_k])
     if not all(r.test_result.has_run and r.val_result.has_run for r in here):
-        return _read_memo(key, split)  # reopened from committed results: no run files
+        for root in (results_dir(), committed_dir()):  # reopened from committed results
+            if (root / MEMO / key / "comparisons.csv").exists():
+                return (pd.read_csv(root / MEMO / key / "systems.csv", index_col="system"),
+                        # text, as computed: one seed's "+0.0951" would read as a number
+                        pd.read_csv(root / MEMO / key / "comparisons.csv", index_col=0,
+                                    dtype={"seed deltas": str}))
+        raise FileNotFoundError(f"{split}: the hybrids need the runs' run files, which are not "
+                                f"here, and no stored table {key} exists in "
+                                f"{results_dir() / MEMO} or {committed_dir() / MEMO}; "
+                                "`make study` makes both")
     p = get_profile(profile).study if isinstance(profile, str) else profile
     ds, _ = load_training_data(replace(p.base, split=split))
     qrels = {"test": ds.test().qrels, "val": ds.validation().qrels}
@@ -74,22 +78,21 @@ def hybrid_table(runs: list[StudyRun], profile: str | StudyProfile, split: str,
         members = [r for r in here if r.row == row]
         if not members:
             continue
-        best, at_best = best_weight(members, sparse["val"].run, qrels["val"], metric, weights)
-        systems = {f"{row} (dense)": lambda r, side: getattr(r, f"{side}_run"),
-                   f"{row} + BM25, RRF": lambda r, side: rrf(
-                       [getattr(r, f"{side}_run"), sparse[side].run], rrf_k),
-                   f"{row} + BM25, convex": lambda r, side, w=best: convex(
-                       getattr(r, f"{side}_run"), sparse[side].run, w)}
-        for name, make in systems.items():
-            per_seed[name] = {r.seed: evaluate_run(make(r, "test"), qrels["test"])
+        fuse = {"dense": lambda run, side: run,
+                "RRF": lambda run, side: rrf([run, sparse[side].run], rrf_k),
+                **{w: lambda run, side, w=w: convex(run, sparse[side].run, w) for w in weights}}
+        val = {k: float(np.mean([evaluate_run(f(r.val_run, "val"), qrels["val"]).mean[metric]
+                                 for r in members])) for k, f in fuse.items()}
+        best = max(weights, key=lambda w: (val[w], -abs(w - 0.5)))
+        fuse["convex"], val["convex"] = fuse[best], val[best]
+        for kind in ("dense", "RRF", "convex"):
+            name = f"{row} (dense)" if kind == "dense" else f"{row} + BM25, {kind}"
+            per_seed[name] = {r.seed: evaluate_run(fuse[kind](r.test_run, "test"), qrels["test"])
                               .per_query[metric] for r in members}
-            kind = name.rsplit(", ", 1)[-1] if "+ BM25" in name else "dense"
-            val = float(np.mean([evaluate_run(make(r, "val"), qrels["val"]).mean[metric]
-                                 for r in members]))
             info.append({"system": name, "kind": kind, "seeds": len(members),
                          "weight": best if kind == "convex" else np.nan,
-                         f"{metric} validation": val})
-            if "+ BM25" in name:
+                         f"{metric} validation": val[kind]})
+            if kind != "dense":
                 pairs += [(name, "BM25"), (name, f"{row} (dense)")]
     table = pd.DataFrame(info).set_index("system")
     means = {s: [float(np.mean(list(v.values()))) for v in per_seed[s].values()]
@@ -106,22 +109,6 @@ def hybrid_table(runs: list[StudyRun], profile: str | StudyProfile, split: str,
             frame.to_csv(fh)
     return table, sig
 
-
-#: Where each hybrid table is kept beside the runs it fused, keyed by those runs (ids), the
-#: split and the settings: ``make study`` commits it with the results (``machinery.publish``),
-#: so a reopened chapter shows the same table without the run files it was fused from.
-MEMO = "hybrids"
-
-
-def _read_memo(key: str, split: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    for root in (results_dir(), committed_dir()):
-        folder = root / MEMO / key
-        if (folder / "comparisons.csv").exists():
-            return (pd.read_csv(folder / "systems.csv", index_col="system"),
-                    pd.read_csv(folder / "comparisons.csv", index_col=0))
-    raise FileNotFoundError(f"{split}: the hybrids need the runs' run files, which are not "
-                            f"here, and no stored table {key} exists in {results_dir() / MEMO} "
-                            f"or {committed_dir() / MEMO}; `make study` makes both")
 
 
 def choose_on_validation(validation: Mapping[str, float]) -> str:

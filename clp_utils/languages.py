@@ -1,18 +1,14 @@
 """Hindi and Persian retrieval sets from the committed sources, in the study's BEIR layout.
 
-Two reading-comprehension releases in ``data/sources/`` become retrieval sets as SQuADShifts
-does (identical passages merge, answers kept, split by passage; passages embed their text
-alone) under ``data/<name>/``; ``load(name)`` returns the ``RetrievalDataset``:
+Two reading-comprehension releases become retrieval sets under ``data/<name>/`` as SQuADShifts
+does (identical passages merge, answers kept, split by passage, passages without titles):
 
-- ``hindi``: XQuAD's Hindi part (SQuAD JSON: 240 passages, 1,190 questions, professional
-  translations of SQuAD v1.1 dev paragraphs), a fifth of the BIG-bench set the study read
-  before (which held MLQA Hindi too, which could not be obtained).
-- ``persian``: ParsiNLU reading comprehension, eval split (one ``{"question", "url",
-  "passage", "answers": [[start, text], ...]}`` per line, 570 questions on 555 passages).
+- ``hindi``: XQuAD's Hindi part (240 passages, 1,190 questions translated from SQuAD v1.1
+  dev), a fifth of the BIG-bench set the study read before (MLQA Hindi could not be obtained).
+- ``persian``: ParsiNLU reading comprehension, eval split (570 questions on 555 passages).
 
 Python's ``\\w`` splits Devanagari words at every vowel sign and virama (Unicode Mn/Mc), so
-BM25 on these sets cuts words with ``TOKEN_PATTERN`` instead. ``python -m clp_utils.catalog
-build`` (``make data``) builds both sets. This is the data layer: no experiment module here.
+BM25 on these sets cuts words with ``TOKEN_PATTERN`` instead.
 """
 
 from __future__ import annotations
@@ -67,9 +63,9 @@ def hindi_to_beir(raw: bytes, source: str) -> BeirTriple:
 
 
 def persian_to_beir(raw: bytes, source: str) -> BeirTriple:
-    """ParsiNLU reading comprehension (JSONL) -> (corpus, queries, qrels): each line one SQuAD
-    paragraph with its one question (id ``fa<line index>``) for ``squad_to_beir``; a line
-    without a passage, a question or an answer is a ``DataError`` naming the file and line."""
+    """ParsiNLU reading comprehension (JSONL: ``{"question", "passage", "answers": [[start,
+    text], ...]}``) -> (corpus, queries, qrels), query ids ``fa<line index>``; a line without a
+    passage, a question or an answer is a ``DataError`` naming the file and line."""
     paragraphs = []
     for i, line in enumerate(raw.decode("utf-8").splitlines()):
         if not line.strip():
@@ -96,8 +92,8 @@ DATASETS: dict[str, Converter] = {"hindi": hindi_to_beir, "persian": persian_to_
 def build(names: Iterable[str] = ("hindi", "persian"), out: Path = DATA_DIR,
           seed: int = DEFAULT_SEED, test_fraction: float = DEFAULT_TEST_FRACTION,
           sources_root: Path | None = None, force: bool = False) -> dict[str, dict]:
-    """Build the named sets into ``<out>/<name>/`` (``data.build_one``); returns ``{name:
-    manifest entry}``, each also written to ``<out>/<name>/manifest.json`` as ``{name: entry}``."""
+    """Build the named sets into ``<out>/<name>/``; returns ``{name: manifest entry}``, each
+    also written to ``<out>/<name>/manifest.json`` as ``{name: entry}``."""
     names = list(names)
     unknown = set(names) - set(DATASETS)
     if unknown:
@@ -120,8 +116,8 @@ def read_manifest(out: Path, name: str) -> dict:
 
 
 def load(name: str, root: Path = DATA_DIR) -> RetrievalDataset:
-    """Load a built multilingual set (``hindi`` or ``persian``); an unknown name is a
-    ``ValueError`` listing every name the configs know, an unbuilt set a ``FileNotFoundError``."""
+    """Load a built multilingual set; an unknown name is a ``ValueError`` listing every name
+    the configs know, an unbuilt set a ``FileNotFoundError``."""
     if name not in DATASETS:
         raise ValueError(
             f"unknown dataset {name!r}; known: SQuADShifts {list(SQUADSHIFTS)}, "
@@ -129,9 +125,3 @@ def load(name: str, root: Path = DATA_DIR) -> RetrievalDataset:
         )
     return load_built(Path(root) / name, name)
 
-
-def language(name: str) -> str:
-    """The Snowball (PyStemmer) language of a multilingual set, for BM25 (its own name)."""
-    if name not in DATASETS:
-        raise KeyError(name)
-    return name

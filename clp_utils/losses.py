@@ -5,20 +5,10 @@ the notebooks, the measurements and the tests can call it on tensors; ``InfoNCEL
 ``CLPLoss`` wrap it the way sentence-transformers writes its losses, and every study run
 trains with them through ``SentenceTransformerTrainer`` (``clp_utils.training``).
 
-CLP (Yu 2024, arXiv 2412.17364), for query i with positive h_i+, hard negatives H' and, for
-each negative h', its own ("positive") queries H*(h'); s = cosine, tau = temperature::
-
-    L = (1 - lam) * InfoNCE_tau(h_i; h_i+, H') + lam * P(H', H*)
-
-Two penalty variants:
-
-- ``"paper"``: P = mean over valid (query, negative, negative-query) slots of
-  (1 - s(h', h*)). At one query per negative this is what the official code computes at its
-  batch size of 1 (mean over the negatives, penalty not divided by tau); here it is correct at
-  any batch size, with or without in-batch negatives, and on several processes.
-- ``"sum"``: the published formula, P = mean over (query, negative) pairs of
-  (1 - sum_{h* in H*} s(h', h*)). With one query per negative it equals ``"paper"``; with m
-  queries per negative it lies in [1 - m, 1 + m] and weighs a negative by its number of queries.
+CLP (Yu 2024, arXiv 2412.17364) adds to InfoNCE a penalty that pulls each hard negative toward
+its own queries; ``CLPLoss`` gives the formula and its two variants: ``"paper"`` (the official
+code's mean over the negatives' queries, made correct at any batch size, with or without
+in-batch negatives, and on several processes) and ``"sum"`` (the published formula).
 
 Several processes: with ``gather=True`` (``gather_across_devices=True`` on the modules) every
 rank gathers positives and hard negatives from all ranks with gradients (sentence-transformers'
@@ -164,27 +154,6 @@ def info_nce(
     return F.cross_entropy(logits / tau, target)
 
 
-def _as_slot_mask(mask: Tensor | None, shape: torch.Size, device: torch.device) -> Tensor:
-    """A boolean (B, k, m) mask from ``None``, a (B, k*m) or a (B, k, m) 0/1 tensor."""
-    if mask is None:
-        return torch.ones(shape, dtype=torch.bool, device=device)
-    if mask.numel() != shape.numel() or mask.size(0) != shape[0]:
-        raise ValueError(
-            f"penalty mask has shape {tuple(mask.shape)}; expected (batch, k*m) = "
-            f"({shape[0]}, {shape[1] * shape[2]}) or (batch, k, m) = {tuple(shape)}"
-        )
-    return mask.reshape(shape).to(device) > 0
-
-
-def _global_count(count: Tensor, gather: bool) -> tuple[Tensor, int]:
-    """The number of valid terms over all processes (no gradient) and the world size."""
-    if not _gathering(gather):
-        return count, 1
-    count = count.detach().clone()
-    dist.all_reduce(count, op=dist.ReduceOp.SUM)
-    return count, get_world_size()
-
-
 def clp_penalty(
     negs: Tensor,
     neg_queries: Tensor,
@@ -211,7 +180,16 @@ def clp_penalty(
         raise ValueError(f"variant must be one of {VARIANTS}, got {variant!r}")
     n = F.normalize(negs, dim=-1)
     nq = F.normalize(neg_queries, dim=-1)
-    valid = _as_slot_mask(mask, nq.shape[:3], nq.device)
+    shape = nq.shape[:3]
+    if mask is None:
+        valid = torch.ones(shape, dtype=torch.bool, device=nq.device)
+    elif mask.numel() != shape.numel() or mask.size(0) != shape[0]:
+        raise ValueError(
+            f"penalty mask has shape {tuple(mask.shape)}; expected (batch, k*m) = "
+            f"({shape[0]}, {shape[1] * shape[2]}) or (batch, k, m) = {tuple(shape)}"
+        )
+    else:
+        valid = mask.reshape(shape).to(nq.device) > 0
     cos = torch.einsum("bkd,bkmd->bkm", n, nq)
     # where (not multiply): a masked slot's value never reaches the forward value.
     if variant == "paper":
@@ -222,7 +200,11 @@ def clp_penalty(
         per_neg = 1.0 - torch.where(valid, cos, torch.zeros_like(cos)).sum(-1)
         terms = torch.where(has_query, per_neg, torch.zeros_like(per_neg))
         count = has_query.sum().to(cos.dtype)
-    count, world = _global_count(count, gather)
+    world = 1
+    if _gathering(gather):  # the global number of valid terms (no gradient)
+        count = count.detach().clone()
+        dist.all_reduce(count, op=dist.ReduceOp.SUM)
+        world = get_world_size()
     return terms.sum() * world / count.clamp_min(1.0)
 
 
@@ -262,33 +244,9 @@ def clp_loss(
 # sentence-transformers losses
 
 
-class _TemperatureLoss(nn.Module):
-    """What the two losses share: a temperature, in-batch negatives, gathering, and the
-    names sentence-transformers gives them (``scale``, ``get_config_dict``, ``citation``)."""
+class InfoNCELoss(nn.Module):
+    citation = INFONCE_CITATION
 
-    citation: str = ""
-
-    def __init__(self, model: nn.Module, temperature: float, in_batch_negatives: bool,
-                 gather_across_devices: bool) -> None:
-        super().__init__()
-        if not temperature > 0:
-            raise ValueError("temperature must be positive")
-        self.model = model
-        self.temperature = temperature
-        self.in_batch_negatives = in_batch_negatives
-        self.gather_across_devices = gather_across_devices
-
-    @property
-    def scale(self) -> float:
-        """1 / temperature, sentence-transformers' name for it."""
-        return 1.0 / self.temperature
-
-    def get_config_dict(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "in_batch_negatives": self.in_batch_negatives,
-                "gather_across_devices": self.gather_across_devices}
-
-
-class InfoNCELoss(_TemperatureLoss):
     def __init__(
         self,
         model: nn.Module,
@@ -337,7 +295,22 @@ class InfoNCELoss(_TemperatureLoss):
                                                      loss=InfoNCELoss(model))
                 trainer.train()
         """
-        super().__init__(model, temperature, in_batch_negatives, gather_across_devices)
+        super().__init__()
+        if not temperature > 0:
+            raise ValueError("temperature must be positive")
+        self.model = model
+        self.temperature = temperature
+        self.in_batch_negatives = in_batch_negatives
+        self.gather_across_devices = gather_across_devices
+
+    @property
+    def scale(self) -> float:
+        """1 / temperature, sentence-transformers' name for it."""
+        return 1.0 / self.temperature
+
+    def get_config_dict(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "in_batch_negatives": self.in_batch_negatives,
+                "gather_across_devices": self.gather_across_devices}
 
     def forward(
         self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None
@@ -354,19 +327,13 @@ class InfoNCELoss(_TemperatureLoss):
             raise ValueError(f"Expected at least 2 columns (query, pos), got {len(embeddings)}")
         query, pos, *negs = embeddings
         stacked = torch.stack(negs, dim=1) if negs else None
-        return info_nce(
-            query,
-            pos,
-            stacked,
-            tau=self.temperature,
-            in_batch=self.in_batch_negatives,
-            gather=self.gather_across_devices,
-        )
-
-    citation = INFONCE_CITATION
+        return info_nce(query, pos, stacked, tau=self.temperature,
+                        in_batch=self.in_batch_negatives, gather=self.gather_across_devices)
 
 
-class CLPLoss(_TemperatureLoss):
+class CLPLoss(InfoNCELoss):
+    citation = CLP_CITATION
+
     def __init__(
         self,
         model: nn.Module,
@@ -390,7 +357,8 @@ class CLPLoss(_TemperatureLoss):
         s = cosine, n_ij = negative j of query i, q*_ijr = its r-th own query. The penalty is
         not divided by tau. ``"paper"`` is the official code's computation (mean over the
         negatives, one query each) made correct at any batch size; ``"sum"`` is the published
-        formula (a sum over several positive queries of a negative). At m = 1 they coincide.
+        formula (a sum over several positive queries of a negative: in [1 - m, 1 + m], weighing a
+        negative by its number of queries). At m = 1 they coincide.
 
         Args:
             model: SentenceTransformer model.
@@ -470,12 +438,6 @@ class CLPLoss(_TemperatureLoss):
         self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None
     ) -> Tensor | dict[str, Tensor]:
         features = list(sentence_features)
-        if len(features) != self.num_columns:
-            raise ValueError(
-                f"CLPLoss(num_negatives={self.num_negatives}, queries_per_negative="
-                f"{self.queries_per_negative}) expects {self.num_columns} text columns, "
-                f"got {len(features)}"
-            )
         k = self.num_negatives
         # Two forwards grouped by text width: short queries (the query and the negatives'
         # queries) and long passages, so that no query is padded to passage length.
@@ -494,39 +456,27 @@ class CLPLoss(_TemperatureLoss):
         """
         if len(embeddings) != self.num_columns:
             raise ValueError(
-                f"Expected {self.num_columns} embedding columns, got {len(embeddings)}"
+                f"CLPLoss(num_negatives={self.num_negatives}, queries_per_negative="
+                f"{self.queries_per_negative}) expects {self.num_columns} text columns, "
+                f"got {len(embeddings)}"
             )
         k, m = self.num_negatives, self.queries_per_negative
         query, pos = embeddings[0], embeddings[1]
         negs = torch.stack(embeddings[2 : 2 + k], dim=1)
         batch, dim = query.shape
         neg_queries = torch.stack(embeddings[2 + k :], dim=1).reshape(batch, k, m, dim)
-        out = clp_loss(
-            query,
-            pos,
-            negs,
-            neg_queries,
-            mask=labels,
-            lam=self.lam,
-            tau=self.temperature,
-            variant=self.variant,
-            in_batch=self.in_batch_negatives,
-            gather=self.gather_across_devices,
-        )
+        out = clp_loss(query, pos, negs, neg_queries, mask=labels, lam=self.lam,
+                       tau=self.temperature, variant=self.variant,
+                       in_batch=self.in_batch_negatives, gather=self.gather_across_devices)
         self.last_output = out
-        self.last_parts = {
-            "contrastive": out.contrastive.detach().item(),
-            "penalty": out.penalty.detach().item(),
-            "total": out.total.detach().item(),
-        }
+        self.last_parts = {part: getattr(out, part).detach().item()
+                           for part in ("contrastive", "penalty", "total")}
         if self.return_components:
             return {
                 "contrastive_weighted": (1.0 - self.lam) * out.contrastive,
                 "penalty_weighted": self.lam * out.penalty,
             }
         return out.total
-
-    citation = CLP_CITATION
 
     def get_config_dict(self) -> dict[str, Any]:
         return {"num_negatives": self.num_negatives,

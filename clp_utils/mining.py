@@ -1,24 +1,22 @@
 """Training data for the study: random and ANCE negatives, false-negative filters, H*.
 
-For each training query, ``mine`` picks ``num_negatives`` negative passages and, for each
-negative, the negative's own queries (H* in the CLP paper: the queries for which that passage
-IS relevant, from the TRAIN qrels, never the query itself):
+For each training query, ``mine`` picks ``num_negatives`` negative passages and, for each, the
+negative's own queries (H* in the CLP paper: the TRAIN queries for which that passage IS
+relevant, never the query itself):
 
-- ``strategy="random"``: uniform draws (seeded, per query) among train passages that are not
-  the query's positives.
-- ``strategy="ance"``: the model's own ranking of the TRAIN passages (exact faiss search, as
-  in evaluation). Ranks ``rank_min..rank_max`` (1-based, counted over the full ranking, so a
-  positive inside the window takes a rank but is never a candidate: FlagEmbedding's
-  ``range_for_sampling`` convention) are the candidates; ``pick="top"`` keeps the best ranked
-  survivors, ``pick="sample"`` draws them with the seed.
+- ``strategy="random"``: seeded per-query draws among train passages that are not positives.
+- ``strategy="ance"``: the model's own ranking of the TRAIN passages (exact faiss search).
+  Ranks ``rank_min..rank_max`` (1-based over the full ranking, so a positive inside the window
+  takes a rank but is never a candidate: FlagEmbedding's ``range_for_sampling``) are the
+  candidates; ``pick="top"`` keeps the best ranked survivors, ``pick="sample"`` draws them.
 
-Filters, applied to every candidate in this order and counted by the first that drops it:
-``max_score`` (score > max_score), ``abs_margin`` (score > pos - abs_margin), ``rel_margin``
-(score > pos - |pos| * rel_margin; NV-Retriever's TopK-PercPos is 0.05; with ``|pos|`` as in
-sentence-transformers, so the rule does not flip for negative scores), ``answer`` (the
-passage contains one of the query's answer strings, case-insensitive and on word boundaries
-as DPR's ``has_answer``), and with ``missing_neg_query="drop"`` a passage without any train
-query. Margins use the lowest positive score of the query (sentence-transformers' choice).
+Filters (``FILTERS``, in order; a candidate is counted by the first that drops it):
+``max_score``, ``abs_margin`` (score > pos - abs_margin), ``rel_margin`` (score > pos - |pos| *
+rel_margin: NV-Retriever's TopK-PercPos is 0.05; ``|pos|`` as in sentence-transformers, so the
+rule does not flip for negative scores), ``answer`` (the passage contains an answer string,
+case-insensitive on word boundaries, as DPR's ``has_answer``) and, with
+``missing_neg_query="drop"``, a passage without own query. ``pos`` is the query's lowest
+positive score (sentence-transformers' choice).
 
 Why not sentence-transformers' ``mine_hard_negatives``: it gives other negatives. Its
 ``range_min`` counts the candidates left once the positives (and filtered ones) are removed,
@@ -26,18 +24,14 @@ so a positive inside the window shifts it; it merges queries of equal text (and 
 positives), returns texts rather than ids, samples with the global ``random`` state, has no
 answer or own-query filter, and encodes on its own, not with the study's cached embeddings.
 
-The same answer check measures false negatives: ``summary["fn_rate_candidates"]`` is the
-share of examined candidates that contain an answer (ANCE: the whole window; random: the
-draws made, so with a filter a query with a common answer string draws, and counts, more),
+The answer check also measures false negatives: ``summary["fn_rate_candidates"]`` is the share
+of examined candidates holding an answer (ANCE: the window; random: the draws made),
 ``summary["fn_rate_negatives"]`` the share among the negatives kept. A query left with fewer
-negatives than asked is never padded: its record has ``n_missing > 0`` and
-``summary["short_queries"]`` counts such queries.
+negatives than asked is never padded (``n_missing > 0``, counted by ``short_queries``).
 
-Records are saved as JSONL in the official code's field names (``query``, ``pos``, ``neg``,
-``neg_q``) plus ids and scores, cached under a hash of the data, the model id, every
-``MiningConfig`` field and the query subset: a changed parameter never reuses stale
-negatives. ANCE rounds call ``mine`` again with the partly trained model (``model_id=None``
-or a run-and-epoch id); the model's train/eval mode is restored afterwards.
+Records are JSONL in the official code's field names (``query``, ``pos``, ``neg``, ``neg_q``)
+plus ids and scores, cached under a hash of the data, the model id, every ``MiningConfig``
+field and the query subset. ANCE rounds call ``mine`` again with the partly trained model.
 """
 
 from __future__ import annotations
@@ -72,11 +66,8 @@ SCORE_CHUNK = 256
 
 @dataclass(frozen=True)
 class MiningConfig:
-    """Everything that decides which negatives (and which H*) a query gets.
-
-    Every field enters the cache key. ``rank_min``/``rank_max`` are 1-based ranks of the
-    model's ranking over train passages (ignored by ``strategy="random"``).
-    """
+    """Everything that decides which negatives (and which H*) a query gets (every field enters
+    the cache key; ``rank_min``/``rank_max`` are ignored by ``strategy="random"``)."""
 
     strategy: str = "ance"
     num_negatives: int = 4
@@ -113,12 +104,9 @@ class MiningConfig:
 
 @dataclass
 class MinedSet:
-    """Mined training records, their counts, and the cached JSONL they were saved to.
-
-    A record: ``qid, query, pos_id, pos, pos_score, pos_rank, neg_ids, neg, neg_scores,
-    neg_ranks, neg_answer_hit, neg_q_ids, neg_q, n_missing``; ``neg_q[j]`` lists the H* texts
-    of negative ``j`` (empty when it has none and ``missing_neg_query="keep"``).
-    """
+    """Mined records (``qid, query, pos_id, pos, pos_score, pos_rank, neg_ids, neg, neg_scores,
+    neg_ranks, neg_answer_hit, neg_q_ids, neg_q, n_missing``; ``neg_q[j]``: the H* texts of
+    negative ``j``), their counts, and the cached JSONL they were saved to."""
 
     records: list[dict]
     summary: dict
@@ -134,13 +122,9 @@ def _norm(text: str) -> str:
 
 
 def answer_matcher(answers: Sequence[str]) -> Callable[[str], bool] | None:
-    """A test ``f(normalised_text) -> bool`` for any of ``answers`` as whole words.
-
-    The text must be normalised as ``_norm`` does (``TrainIndex`` keeps every passage that
-    way). An occurrence counts when the characters around it are not word characters
-    (``(?<!\\w)answer(?!\\w)``, not ``\\b``: an answer may start or end with punctuation,
-    "$5", "U.S."). Returns ``None`` for a query without answers.
-    """
+    """A test ``f(text) -> bool`` for any of ``answers`` as whole words in a text normalised
+    by ``_norm``, or ``None`` without answers. Words are bounded by ``(?<!\\w)...(?!\\w)``,
+    not ``\\b``: an answer may start or end with punctuation ("$5", "U.S.")."""
     alts = sorted({a for a in (_norm(x) for x in answers) if a}, key=len, reverse=True)
     if not alts:
         return None
@@ -174,11 +158,8 @@ def filter_reasons(
     has_query: np.ndarray,
     config: MiningConfig,
 ) -> np.ndarray:
-    """For each candidate, the first filter of ``FILTERS`` that drops it, or ``""`` if kept.
-
-    Works on one query's candidates (scalar ``pos_score``) or on a whole candidate table
-    (one ``pos_score`` per row); ``mine`` and ``candidate_frame`` share it.
-    """
+    """For each candidate, the first filter of ``FILTERS`` that drops it, or ``""`` if kept
+    (one query's candidates with a scalar ``pos_score``, or a table with one per row)."""
     c = config
     scores = np.asarray(scores, dtype=np.float64)
     pos = np.broadcast_to(np.asarray(pos_score, dtype=np.float64), scores.shape)
@@ -211,9 +192,8 @@ class TrainIndex:
 def index_and_queries(model, train: Split, qids: Sequence[str], model_id: str | None,
                       batch_size: int | None, progress: bool,
                       embedding_cache_dir: Path | None) -> tuple[TrainIndex, np.ndarray]:
-    """The train index (every train passage embedded, cached by ``model_id``) and the
-    embeddings of the training queries ``qids`` (any other id raises ``KeyError``). A model in
-    training mode is put back in it (encoding switches it to eval)."""
+    """The train index (passage embeddings cached by ``model_id``) and the embeddings of the
+    training queries ``qids`` (another id is a ``KeyError``); a training model stays in it."""
     check_train(train)
     unknown = [q for q in qids if q not in train.queries]
     if unknown:
@@ -274,26 +254,22 @@ def mine(
     """Mine negatives and their own queries for the training queries of ``train``.
 
     Args:
-        model: a sentence-transformers model (anything with ``encode``); a model in training
-            mode is switched to eval for the encoding and switched back afterwards.
-        train: ``RetrievalDataset.train()``; any other split name raises ``ValueError``.
+        model: a sentence-transformers model; a model in training mode is switched to eval to
+            encode and switched back.
+        train: ``RetrievalDataset.train()``; any other split raises ``ValueError``.
         config: the strategy, window, filters, H* options and seed.
-        model_id: names the weights (``"minilm"``, ``"<run>-epoch1"``). With an id, passage
-            embeddings and the result are cached; ``None`` (an in-memory model) caches nothing.
-        data_checksum: the dataset's checksum (``RetrievalDataset.checksum``), added to the
-            key next to a hash of the split's content.
-        query_ids: mine only these training queries (in this order; any other id raises
-            ``KeyError``); default all.
-        cache_dir: where mined sets are saved (``None``: not saved; a relative folder is
-            under the results root, ``paths.results_dir()``).
-        progress: progress bars while encoding.
-        batch_size: encoding batch size.
-        embedding_cache_dir: passage-embedding cache (shared with evaluation).
+        model_id: names the weights (``"minilm"``, ``"<run>-epoch1"``) for the passage
+            embedding and result caches; ``None`` (an in-memory model) caches nothing.
+        data_checksum: ``RetrievalDataset.checksum``, keyed with a hash of the split's content.
+        query_ids: mine only these training queries, in this order (default all).
+        cache_dir: where mined sets are saved (``None``: not saved; relative: under
+            ``paths.results_dir()``).
+        progress, batch_size, embedding_cache_dir: as in ``retrieval.encode_passages``.
 
     Returns:
-        A ``MinedSet``: one record per query that has a positive, a summary of counts
-        (short queries, drops per filter, negatives without own query, false-negative rates),
-        and the cached JSONL path.
+        A ``MinedSet``: one record per query with a positive, the summary counts (short
+        queries, drops per filter, negatives without own query, false-negative rates) and
+        the cached JSONL path.
 
     Example:
         >>> ds = load_squadshifts("reddit")
@@ -404,7 +380,7 @@ def _examine(index: TrainIndex, cands: np.ndarray, scores: np.ndarray, margin_po
              counts: dict) -> tuple[np.ndarray, np.ndarray]:
     """Filter one query's candidates and count them: (the kept ones, their answer hits)."""
     hits = np.array([bool(match and match(index.norm_text[i])) for i in cands], dtype=bool)
-    has_q = [_has_own_query(index, index.docids[i], qid, config) for i in cands]
+    has_q = [bool(_own(index, index.docids[i], qid, config)[0]) for i in cands]
     reasons = filter_reasons(scores[cands], margin_pos, hits, has_q, config)
     counts["candidates_examined"] += len(cands)
     counts["candidates_with_answer"] += int(hits.sum())
@@ -438,35 +414,30 @@ def _record(index: TrainIndex, qid: str, pos: int, scores: np.ndarray, chosen: n
             "neg_q": neg_q, "n_missing": n_missing}
 
 
-def _has_own_query(index: TrainIndex, docid: str, qid: str, config: MiningConfig) -> bool:
-    if config.pseudo_query is not None:
-        return bool(_pseudo(index.split, docid, config.pseudo_query))
-    return any(q != qid for q in index.doc_queries.get(docid, ()))
+def _own(index: TrainIndex, docid: str, qid: str,
+         config: MiningConfig) -> tuple[list[str], list[str]]:
+    """A passage's possible H*: (ids, texts) of its train queries other than ``qid`` (which can
+    reach a negative only through a second positive, never a candidate; the rule must not rely
+    on that), or of its pseudo query."""
+    split, kind = index.split, config.pseudo_query
+    if kind is not None:
+        doc = split.corpus[docid]
+        text = (doc.get("title") or "").strip() if kind == "title" else first_sentence(doc["text"])
+        return ([f"{docid}#{kind}"], [text]) if text else ([], [])
+    own = [q for q in index.doc_queries.get(docid, ()) if q != qid]
+    return own, [split.queries[q]["text"] for q in own]
 
 
-def _pseudo(split: Split, docid: str, kind: str) -> str:
-    doc = split.corpus[docid]
-    return (doc.get("title") or "").strip() if kind == "title" else first_sentence(doc["text"])
-
-
-def _own_queries(
-    index: TrainIndex, qid: str, neg_ids: list[str], config: MiningConfig
-) -> tuple[list[list[str]], list[list[str]]]:
-    """H* of each negative: its train queries (all, or k drawn with the seed) or a pseudo one."""
-    split, k = index.split, config.neg_queries
+def _own_queries(index: TrainIndex, qid: str, neg_ids: list[str],
+                 config: MiningConfig) -> tuple[list[list[str]], list[list[str]]]:
+    """H* of each negative: its own queries (all, or ``neg_queries`` drawn with the seed)."""
     ids_out, texts_out = [], []
-    rng = _query_rng(config.seed, qid, 1)
+    rng, k = _query_rng(config.seed, qid, 1), config.neg_queries
     for docid in neg_ids:
-        if config.pseudo_query is not None:
-            text = _pseudo(split, docid, config.pseudo_query)
-            ids_out.append([f"{docid}#{config.pseudo_query}"] if text else [])
-            texts_out.append([text] if text else [])
-            continue
-        # The query itself is excluded (it can only be relevant to a negative through a
-        # second positive, which is never a candidate, but the rule must not rely on that).
-        own = [q for q in index.doc_queries.get(docid, ()) if q != qid]
-        if k != "all" and len(own) > k:
-            own = [own[i] for i in sorted(rng.choice(len(own), k, replace=False))]
-        ids_out.append(own)
-        texts_out.append([split.queries[q]["text"] for q in own])
+        ids, texts = _own(index, docid, qid, config)
+        if k != "all" and len(ids) > k:
+            take = sorted(rng.choice(len(ids), k, replace=False))
+            ids, texts = [ids[i] for i in take], [texts[i] for i in take]
+        ids_out.append(ids)
+        texts_out.append(texts)
     return ids_out, texts_out

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 from pathlib import Path
 
 from sentence_transformers import SentenceTransformer
@@ -34,27 +35,15 @@ def model_path(name: str) -> str:
     return name
 
 
-#: Where a hub id would be fetched from (checked, not contacted, by ``hub_reachable``).
-HUB_HOST = ("huggingface.co", 443)
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the model hub answers within ``timeout`` seconds (never when
-    ``HF_HUB_OFFLINE`` is set): a cheap TCP connect instead of the hub client's long wait."""
-    import socket
-
-    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", ""):
-        return False
-    with contextlib.suppress(OSError), socket.create_connection(HUB_HOST, timeout=timeout):
-        return True
-    return False
-
-
 def check_model_name(name: str) -> str | None:
     """Why ``name`` cannot load here, in one line (None when it can or might): not a local
-    folder, not a packaged name, and the hub unreachable."""
-    if is_local(name) or hub_reachable():
+    folder, not a packaged name, and the model hub unreachable (a 3 s TCP connect, never
+    tried when ``HF_HUB_OFFLINE`` is set, instead of the hub client's long wait)."""
+    if is_local(name):
         return None
+    if os.environ.get("HF_HUB_OFFLINE", "0") in ("0", ""):
+        with contextlib.suppress(OSError), socket.create_connection(("huggingface.co", 443), 3):
+            return None
     return (f"model {name!r} is not a local folder, not a known name "
             f"({', '.join(PACKAGED_MODELS)}), and the model hub is unreachable from here")
 
@@ -70,21 +59,14 @@ def load_model(name: str = "minilm", device: str | None = None, **kwargs) -> Sen
     to ``SentenceTransformer``. A local one loads offline."""
     path = model_path(name)
     if is_local(name):
-        # Local folders never need the hub; HF_HUB_OFFLINE keeps any lookup from waiting for
-        # network timeouts on a machine without network.
+        # HF_HUB_OFFLINE keeps any hub lookup from waiting for network timeouts
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         kwargs.setdefault("local_files_only", True)
-        if uses_study_modules(path):
+        modules = Path(path) / "modules.json"
+        if modules.exists() and any(m.get("type", "").startswith("clp_utils.")
+                                    for m in json.loads(modules.read_text())):
             # A MoE model names clp_utils.moe.MoETransformer in modules.json; sentence-
             # transformers 6 imports a class from outside its own package only when trusted,
             # and this is the study's own code.
             kwargs.setdefault("trust_remote_code", True)
     return SentenceTransformer(path, device=device, **kwargs)
-
-
-def uses_study_modules(path: str | Path) -> bool:
-    """True when a model folder's ``modules.json`` names a class from ``clp_utils``."""
-    modules = Path(path) / "modules.json"
-    if not modules.exists():
-        return False
-    return any(m.get("type", "").startswith("clp_utils.") for m in json.loads(modules.read_text()))

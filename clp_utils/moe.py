@@ -23,16 +23,9 @@ Two routing modes, with g = gate(x) the E logits of a token:
   the extras' learned-gate row trains with it).
 
 Tokens are dispatched per expert with batched tensor operations (sort by expert, one matmul per
-expert, scatter back). Padding tokens are excluded from routing statistics and from the
-balance loss: :class:`MoETransformer` hands the batch's attention mask to its layers.
-
-Save and load: :func:`apply_moe` turns the model's first module into a :class:`MoETransformer`
-(a sentence-transformers ``Transformer`` subclass), which ``modules.json`` then references as
-``clp_utils.moe.MoETransformer``. Its folder holds a valid base checkpoint (expert 0 in place of
-each intermediate dense) plus ``moe_config.json`` and ``moe.safetensors``. sentence-transformers
-6 imports a module class from outside its own namespace only with ``trust_remote_code=True``
-(even for local folders), so reload with ``SentenceTransformer(path, trust_remote_code=True)``;
-without the flag the load fails loudly rather than silently dropping the experts.
+expert, scatter back); padding tokens are excluded from routing statistics and from the balance
+loss. :func:`apply_moe` turns the model's first module into a :class:`MoETransformer`, which
+saves and reloads the experts (``SentenceTransformer(path, trust_remote_code=True)``).
 
 Example:
     >>> model = load_model("minilm")
@@ -47,9 +40,9 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -66,6 +59,8 @@ ROUTINGS: tuple[str, ...] = ("paper", "learned")
 INTERMEDIATE_SUFFIX = "intermediate.dense"
 MOE_CONFIG_FILE = "moe_config.json"
 MOE_WEIGHTS_FILE = "moe.safetensors"
+#: The arguments of sentence-transformers' ``load`` that say where the files are.
+_HUB_ARGUMENTS = ("subfolder", "token", "cache_folder", "revision", "local_files_only")
 
 
 @dataclass(frozen=True)
@@ -91,14 +86,14 @@ class MoEConfig:
             raise ValueError("the balance loss needs routing='learned'")
 
 
+@dataclass(eq=False)
 class RoutingContext:
     """State shared by one model's MoE layers: the batch's padding mask and recording switches."""
 
-    def __init__(self) -> None:
-        self.attention_mask: Tensor | None = None
-        self.record: bool = False
-        self.aux_losses: list[Tensor] = []
-        self._workspaces: dict[str, Tensor] = {}
+    attention_mask: Tensor | None = None
+    record: bool = False
+    aux_losses: list[Tensor] = field(default_factory=list)
+    _workspaces: dict[str, Tensor] = field(default_factory=dict)
 
     def workspace(self, name: str, rows: int, cols: int, dtype: torch.dtype) -> Tensor:
         """A (rows, cols) CPU scratch buffer, reused by the layers across forward passes.
@@ -147,11 +142,8 @@ class MoELinear(nn.Module):
         else:
             self.register_parameter("expert_bias", None)
         self.gate = nn.Linear(self.in_features, num_experts, bias=False)
-        gate_weight = torch.empty(num_experts, self.in_features)
         # nn.Linear's own initialisation, drawn from the seeded stream instead of the global one.
-        nn.init.kaiming_uniform_(gate_weight, a=math.sqrt(5), generator=generator)
-        with torch.no_grad():
-            self.gate.weight.copy_(gate_weight)
+        nn.init.kaiming_uniform_(self.gate.weight, a=math.sqrt(5), generator=generator)
         self.gate.to(device=weight.device, dtype=weight.dtype)
         self.reset_routing_stats()
 
@@ -185,14 +177,21 @@ class MoELinear(nn.Module):
         flat = x.reshape(-1, self.in_features)
         experts, weights, probs = self.route(flat)
         out = self._dispatch(flat, experts, weights)
-        if self.context.record or self._wants_balance_loss():
-            valid = self._valid_tokens(shape)
+        balance = self.config.balance_coef > 0 and self.training and torch.is_grad_enabled()
+        if self.context.record or balance:
+            mask = self.context.attention_mask
+            # Packed (unpadded) inputs carry no padding, and a mask of another shape is not ours.
+            if mask is not None and tuple(mask.shape) == tuple(shape[:-1]):
+                valid = mask.reshape(-1).bool()
+                experts, probs = experts[valid], probs[valid]
             if self.context.record:
-                self._record(experts, probs, valid)
-            if self._wants_balance_loss():
-                self.context.aux_losses.append(
-                    self.config.balance_coef * _balance_loss(experts, probs, valid)
-                )
+                self._record(experts, probs)
+            if balance:  # Switch's load-balancing loss E * sum_i f_i * P_i, valid tokens only
+                num_experts = self.config.num_experts
+                share = torch.bincount(experts.reshape(-1), minlength=num_experts).float()
+                loss = (num_experts * (share / experts.numel() * probs.mean(dim=0)).sum()
+                        if probs.shape[0] else probs.sum() * 0.0)
+                self.context.aux_losses.append(self.config.balance_coef * loss)
         return out.reshape(*shape[:-1], self.out_features)
 
     def _dispatch(self, flat: Tensor, experts: Tensor, weights: Tensor) -> Tensor:
@@ -254,20 +253,8 @@ class MoELinear(nn.Module):
         results.mul_(slot_weight[:, None].to(dtype))
         return out.zero_().index_add_(0, token_of_slot, results)
 
-    def _wants_balance_loss(self) -> bool:
-        return self.config.balance_coef > 0 and self.training and torch.is_grad_enabled()
-
-    def _valid_tokens(self, shape: torch.Size) -> Tensor | None:
-        mask = self.context.attention_mask
-        # Packed (unpadded) inputs carry no padding, and a mask of another shape is not ours.
-        if mask is None or tuple(mask.shape) != tuple(shape[:-1]):
-            return None
-        return mask.reshape(-1).bool()
-
     @torch.no_grad()
-    def _record(self, experts: Tensor, probs: Tensor, valid: Tensor | None) -> None:
-        if valid is not None:
-            experts, probs = experts[valid], probs[valid]
+    def _record(self, experts: Tensor, probs: Tensor) -> None:
         # Out of place: these are plain CPU tensors that may have been created in inference mode.
         counts = torch.bincount(experts.reshape(-1), minlength=self.config.num_experts)
         self.expert_counts = self.expert_counts + counts.to(self.expert_counts)
@@ -283,27 +270,11 @@ class MoELinear(nn.Module):
 
     def as_linear(self, expert: int = 0) -> nn.Linear:
         """One expert as a plain ``nn.Linear`` (sharing no storage with this layer)."""
-        w = self.expert_weight[expert]
-        linear = nn.Linear(
-            self.in_features, self.out_features, bias=self.expert_bias is not None
-        ).to(device=w.device, dtype=w.dtype)
-        with torch.no_grad():
-            linear.weight.copy_(w)
-            if self.expert_bias is not None:
-                linear.bias.copy_(self.expert_bias[expert])
+        linear = nn.Linear(self.in_features, self.out_features, bias=self.expert_bias is not None)
+        linear.weight = nn.Parameter(self.expert_weight[expert].detach().clone())
+        if self.expert_bias is not None:
+            linear.bias = nn.Parameter(self.expert_bias[expert].detach().clone())
         return linear
-
-
-def _balance_loss(experts: Tensor, probs: Tensor, valid: Tensor | None) -> Tensor:
-    """Switch load-balancing loss E * sum_i f_i * P_i over the valid tokens."""
-    if valid is not None:
-        experts, probs = experts[valid], probs[valid]
-    num_experts = probs.shape[-1]
-    if probs.shape[0] == 0:
-        return probs.sum() * 0.0
-    fraction = torch.bincount(experts.reshape(-1), minlength=num_experts).float()
-    fraction = fraction / experts.numel()
-    return num_experts * (fraction * probs.mean(dim=0)).sum()
 
 
 class MoETransformer(Transformer):
@@ -311,7 +282,9 @@ class MoETransformer(Transformer):
 
     It passes each batch's attention mask to its MoE layers (so padding is not counted in
     routing statistics) and saves and loads the experts and gates next to the base checkpoint.
-    Created by :func:`apply_moe`; reloaded by ``SentenceTransformer(path, trust_remote_code=True)``.
+    Created by :func:`apply_moe`; reloaded by ``SentenceTransformer(path, trust_remote_code=True)``
+    (sentence-transformers imports a module class from outside its own namespace only with that
+    flag, even from a local folder; without it the load fails rather than drop the experts).
     """
 
     moe_config: MoEConfig
@@ -332,51 +305,26 @@ class MoETransformer(Transformer):
         layers = dict(moe_layers(self.model))
         # The Hugging Face part stays a valid base checkpoint: expert 0 stands in for each MoE.
         for name, layer in layers.items():
-            _set_submodule(self.model, name, layer.as_linear(0))
+            self.model.set_submodule(name, layer.as_linear(0))
         try:
             super().save(output_path, *args, safe_serialization=safe_serialization, **kwargs)
         finally:
             for name, layer in layers.items():
-                _set_submodule(self.model, name, layer)
+                self.model.set_submodule(name, layer)
         with open(os.path.join(output_path, MOE_CONFIG_FILE), "w", encoding="utf-8") as f:
             json.dump(asdict(self.moe_config), f, indent=2)
-        state = {
-            f"{name}.{key}": value.detach().contiguous().cpu()
-            for name, layer in layers.items()
-            for key, value in layer.state_dict().items()
-        }
+        state = {key: value.detach().contiguous().cpu() for key, value in _moe_state(self.model)}
         save_file(state, os.path.join(output_path, MOE_WEIGHTS_FILE))
 
     @classmethod
-    def load(
-        cls,
-        model_name_or_path: str,
-        subfolder: str = "",
-        token: bool | str | None = None,
-        cache_folder: str | None = None,
-        revision: str | None = None,
-        local_files_only: bool = False,
-        **kwargs,
-    ) -> MoETransformer:
+    def load(cls, model_name_or_path: str, **kwargs) -> MoETransformer:
         """Load the base checkpoint, re-create the MoE layers and load their weights."""
-        module = super().load(
-            model_name_or_path,
-            subfolder=subfolder,
-            token=token,
-            cache_folder=cache_folder,
-            revision=revision,
-            local_files_only=local_files_only,
-            **kwargs,
+        module = super().load(model_name_or_path, **kwargs)
+        where = {key: kwargs[key] for key in _HUB_ARGUMENTS if key in kwargs}
+        config_path, weights_path = (
+            cls.load_file_path(model_name_or_path, filename, **where)
+            for filename in (MOE_CONFIG_FILE, MOE_WEIGHTS_FILE)
         )
-        where = dict(
-            subfolder=subfolder,
-            token=token,
-            cache_folder=cache_folder,
-            revision=revision,
-            local_files_only=local_files_only,
-        )
-        config_path = cls.load_file_path(model_name_or_path, MOE_CONFIG_FILE, **where)
-        weights_path = cls.load_file_path(model_name_or_path, MOE_WEIGHTS_FILE, **where)
         if config_path is None or weights_path is None:
             raise FileNotFoundError(
                 f"{model_name_or_path} has no {MOE_CONFIG_FILE}/{MOE_WEIGHTS_FILE}"
@@ -385,12 +333,7 @@ class MoETransformer(Transformer):
             config = MoEConfig(**json.load(f))
         _install_moe(module, config, seed=0)
         state = load_file(weights_path)
-        expected = {
-            f"{name}.{key}"
-            for name, layer in moe_layers(module.model)
-            for key in layer.state_dict()
-        }
-        if set(state) != expected:
+        if set(state) != {key for key, _ in _moe_state(module.model)}:
             raise ValueError(f"{weights_path} does not match the model's MoE layers")
         module.model.load_state_dict(state, strict=False)
         return module
@@ -404,30 +347,31 @@ def transformer_module(model: SentenceTransformer) -> Transformer:
     return module
 
 
+def _hf_model(model: SentenceTransformer | nn.Module) -> nn.Module:
+    return transformer_module(model).auto_model if isinstance(model, SentenceTransformer) else model
+
+
 def intermediate_denses(model: SentenceTransformer | nn.Module) -> list[tuple[str, nn.Linear]]:
     """Every FFN up-projection (``...intermediate.dense`` ``nn.Linear``) of the model.
 
     Names are relative to the Hugging Face model (``model[0].auto_model``) when given a
     ``SentenceTransformer``, e.g. ``encoder.layer.0.intermediate.dense``.
     """
-    hf = transformer_module(model).auto_model if isinstance(model, SentenceTransformer) else model
-    found = [
-        (name, module)
-        for name, module in hf.named_modules()
-        if name.endswith(INTERMEDIATE_SUFFIX) and type(module) is nn.Linear
-    ]
-    return found
+    return [(name, module) for name, module in _hf_model(model).named_modules()
+            if name.endswith(INTERMEDIATE_SUFFIX) and type(module) is nn.Linear]
 
 
 def moe_layers(model: SentenceTransformer | nn.Module) -> list[tuple[str, MoELinear]]:
     """Every :class:`MoELinear` of the model, with its name inside the Hugging Face model."""
-    hf = transformer_module(model).auto_model if isinstance(model, SentenceTransformer) else model
-    return [(name, module) for name, module in hf.named_modules() if isinstance(module, MoELinear)]
+    return [(name, module) for name, module in _hf_model(model).named_modules()
+            if isinstance(module, MoELinear)]
 
 
-def _set_submodule(root: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, attr = name.rpartition(".")
-    setattr(root.get_submodule(parent) if parent else root, attr, module)
+def _moe_state(model: nn.Module) -> Iterator[tuple[str, Tensor]]:
+    """The experts' and gates' state, named inside the Hugging Face model."""
+    for name, layer in moe_layers(model):
+        for key, value in layer.state_dict().items():
+            yield f"{name}.{key}", value
 
 
 def _install_moe(module: Transformer, config: MoEConfig, seed: int) -> None:
@@ -440,7 +384,7 @@ def _install_moe(module: Transformer, config: MoEConfig, seed: int) -> None:
     context = RoutingContext()
     generator = torch.Generator().manual_seed(seed)
     for name, dense in denses:
-        _set_submodule(module.auto_model, name, MoELinear(dense, config, generator, context))
+        module.auto_model.set_submodule(name, MoELinear(dense, config, generator, context))
     # Swapping the class (it adds no state of its own to __init__) makes modules.json reference
     # MoETransformer, whose save/load round-trips the experts.
     module.__class__ = MoETransformer
@@ -516,19 +460,16 @@ class RoutingStats:
     token_entropy: float
 
 
-def _entropy_bits(p: Iterable[float]) -> float:
-    return float(-sum(x * math.log2(x) for x in p if x > 0))
-
-
 def routing_stats(model: SentenceTransformer) -> list[RoutingStats]:
     """Per-layer expert load and routing entropy recorded under :func:`record_routing`."""
     stats = []
     for name, layer in moe_layers(model):
         total = float(layer.expert_counts.sum())
         load = tuple((layer.expert_counts / total).tolist()) if total else ()
+        load_entropy = float(-sum(x * math.log2(x) for x in load if x > 0))
         token_entropy = float(layer.token_entropy_sum) / layer.tokens if layer.tokens else 0.0
         stats.append(
-            RoutingStats(name, layer.tokens, load, _entropy_bits(load), token_entropy / math.log(2))
+            RoutingStats(name, layer.tokens, load, load_entropy, token_entropy / math.log(2))
         )
     return stats
 

@@ -33,18 +33,16 @@ def track_profile(name: str) -> TrackProfile:
 def zero_shot_runs(profile: str, models: Iterable[str] = ("me5-small", "minilm"),
                    progress: bool = True,
                    committed: bool = False) -> dict[tuple[str, str], object]:
-    """Zero-shot retrieval on Hindi and Persian: ``{(dataset, system): RetrievalResult}``
-    (``committed``: results missing here are read from the committed ones, see
-    ``evaluation.zero_shot``).
-
-    Systems: BM25 (Snowball stemmer of the language, ``languages.TOKEN_PATTERN`` words) and
-    each dense model in ``models`` (``evaluation.zero_shot``, cached). The Hindi set is the
-    profile's training subset, so these numbers pair with the fine-tuned runs.
+    """Zero-shot retrieval on Hindi and Persian: ``{(dataset, system): RetrievalResult}`` for
+    BM25 (Snowball stemmer, ``languages.TOKEN_PATTERN`` words) and each model in ``models``
+    (``evaluation.zero_shot``, cached; ``committed``: missing results read from the committed
+    ones), on the profile's subsets (the Hindi one is the fine-tuned runs').
     """
     tp = track_profile(profile)
     sets = {"hindi": load_named("hindi").sized(tp.hindi_passages),
             "persian": load_named("persian").sized(tp.persian_passages)}
-    out = {(name, "BM25"): bm25(ds, languages.language(name), token_pattern=languages.TOKEN_PATTERN)
+    # a set's name is its Snowball (PyStemmer) language
+    out = {(name, "BM25"): bm25(ds, name, token_pattern=languages.TOKEN_PATTERN)
            for name, ds in sets.items()}
     for model_name in models:
         model = None if committed else load_model(model_name)  # loaded on need otherwise
@@ -56,11 +54,8 @@ def zero_shot_runs(profile: str, models: Iterable[str] = ("me5-small", "minilm")
 
 def zero_shot_tables(results: dict,
                      metric: str = "ndcg_cut_10") -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(metrics table, comparison table) of ``zero_shot_runs``' results.
-
-    On each dataset, the first dense model against every other system on the same test
-    queries (a passage bootstrap: each system is one run), Holm over the whole table.
-    """
+    """(metrics table, comparison table) of ``zero_shot_runs``' results: on each dataset the
+    first dense model against every other system (passage bootstrap), Holm over the table."""
     table = pd.DataFrame([{"dataset": d, "system": s,
                            "test queries": len(r.evaluation.per_query[metric]), **r.metrics}
                           for (d, s), r in results.items()]).set_index(["dataset", "system"])
@@ -90,14 +85,11 @@ PAPER_COLUMN = {"hindi": ("hi", "Hindi"), "persian": ("fa", "Persian")}
 
 def size_sentence(name: str, scores: Mapping[str, float], clusters: Mapping[str, str],
                   metric: str = "ndcg_cut_10") -> str:
-    """What a test set of this size can show, in one sentence, from one system's scores.
-
-    ``scores``: per-query values of one run (e.g. mE5-small zero-shot); ``clusters``: each
-    query's passage. States the questions and passages, the 95% half-width of the system's
-    mean over a passage bootstrap, and which of the paper's steps in the same language
-    (MIRACL nDCG@5, ``paper.TABLE2``) are smaller than that half-width. A paired difference
-    between two rows is usually known more tightly than one mean, so a step above it may
-    still be detectable and a step far below it is not.
+    """What a test set of this size can show, in one sentence: from one run's per-query
+    ``scores`` and each query's passage (``clusters``), the questions and passages, the 95%
+    half-width of the mean over a passage bootstrap, and which of the paper's steps in the
+    same language (MIRACL nDCG@5) are smaller than it (a paired difference is usually known
+    more tightly than one mean: a step above it may be detectable, one far below is not).
     """
     qids = sorted(scores)
     ids = pd.factorize(np.array([clusters[q] for q in qids]))[0]
@@ -122,20 +114,17 @@ def size_sentence(name: str, scores: Mapping[str, float], clusters: Mapping[str,
 
 
 def run_track(profile: str, progress: bool = True, train: bool = True) -> list[StudyRun]:
-    """Train (or reuse) every Hindi run of the profile: ``run_study`` on the track's rows
-    (``train=False``: read back or committed only, never train)."""
+    """Train (or reuse; ``train=False``: never train) every Hindi run of the profile."""
     return run_study(track_profile(profile).study, progress=progress,
                      smaller=SMALLER if profile == "cpu" else None, train=train)
 
 
 def summary_table(zero_shot_table: pd.DataFrame, runs: list[StudyRun],
                   metric: str = "ndcg_cut_10") -> pd.DataFrame:
-    """Chapter 06 in one table (the README's): every Hindi system on the same test queries.
-
-    BM25 and MiniLM zero-shot (from ``zero_shot_tables``), mE5-small zero-shot and each
-    fine-tuned row (mean and sd over seeds), with the difference and its 95% interval
-    (seeds, then passages) against mE5 zero-shot and against ANCE + InfoNCE. Intervals
-    only: the track's tests are the ``hindi`` claims.
+    """Chapter 06 in one table (the README's): BM25 and MiniLM zero-shot (from
+    ``zero_shot_tables``), mE5-small zero-shot and each fine-tuned Hindi row (mean and sd over
+    seeds), with the difference and its 95% interval against mE5 zero-shot and against ANCE +
+    InfoNCE (intervals only: the track's tests are the ``hindi`` claims).
     """
     t2 = table2(runs, metric, paper_column=False).loc["hindi"]
     sig = significance_table(runs, metric).set_index("comparison")

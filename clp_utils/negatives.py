@@ -28,11 +28,9 @@ def candidate_frame(model, train: Split, query_ids: Sequence[str] | None = None,
                     model_id: str | None = None, batch_size: int | None = None,
                     progress: bool = True,
                     embedding_cache_dir: Path | None = EMBEDDING_CACHE) -> pd.DataFrame:
-    """The model's ranking of train passages for each query, one row per (query, rank).
-
-    Columns: ``qid, docid, rank, score, pos_score`` (lowest positive score, as the margins
-    use), ``is_pos``, ``answer_hit`` (DPR-style answer check), ``n_own_queries`` (train
-    queries of the passage other than this one). Feed it to ``false_negative_table``.
+    """The model's ranking of train passages for each query, one row per (query, rank), for
+    ``false_negative_table``: ``qid, docid, rank, score, pos_score`` (lowest positive score),
+    ``is_pos``, ``answer_hit``, ``n_own_queries`` (the passage's other train queries).
     """
     check_train(train)
     qids = list(train.queries) if query_ids is None else list(query_ids)
@@ -59,12 +57,9 @@ def candidate_frame(model, train: Split, query_ids: Sequence[str] | None = None,
 
 def false_negative_table(frame: pd.DataFrame, windows: Sequence[tuple[int, int]],
                          filters: dict[str, MiningConfig]) -> pd.DataFrame:
-    """False-negative rate of candidates by rank window and by filter.
-
-    For each window ``(lo, hi)`` (1-based ranks) and each named filter config (only its
-    filter fields are used; ``answer_filter`` included), over the non-positive candidates of
-    the window: ``candidates``, ``kept_share`` (share passing the filter), ``fn_rate_before``
-    (share containing an answer) and ``fn_rate_after`` (share of kept ones containing one).
+    """False-negative rate of the non-positive candidates of each rank window ``(lo, hi)``
+    under each named config's filters: ``candidates``, ``kept_share`` (share kept),
+    ``fn_rate_before`` (share holding an answer) and ``fn_rate_after`` (among the kept).
     """
     rows = []
     cand = frame[~frame["is_pos"]]
@@ -96,13 +91,9 @@ def negatives_frame(mined: MinedSet, label: str | None = None) -> pd.DataFrame:
 
 def neighbourhood(model, train: Split, record: dict, n_background: int = 100,
                   model_id: str | None = None, batch_size: int | None = None) -> pd.DataFrame:
-    """Texts around one mined record, embedded, for a 2-D picture.
-
-    Rows: the query, its positive, its negatives, the negatives' own queries, and the
-    ``n_background`` train passages the model ranks highest for the query (``kind`` says
-    which). Column ``emb`` holds the normalised embedding of each row. ``model_id`` reuses
-    the cached passage embeddings.
-    """
+    """Texts around one mined record with their embeddings (``kind, id, text, emb``), for a
+    2-D picture: the query, its positive, its negatives and their own queries, and the
+    ``n_background`` train passages ranked highest for the query (``model_id``: cached)."""
     check_train(train)
     q_emb = encode_queries(model, [record["query"]], batch_size, progress=False)
     docids = list(train.corpus)
@@ -125,9 +116,7 @@ def neighbourhood(model, train: Split, record: dict, n_background: int = 100,
 
 
 def mining_summary_frame(mined: dict[str, MinedSet]) -> pd.DataFrame:
-    """One row per named mining result: queries, negatives, short queries, candidates
-    examined, dropped, the two false-negative rates, negatives without an own query, and own
-    queries per negative."""
+    """One row per named mining result: its summary's counts and false-negative rates."""
     rows = {}
     for name, m in mined.items():
         s = m.summary

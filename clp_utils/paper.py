@@ -1,10 +1,8 @@
 """The paper's published numbers, in one place (Yu 2024, arXiv 2412.17364, Table 2).
 
-Everything the study says about the paper's results reads these constants: Table 2 beside
-ours, the paper's claimed differences that an interval may exclude, the size of its test
-sets. ``tests/test_narrative.py`` accepts a number in a chapter's prose only if it is one of
-``PUBLISHED_NUMBERS`` (or a declared constant of the study): anything a run measures is
-printed by code.
+Everything the study says about the paper's results reads these constants; a chapter's prose
+may quote a number only if it is one of ``PUBLISHED_NUMBERS`` or a declared constant
+(``tests/test_narrative.py``).
 """
 
 from __future__ import annotations
@@ -72,15 +70,11 @@ def step_margin(better: str, worse: str, language: str = "avg") -> float | None:
     return abs(claimed_difference(better, worse, language))
 
 
-def _published_numbers() -> set[float]:
-    numbers = {v for row in TABLE2.values() for v in row}
-    numbers |= {round(a - b, 2) for a_row in TABLE2.values() for b_row in TABLE2.values()
-                for a, b in zip(a_row, b_row, strict=True)}
-    numbers |= set(DEV_QUERIES.values()) | {sum(DEV_QUERIES.values())}
-    numbers |= set(BGE_M3_NDCG10.values()) | set(OFFICIAL_CODE.values())
-    return {abs(float(n)) for n in numbers}
-
-
 #: Every number the paper publishes that the prose may quote (and the differences of its
 #: Table 2 entries, which the chapters cite as its claimed steps).
-PUBLISHED_NUMBERS = frozenset(_published_numbers())
+PUBLISHED_NUMBERS = frozenset(abs(float(n)) for n in (
+    *(v for row in TABLE2.values() for v in row),
+    *(round(a - b, 2) for a_row in TABLE2.values() for b_row in TABLE2.values()
+      for a, b in zip(a_row, b_row, strict=True)),
+    *DEV_QUERIES.values(), sum(DEV_QUERIES.values()), *BGE_M3_NDCG10.values(),
+    *OFFICIAL_CODE.values()))

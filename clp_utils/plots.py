@@ -1,15 +1,11 @@
 """Figures and tables the notebooks share: one style, saved where the profile says.
 
-Every figure goes to this process's figures folder as PNG; every table as CSV plus a markdown
-copy that the README's generated results section includes. The folder is the one
-``clp_utils.machinery.chapter.begin`` configured for the chapter's profile
-(``paths.figures_dir``): a smoke run in JupyterLab never overwrites the committed cpu results.
-
-One display rule for every table (``format_frame``), used by the markdown copies and, after
+Figures go to this process's figures folder (``paths.figures_dir``, which ``chapter.begin``
+sets) as PNG; tables as CSV plus a markdown copy for the README's results section. One
+display rule for every table (``format_frame``), used by the markdown copies and, after
 ``use_study_display``, by every DataFrame a chapter shows: metrics and differences with 4
-decimals, p-values with 3 (``<0.001`` below 0.0005), counts as integers, missing as "—". A
-nonzero value that 4 decimals would round to zero (a tiny sd, a learning rate) is printed in
-scientific form (``2.1e-05``), so "0.0000" always means exactly zero.
+decimals, p-values with 3 (``<0.001`` below 0.0005), counts as integers, missing as "—"; a
+nonzero value that would round to "0.0000" in scientific form (``2.1e-05``).
 """
 
 from __future__ import annotations
@@ -31,20 +27,15 @@ sns.set_theme(context="notebook", style="whitegrid")
 
 
 def int_format(df: pd.DataFrame, floatfmt: str = ".3f", index: str = "") -> tuple[str, ...]:
-    """One number format per column (``index`` first): integers ".0f", the rest ``floatfmt``.
-
-    Kept for chapters that still pass it as ``save_table(floatfmt=...)``, which ignores it.
-    """
+    """One number format per column (``index`` first): integers ".0f", the rest ``floatfmt``
+    (for chapters that still pass it to ``save_table``, which ignores it)."""
     return (index,) + tuple(".0f" if pd.api.types.is_integer_dtype(t) else floatfmt
                             for t in df.dtypes)
 
 
 def save_figure(fig: plt.Figure, name: str, folder: Path | None = None) -> None:
-    """Save ``fig`` as ``<folder>/<name>.png`` (150 dpi, tight).
-
-    Returns nothing on purpose: a chapter cell that ends with this call would otherwise
-    print the file's path under the figure (in the notebook and in the book).
-    """
+    """Save ``fig`` as ``<folder>/<name>.png`` (150 dpi, tight). Returns nothing, so a cell
+    ending with this call shows no path under the figure."""
     folder = Path(folder or figures_dir())
     with atomic_write(folder / f"{name}.png", "wb") as fh:
         fig.savefig(fh, format="png", dpi=150, bbox_inches="tight")
@@ -53,12 +44,9 @@ def save_figure(fig: plt.Figure, name: str, folder: Path | None = None) -> None:
 def save_table(df: pd.DataFrame, name: str, folder: Path | None = None,
                floatfmt: str | tuple[str, ...] = ".3f",
                caption: str | None = None) -> tuple[Path, Path]:
-    """Save ``df`` as ``<name>.csv`` (full precision: other code reads it back) and ``<name>.md``
-    (a markdown table through ``format_frame``, optional caption).
-
-    ``floatfmt`` is accepted for existing callers and ignored: ``format_frame`` decides every
-    column's format, so the same number reads the same in every table.
-    """
+    """Save ``df`` as ``<name>.csv`` (full precision, for code that reads it back) and
+    ``<name>.md`` (``format_frame`` as markdown, under ``caption``); returns both paths.
+    ``floatfmt`` is ignored: one rule formats every table."""
     folder = Path(folder or figures_dir())
     csv_path, md_path = folder / f"{name}.csv", folder / f"{name}.md"
     with atomic_write(csv_path) as fh:
@@ -96,9 +84,12 @@ def _kind(values: pd.Series, name: object) -> str:
     return "count" if whole and words & _COUNT_WORDS and not words & _RATIO_WORDS else "metric"
 
 
-def _cell(x: object, kind: str) -> str:
+def number(x: object, kind: str = "metric") -> str:
+    """One number as every table shows it (``format_frame``): a metric with 4 decimals, a
+    real value below 0.00005 in two significant digits (never "0.0000"); ``kind="p"`` a
+    p-value with 3 decimals ("<0.001" below 0.0005), ``"count"`` an integer; "—" when absent."""
     if isinstance(x, tuple):
-        return ", ".join(_cell(v, kind) for v in x)
+        return ", ".join(number(v, kind) for v in x)
     if x is None or (pd.api.types.is_scalar(x) and pd.isna(x)):
         return "—"
     if isinstance(x, bool | np.bool_) or not isinstance(x, numbers.Real):
@@ -110,13 +101,6 @@ def _cell(x: object, kind: str) -> str:
     return f"{x:.2g}" if 0 < abs(x) < 0.00005 else f"{x:.4f}"
 
 
-def number(x: object, kind: str = "metric") -> str:
-    """One number as every table shows it (``format_frame``): a metric with 4 decimals, a
-    real value below 0.00005 in two significant digits (never "0.0000"); ``kind="p"`` a
-    p-value with 3 decimals ("<0.001" below 0.0005); "—" when absent."""
-    return _cell(x, kind)
-
-
 def _text(label: object) -> str:
     return ", ".join(map(str, label)) if isinstance(label, tuple) else str(label)
 
@@ -126,7 +110,7 @@ def format_frame(df: pd.DataFrame) -> pd.DataFrame:
     for tables (module docstring); a MultiIndex becomes one level ("reddit, zero-shot")."""
     def column(values: pd.Series, name: object) -> list[str]:
         kind = _kind(values, name)
-        return [_cell(v, kind) for v in values]
+        return [number(v, kind) for v in values]
 
     levels = [column(pd.Series(df.index.get_level_values(i)), df.index.names[i])
               for i in range(df.index.nlevels)]
@@ -150,11 +134,8 @@ def _shown(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
 
 
 def use_study_display() -> None:
-    """Show every DataFrame in Jupyter/IPython (HTML and plain text) through ``format_frame``,
-    and set ``pd.options.display`` (4 decimals) for what it does not cover, such as Series.
-
-    Registers nothing outside IPython.
-    """
+    """Show every DataFrame in IPython (HTML and plain text) through ``format_frame``, and set
+    ``pd.options.display`` (4 decimals) for what it does not cover, such as Series."""
     pd.set_option("display.precision", 4)
     pd.set_option("display.max_columns", 50)
     try:
@@ -178,15 +159,12 @@ def use_study_display() -> None:
 
 def metric_bars(df: pd.DataFrame, x: str, y: str, hue: str, title: str,
                 order: Sequence[str] | None = None, errorbar=None, ax=None) -> plt.Axes:
-    """Grouped bar chart of ``y`` by ``x`` and ``hue`` (with error bars from repeated rows).
-
-    Bootstrapped intervals use a fixed seed, so a rerun draws the same figure.
-    """
+    """Grouped bar chart of ``y`` by ``x`` and ``hue`` (error bars from repeated rows, their
+    bootstrap seeded: a rerun draws the same figure)."""
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 4))
     sns.barplot(data=df, x=x, y=y, hue=hue, order=order, errorbar=errorbar, seed=0, ax=ax)
-    ax.set_title(title)
-    ax.set_ylim(0, 1)
+    ax.set(title=title, ylim=(0, 1))
     # outside the axes: with scores near 1 (Persian, SQuAD dev) a legend inside covers bars
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
     return ax
@@ -196,11 +174,8 @@ def row_bars(frame: pd.DataFrame, metric: str, order: Sequence[str], title: str,
              xlabel: str | None = None,
              references: dict[str, float] | None = None) -> plt.Figure:
     """One bar per study row (mean over seeds, 95% CI) with each seed as a dot, and a
-    vertical line per ``references`` entry (e.g. BM25, the best hybrid).
-
-    ``frame`` is ``results.results_frame`` restricted to one domain (columns ``row`` and
-    ``metric``). Chapters 04 and 06 draw their Table 2 with it.
-    """
+    vertical line per ``references`` entry (e.g. BM25); ``frame`` is one domain of
+    ``results.results_frame`` (columns ``row`` and ``metric``)."""
     fig, ax = plt.subplots(figsize=(9, 0.55 * len(order) + 1.2))
     sns.barplot(data=frame, y="row", x=metric, order=order, errorbar=("ci", 95), seed=0, ax=ax,
                 color="steelblue")
@@ -212,7 +187,5 @@ def row_bars(frame: pd.DataFrame, metric: str, order: Sequence[str], title: str,
         ax.axvline(value, color=colour, ls="--", lw=1.2, label=f"{name} ({value:.3f})")
     if references:
         ax.legend(fontsize="small", loc="lower right")
-    ax.set_xlabel(xlabel or metric)
-    ax.set_ylabel("")
-    ax.set_title(title)
+    ax.set(xlabel=xlabel or metric, ylabel="", title=title)
     return fig

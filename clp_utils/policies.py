@@ -11,14 +11,11 @@ of Experts in their place (+0.44 more). Four policies, all for BERT/RoBERTa/XLM-
   and gates.
 - ``lora``: a LoRA baseline via peft on the same up-projections; only the adapters train.
   The base weights stay frozen, and ``lora_B`` starts at zero, so step 0 is the base model.
+  :func:`merge_lora` folds the adapters in before saving.
 
-Every policy returns :class:`ParamCounts`. Freezing is done with ``requires_grad``, so an
-optimizer given all of ``model.parameters()`` still changes only the trainable ones.
-
-Saving: ``full``, ``intermediate`` and ``lora`` (after :func:`merge_lora`) models save as standard
-sentence-transformers folders; an unmerged LoRA model saves as an adapter folder that
-sentence-transformers also reloads, given its base model's folder; ``moe`` models see
-:mod:`clp_utils.moe`.
+Freezing is done with ``requires_grad``, so an optimizer given all of ``model.parameters()``
+still changes only the trainable ones. Every policy but ``moe`` (see :mod:`clp_utils.moe`)
+saves as a standard sentence-transformers folder.
 
 Example:
     >>> model = load_model("minilm")
@@ -71,50 +68,10 @@ def count_parameters(model: nn.Module, policy: str = "") -> ParamCounts:
     return ParamCounts(policy, trainable, sum(p.numel() for p in params))
 
 
-def trainable_parameter_names(model: nn.Module) -> list[str]:
-    """Names of the parameters that require gradients."""
-    return [name for name, p in model.named_parameters() if p.requires_grad]
-
-
 def _train_only(model: nn.Module, modules: list[nn.Module]) -> None:
     model.requires_grad_(False)
     for module in modules:
         module.requires_grad_(True)
-
-
-def add_lora(
-    model: SentenceTransformer,
-    r: int = 8,
-    lora_alpha: int = 16,
-    lora_dropout: float = 0.0,
-) -> SentenceTransformer:
-    """Add LoRA adapters (peft) to every intermediate dense of ``model``, in place.
-
-    Args:
-        model: a sentence-transformers model with a BERT/RoBERTa/XLM-R encoder.
-        r: LoRA rank.
-        lora_alpha: LoRA scaling numerator (the update is scaled by ``lora_alpha / r``).
-        lora_dropout: dropout on the adapter's input.
-
-    Returns:
-        ``model``, whose encoder now holds peft LoRA layers on ``...intermediate.dense``.
-    """
-    from peft import LoraConfig, inject_adapter_in_model
-
-    if not intermediate_denses(model):
-        raise ValueError(f"no '{INTERMEDIATE_SUFFIX}' nn.Linear to adapt")
-    config = LoraConfig(
-        r=r,
-        lora_alpha=lora_alpha,
-        lora_dropout=lora_dropout,
-        # peft matches a module whose name ends with ".intermediate.dense".
-        target_modules=[INTERMEDIATE_SUFFIX],
-        bias="none",
-    )
-    # peft directly, not ``model.add_adapter``: transformers 5.24's adapter integration requires
-    # peft >= 0.22, and the study pins 0.21.2. Save after :func:`merge_lora`.
-    inject_adapter_in_model(config, transformer_module(model).auto_model, adapter_name="default")
-    return model
 
 
 def merge_lora(model: SentenceTransformer) -> SentenceTransformer:
@@ -128,8 +85,7 @@ def merge_lora(model: SentenceTransformer) -> SentenceTransformer:
     for name, module in list(hf.named_modules()):
         if isinstance(module, LoraLayer):
             module.merge()
-            parent, _, attr = name.rpartition(".")
-            setattr(hf.get_submodule(parent) if parent else hf, attr, module.get_base_layer())
+            hf.set_submodule(name, module.get_base_layer())
     # transformers saves only the adapter while it believes one is loaded.
     hf._hf_peft_config_loaded = False
     if hasattr(hf, "peft_config"):
@@ -144,8 +100,9 @@ def apply_policy(model: SentenceTransformer, policy: str, **kwargs) -> ParamCoun
         model: a sentence-transformers model with a BERT/RoBERTa/XLM-R encoder.
         policy: ``"full"``, ``"intermediate"``, ``"moe"`` or ``"lora"``.
         **kwargs: ``moe``: passed to :func:`~clp_utils.moe.apply_moe` (num_experts, top_k,
-            routing, seed, balance_coef); ``lora``: passed to :func:`add_lora` (r, lora_alpha,
-            lora_dropout). Other policies take none.
+            routing, seed, balance_coef); ``lora``: the LoRA rank ``r`` (default 8),
+            ``lora_alpha`` (16; the update is scaled by ``lora_alpha / r``) and
+            ``lora_dropout`` (0.0, on the adapter's input). Other policies take none.
 
     Returns:
         The trainable and total parameter counts after the change.
@@ -168,12 +125,20 @@ def apply_policy(model: SentenceTransformer, policy: str, **kwargs) -> ParamCoun
             raise ValueError("the model already has MoE layers; options would be ignored")
         _train_only(model, [layer for _, layer in moe_layers(model)])
     else:
+        from peft import LoraConfig, inject_adapter_in_model
         from peft.tuners.lora import LoraLayer
 
-        add_lora(model, **kwargs)
+        if not intermediate_denses(model):
+            raise ValueError(f"no '{INTERMEDIATE_SUFFIX}' nn.Linear to adapt")
+        options = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.0}
+        if set(kwargs) - set(options):
+            raise TypeError(f"policy 'lora' takes {sorted(options)}, got {sorted(kwargs)}")
+        # peft matches a module whose name ends with ".intermediate.dense".
+        config = LoraConfig(**options | kwargs, target_modules=[INTERMEDIATE_SUFFIX], bias="none")
+        # peft directly, not ``model.add_adapter``: transformers 5.24's adapter integration
+        # requires peft >= 0.22, and the study pins 0.21.2. Save after :func:`merge_lora`.
         hf = transformer_module(model).auto_model
-        model.requires_grad_(False)
-        for layer in (m for m in hf.modules() if isinstance(m, LoraLayer)):
-            for adapter in (layer.lora_A, layer.lora_B):
-                adapter.requires_grad_(True)
+        inject_adapter_in_model(config, hf, adapter_name="default")
+        layers = [m for m in hf.modules() if isinstance(m, LoraLayer)]
+        _train_only(model, [adapter for m in layers for adapter in (m.lora_A, m.lora_B)])
     return count_parameters(model, policy)

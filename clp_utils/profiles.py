@@ -1,24 +1,17 @@
 """Run profiles: one table of how big every chapter runs, chosen by one papermill parameter.
 
 - ``smoke``: tiny subsets and a few steps; the whole notebook chain in minutes (the tests).
-- ``cpu``: the default of ``make study``, for 2 CPU cores. Its training budget, negatives,
-  training passage length and per-policy learning rates are the recipe that ``make design``
-  chose on validation queries (``configs/recipe_cpu.json``). Two seeds per row on every
-  machine: a slower machine takes longer, it does not run a smaller study.
-- ``quick``: the cpu profile with one seed, picked on purpose (``PROFILE=quick make study``)
-  where the cpu profile's time is too long: half the runs, and no seed-level verdicts.
-- ``extras``: the controls and checks a reviewer asks for (``make study-extras``), at the cpu
-  recipe: intermediate-only at full's rate and full fine-tuning at intermediate's rate (the
-  2x2 of policy by rate), CLP at lambda 0.5, the paper recipe with random negatives, symmetric
-  InfoNCE, the MoE gate that learns, GIST, hardness-weighted MNRL (two seeds each), and the
-  scale check (three rows on every training query: ANCE and ANCE + CLP with two seeds, the
-  intermediate-only row with one), beside the cpu profile's runs they are compared with.
-- ``full``: every training query, two domains, three seeds, every extra row; for a GPU. Its
-  settings are fixed a priori (the paper's and the field's), never chosen from a score.
+- ``cpu``: ``make study`` on 2 CPU cores, at the recipe ``make design`` chose on validation
+  queries (``configs/recipe_cpu.json``), two seeds per row on every machine.
+- ``quick``: the cpu profile with one seed, chosen by name: half the runs, no seed-level
+  verdicts.
+- ``extras``: the controls and checks a reviewer asks for and the scale check
+  (``make study-extras``), at the cpu recipe, beside the cpu runs they are compared with.
+- ``full``: every training query, two domains, three seeds, every extra row; for a GPU, its
+  settings fixed a priori (the paper's and the field's), never chosen from a score.
 
 ``get_profile(name)`` returns a ``Profile``: the sizes of chapters 00-02 and 05, the study's
-runs (``StudyProfile``, chapters 03-05) and the multilingual track's (``TrackProfile``,
-chapter 06). Every chapter and every language reads its sizes from here.
+runs (``StudyProfile``, chapters 03-05) and the multilingual track's (``TrackProfile``, 06).
 """
 
 from __future__ import annotations
@@ -34,9 +27,8 @@ from clp_utils.train_config import TrainConfig
 NAMES = ("smoke", "quick", "cpu", "extras", "full")
 #: The cpu profile's seeds (its design: two seeds per paper row); quick runs the first.
 CPU_SEEDS = (0, 1)
-#: The cpu profile's out-of-domain (forgetting) set: a new_wiki subset of this many passages.
-#: A smaller corpus is easier to search, so its zero-shot score is higher than chapter 00's
-#: on the whole split; the two are not comparable.
+#: The cpu profile's out-of-domain (forgetting) set: a new_wiki subset of this many passages
+#: (easier to search than the whole split, so not comparable with chapter 00's scores).
 CPU_OOD_PASSAGES = 500
 #: The paper-recipe rows train on 1/PAPER_RECIPE_SHARE of the recipe's queries (one query
 #: per device step with 4 negatives costs more per query than the study's batches).
@@ -46,7 +38,6 @@ PAPER_RECIPE_SHARE = 16
 HINDI_PASSAGES = None
 HINDI_SHARE = 8
 
-# --------------------------------------------------------------------------- row names
 # Every row of the study by name: the notebooks and the package refer to these constants.
 ZERO_SHOT = "zero-shot"
 RANDOM = "random negatives"
@@ -82,7 +73,6 @@ EXTRA_ROWS = [
 #: The ecosystem's answers to CLP's problem, at the same budget and seeds.
 ECOSYSTEM_ROWS = [GIST, MNRL_HARDNESS]
 
-# --------------------------------------------------------------------------- the paper's recipe
 #: The official code's own recipe: one query per device step with gradient accumulation 4
 #: (4 independent queries per update, no in-batch negatives; the same objective, tested),
 #: tau 0.02, lr 1e-5, lambda 0.1, the paper's group of 1 positive + 4 negatives.
@@ -99,9 +89,8 @@ PAPER_RECIPE_COUNTERPARTS = {PAPER_RECIPE_ANCE: ANCE, PAPER_RECIPE_CLP: CLP,
 #: The scale check: a row trained on every training query (one epoch at the recipe).
 SCALE_PREFIX = "scale: "
 SCALE_ROWS = [SCALE_PREFIX + r for r in (ANCE, CLP, INTERMEDIATE)]
-#: The scale check's central pair (ANCE with and without CLP) runs every seed of the
-#: profile, so the central claim has a scale verdict that is not a one-seed reading; the
-#: intermediate-only scale row runs the first seed.
+#: The scale check's central pair runs every seed (a scale verdict that is not a one-seed
+#: reading); the intermediate-only scale row runs the first seed.
 SCALE_CENTRAL = SCALE_ROWS[:2]
 #: The controls and checks of ``make study-extras`` (cpu recipe): what a reviewer asks for.
 CONTROL_ROWS = [INTERMEDIATE_FULL_RATE, FULL_INTERMEDIATE_RATE, CLP_LAMBDA_05,
@@ -157,7 +146,6 @@ ROWS: dict[str, Row] = {
     PAPER_RECIPE_RANDOM: Row(loss="infonce", train=_PAPER_TRAIN, sizes="paper",
                              mining={**_PAPER_NEGATIVES, "strategy": "random"}),
 }
-# the scale check: a row trained on every training query (one epoch at the recipe)
 ROWS.update({SCALE_PREFIX + r: replace(ROWS[r], sizes="scale") for r in (ANCE, CLP, INTERMEDIATE)})
 
 
@@ -181,20 +169,15 @@ def row_config(row: str, base: TrainConfig, split: str, seed: int,
 
 @dataclass(frozen=True)
 class StudyProfile:
-    """What the study trains: splits, seeds, rows, the shared config, per-policy rates.
-
-    ``lrs`` maps a parameter policy (full, intermediate, moe, lora) to its learning rate; a
-    row trains with its policy's rate (``base.lr`` where the policy has none).
-    ``single_seed_rows`` run with the first seed only (the scale check: one long run).
-    ``ood_rows`` limits the out-of-domain (forgetting) evaluation to those rows.
-    """
+    """What the study trains: splits, seeds, rows, the shared config and ``lrs``, each
+    parameter policy's learning rate (``base.lr`` where a policy has none)."""
 
     splits: tuple[str, ...]
     seeds: tuple[int, ...]
     rows: tuple[str, ...]
     base: TrainConfig
     lrs: dict[str, float] = field(default_factory=dict)
-    single_seed_rows: tuple[str, ...] = ()
+    single_seed_rows: tuple[str, ...] = ()  # run with the first seed only
     ood_rows: tuple[str, ...] | None = None  # rows scored out of domain too (None: all)
     paper_epochs: int = 1  # epochs of the paper-recipe rows (the paper trained 2)
     paper_queries: int | None = None  # their training queries (None: the base config's)
@@ -286,69 +269,44 @@ def _smoke() -> Profile:
                    geometry_groups=16, gradient_batches=2, study=study, track=track)
 
 
-def _cpu_study(recipe: Recipe, rows: tuple[str, ...], seeds: tuple[int, ...],
-               single_seed_rows: tuple[str, ...] = (),
-               ood_rows: tuple[str, ...] | None = None) -> StudyProfile:
-    # 2 cores: the recipe's budget, negatives, training length and learning rates (chosen on
-    # validation by `make design`); forgetting on a 500-passage new_wiki subset; bf16 where
-    # the CPU computes it natively (TrainConfig.bf16="auto"). The paper's own recipe (one
-    # query per step x accumulation 4, 4 negatives) costs more per query at 4 negatives: a
-    # sixteenth of the budget's queries. Checkpoints every 40 steps: a crash loses under a
-    # minute of training.
-    return StudyProfile(
+#: The rows of the cpu (and quick) profile: the paper's and its recipe's; the controls a
+#: reviewer asks for run in the extras profile.
+CPU_ROWS = (*PAPER_ROWS, PAPER_RECIPE_ANCE, PAPER_RECIPE_CLP)
+#: The extras' rows, in the order they train (the scale check and the learning-rate control
+#: first).
+EXTRAS_PRIORITY = (*SCALE_ROWS, *CONTROL_ROWS)
+#: The cpu rows the extras are compared with (reused: the same configs are the same runs);
+#: only these are scored out of domain (no claim is made about the controls' forgetting).
+EXTRAS_PARTNERS = (ZERO_SHOT, ANCE, CLP, INTERMEDIATE, MOE, PAPER_RECIPE_ANCE)
+#: The sizes of chapters 01, 02 and 05 beyond the smoke profile.
+_FULL_SIZES = dict(candidate_depth=200, projection="umap", toy_steps=400, toy_field_points=120,
+                   toy_lams=(0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7), geometry_groups=200)
+
+
+def _cpu(name: str, rows: tuple[str, ...], seeds: tuple[int, ...] = CPU_SEEDS,
+         single_seed_rows: tuple[str, ...] = (),
+         ood_rows: tuple[str, ...] | None = None) -> Profile:
+    # 2 cores: every run is the recipe's (chosen on validation by `make design`), with the
+    # same seeds on every machine; bf16 where the CPU computes it natively. The paper's own
+    # recipe costs more per query at 4 negatives: a sixteenth of the budget's queries.
+    # Checkpoints every 40 steps: a crash loses under a minute of training. Hindi (mE5-small):
+    # the English recipe, not tuned for Hindi, on an eighth of the budget: a demonstration
+    # whose verdicts chapter 06 reports as such.
+    recipe = Recipe.load()
+    study = StudyProfile(
         splits=(recipe.split,), seeds=seeds, rows=rows,
         base=recipe.train_config(ood_passages=CPU_OOD_PASSAGES, checkpoint_every=40),
         lrs=dict(recipe.lr), single_seed_rows=single_seed_rows, ood_rows=ood_rows,
         paper_queries=recipe.train_queries // PAPER_RECIPE_SHARE)
-
-
-def _cpu_profile(name: str, study: StudyProfile, track: TrackProfile) -> Profile:
-    return Profile(name, passages=None, ood_passages=CPU_OOD_PASSAGES, mined_queries=400,
-                   candidate_depth=200,
-                   projection="umap", toy_steps=400, toy_field_points=120,
-                   toy_lams=(0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7), geometry_groups=200,
-                   gradient_batches=6, study=study, track=track)
-
-
-def _hindi_track(recipe: Recipe, seeds: tuple[int, ...]) -> TrackProfile:
-    # Hindi with mE5-small (12 layers): the English recipe's settings, not tuned for Hindi,
-    # on the whole (small) XQuAD Hindi set, with an eighth of the English budget: a
-    # demonstration whose verdicts chapter 06 reports as such.
-    return TrackProfile(StudyProfile(
+    track = TrackProfile(StudyProfile(
         splits=("hindi",), seeds=seeds, rows=(ZERO_SHOT, ANCE, CLP),
         base=recipe.train_config(model="me5-small", split="hindi", freeze_embeddings=True,
                                  passages=HINDI_PASSAGES, ood_split=None, checkpoint_every=40,
                                  train_queries=max(recipe.batch_size,
                                                    recipe.train_queries // HINDI_SHARE))),
         persian_passages=None)
-
-
-def _cpu(name: str = "cpu", seeds: tuple[int, ...] = CPU_SEEDS) -> Profile:
-    # Every run is the recipe's, with the same seeds, on every machine. The 40-minute target
-    # holds the paper's rows and its recipe; the controls a reviewer asks for run in
-    # `make study-extras` (the "extras" profile).
-    recipe = Recipe.load()
-    rows = (*PAPER_ROWS, PAPER_RECIPE_ANCE, PAPER_RECIPE_CLP)
-    return _cpu_profile(name, _cpu_study(recipe, rows, seeds), _hindi_track(recipe, seeds))
-
-
-#: The extras' rows, in the order they train (the scale check and the learning-rate control
-#: first).
-EXTRAS_PRIORITY = (*SCALE_ROWS, *CONTROL_ROWS)
-
-
-def _extras() -> Profile:
-    # `make study-extras`: the controls and the scale check at the cpu recipe, two seeds each
-    # (the scale check's intermediate-only row one), beside the cpu profile's runs they are
-    # compared with (reused: the same configs are the same runs). The controls are scored in
-    # domain only (no claim about their forgetting), which saves each run the out-of-domain
-    # encoding.
-    recipe = Recipe.load()
-    partners = (ZERO_SHOT, ANCE, CLP, INTERMEDIATE, MOE, PAPER_RECIPE_ANCE)
-    study = _cpu_study(recipe, (*partners, *EXTRAS_PRIORITY), CPU_SEEDS,
-                       single_seed_rows=tuple(r for r in SCALE_ROWS if r not in SCALE_CENTRAL),
-                       ood_rows=partners)
-    return _cpu_profile("extras", study, _hindi_track(recipe, CPU_SEEDS))
+    return Profile(name, passages=None, ood_passages=CPU_OOD_PASSAGES, mined_queries=400,
+                   gradient_batches=6, study=study, track=track, **_FULL_SIZES)
 
 
 def _full() -> Profile:
@@ -369,15 +327,18 @@ def _full() -> Profile:
                          ood_split="persian", lr=2e-5),
         lrs=lrs), persian_passages=None)
     return Profile("full", passages=None, ood_passages=None, mined_queries=None,
-                   candidate_depth=200, projection="umap", toy_steps=400, toy_field_points=120,
-                   toy_lams=(0.0, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7), geometry_groups=200,
-                   gradient_batches=16, study=study, track=track)
+                   gradient_batches=16, study=study, track=track, **_FULL_SIZES)
 
 
 def get_profile(name: str) -> Profile:
     """The named profile; an unknown name lists the known ones."""
-    builders = {"smoke": _smoke, "quick": lambda: _cpu("quick", CPU_SEEDS[:1]), "cpu": _cpu,
-                "extras": _extras, "full": _full}
+    builders = {
+        "smoke": _smoke, "full": _full, "cpu": lambda: _cpu("cpu", CPU_ROWS),
+        "quick": lambda: _cpu("quick", CPU_ROWS, CPU_SEEDS[:1]),
+        # the scale check's intermediate-only row runs one seed
+        "extras": lambda: _cpu(
+            "extras", (*EXTRAS_PARTNERS, *EXTRAS_PRIORITY), ood_rows=EXTRAS_PARTNERS,
+            single_seed_rows=tuple(r for r in SCALE_ROWS if r not in SCALE_CENTRAL))}
     if name not in builders:
         raise ValueError(f"unknown profile {name!r}; choose one of {list(NAMES)}")
     return builders[name]()

@@ -1,22 +1,21 @@
 """The cpu profile's recipe: what ``make design`` chose on validation queries, typed.
 
-``configs/recipe_cpu.json`` (``RECIPE_PATH``, the one path) holds the training budget, the
-number of negatives, the training passage length, the attention dropout and each parameter
-policy's learning rate that ``make design`` (``clp_utils.machinery.design``) chose from
-learning curves and learning-rate grids scored on the validation side, plus the evidence
-(``why``, ``plan``, ``machine``, ``design_minutes``). ``Recipe.load`` reads and validates it
-(a missing or malformed file names itself and the command that rewrites it);
+``configs/recipe_cpu.json`` (``RECIPE_PATH``) holds the training budget, the number of
+negatives, the training passage length, the attention dropout and each parameter policy's
+learning rate that ``make design`` (``clp_utils.machinery.design``) chose from learning curves
+and learning-rate grids scored on the validation side, plus the evidence (``why``, ``plan``,
+``machine``, ``design_minutes``). ``Recipe.load`` reads and validates it;
 ``Recipe.train_config`` is the shared training config of every cpu-profile run.
 
-Not chosen on validation, and fixed before any run (``FIXED_A_PRIORI``): the temperature
-(0.05, the field's scale 20), lambda (the paper's 0.1), the batch size (16), the ANCE window
-(ranks 3-30) and the training split (reddit).
+Fixed before any run, not chosen on validation (``FIXED_A_PRIORI``): the temperature (0.05,
+the field's scale 20), lambda (the paper's 0.1), the batch size (16), the ANCE window (ranks
+3-30) and the training split (reddit).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from clp_utils.base.io import atomic_write
@@ -61,19 +60,16 @@ class Recipe:
 
     @classmethod
     def load(cls, path: Path | None = None) -> Recipe:
-        """Read and validate the recipe; errors name the file and the command to rerun."""
+        """Read and validate the recipe (default ``RECIPE_PATH``); errors name the file and
+        the command that rewrites it."""
         path = Path(path or RECIPE_PATH)
         if not path.exists():
             raise FileNotFoundError(f"{path} not found: run `make design` to choose the cpu "
                                     "profile's budget and learning rates on the validation split")
         data = json.loads(path.read_text(encoding="utf-8"))
-        required = {f.name for f in fields(cls)
-                    if f.default is MISSING and f.default_factory is MISSING}
-        if missing := required - set(data):
-            raise ValueError(f"{path}: recipe lacks {sorted(missing)}; rerun `make design`")
-        try:
+        try:  # a missing field is a TypeError naming it, a bad value a ValueError
             return cls(**{k: v for k, v in data.items() if k in cls.__dataclass_fields__})
-        except ValueError as err:
+        except (TypeError, ValueError) as err:
             raise ValueError(f"{path}: {err}; rerun `make design`") from None
 
     def save(self, path: Path | None = None) -> None:

@@ -1,14 +1,7 @@
-"""The study's tables: Table 2, descriptive comparisons, forgetting, per-query deltas.
-
-Every table is built from ``StudyRun``s (``clp_utils.study.run_study``). Comparisons go
-through ``stats.comparison_table``: a two-level bootstrap over seeds and test passages.
-Which comparisons form a Holm family is stated where a table is built:
-
-- ``significance_table``: every row against zero-shot and against ANCE + InfoNCE, as
-  intervals only (descriptive; no test, so no family): the tests are the claims
-  (``clp_utils.claims``);
-- ``forgetting_table``: every fine-tuned row against zero-shot on the out-of-domain queries,
-  one Holm family of its own (the question: does fine-tuning forget?).
+"""The study's tables from ``StudyRun``s: Table 2, descriptive comparisons, forgetting,
+per-query deltas. Comparisons go through ``stats.comparison_table`` (intervals over seeds and
+test passages); ``significance_table`` is descriptive (the tests are ``clp_utils.claims``),
+``forgetting_table`` is one Holm family of its own (does fine-tuning forget?).
 """
 
 from __future__ import annotations
@@ -50,21 +43,11 @@ def clusters_of(runs: list[StudyRun], split: str, domain: str = "in-domain") -> 
             for q, c in r.clusters_of(domain).items()}
 
 
-def mean_over_seeds(runs: list[StudyRun], row: str, split: str, metric: str,
-                    domain: str = "in-domain") -> dict[str, float]:
-    """Per-query metric averaged over the row's seeds."""
-    tables = list(seed_scores(runs, row, split, metric, domain).values())
-    return {q: float(np.mean([t[q] for t in tables])) for q in tables[0]}
-
-
 def table2(runs: list[StudyRun], metric: str = "ndcg_cut_10", domain: str = "in-domain",
            paper_column: bool = True, language: str = "avg") -> pd.DataFrame:
-    """Mean and standard deviation over seeds per row and split.
-
-    ``paper_column`` adds the paper's published MIRACL nDCG@5 beside the in-domain table, for
-    ``language`` (``"avg"``: its average of three languages; ``"hi"`` for the Hindi track): a
-    different model, data and cut-off, orientation only, never a comparison.
-    """
+    """Mean and standard deviation over seeds per row and split; ``paper_column``: the paper's
+    published MIRACL nDCG@5 (``language``: "avg" or "hi") beside the in-domain table,
+    orientation only (another model, data and cut-off), never a comparison."""
     df = results_frame(runs)
     df = df[df["domain"] == domain]
     order = [r for r in ROW_ORDER if r in set(df["row"])]
@@ -77,7 +60,7 @@ def table2(runs: list[StudyRun], metric: str = "ndcg_cut_10", domain: str = "in-
                 continue
             entry = {"split": split, "row": row, "seeds": len(vals),
                      f"{metric} mean": vals[metric].mean(),
-                     f"{metric} sd": vals[metric].std(ddof=1) if len(vals) > 1 else np.nan,
+                     f"{metric} sd": vals[metric].std(ddof=1),
                      "ndcg_cut_5 mean": vals["ndcg_cut_5"].mean()}
             if paper_column and domain == "in-domain":  # the paper's percent, as a fraction
                 entry[PAPER_COLUMN.replace("avg", language)] = published(row, language)
@@ -97,9 +80,8 @@ def compare_rows(runs: list[StudyRun], pairs: list[tuple[str, str]], split: str,
 def significance_table(runs: list[StudyRun], metric: str = "ndcg_cut_10",
                        domain: str = "in-domain",
                        refs: tuple[str, ...] = (ZERO_SHOT, "ANCE negatives")) -> pd.DataFrame:
-    """Every row against each reference (zero-shot, ANCE + InfoNCE), per split: the
-    difference and its 95% interval over seeds and passages. Descriptive: no p-value and no
-    verdict here (the paper's claims are tested, in one family, by ``claims.claims_table``)."""
+    """Every row against each reference (zero-shot, ANCE + InfoNCE), per split: the difference
+    and its 95% interval over seeds and passages; descriptive (no p-value, no verdict)."""
     tables = []
     for split in dict.fromkeys(r.split for r in runs):
         rows = list(dict.fromkeys(x.row for x in runs if x.split == split and x.per_query(domain)))
@@ -115,9 +97,8 @@ def significance_table(runs: list[StudyRun], metric: str = "ndcg_cut_10",
 
 
 def forgetting_table(runs: list[StudyRun], metric: str = "ndcg_cut_10") -> pd.DataFrame:
-    """Out-of-domain means over seeds; each fine-tuned row against zero-shot (delta, 95%
-    interval over seeds and passages, Holm p over this table's rows: their own family, and
-    the verdict). No paper column: the paper measured no forgetting."""
+    """Out-of-domain means over seeds, and each fine-tuned row against zero-shot: delta, 95%
+    interval, Holm p over this table's rows and verdict (the paper measured no forgetting)."""
     t = table2(runs, metric, domain="out-of-domain", paper_column=False)
     parts = []
     for split in dict.fromkeys(r.split for r in runs):
@@ -148,9 +129,9 @@ def comparison_holm(table: pd.DataFrame, family_size: int | None = None) -> pd.D
 def per_query_deltas(runs: list[StudyRun], row: str, ref: str, split: str,
                      metric: str = "ndcg_cut_10", domain: str = "in-domain") -> pd.Series:
     """Per-query ``row - ref`` (seed-averaged), sorted, for delta plots."""
-    a = mean_over_seeds(runs, ref, split, metric, domain)
-    b = mean_over_seeds(runs, row, split, metric, domain)
-    return pd.Series({q: b[q] - a[q] for q in a}).sort_values()
+    a, b = ([*seed_scores(runs, x, split, metric, domain).values()] for x in (ref, row))
+    return pd.Series({q: float(np.mean([t[q] for t in b])) - float(np.mean([t[q] for t in a]))
+                      for q in a[0]}).sort_values()
 
 
 def seed_spread(runs: list[StudyRun], metric: str = "ndcg_cut_10",
@@ -161,10 +142,8 @@ def seed_spread(runs: list[StudyRun], metric: str = "ndcg_cut_10",
 
 
 def forgetting_sentence(forget: pd.DataFrame) -> str | None:
-    """What ``forgetting_table`` says about forgetting, in one sentence (None without
-    comparisons): the range of the fine-tuned rows' out-of-domain differences from zero-shot
-    and how many are resolved on each side. A resolved positive difference is the opposite
-    of forgetting, and the sentence says so."""
+    """What ``forgetting_table`` says in one sentence (None without comparisons): the range of
+    the out-of-domain differences from zero-shot and how many are resolved on each side."""
     rows = forget.dropna(subset=["delta"]) if "delta" in forget else forget.iloc[0:0]
     if not len(rows):
         return None

@@ -1,12 +1,8 @@
 """Dense retrieval: encoding with the model's own prompts, exact search, TREC run files.
 
-- ``encode_queries`` / ``encode_passages``: batched, L2-normalised float32, with the model's
-  own "query"/"passage" prompts, in the precision ``base.precision.decide`` picks; passage
-  embeddings of a named model are cached on disk, since notebooks reuse them.
-- ``search``: exact inner-product search with faiss (``IndexFlatIP``), top 100.
-- ``retrieve`` / ``retrieve_splits``: a dataset's queries over its corpus.
-- ``rank``: trec_eval's order (score descending, ties by document id descending);
-  ``write_trec`` / ``read_trec``: run files in that order.
+Embeddings are L2-normalised float32 in the precision ``base.precision.decide`` picks;
+passage embeddings of a named model are cached on disk, since notebooks reuse them. Search
+is exact (faiss ``IndexFlatIP``); run files keep trec_eval's order (``rank``).
 """
 
 from __future__ import annotations
@@ -41,7 +37,7 @@ def _device(model) -> str:
 
 def _prompt(model, names: Sequence[str]) -> str | None:
     prompts = getattr(model, "prompts", None) or {}
-    return next((n for n in names if n in prompts and prompts[n]), None)
+    return next((n for n in names if prompts.get(n)), None)
 
 
 def encode_queries(model, texts: Sequence[str], batch_size: int | None = None,
@@ -74,9 +70,7 @@ def encode_passages(model, texts: Sequence[str], batch_size: int | None = None,
 
 def encode_batch_size(model, batch_size: int | None = None) -> int:
     """``batch_size`` if given, else the device's default (``ENCODE_BATCH``)."""
-    if batch_size is not None:
-        return batch_size
-    return ENCODE_BATCH.get(_device(model).split(":")[0], 64)
+    return ENCODE_BATCH.get(_device(model).split(":")[0], 64) if batch_size is None else batch_size
 
 
 def _encode(model, texts, prompt_name, batch_size, progress, bf16="auto") -> np.ndarray:

@@ -1,21 +1,12 @@
 """Where a run lives and how it is read: the run store.
 
-A run is ``results/runs/<run-id>/``; the id is a hash of what determines its numbers (config
-fields but bookkeeping, its data, the precision that ran: ``run_id``), so a finished run is
-reused and a changed parameter (default values included) never reuses a stale one:
-
-    config.json     the config and its label, data checksum, parameter counts, mining summary
-    log.csv         per step: loss, its two parts, learning rate, MoE routing statistics
-    checkpoints/    the trainer's latest checkpoint (model, optimizer, scheduler, RNG), while
-                    training
-    model/          the fine-tuned model (reloads with plain ``SentenceTransformer(path)``)
-    run.trec, metrics.json, per_query.csv          in-domain test evaluation
-    val/run.trec, val/metrics.json, ...            validation (carved from train passages)
-    ood/run.trec, ood/metrics.json, ...            out-of-domain (forgetting) evaluation
-
-Nothing outside this module opens those files by path: ``RunResult`` is the accessor
-(``info``, ``log``, ``model_path``/``load_model``, ``metrics``), ``load_run`` reads one back,
-``locate``/``is_finished`` find one from its config.
+A run is ``results/runs/<run-id>/`` (``run_id``: a hash of what determines its numbers), so a
+finished run is reused and a changed parameter never reuses a stale one. It holds
+``config.json`` (config, label, data checksum, parameter counts, mining summary), ``log.csv``
+(per step), ``checkpoints/`` (while training), ``model/`` (a plain sentence-transformers
+model) and the test (``run.trec``, ``metrics.json``, ``per_query.csv``), ``val/`` and
+``ood/`` evaluations. Nothing outside this module opens those files by path: ``RunResult``
+is the accessor, ``load_run`` reads one back, ``locate``/``is_finished`` find one.
 """
 
 from __future__ import annotations
@@ -29,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from clp_utils.base.io import atomic_dir, atomic_write, slug, stable_hash, write_json
+from clp_utils.base.io import atomic_write, slug, stable_hash, write_json
 from clp_utils.base.paths import REPO_ROOT, results_dir
 from clp_utils.base.precision import Precision, decide
 from clp_utils.batching import load_training_data
@@ -54,18 +45,12 @@ def runs_root(root: Path | None = None) -> Path:
 
 
 def run_id(config: TrainConfig, data_checksum: str, precision: Precision | None = None) -> str:
-    """``<loss>-<hash>``: the hash of what determines the run's numbers (``science``: every
-    config field but the bookkeeping ones, defaults included), its data checksum and, with
-    ``precision``, the precision that ran. The prefix is for people browsing ``results/runs``.
-
-    Bookkeeping (label, checkpoint interval) is stored beside the run in ``config.json``, not
-    hashed: renaming a row or checkpointing more often reuses the run. Defaults enter with
-    their values, so editing a default of ``TrainConfig`` (or ``MiningConfig``) gives every
-    affected run a new id. With ``precision`` the hash holds what ran rather than the setting,
-    so ``bf16="auto"`` and ``bf16=True`` on a bf16 machine are one run. The attention kernel
-    and thread count are left out: speed levers chosen per process that move a result by
-    float rounding only (``config.json`` records them).
-    """
+    """``<loss>-<hash>``: the hash of ``science(config)`` (every field but the bookkeeping
+    ones, defaults included: editing a default of ``TrainConfig`` or ``MiningConfig`` gives
+    every affected run a new id; renaming a row or checkpointing more often reuses it), the
+    data checksum and, with ``precision``, the precision that ran rather than the setting
+    (``bf16="auto"`` and ``True`` on a bf16 machine are one run). The attention kernel and
+    thread count are left out: they move a result by float rounding only."""
     bf16 = precision.bf16 if precision is not None else config.bf16
     return f"{slug(config.loss)}-{stable_hash([science(config) | {'bf16': bf16}, data_checksum])}"
 
@@ -157,10 +142,9 @@ def load_run(run_dir: Path) -> RunResult:
     config = TrainConfig.from_dict(info["config"])
 
     def read(d: Path) -> RetrievalResult | None:
-        if not (d / "metrics.json").exists():
-            return None
-        meta = json.loads((d / "metrics.json").read_text(encoding="utf-8"))
-        if meta.get("run") is None:  # a validation-only run: no test evaluation exists
+        path = d / "metrics.json"
+        meta = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+        if meta.get("run") is None:  # none, or a validation-only run's (no test evaluation)
             return None
         # qrels written beside the run are read from where the run is now (a committed copy)
         qrels_path = Path(meta["qrels"])
@@ -172,17 +156,6 @@ def load_run(run_dir: Path) -> RunResult:
 
     return RunResult(info["run_id"], run_dir, config, read(run_dir), read(run_dir / "ood"),
                      read(run_dir / "val"))
-
-
-def save_model(run_dir: Path, model) -> None:
-    """Write the fine-tuned model to ``model/`` (atomically: a folder appears whole or not)."""
-    with atomic_dir(run_dir / "model") as tmp:
-        model.save(str(tmp))
-
-
-def write_info(run_dir: Path, info: dict) -> None:
-    """Write ``config.json`` (atomically)."""
-    write_json(run_dir / "config.json", info)
 
 
 def write_log(run_dir: Path, log: list[dict]) -> None:
@@ -211,26 +184,24 @@ def evaluate_into(model, rid: str, run_dir: Path, ds: RetrievalDataset,
         path = DATA_DIR / "squadshifts" / d.name / "qrels" / "test.tsv"
         return path if path.exists() else None  # a subset writes its own qrels
 
-    if not test:
-        if not ds.has_validation:
-            raise ValueError("test_eval=False needs a validation side (val_fraction > 0)")
-        val = ds.validation()
-        runs = retrieve_splits(model, {"val": val}, progress=progress, bf16=bf16)
-        val_res = save_evaluation(runs["val"], val, run_dir / "val", rid)
-        write_json(run_dir / "metrics.json", {"run": None, "qrels": None, "metrics": {},
-                                              "validation_only": True})
-        return None, None, val_res
+    if not test and not ds.has_validation:
+        raise ValueError("test_eval=False needs a validation side (val_fraction > 0)")
     ood_res = None
-    if ood is not None:
+    if ood is not None and test:
         ood_res = evaluate_model(model, ood.test(), run_dir / "ood", rid,
                                  qrels_path=qrels_file(ood), progress=progress, bf16=bf16)
-    sides = {"test": ds.test()}
+    sides = {"test": ds.test()} if test else {}
     if ds.has_validation:
         sides["val"] = ds.validation()
     # model_id=rid caches the corpus embeddings: chapter 05 reuses them (own-query retrieval)
-    runs = retrieve_splits(model, sides, model_id=rid, progress=progress, bf16=bf16)
+    runs = retrieve_splits(model, sides, model_id=rid if test else None, progress=progress,
+                           bf16=bf16)
     val_res = None
     if "val" in runs:
         val_res = save_evaluation(runs["val"], sides["val"], run_dir / "val", rid)
+    if not test:
+        write_json(run_dir / "metrics.json", {"run": None, "qrels": None, "metrics": {},
+                                              "validation_only": True})
+        return None, None, val_res
     in_res = save_evaluation(runs["test"], sides["test"], run_dir, rid, qrels_file(ds))
     return in_res, ood_res, val_res

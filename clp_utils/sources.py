@@ -1,16 +1,11 @@
 """The study's raw sources: files committed under ``data/sources/``, each checked by sha256.
 
-Every dataset is built from a file in this repository (no network, no cache): the original
-release as its authors published it (one reconstruction, named as such), stored
-``xz``-compressed (``<file>.xz``) or as is; its sha256 is that of the original, uncompressed
-bytes, the checksum upstream and the ``datasets`` library record. ``SOURCES`` is the registry
-(file, sha256, size, origin, download address, licence, attribution) that the datasheet
-(``data/README.md``) prints. ``python -m clp_utils.catalog`` uses it: ``build`` reads the
-sources here (``read_source``), ``verify`` checks every committed file, ``refresh`` downloads
-a source again and checks it before writing it (``make data`` never calls it).
-
-A source marked ``required=False`` may be absent (SQuADShifts NYT, which could not be
-obtained): the builder skips it and says why; dropping the file into ``data/sources/`` adds it.
+Every dataset is built from a file in this repository (no network): the original release as
+its authors published it (one reconstruction, named as such), stored as ``<file>.xz`` or as
+is, checked by the sha256 of the original bytes (upstream's and the ``datasets`` library's).
+``SOURCES`` is the registry the datasheet (``data/README.md``) prints. A source marked
+``required=False`` may be absent (SQuADShifts NYT, which could not be obtained): the builder
+skips it and says why; dropping the file into ``data/sources/`` adds it.
 """
 
 from __future__ import annotations
@@ -158,11 +153,8 @@ def missing_line(name: str) -> str:
 
 
 def read_source(name: str, root: Path | None = None) -> bytes:
-    """The original bytes of source ``name`` (``<file>.xz`` decompressed, or ``<file>``).
-
-    Raises ``SourceMissing`` naming the file when it is absent and ``ChecksumError`` naming
-    the file, the expected and the found sha256 when it does not match.
-    """
+    """The original bytes of source ``name``; ``SourceMissing`` when it is absent,
+    ``ChecksumError`` (naming the file and both sha256) when it does not match."""
     src = SOURCES[name]
     path = src.path(root)
     if path is None:
@@ -187,22 +179,21 @@ def _checked(blob: bytes, name: str, where: object, consequence: str) -> bytes:
 def verify(root: Path | None = None, echo=print) -> bool:
     """Check every registered source and every explorer page, one line per file; True when
     every present file matches and every required one is present."""
-    ok = True
-    root = root or SOURCES_DIR
+    ok, root = True, root or SOURCES_DIR
     for name, src in SOURCES.items():
         path = src.path(root)
         if path is None:
             ok &= not src.required
-            echo(f"{'ABSENT ' if not src.required else 'MISSING'} {src.file}: "
-                 + ("optional, " + src.note if not src.required else "required"))
+            echo(f"MISSING {src.file}: required" if src.required
+                 else f"ABSENT  {src.file}: optional, {src.note}")
             continue
         try:
             blob = read_source(name, root)
+            echo(f"OK      {path.name}: {len(blob):,} bytes, sha256 {src.sha256[:16]}… "
+                 f"({src.kind})")
         except ChecksumError as err:
             ok = False
             echo(f"BAD     {path.name}: {err}")
-            continue
-        echo(f"OK      {path.name}: {len(blob):,} bytes, sha256 {src.sha256[:16]}… ({src.kind})")
     pages, sums = explorer_page_sums(root), root / SHA256SUMS.name
     rows = (line.split(maxsplit=1) for line in
             (sums.read_text().splitlines() if sums.exists() else []) if line.strip())

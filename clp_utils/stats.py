@@ -1,72 +1,38 @@
 """Significance, as the study uses it: intervals that respect how queries cluster and how
 seeds vary, one Holm family per question, and verdicts read from an interval.
 
-Why not a plain per-query test: a SQuADShifts test passage carries about five questions,
-and questions on one passage tend to succeed or fail together; and a fine-tuned row is a
-random draw over training seeds. A test that treats every question as independent, on the
-seed-averaged scores, ignores both and is too sure of itself (``tests/test_stats.py``: 30-65%
-false positives on simulated null studies of the cpu design).
+A SQuADShifts test passage carries about five questions that succeed or fail together, and a
+fine-tuned row is a random draw over training seeds: a per-query test on seed-averaged
+scores ignores both (``tests/test_stats.py``: 30-65% false positives on simulated null
+studies of the cpu design). So the interval of the mean over S paired seeds of system -
+reference (``t_interval``) has a passage part, the bootstrap variance over resampled test
+passages (Davison & Hinkley 1997, section 3.8) with C - 1 df, and a seed part, s^2 / S with
+S - 1 df (s^2 also carries per-question noise: conservative by about 2.5e-6 beside a passage
+part of 6e-6 at the cpu design).
 
-The interval (``t_interval``; ``two_level_bootstrap`` applies it to two systems). The
-estimate is the mean over S paired seeds and N queries of system - reference. Its variance
-has two parts: the passage part, the bootstrap variance of the seed-averaged mean over
-resampled test passages (every question of a drawn passage comes along; Davison & Hinkley
-1997, section 3.8) times C / (C - 1), with C - 1 degrees of freedom (C passages); and the
-seed part, s^2 / S, s^2 the sample variance of the S per-seed mean differences, S - 1 df.
-(s^2 also carries the per-question noise that the passage part counts already: conservative
-by sigma_question^2 / (N S), about 2.5e-6 at the cpu design beside a passage part of 6e-6.)
+With two or three seeds the seed part rests on one or two df: a bootstrap over seeds gave
+8.5% and 15.5% false positives (seed sd of the difference 0.006, 0.01), one Welch t 6.3-12.8%
+(its df comes from the same s^2 that, small by chance, makes the statistic large). Hence
+Banerjee's (1961) combination, half-width sqrt(t_{C-1}^2 V_passage + t_{S-1}^2 s^2 / S)
+(``half_width``), which covers at least 1 - alpha whatever the parts' ratio: over 1000 null
+studies, 1.4-2.8% false positives with two seeds, 4.3-5.4% with one seed and the true seed
+sd declared (bound 7.3%). The price is width: an 80%-power minimum detectable effect of
+0.05-0.12 with two seeds, 0.015-0.034 with three, 0.013-0.029 with one seed declared (seed
+sd 0.0035-0.01). With one seed and no declared seed sd the verdict is "one seed: no
+verdict"; zero-shot against BM25 is ``seedless`` (no training seed exists).
 
-Why Student t, and which. With two or three seeds the seed part rests on one or two df; a
-bootstrap over S seeds treats it as known (the earlier percentile bootstrap, widened by
-sqrt(S / (S - 1)), gave 8.5% and 15.5% false positives at a seed sd of the difference of
-0.006 and 0.01 with two seeds). One t with Welch-Satterthwaite df is not enough either: in
-3000 simulated null studies per setting (the cpu design below, two seeds) it rejected 6.3%,
-10.0% and 12.8% at seed sd 0.0035, 0.006 and 0.01, because its df is estimated from the same
-s^2 that, when small by chance, makes the statistic large. Declared fix: Banerjee's (1961)
-combination, each part scaled by its own t quantile, half-width = sqrt(t_{C-1}^2 V_passage +
-t_{S-1}^2 s^2 / S) (``half_width``), which covers at least 1 - alpha whatever the parts' true
-ratio; the p-value inverts it (the smallest alpha whose interval excludes 0: ``p_value``) and
-``df`` is the effective df of the one t that gives the same half-width (``effective_df``).
-``tests/test_stats.py`` measures, over 1000 null studies each, 1.7%, 1.4% and 2.8% false
-positives with two seeds at seed sd 0.0035, 0.006 and 0.01, and 4.3%, 4.4% and 5.4% with one
-seed and the true seed sd declared (binomial bound 7.3%). The price is width: at the cpu
-design (407 passages, passage sd 0.036, question sd 0.10) two seeds give an 80%-power
-minimum detectable effect of about 0.05, 0.07 and 0.12 at those seed sds, three seeds 0.015,
-0.022 and 0.034, one seed with the seed sd declared (known) 0.013, 0.019 and 0.029.
-
-One seed (S == 1, ``t_interval``): the seed part cannot be measured. With ``seed_sd`` it is
-declared, seed_sd^2 with ``seed_df`` df (e.g. ``pooled_seed_sd`` of the profile's two-seed
-comparisons), seed term ``"declared"``; with ``seedless`` (zero-shot vs BM25: no training seed
-exists) there is none to add, ``"seedless"``; otherwise the interval holds no seed variance,
-``"none"``, and the verdict reads ``"one seed: no verdict"`` (in a Holm family it counts as
-untested, p = 1). A single run against a two-seed row pairs with both seeds (``pair_seeds``):
-S = 2, the trained row's seed variance measured.
-
-- ``passage_clusters``: each test query's cluster, the passage(s) it is judged relevant to.
-- ``paired_test``: the plain per-query sign-flip permutation and t-test, kept as a column
-  beside the clustered interval (it is what a reader of most IR papers expects to see).
-- ``holm``: Holm-Bonferroni adjustment (Holm 1979) of one family of p-values.
-- ``verdict``: held / reversed (the Holm-adjusted test rejects, and the sign says which), else
-  equivalent (the 95% interval lies inside +/- the comparison's margin, by default
-  ``SMALLEST_EFFECT``: two one-sided tests at alpha / 2 each, Schuirmann 1987), else
-  inconclusive. A true effect exactly at the margin reads "equivalent" in 1.8% (one seed,
-  declared) and 0.0% (two seeds) of 1000 simulated studies, where no effect reads so in 80%
-  and 53% (margins 0.015 and 0.03: the two-seed interval is too wide for less).
-- ``edge_distance`` / ``at_edge``: how far an interval is from changing its verdict word;
-  within ``EDGE_BAND`` (0.002, a fifth of the margin and about what one more seed moves a
-  two-seed mean) a verdict is "at the edge" and a rerun may read otherwise.
-- ``minimum_detectable_effect``: the smallest true difference the test finds with 80% power,
-  from the comparison's se and effective df (noncentral t, exact for a t statistic; for the
-  Banerjee interval the tests find 59-63% detection where 60% is claimed, at one, two and
-  three seeds).
-- ``comparison_table``: the one table builder every chapter uses (per-pair margins, the
-  declared seed term, se, df, MDE, edge distance).
+Verdicts (``verdict``): held / reversed when the Holm-adjusted test rejects (Holm 1979),
+equivalent when the 95% interval lies inside +/- the margin (Schuirmann 1987), else
+inconclusive. A true effect at the margin reads "equivalent" in 1.8% (one seed, declared)
+and 0.0% (two seeds) of 1000 simulated studies, no effect in 80% and 53% (margins 0.015 and
+0.03). ``minimum_detectable_effect`` is exact for a t statistic; for the Banerjee interval
+the tests find 59-63% detection where 60% is claimed.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -80,8 +46,6 @@ from scipy import optimize, special, stats
 SMALLEST_EFFECT = 0.01
 #: The level of every test and the complement of every interval's coverage.
 ALPHA = 0.05
-#: Every interval's coverage.
-CONFIDENCE = 1 - ALPHA
 #: Passage bootstrap replicates per comparison: the passage variance's Monte Carlo error is
 #: sqrt(2 / N_BOOT), 2% of it (the p-value is computed, not counted from replicates).
 N_BOOT = 4000
@@ -90,9 +54,8 @@ VERDICTS = ("held", "reversed", "equivalent", "inconclusive", "one seed: no verd
 #: Where the seed part of an interval comes from (``t_interval``).
 SEED_TERMS = ("measured", "declared", "seedless", "none")
 #: A verdict whose interval lies within this of changing its word is "at the edge"
-#: (``edge_distance``): a fifth of ``SMALLEST_EFFECT``, and about how far one more seed moves
-#: a two-seed mean at a seed sd of a difference of 0.005 (mid-range of 0.0035-0.01: a third
-#: seed shifts the mean by (x3 - mean2) / 3, sd sqrt(1.5) / 3 * 0.005 = 0.002).
+#: (``edge_distance``): a fifth of ``SMALLEST_EFFECT``, and about how far a third seed moves a
+#: two-seed mean at a seed sd of a difference of 0.005 (sd sqrt(1.5) / 3 * 0.005 = 0.002).
 EDGE_BAND = 0.002
 
 Scores = Mapping[str, float]  # qid -> value of one system on one seed
@@ -111,11 +74,9 @@ def pair_seeds(ref: Mapping[int, object], row: Mapping[int, object]) -> list[tup
     (seed s of two rows shares its training queries and negatives); a system with a single
     run (zero-shot, BM25) meets every seed of the other. Returns ``(row seed, ref seed)``."""
     if len(ref) == 1:
-        (only,) = ref
-        return [(s, only) for s in sorted(row)]
+        return [(s, next(iter(ref))) for s in sorted(row)]
     if len(row) == 1:
-        (only,) = row
-        return [(only, s) for s in sorted(ref)]
+        return [(next(iter(row)), s) for s in sorted(ref)]
     common = sorted(set(ref) & set(row))
     if not common:
         raise ValueError(f"no seed in common: {sorted(row)} vs {sorted(ref)}")
@@ -138,20 +99,17 @@ class Interval:
 
 
 @dataclass(frozen=True)
-class Comparison:
-    """System minus reference, with its interval over seeds and passages (``t_interval``)."""
+class Comparison(Interval):
+    """System minus reference (``two_level_bootstrap``): its ``Interval`` and counts."""
 
-    delta: float
-    low: float
-    high: float
-    p: float  # two-sided p of delta = 0 (``t_interval``)
-    n_queries: int
-    n_clusters: int
-    seed_deltas: tuple[float, ...]  # each paired seed's mean difference
-    p_per_query: float  # the plain per-query permutation p (ignores clusters and seeds)
-    se: float = math.nan
-    df: float = math.inf
-    seed_term: str = "measured"  # one of SEED_TERMS
+    n_queries: int = 0
+    n_clusters: int = 0
+    seed_deltas: tuple[float, ...] = ()  # each paired seed's mean difference
+    p_per_query: float = math.nan  # the plain per-query permutation p (no clusters, no seeds)
+
+    @property
+    def delta(self) -> float:
+        return self.estimate
 
     @property
     def seeds(self) -> int:
@@ -172,12 +130,8 @@ def delta_matrix(system: SeedScores, reference: SeedScores) -> tuple[list[str], 
 
 def bootstrap_replicates(d: np.ndarray, cluster_ids: np.ndarray, n_boot: int = N_BOOT,
                          seed: int = 0) -> np.ndarray:
-    """``n_boot`` replicates of the mean of ``d`` (S seeds x N queries) averaged over seeds,
-    with clusters drawn with replacement, each bringing all its queries: the passage level
-    only (the seed level is the t term of ``t_interval``).
-
-    ``cluster_ids``: an integer cluster per query (0..C-1).
-    """
+    """``n_boot`` replicates of the seed-averaged mean of ``d`` (S seeds x N queries), clusters
+    (``cluster_ids``: 0..C-1 per query) drawn with replacement, each with all its queries."""
     rng = np.random.default_rng(seed)
     n_clusters = int(cluster_ids.max()) + 1
     sums = np.bincount(cluster_ids, weights=np.asarray(d, float).mean(0), minlength=n_clusters)
@@ -196,8 +150,7 @@ def t_quantile(df: float, alpha: float = ALPHA) -> float:
 def half_width(parts: Sequence[tuple[float, float]], alpha: float = ALPHA) -> float:
     """Half the width of the ``1 - alpha`` interval of a sum of independent variance estimates,
     each ``(variance, degrees of freedom)`` (``inf``: known exactly): Banerjee's combination
-    sqrt(sum_i t_{df_i} ** 2 * variance_i), each part scaled by its own t quantile, which
-    covers at least ``1 - alpha`` whatever the parts' true ratio (Banerjee 1961)."""
+    sqrt(sum_i t_{df_i} ** 2 * variance_i) (module docstring)."""
     return math.sqrt(sum(t_quantile(df, alpha) ** 2 * v for v, df in parts if v > 0))
 
 
@@ -235,17 +188,10 @@ def p_value(estimate: float, parts: Sequence[tuple[float, float]]) -> float:
 def t_interval(d: np.ndarray, cluster_ids: np.ndarray, n_boot: int = N_BOOT, seed: int = 0,
                *, seed_sd: float | None = None, seed_df: float | None = None,
                seedless: bool = False, alpha: float = ALPHA) -> Interval:
-    """The study's interval for the mean of ``d`` (S paired seeds x N queries), module
-    docstring: a passage part and a seed part, combined by ``half_width``.
-
-    Passage part: the variance of ``bootstrap_replicates`` times C / (C - 1) (the bootstrap
-    variance of a mean of C clusters is short by that factor), C - 1 df. Seed part, by the
-    number of paired seeds S: S >= 2, s ** 2 / S with S - 1 df (s: the sd of the S per-seed
-    means), ``"measured"``; S == 1 with ``seed_sd``, seed_sd ** 2 with ``seed_df`` df (None:
-    known exactly), ``"declared"``; S == 1 with ``seedless`` (neither system has a training
-    seed), nothing, ``"seedless"``; S == 1 otherwise, nothing, ``"none"`` (``verdict`` then
-    gives no verdict).
-    """
+    """The study's interval for the mean of ``d`` (S paired seeds x N queries; module
+    docstring): the passage part from ``bootstrap_replicates`` (times C / (C - 1), the
+    bootstrap's shortfall for a mean of C clusters), the seed part measured (S >= 2), declared
+    (``seed_sd`` with ``seed_df`` df, None: known), ``seedless`` or ``"none"`` (S == 1)."""
     d = np.asarray(d, dtype=float)
     n_seeds = d.shape[0]
     n_clusters = int(cluster_ids.max()) + 1
@@ -276,14 +222,10 @@ def two_level_bootstrap(system: SeedScores, reference: SeedScores, clusters: Map
                         n_boot: int = N_BOOT, seed: int = 0, n_permutations: int = 10_000,
                         *, seed_sd: float | None = None, seed_df: float | None = None,
                         seedless: bool = False) -> Comparison:
-    """Compare ``system`` with ``reference`` (each: seed -> qid -> value) on shared queries.
-
-    The estimate is the mean over paired seeds and queries of system - reference; its 95%
-    interval and p-value are ``t_interval``'s (passages bootstrapped, seeds a Student-t term;
-    the name stays from when both levels were bootstrapped). ``seed_sd``, ``seed_df`` and
-    ``seedless`` matter with one paired seed only (``t_interval``). Also returns each seed's
-    mean difference and the plain per-query permutation p.
-    """
+    """``system`` minus ``reference`` (each: seed -> qid -> value) on shared queries: the
+    ``t_interval`` of the paired differences (the name stays from when both levels were
+    bootstrapped; ``seed_sd``, ``seed_df``, ``seedless``: its one-seed options), each seed's
+    mean difference and the plain per-query permutation p."""
     qids, d = delta_matrix(system, reference)
     missing = [q for q in qids if q not in clusters]
     if missing:
@@ -291,21 +233,9 @@ def two_level_bootstrap(system: SeedScores, reference: SeedScores, clusters: Map
     codes = {c: i for i, c in enumerate(sorted({clusters[q] for q in qids}))}
     ids = np.array([codes[clusters[q]] for q in qids])
     t = t_interval(d, ids, n_boot, seed, seed_sd=seed_sd, seed_df=seed_df, seedless=seedless)
-    plain = sign_flip_p(d.mean(0), n_permutations, seed)
-    return Comparison(t.estimate, t.low, t.high, t.p, len(qids), len(codes),
-                      tuple(float(x) for x in d.mean(1)), plain, t.se, t.df, t.seed_term)
-
-
-def pooled_seed_sd(comparisons: Sequence[Comparison]) -> tuple[float, int]:
-    """The seed sd of a difference pooled over comparisons that measured it (two or more
-    paired seeds), and its degrees of freedom: sqrt(sum_i (S_i - 1) s_i ** 2 / sum_i
-    (S_i - 1)), s_i the sd of comparison i's per-seed mean differences; the declared
-    ``seed_sd`` and ``seed_df`` of a one-seed comparison of the same profile."""
-    measured = [np.asarray(c.seed_deltas) for c in comparisons if c.seeds >= 2]
-    dof = sum(len(x) - 1 for x in measured)
-    if not dof:
-        raise ValueError("no comparison with two or more paired seeds to pool")
-    return math.sqrt(sum(float(np.sum((x - x.mean()) ** 2)) for x in measured) / dof), dof
+    return Comparison(**vars(t), n_queries=len(qids), n_clusters=len(codes),
+                      seed_deltas=tuple(float(x) for x in d.mean(1)),
+                      p_per_query=sign_flip_p(d.mean(0), n_permutations, seed))
 
 
 def minimum_detectable_effect(se: float, df: float, power: float = 0.8,
@@ -397,19 +327,11 @@ class PairedTest:
     p_ttest: float
     deltas: dict[str, float]  # qid -> B - A
 
-    @property
-    def n(self) -> int:
-        return len(self.deltas)
-
 
 def paired_test(a: Scores, b: Scores, metric: str = "ndcg_cut_10", n_permutations: int = 10_000,
                 seed: int = 0) -> PairedTest:
-    """Two-sided sign-flip permutation test and paired t-test of B - A over shared queries,
-    every query counted as independent (no clusters, no seeds).
-
-    The permutation p-value is ``(1 + #{|mean(s * d)| >= |mean(d)|}) / (1 + n_permutations)``
-    with random signs ``s``, so it is never 0.
-    """
+    """Two-sided sign-flip permutation test (``sign_flip_p``) and paired t-test of B - A over
+    shared queries, every query counted as independent (no clusters, no seeds)."""
     qids = sorted(set(a) & set(b))
     if len(qids) != len(a) or len(qids) != len(b):
         raise ValueError(f"the two systems were scored on different queries ({len(a)} vs {len(b)})")
@@ -423,11 +345,8 @@ def paired_test(a: Scores, b: Scores, metric: str = "ndcg_cut_10", n_permutation
 
 
 def holm(pvalues: Sequence[float], family_size: int | None = None) -> list[float]:
-    """Holm-Bonferroni adjusted p-values (same order as given).
-
-    ``family_size``: the declared family's size when some of its members were not tested in
-    this run; they count as p = 1 (ranked last), which can only raise the others' values.
-    """
+    """Holm-Bonferroni adjusted p-values (same order as given). ``family_size``: the declared
+    family's size when some members were not tested; they count as p = 1 (ranked last)."""
     m = max(len(pvalues), family_size or 0)
     order = sorted(range(len(pvalues)), key=lambda i: pvalues[i])
     adjusted = [0.0] * len(pvalues)
@@ -441,16 +360,10 @@ def holm(pvalues: Sequence[float], family_size: int | None = None) -> list[float
 def verdict(low: float, high: float, p_holm: float, smallest: float = SMALLEST_EFFECT,
             alpha: float = ALPHA, *, seed_term: str = "measured") -> str:
     """Read a comparison (claimed better minus claimed worse) from its interval and test:
-
-    - ``one seed: no verdict``: ``seed_term`` is ``"none"`` (one seed, no seed part: the
-      interval holds none of the seed-to-seed variance, so no word is read from it);
-    - ``held`` / ``reversed``: the Holm-adjusted test rejects 0; the sign of the interval says
-      which way;
-    - ``equivalent``: not that, and the whole 95% interval lies inside +/- ``smallest`` (the
-      comparison's margin; two one-sided tests at level alpha / 2 each): any effect is too
-      small to matter;
-    - ``inconclusive``: neither (the interval is too wide to say).
-    """
+    ``one seed: no verdict`` when ``seed_term`` is ``"none"`` (the interval holds no seed
+    variance); ``held`` / ``reversed`` when the Holm-adjusted test rejects 0 (the interval's
+    sign says which); ``equivalent`` when the 95% interval lies inside +/- ``smallest`` (the
+    margin); else ``inconclusive``."""
     held, reversed_, equivalent, inconclusive, no_verdict = VERDICTS
     if seed_term not in SEED_TERMS:
         raise ValueError(f"seed_term must be one of {SEED_TERMS}, got {seed_term!r}")
@@ -465,32 +378,16 @@ def verdict(low: float, high: float, p_holm: float, smallest: float = SMALLEST_E
 
 def edge_distance(low: float, high: float, verdict: str, margin: float = SMALLEST_EFFECT
                   ) -> float:
-    """How far the interval is from changing its verdict word (>= 0; nan without a verdict),
-    in the interval's own terms (Holm's adjustment is not part of it):
-
-    - held, ``low`` (the move that brings the lower bound to 0); reversed, ``-high``;
-    - equivalent, the smaller of ``margin - max(|low|, |high|)`` (an outer bound reaching
-      the margin) and the shift that takes the nearer bound past 0 (the word would become
-      held or reversed: real but small);
-    - inconclusive, the smaller of ``max(|low|, |high|) - margin`` (the outer bound moving
-      inside the margin) and that shift past 0.
-
-    The shift past 0 is 0 when the interval already excludes 0 and only Holm kept the word.
-    """
-    held, reversed_, equivalent, inconclusive, no_verdict = VERDICTS
-    outer = max(abs(low), abs(high))
-    past_zero = max(0.0, min(-low, high))
-    if verdict == held:
-        return low
-    if verdict == reversed_:
-        return -high
-    if verdict == equivalent:
-        return max(0.0, min(margin - outer, past_zero))
-    if verdict == inconclusive:
-        return max(0.0, min(outer - margin, past_zero))
-    if verdict == no_verdict:
-        return math.nan
-    raise ValueError(f"not a verdict: {verdict!r}")
+    """How far the interval is from changing its verdict word (>= 0; nan without a verdict;
+    Holm's adjustment aside): held, ``low``; reversed, ``-high``; equivalent or inconclusive,
+    the smaller of the outer bound's distance to the margin and the shift that takes the
+    nearer bound past 0 (0 when the interval excludes 0 and only Holm kept the word)."""
+    if verdict not in VERDICTS:
+        raise ValueError(f"not a verdict: {verdict!r}")
+    outer, past_zero = max(abs(low), abs(high)), max(0.0, min(-low, high))
+    by_word = (low, -high, max(0.0, min(margin - outer, past_zero)),  # in VERDICTS' order
+               max(0.0, min(outer - margin, past_zero)), math.nan)
+    return dict(zip(VERDICTS, by_word, strict=True))[verdict]
 
 
 def at_edge(distance: float) -> bool:
@@ -511,28 +408,16 @@ def comparison_table(per_seed: Mapping[str, SeedScores], pairs: Sequence[tuple[s
                      margins: Sequence[float] | None = None, seed_sd: float | None = None,
                      seed_df: float | None = None, seedless: Collection[str] = ()
                      ) -> pd.DataFrame:
-    """Each ``(system, reference)`` pair by ``two_level_bootstrap``, Holm over the table.
+    """Each ``(system, reference)`` pair of ``per_seed`` (system -> seed -> qid -> value) by
+    ``two_level_bootstrap`` on ``clusters`` (qid -> cluster), delta = system - reference.
 
-    Args:
-        per_seed: system -> seed -> qid -> value (a seed-free system has one seed).
-        pairs: the comparisons, ``(system, reference)``: delta is system - reference.
-        clusters: qid -> cluster (``passage_clusters`` of the test qrels).
-        family_size: the declared family's size, when some members are absent (``holm``).
-        holm_family: False for a descriptive table (no Holm column, no verdict).
-        margins: each pair's smallest effect that matters (default ``SMALLEST_EFFECT``).
-        seed_sd, seed_df: the declared seed term of every one-seed pair (``t_interval``;
-            e.g. ``pooled_seed_sd`` of the profile's two-seed comparisons).
-        seedless: systems with no training seed (zero-shot, BM25): a one-seed pair of two of
-            them needs no seed term.
-
-    Returns:
-        One row per pair: ``system, reference, n queries, n passages, seeds, delta``, its 95%
-        interval over seeds and passages, ``p``, ``seed deltas`` (text), ``p (per query)``
-        (plain permutation, for comparison), ``seed term`` (``SEED_TERMS``), ``se``, ``df``
-        (``t_interval``), ``MDE (80% power)`` (``minimum_detectable_effect`` of that se and
-        df), ``margin``; with ``holm_family`` also ``p Holm`` (a pair whose seed term is
-        ``"none"`` counts as untested, p = 1), ``verdict``, ``edge distance`` and
-        ``at the edge`` (``edge_distance``, ``at_edge``).
+    ``margins``: each pair's smallest effect that matters (default ``SMALLEST_EFFECT``);
+    ``seed_sd``, ``seed_df``: the declared seed term of every one-seed pair; ``seedless``:
+    systems with no training seed (zero-shot, BM25), a pair of two of them needs none.
+    Returns one row per pair: counts, delta, 95% interval, ``p``, ``seed deltas`` (text),
+    ``p (per query)``, ``seed term``, ``se``, ``df``, ``MDE (80% power)`` and ``margin``;
+    with ``holm_family`` (False: descriptive) also ``p Holm`` over ``family_size`` (a pair
+    with seed term ``"none"`` counts as p = 1), ``verdict``, ``edge distance``, ``at the edge``.
     """
     margins = [SMALLEST_EFFECT] * len(pairs) if margins is None else list(margins)
     if len(margins) != len(pairs):
@@ -561,16 +446,3 @@ def comparison_table(per_seed: Mapping[str, SeedScores], pairs: Sequence[tuple[s
         df["at the edge"] = [at_edge(x) for x in df["edge distance"]]
     return df
 
-
-def seed_test(deltas: Iterable[float]) -> float:
-    """Two-sided one-sample t-test of per-seed deltas against 0 (``nan`` with one seed).
-
-    Kept for readers who want the seed-level view alone; with 2-3 seeds it has one or two
-    degrees of freedom, which is why verdicts no longer rest on it.
-    """
-    d = np.asarray(list(deltas), dtype=float)
-    if len(d) < 2:
-        return float("nan")
-    if np.allclose(d, d[0]):
-        return 0.0 if d[0] != 0 else 1.0
-    return float(stats.ttest_1samp(d, 0.0).pvalue)

@@ -1,16 +1,10 @@
 """The study's runs: every cell of a profile trained (or read back) and scored.
 
-``study_configs(profile)`` lists the cells (row, split, seed, config) of a profile
-(``profiles.cells``); ``config_of`` finds one; ``run_study`` trains what is missing (saying
-first what it will train and how long that takes here) and reads every cell back as a
-``StudyRun``: per-query metrics on the test, validation and out-of-domain queries, the
-retrieved lists (for fusion) and each query's passage cluster (for the tests of
-``clp_utils.stats``). The tables built from them live in ``clp_utils.results``, the claims
-in ``clp_utils.claims``, the hybrids in ``clp_utils.hybrids``.
-
-Nothing is tuned on test queries: the cpu profile's settings are the recipe that ``make
-design`` chose on validation queries (``clp_utils.recipe``); the full profile's are fixed a
-priori (the paper's and the field's defaults).
+``run_study`` trains what is missing (saying first what and how long) and reads every cell
+back as a ``StudyRun``: per-query metrics on the test, validation and out-of-domain queries,
+the retrieved lists (for fusion) and each query's passage cluster (for ``clp_utils.stats``).
+Their tables live in ``results``, ``claims`` and ``hybrids``. Nothing is tuned on test
+queries: the settings are the profile's (``clp_utils.profiles``).
 """
 
 from __future__ import annotations
@@ -34,9 +28,8 @@ DOMAINS = ("in-domain", "out-of-domain", "validation")
 
 
 def study_profile(profile: str | StudyProfile) -> StudyProfile:
-    """The study's runs in profile ``profile`` (``profiles.get_profile(profile).study``); a
-    ``StudyProfile`` (e.g. the multilingual track's, ``get_profile(name).track.study``) as
-    it is. Every function here that takes a profile takes either."""
+    """``get_profile(profile).study``, or a ``StudyProfile`` (e.g. a track's) as it is: every
+    function here takes either."""
     return get_profile(profile).study if isinstance(profile, str) else profile
 
 
@@ -60,7 +53,8 @@ def config_of(profile: str | StudyProfile, row: str, seed: int = 0,
 
 @dataclass
 class StudyRun:
-    """One cell of the study: a row, a split, a seed and what it scored (metric -> qid -> value)."""
+    """One cell of the study: a row, a split, a seed and what it scored (metric -> qid -> value);
+    the retrieved lists (``test_run``, ``val_run``) are read on first use."""
 
     row: str
     split: str
@@ -75,18 +69,17 @@ class StudyRun:
 
     @property
     def test_run(self) -> Run | None:
-        """The retrieved test lists (qid -> docid -> score), read on first use."""
+        """The retrieved test lists (qid -> docid -> score)."""
         return self.test_result.run if self.test_result is not None else None
 
     @property
     def val_run(self) -> Run | None:
-        """The retrieved validation lists, read on first use."""
+        """The retrieved validation lists."""
         return self.val_result.run if self.val_result is not None else None
 
     def per_query(self, domain: str) -> dict[str, dict[str, float]] | None:
         """``in-domain`` (test), ``out-of-domain`` or ``validation`` per-query metrics."""
-        sides = {"in-domain": self.in_domain, "out-of-domain": self.ood, "validation": self.val}
-        return sides[domain]
+        return dict(zip(DOMAINS, (self.in_domain, self.ood, self.val), strict=True))[domain]
 
     def clusters_of(self, domain: str) -> dict[str, str]:
         """Each query's passage cluster on ``domain`` (every query its own cluster when the
@@ -101,7 +94,7 @@ class StudyRun:
 def _study_run(row: str, split: str, seed: int, result: RunResult | None,
                test: RetrievalResult, ood: RetrievalResult | None,
                val: RetrievalResult | None) -> StudyRun:
-    sides = {"in-domain": test, "out-of-domain": ood, "validation": val}
+    sides = dict(zip(DOMAINS, (test, ood, val), strict=True))
     return StudyRun(row, split, seed, result, test.evaluation.per_query,
                     ood.evaluation.per_query if ood else None,
                     val.evaluation.per_query if val else None, test, val,
@@ -115,8 +108,7 @@ def missing_cells(profile: str | StudyProfile, rows: Iterable[str] | None = None
             and (wanted is None or c.row in wanted) and not is_finished(c.config)]
 
 
-#: How to run less on purpose, named where the cpu profile's runs are about to train (the
-#: machine never picks it).
+#: How to run less on purpose, named where the cpu profile's runs are about to train.
 SMALLER = ("to run less: `PROFILE=quick make study` or profile='quick' in the parameters cell: "
            "one seed, no seed-level verdicts")
 
@@ -139,29 +131,22 @@ def training_plan(missing: list[Cell], smaller: str | None = None) -> str:
             f"interrupted one resumes from its checkpoint." + (f" {smaller}." if smaller else ""))
 
 
-def _key(cell: Cell) -> tuple[str, str, int]:
-    return cell.row, cell.split, cell.seed
-
-
 def run_study(profile: str | StudyProfile, rows: Iterable[str] | None = None,
               progress: bool = True, smaller: str | None = None, train: bool = True,
               models: bool = False) -> list[StudyRun]:
     """Train what is missing and read back every cell of ``profile`` (optionally only
-    ``rows``). Before training anything it prints ``training_plan`` (with ``SMALLER`` for the
-    cpu profile, or ``smaller``); zero-shot rows evaluate the base model.
+    ``rows``), printing ``training_plan`` first (with ``SMALLER`` for the cpu profile, or
+    ``smaller``); zero-shot rows evaluate the base model.
 
-    With ``train=False`` (a chapter reopened by hand) nothing trains: a run missing here is
-    read from the committed results (``runstore.committed_run``), and if some run is in
-    neither place, or ``models`` asks for trained models that are not here, it stops with
-    ``SystemExit`` saying what would train, how long that takes here and which parameter asks
-    for it."""
+    With ``train=False`` (a chapter reopened by hand) a run missing here is read from the
+    committed results; if some run is in neither place, or ``models`` asks for trained models
+    not here, it stops with ``SystemExit`` saying what would train and how to ask for it."""
     p, wanted = study_profile(profile), set(rows) if rows is not None else None
     todo = [c for c in study_configs(p) if wanted is None or c.row in wanted]
     missing = missing_cells(p, rows)
-    committed = {}
+    committed = {c: committed_run(c.config) for c in missing} if not train else {}
     if not train:
-        committed = {_key(c): committed_run(c.config) for c in missing}
-        absent = [c for c in missing if committed[_key(c)] is None or models]
+        absent = [c for c in missing if committed[c] is None or models]
         if absent:
             raise SystemExit(
                 f"{training_plan(absent)}\nNothing was trained: this chapter's parameter "
@@ -175,7 +160,7 @@ def run_study(profile: str | StudyProfile, rows: Iterable[str] | None = None,
         if cell.config is None:
             runs.append(zero_shot_run(p, cell.split, progress, committed=not train))
             continue
-        found = committed.get(_key(cell))
+        found = committed.get(cell)
         res = load_run(found) if found else _train(cell.config, progress=progress)
         runs.append(_study_run(cell.row, cell.split, cell.seed, res, res.in_domain, res.ood,
                                res.val))

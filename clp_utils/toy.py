@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 from matplotlib.figure import Figure
+from scipy import optimize
 from torch import Tensor
 
 from clp_utils.losses import clp_loss
@@ -98,17 +99,10 @@ def equilibrium_angle(scene: Scene, lam: float, tau: float, lo: float, hi: float
     def force(deg: float) -> float:
         return negative_field(scene, lam, tau, torch.tensor([deg]))[2].item()
 
-    f_lo, f_hi = force(lo), force(hi)
-    if f_lo == 0 or f_lo * f_hi > 0:
-        return lo if f_lo == 0 else math.nan
-    for _ in range(50):
-        mid = 0.5 * (lo + hi)
-        f_mid = force(mid)
-        if f_lo * f_mid <= 0:
-            hi = mid
-        else:
-            lo, f_lo = mid, f_mid
-    return 0.5 * (lo + hi)
+    try:
+        return optimize.bisect(force, lo, hi, xtol=1e-12)
+    except ValueError:  # the same sign at both ends
+        return math.nan
 
 
 @dataclass
@@ -201,16 +195,23 @@ def analytic_negative_grad(query: Tensor, pos: Tensor, negs: Tensor, neg_queries
 # --------------------------------------------------------------------------- the explorer
 
 
+def _angle_lines(ax, trajectories: dict[str, Trajectory], labels: dict[str, str]) -> None:
+    """Each embedding's angle over the steps, InfoNCE dashed, CLP solid."""
+    for name, traj in trajectories.items():
+        for emb, label in labels.items():
+            ax.plot(traj.angles[emb], "--" if name == "InfoNCE" else "-", color=COLOURS[emb],
+                    label=f"{label} · {name}")
+
+
 def trajectory_figure(lam: float = 0.1, tau: float = 0.02, negatives: int = 1,
                       steps: int = 400, lr: float = 0.002, scene: Scene = Scene()) -> Figure:
     """How the hard negative n and its own query q* move (q and p pinned), under InfoNCE
     (dashed) and CLP (solid) at ``lam``, ``tau`` and ``negatives`` negatives per query."""
     scene = scene.with_negatives(negatives)
     fig, ax = plt.subplots(figsize=(9, 3.6), layout="constrained")
-    for name, weight, style in (("InfoNCE", 0.0, "--"), (f"CLP λ={lam:.3g}", lam, "-")):
-        traj = simulate(scene, weight, tau, steps, lr, movable=("neg", "neg_query"))
-        for emb, label in (("neg", "n"), ("neg_query", "q*")):
-            ax.plot(traj.angles[emb], style, color=COLOURS[emb], label=f"{label} · {name}")
+    _angle_lines(ax, {name: simulate(scene, weight, tau, steps, lr, movable=("neg", "neg_query"))
+                      for name, weight in (("InfoNCE", 0.0), (f"CLP λ={lam:.3g}", lam))},
+                 {"neg": "n", "neg_query": "q*"})
     ax.axhline(scene.query, color=COLOURS["query"], lw=0.8, ls=":", label="q (pinned)")
     ax.set(xlabel="step", ylabel="angle (degrees)",
            title=f"n and its own query q* (τ={tau:.3g}, {negatives} negative(s) per query)")
@@ -243,11 +244,8 @@ def trajectory_explorer(steps: int = 400, lam: float = 0.1, tau: float = 0.02,
         box.figure = fig  # the last figure drawn (what the output area shows)
         return fig
 
-    def changed(_) -> None:
-        draw(**{name: s.value for name, s in sliders.items()})
-
     for slider in sliders.values():
-        slider.observe(changed, names="value")
+        slider.observe(lambda _: draw(**{n: s.value for n, s in sliders.items()}), names="value")
     note = widgets.HTML("<i>Move a slider: the figure below redraws with the new values.</i>")
     box = widgets.VBox([note, *sliders.values(), out])
     return box, draw
@@ -280,9 +278,8 @@ def field_figure(scene: Scene, lam: float, tau: float, points: int = 120) -> Fig
             ax.plot(x, y, "o", color=COLOURS[attr], ms=10)
             ax.annotate(label, (0.8 * x, 0.8 * y), color=COLOURS[attr], ha="center",
                         va="center", fontsize=13)
-        ax.set(aspect="equal", xlim=(-1.45, 1.45), ylim=(-1.45, 1.45),
+        ax.set(aspect="equal", xlim=(-1.45, 1.45), ylim=(-1.45, 1.45), xticks=[], yticks=[],
                title=f"{name}: where n would move")
-        ax.set_xticks([]), ax.set_yticks([])
     fig.colorbar(qv, ax=axes[:2], orientation="horizontal", shrink=0.6, aspect=30, pad=0.02,
                  label="speed of n, log10 (grey dots: too slow to matter, < 0.001)")
     for name, weight in shown.items():
@@ -305,10 +302,8 @@ def trajectories_figure(runs: dict[tuple[str, str], Trajectory], lam: float,
     fig, axes = plt.subplots(1, 2, figsize=(14, 4.5), sharey=True, layout="constrained")
     settings = list(dict.fromkeys(s for s, _ in runs))
     for ax, setting in zip(axes, settings, strict=True):
-        for name, traj in ((n, t) for (s, n), t in runs.items() if s == setting):
-            for emb, colour in COLOURS.items():
-                ax.plot(traj.angles[emb], "--" if name == "InfoNCE" else "-", color=colour,
-                        label=f"{emb} · {name}")
+        _angle_lines(ax, {n: t for (s, n), t in runs.items() if s == setting},
+                     {emb: emb for emb in COLOURS})
         ax.set(title=f"{setting} (τ={tau:g}, λ={lam:g})", xlabel="step",
                ylabel="angle (degrees)")
     axes[1].legend(fontsize="x-small", ncol=1, loc="upper left", bbox_to_anchor=(1.01, 1.0))

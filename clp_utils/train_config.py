@@ -1,10 +1,9 @@
 """What decides a run: ``TrainConfig``, every field checked at construction.
 
-A run is one ``TrainConfig`` (``clp_utils.training.train``); its id is a hash of the fields
-that determine its numbers (``science``: all but ``BOOKKEEPING``; ``runstore.run_id``). A bad
-value fails at construction with a message naming the field, before any mining or training
-starts; the command line (``python -m clp_utils.training --set key=value``) turns that into
-one line and exit code 2.
+A run is one ``TrainConfig`` (``clp_utils.training.train``); its id hashes the fields that
+determine its numbers (``science``; ``runstore.run_id``). A bad value fails at construction
+with a message naming the field, before any mining or training starts (the command line
+turns it into one line and exit code 2).
 """
 
 from __future__ import annotations
@@ -30,11 +29,7 @@ VAL_SEED = 0
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that decides a run, and its bookkeeping (``BOOKKEEPING``: the label that
-    names it for people, the checkpoint interval), which is stored with it but not hashed.
-
-    Every field is checked at construction (type and range), so a bad value fails at once
-    with a message naming the field, before any mining or training starts.
-    """
+    names it for people, the checkpoint interval), stored with it but not hashed."""
 
     label: str = ""
     model: str = "minilm"
@@ -81,15 +76,14 @@ class TrainConfig:
             object.__setattr__(self, "mining", MiningConfig(**self.mining))
         if isinstance(self.val_at, list):
             object.__setattr__(self, "val_at", tuple(self.val_at))
-        object.__setattr__(self, "bf16", _bf16_setting(self.bf16))
+        norm = normalize_setting(self.bf16)  # ValueError names the accepted values
+        object.__setattr__(self, "bf16", "auto" if norm == "auto" else norm == "true")
         _validate(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         """Inverse of ``dataclasses.asdict`` (unknown keys are an error)."""
-        known = {f.name for f in fields(cls)}
-        unknown = set(d) - known
-        if unknown:
+        if unknown := set(d) - {f.name for f in fields(cls)}:
             raise ValueError(f"unknown config keys: {sorted(unknown)}")
         return cls(**d)
 
@@ -97,11 +91,6 @@ class TrainConfig:
 def science(config: TrainConfig) -> dict:
     """The fields that determine a run's numbers (every field but ``BOOKKEEPING``)."""
     return {k: v for k, v in asdict(config).items() if k not in BOOKKEEPING}
-
-
-def _bf16_setting(value) -> bool | str:
-    norm = normalize_setting(value)  # ValueError names the accepted values
-    return "auto" if norm == "auto" else norm == "true"
 
 
 def _number(name: str, value, *, integer: bool = False, lo: float | None = None,
@@ -122,11 +111,6 @@ def _number(name: str, value, *, integer: bool = False, lo: float | None = None,
         raise ValueError(f"{name} must be {'<' if hi_open else '<='} {hi}, got {value!r}")
 
 
-def _choice(name: str, value, options) -> None:
-    if value not in options:
-        raise ValueError(f"{name} must be one of {list(options)}, got {value!r}")
-
-
 def _validate(c: TrainConfig) -> None:
     for name in ("label", "model", "split"):
         if not isinstance(getattr(c, name), str):
@@ -135,16 +119,14 @@ def _validate(c: TrainConfig) -> None:
         raise ValueError("model and split must not be empty")
     for name in ("split", "ood_split"):
         value = getattr(c, name)
-        if value is not None and isinstance(value, str) and not known_dataset(value):
+        if isinstance(value, str) and not known_dataset(value):
             raise ValueError(f"{name} must be one of {list(DATASETS)} or 'miracl-<language>', "
                              f"got {value!r}")
-    _choice("loss", c.loss, LOSSES)
-    _choice("variant", c.variant, VARIANTS)
-    _choice("policy", c.policy, POLICIES)
-    _choice("moe_routing", c.moe_routing, ("paper", "learned"))
-    _choice("schedule", c.schedule, SCHEDULES)
-    for name in ("in_batch", "no_duplicates", "dropout", "freeze_embeddings",
-                 "test_eval"):
+    for name, options in (("loss", LOSSES), ("variant", VARIANTS), ("policy", POLICIES),
+                          ("moe_routing", ("paper", "learned")), ("schedule", SCHEDULES)):
+        if getattr(c, name) not in options:
+            raise ValueError(f"{name} must be one of {list(options)}, got {getattr(c, name)!r}")
+    for name in ("in_batch", "no_duplicates", "dropout", "freeze_embeddings", "test_eval"):
         if not isinstance(getattr(c, name), bool):
             raise TypeError(f"{name} must be true or false, got {getattr(c, name)!r}")
     for name in ("passages", "train_queries", "ood_passages"):
@@ -154,13 +136,11 @@ def _validate(c: TrainConfig) -> None:
         _number(name, getattr(c, name), integer=True, lo=1)
     _number("seed", c.seed, integer=True, lo=0)
     _number("moe_top_k", c.moe_top_k, integer=True, lo=1, hi=c.moe_experts)
-    _number("lam", c.lam, lo=0.0, hi=1.0)
-    _number("tau", c.tau, lo=0.0, lo_open=True)
-    _number("lr", c.lr, lo=0.0, lo_open=True)
-    _number("warmup_ratio", c.warmup_ratio, lo=0.0, hi=1.0)
-    _number("weight_decay", c.weight_decay, lo=0.0)
-    _number("moe_balance", c.moe_balance, lo=0.0)
-    _number("hardness_strength", c.hardness_strength, lo=0.0)
+    for name in ("tau", "lr"):
+        _number(name, getattr(c, name), lo=0.0, lo_open=True)
+    for name, hi in (("lam", 1.0), ("warmup_ratio", 1.0), ("weight_decay", None),
+                     ("moe_balance", None), ("hardness_strength", None)):
+        _number(name, getattr(c, name), lo=0.0, hi=hi)
     if c.loss in ("infonce_symmetric", "gist", "mnrl_hardness") and not c.in_batch:
         raise ValueError(f"loss {c.loss!r} scores in-batch negatives: it needs in_batch=true")
     if c.loss == "gist" and c.mining.num_negatives != 1:

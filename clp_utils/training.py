@@ -1,27 +1,15 @@
 """Train one configured run: mine, fine-tune with ``SentenceTransformerTrainer``, evaluate.
 
-``train(config)`` is the study's single entry point (``python -m clp_utils.training`` is the
-same from the shell, and ``torchrun --nproc_per_node N -m clp_utils.training ...`` runs it on
-several processes). Every run trains through sentence-transformers' trainer with the
-package's loss classes (``CLPLoss``, ``InfoNCELoss``, and the ecosystem's
-``MultipleNegativesRankingLoss`` and ``GISTEmbedLoss``), the same code the README's example
-shows. What the trainer does not know about the study comes in through its own extension
-points, each a few lines here:
-
-- the training set is a ``datasets.Dataset`` with one column per text (query, positive,
-  negatives, and for CLP each negative's own queries, with a ``label`` mask for empty slots);
-- batches come from sentence-transformers' ``NoDuplicatesBatchSampler``, told to compare
-  passage ids (a SQuADShifts passage answers ~5 questions, so two groups can share one
-  passage under different texts of the query columns);
-- a data collator gives queries and passages their own lengths and prompts;
-- ``StudyLog``, a ``TrainerCallback``, writes ``log.csv``: the loss and its parts, the
-  learning rate, MoE routing statistics and validation points;
-- ``TrainingArguments`` hold the precision (bf16 only where the machine computes it
-  natively), the schedule, checkpoints and resume.
-
-A run lives in the run store (``clp_utils.runstore``): a finished run is reused, an
-interrupted one resumes from its last checkpoint, and a changed parameter never reuses a stale
-one. The config is ``clp_utils.train_config``, the training groups ``clp_utils.batching``.
+``train(config)`` is the study's single entry point (also ``python -m clp_utils.training``, and
+``torchrun --nproc_per_node N -m clp_utils.training ...`` on several processes). Every run
+trains through sentence-transformers' trainer with the package's loss classes (``CLPLoss``,
+``InfoNCELoss``) or the ecosystem's (``MultipleNegativesRankingLoss``, ``GISTEmbedLoss``);
+the study comes in through the trainer's extension points: a ``datasets.Dataset`` with one
+column per text, ``NoDuplicatesBatchSampler`` comparing passage ids, a collator giving
+queries and passages their own lengths and prompts, ``StudyLog`` (a ``TrainerCallback``)
+writing ``log.csv``, and ``TrainingArguments`` for precision, schedule, checkpoints and
+resume. A run lives in the run store (``clp_utils.runstore``): a finished run is reused, an
+interrupted one resumes from its last checkpoint.
 """
 
 from __future__ import annotations
@@ -53,16 +41,17 @@ from sentence_transformers.sentence_transformer.data_collator import (
 from torch.utils.data import RandomSampler
 from tqdm.auto import tqdm
 from transformers import TrainerCallback
-from transformers.trainer_callback import PrinterCallback, ProgressCallback
+from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
 
+from clp_utils.base.io import atomic_dir, write_json
 from clp_utils.base.paths import configure, from_environment
 from clp_utils.base.precision import Precision, decide, enable_tf32, training_attention
 from clp_utils.batching import (
     Example,
     load_training_data,
+    mined_groups,
     queries_per_negative,
-    select_queries,
     to_examples,
     training_records,
 )
@@ -70,7 +59,6 @@ from clp_utils.batching import false_in_batch_negatives as batch_statistics
 from clp_utils.data import RetrievalDataset
 from clp_utils.evaluation import evaluate_run
 from clp_utils.losses import CLPLoss, InfoNCELoss, clp_column_names
-from clp_utils.mining import mine
 from clp_utils.models import check_model_name, load_model
 from clp_utils.moe import (
     moe_balance_loss,
@@ -89,8 +77,6 @@ from clp_utils.runstore import (
     load_run,
     run_id,
     runs_root,
-    save_model,
-    write_info,
     write_log,
 )
 from clp_utils.train_config import TrainConfig
@@ -101,24 +87,13 @@ CHECKPOINTS = "checkpoints"
 # --------------------------------------------------------------------------- texts -> features
 
 
-def features(model, texts: list[str], max_len: int, kind: str = "query") -> dict[str, torch.Tensor]:
-    """Tokenised inputs on the model's device, with the model's own prompt for ``kind``
-    (``"query"`` or ``"passage"``), truncated to ``max_len`` tokens: what the trainer's
-    collator (``collator``) makes of one column."""
-    batch = collator(model, max_len, max_len, [kind])([{kind: t} for t in texts])
-    return {k[len(kind) + 1:]: v.to(model.device) for k, v in batch.items()
-            if isinstance(v, torch.Tensor)}
-
-
 def embed(model, texts: list[str], max_len: int, kind: str = "query") -> torch.Tensor:
-    """Sentence embeddings with gradients (the forward pass training makes of a column)."""
-    return model(features(model, texts, max_len, kind))["sentence_embedding"]
-
-
-def _prompt(model, kind: str) -> str:
-    prompts = getattr(model, "prompts", None) or {}
-    names = ("query",) if kind == "query" else ("passage", "document")
-    return next((prompts[n] for n in names if prompts.get(n)), "")
+    """Sentence embeddings with gradients of ``texts`` as training sees a column of ``kind``
+    (``"query"`` or ``"passage"``): the trainer's collator, truncated to ``max_len`` tokens."""
+    batch = collator(model, max_len, max_len, [kind])([{kind: t} for t in texts])
+    features = {k[len(kind) + 1:]: v.to(model.device) for k, v in batch.items()
+                if isinstance(v, torch.Tensor)}
+    return model(features)["sentence_embedding"]
 
 
 def collator(model, max_query_len: int, max_passage_len: int,
@@ -129,11 +104,14 @@ def collator(model, max_query_len: int, max_passage_len: int,
     query prompt, e.g. mE5's "query: "); every other text column is a passage. Each column is
     padded on its own, so no query is padded to passage length.
     """
+    prompts = getattr(model, "prompts", None) or {}
+    prompt = {"query": prompts.get("query") or "",
+              "document": prompts.get("passage") or prompts.get("document") or ""}
     tasks = {c: "query" if c == "query" or c.startswith("neg_q_") else "document"
              for c in columns}
-    prompts = {c: p for c, task in tasks.items() if (p := _prompt(model, task))}
     return SentenceTransformerDataCollator(
-        preprocess_fn=model.preprocess, router_mapping=tasks, prompts=prompts,
+        preprocess_fn=model.preprocess, router_mapping=tasks,
+        prompts={c: prompt[task] for c, task in tasks.items() if prompt[task]},
         max_length={"query": max_query_len, "document": max_passage_len})
 
 
@@ -142,26 +120,21 @@ def collator(model, max_query_len: int, max_passage_len: int,
 
 def training_dataset(examples: list[Example], config: TrainConfig, m: int) -> Dataset:
     """The training groups as the trainer reads them: one column per text, in the order the
-    run's loss expects (``clp_column_names`` for CLP, with the ``label`` mask of empty own-query
-    slots; query, positive and negatives for the others). Every group holds the same k."""
-    k = len(examples[0].negs)
-    if config.loss == "clp":
-        names = clp_column_names(k, m)
-        rows = [[e.query, e.pos, *e.negs, *(t for slots in e.neg_qs for t in slots)]
-                for e in examples]
-        data = {n: [r[i] for r in rows] for i, n in enumerate(names)}
+    run's loss expects (``clp_column_names``: query, positive, negatives and, for CLP only,
+    the negatives' own queries with the ``label`` mask of empty slots)."""
+    clp = config.loss == "clp"
+    names = clp_column_names(len(examples[0].negs), m if clp else 0)
+    rows = [[e.query, e.pos, *e.negs, *(t for slots in e.neg_qs for t in slots)]
+            for e in examples]
+    data = {n: [r[i] for r in rows] for i, n in enumerate(names)}
+    if clp:
         data["label"] = [e.mask for e in examples]
-        return Dataset.from_dict(data)
-    data = {"query": [e.query for e in examples], "pos": [e.pos for e in examples]}
-    for j in range(k):
-        data[f"neg_{j}"] = [e.negs[j] for e in examples]
     return Dataset.from_dict(data)
 
 
 class PassageIdBatchSampler(NoDuplicatesBatchSampler):
     """sentence-transformers' ``NoDuplicatesBatchSampler``, comparing each group's passage ids
-    (positive and negatives) instead of its column texts: the same passage reaches the
-    columns of two groups under one id, and own-query texts that repeat are not a collision.
+    (positive and negatives) instead of its column texts, in one pass.
     Why: with in-batch negatives a passage in a batch twice is scored as a negative of the
     query it answers (a false in-batch negative); SQuADShifts has ~5 questions per passage."""
 
@@ -205,13 +178,8 @@ def make_batches(examples: list[Example], config: TrainConfig, epoch: int = 0) -
 
 
 def batch_report(config: TrainConfig) -> pd.DataFrame:
-    """False in-batch negatives of the config's first-epoch batches, plain vs no-duplicate.
-
-    Mines (or reads from the mining cache) the config's training groups and counts, for
-    sentence-transformers' plain batches and for ``PassageIdBatchSampler``'s with the same
-    seed, the share of batches holding a false in-batch negative, their number per batch and
-    the share of queries affected.
-    """
+    """False in-batch negatives (``false_in_batch_negatives``) of the config's first-epoch
+    batches, sentence-transformers' plain ones vs ``PassageIdBatchSampler``'s, same seed."""
     examples, _ = to_examples(training_records(config), config.mining.num_negatives, 1)
     plain = make_batches(examples, replace(config, no_duplicates=False))
     dedup = make_batches(examples, replace(config, no_duplicates=True, in_batch=True))
@@ -223,12 +191,9 @@ def batch_report(config: TrainConfig) -> pd.DataFrame:
 
 
 class MoEBalance(torch.nn.Module):
-    """A loss plus the MoE layers' load-balancing term, both logged by the trainer.
-
-    The learned gate records ``balance_coef * loss`` on each forward pass
-    (``clp_utils.moe``); this adds them to the wrapped loss, as a separate component
-    (``{"retrieval": ..., "balance": ...}``, which ``SentenceTransformerTrainer`` sums).
-    """
+    """A loss plus the MoE gate's load-balancing term (``balance_coef * loss``, recorded on
+    each forward pass, ``clp_utils.moe``) as a separate component, which
+    ``SentenceTransformerTrainer`` sums and logs: ``{"retrieval": ..., "balance": ...}``."""
 
     def __init__(self, loss: torch.nn.Module) -> None:
         super().__init__()
@@ -244,13 +209,12 @@ def study_loss(model, config: TrainConfig, m: int = 1, gather: bool = False) -> 
 
     - ``clp``: ``CLPLoss`` (k negatives, m own-query slots each, lambda, tau, variant);
     - ``infonce``: ``InfoNCELoss`` (tau; with or without in-batch negatives);
-    - ``infonce_symmetric``: ``MultipleNegativesRankingLoss`` (scale 1/tau) in both directions
-      (query -> passage and positive passage -> query), the field's standard passage-to-query
-      term, the kind of term CLP's penalty is;
-    - ``mnrl_hardness``: ``MultipleNegativesRankingLoss`` with hardness weighting of the hard
-      negatives (``hardness_strength * stop_grad(cos)`` on their logits, EmbeddingGemma's);
-    - ``gist``: ``GISTEmbedLoss`` with the zero-shot model as a frozen guide (a candidate the
-      guide scores above the query's own positive is masked as a likely false negative).
+    - ``infonce_symmetric``: ``MultipleNegativesRankingLoss`` (scale 1/tau) in both directions,
+      adding the standard passage-to-query term, the kind of term CLP's penalty is;
+    - ``mnrl_hardness``: ``MultipleNegativesRankingLoss`` with EmbeddingGemma's hardness
+      weighting of the hard negatives (``hardness_strength * stop_grad(cos)`` on their logits);
+    - ``gist``: ``GISTEmbedLoss`` guided by the frozen zero-shot model (a candidate it scores
+      above the query's own positive is masked as a likely false negative).
 
     With a learned MoE gate and ``moe_balance > 0`` the balance term is added (``MoEBalance``).
     """
@@ -295,18 +259,15 @@ def step_loss(model, batch: list[Example], config: TrainConfig, m: int = 1, gath
               for k, v in inputs.items()}
     # the trainer's own split of collated columns into features (it reads no trainer state)
     out = loss(*SentenceTransformerTrainer.collect_features(None, inputs))
-    parts = {}
-    if isinstance(out, dict):
-        parts["balance"] = out["balance"]
-        out = out["retrieval"]
+    out, balance = (out["retrieval"], out["balance"]) if isinstance(out, dict) else (out, None)
     inner = loss.loss if isinstance(loss, MoEBalance) else loss
     if isinstance(inner, CLPLoss):
-        o = inner.last_output
-        parts = {"loss": out, "contrastive": o.contrastive, "penalty": o.penalty, **parts}
+        parts = {"loss": out, "contrastive": inner.last_output.contrastive,
+                 "penalty": inner.last_output.penalty}
     else:
-        parts = {"loss": out, "contrastive": out, "penalty": torch.zeros_like(out), **parts}
-    if "balance" in parts:
-        parts["loss"] = parts["loss"] + parts["balance"]
+        parts = {"loss": out, "contrastive": out, "penalty": torch.zeros_like(out)}
+    if balance is not None:
+        parts.update(loss=out + balance, balance=balance)
     return parts
 
 
@@ -314,7 +275,8 @@ def step_loss(model, batch: list[Example], config: TrainConfig, m: int = 1, gath
 
 
 def prepare_model(config: TrainConfig, device: str | None = None):
-    """Load the base model and apply the parameter policy; returns (model, counts)."""
+    """Load the base model and apply the parameter policy, frozen embeddings, attention
+    dropout and dropout of ``config``; returns (model, parameter counts)."""
     model = load_model(config.model, device=device)
     kwargs = {}
     if config.policy == "moe":
@@ -327,35 +289,21 @@ def prepare_model(config: TrainConfig, device: str | None = None):
         transformer_module(model).auto_model.get_input_embeddings().requires_grad_(False)
         counts = count_parameters(model, config.policy + "+frozen-embeddings")
     if config.attention_dropout is not None:
-        set_attention_dropout(model, config.attention_dropout)
+        # on a CPU attention dropout keeps scaled-dot-product attention off its fused kernel
+        # (``make design`` scores the setting; the saved model's config is not touched)
+        attention = [m.dropout for m in model.modules()
+                     if type(m).__name__.endswith(("SelfAttention", "CrossAttention"))
+                     and isinstance(getattr(m, "dropout", None), torch.nn.Dropout)]
+        if not attention:
+            raise ValueError("attention_dropout is set but the model has no attention dropout "
+                             "to change")
+        for drop in attention:
+            drop.p = config.attention_dropout
     if not config.dropout:  # the same as training in eval mode, whatever calls model.train()
         for module in model.modules():
             if isinstance(module, torch.nn.Dropout):
                 module.p = 0.0
     return model, counts
-
-
-def set_attention_dropout(model, p: float) -> int:
-    """Set the dropout on attention probabilities of every self-attention module to ``p``.
-
-    Why it matters on a CPU: with attention dropout, scaled-dot-product attention cannot use
-    its fused (flash) kernel and falls back to the math path, which materialises and masks
-    the full attention matrix, the more so the longer the passages (``make design`` scores
-    the setting on validation queries; ``bench/step_profile.py`` shows where a step goes).
-    Returns the number of modules changed. The saved model's config is not touched.
-    """
-    changed = 0
-    for module in model.modules():
-        name = type(module).__name__
-        drop = getattr(module, "dropout", None)
-        attention = name.endswith(("SelfAttention", "CrossAttention"))
-        if attention and isinstance(drop, torch.nn.Dropout):
-            drop.p = p
-            changed += 1
-    if not changed:
-        raise ValueError("attention_dropout is set but the model has no attention dropout "
-                         "to change")
-    return changed
 
 
 # --------------------------------------------------------------------------- the log
@@ -365,11 +313,10 @@ class StudyLog(TrainerCallback):
     """``log.csv``, one row per optimizer step: step, epoch, learning rate, seconds, the loss
     and its parts (CLP's unweighted contrastive term and penalty, the MoE balance term), MoE
     routing (expert load and its entropy per layer) and, at ``config.val_at``, validation
-    nDCG@10 and recall@100, written with every checkpoint and at the end (not every step: the
-    whole file is rewritten); rows of a resumed run continue it; only process 0 writes.
-    ``stop_after`` raises ``KeyboardInterrupt`` once that many steps are checkpointed in this
-    call (the resume test's simulated kill). With ``progress``, a progress bar shows the loss
-    (in place of the trainer's own printer, which prints a dict per logged step)."""
+    nDCG@10 and recall@100; written by process 0 with every checkpoint and at the end, a
+    resumed run's rows continuing the checkpoint's. ``stop_after`` raises
+    ``KeyboardInterrupt`` once that many steps are checkpointed in this call (the resume
+    test's simulated kill). With ``progress``, a progress bar shows the loss."""
 
     def __init__(self, run_dir: Path, model, loss, config: TrainConfig, ds: RetrievalDataset,
                  eval_len: int, precision: Precision, stop_after: int | None = None,
@@ -380,18 +327,16 @@ class StudyLog(TrainerCallback):
         self.eval_len, self.precision, self.stop_after = eval_len, precision, stop_after
         self.moe = bool(moe_layers(model))
         self.rows: list[dict] = []
-        self.t0 = 0.0
-        self.first_step: int | None = None
-        self.progress, self.bar = progress, None
-
-    def resume_from(self, step: int) -> None:
-        """Keep the rows written up to ``step`` (the checkpoint a resumed run starts from)."""
-        path = self.run_dir / "log.csv"
-        if step and path.exists():
-            rows = pd.read_csv(path).to_dict("records")
-            self.rows = [{k: v for k, v in r.items() if v == v} for r in rows if r["step"] <= step]
+        self.t0, self.first_step, self.progress, self.bar = 0.0, 0, progress, None
 
     def on_train_begin(self, args, state, control, **kwargs):
+        # a resumed run starts at its checkpoint's step: keep the rows written up to it
+        self.first_step = state.global_step
+        path = self.run_dir / "log.csv"
+        if state.global_step and path.exists():
+            self.rows = [{k: v for k, v in r.items() if v == v}
+                         for r in pd.read_csv(path).to_dict("records")
+                         if r["step"] <= state.global_step]
         self.bar = tqdm(total=state.max_steps, initial=state.global_step, leave=False,
                         desc=self.run_dir.name, disable=not self.progress)
 
@@ -399,8 +344,6 @@ class StudyLog(TrainerCallback):
         self.bar.close()
 
     def on_step_begin(self, args, state, control, **kwargs):
-        if self.first_step is None:
-            self.first_step = state.global_step
         if self.moe:
             reset_routing_stats(self.model)
             transformer_module(self.model).moe_context.record = True
@@ -444,10 +387,20 @@ class StudyLog(TrainerCallback):
         # with each checkpoint: a resumed run redoes the steps after it, and their rows
         if state.is_world_process_zero:
             write_log(self.run_dir, self.rows)
-        done = state.global_step - (self.first_step or 0)
+        done = state.global_step - self.first_step
         if self.stop_after is not None and done >= self.stop_after < state.max_steps:
             raise KeyboardInterrupt(f"stopped after {done} steps (simulated kill)")
 
+
+def _validation_point(model, ds: RetrievalDataset, eval_len: int, precision: Precision) -> dict:
+    """Validation nDCG@10 (and recall@100) of the model as it is now, for learning curves."""
+    model.eval()
+    train_len, model.max_seq_length = model.max_seq_length, eval_len
+    val = ds.validation()
+    run = retrieve(model, val, progress=False, bf16=precision.bf16)
+    model.max_seq_length = train_len
+    mean = evaluate_run(run, val.qrels).mean
+    return {"val_ndcg_cut_10": mean["ndcg_cut_10"], "val_recall_100": mean["recall_100"]}
 
 
 # --------------------------------------------------------------------------- the run
@@ -463,17 +416,20 @@ def _distributed() -> tuple[int, int]:
     return 0, 1
 
 
-def training_arguments(config: TrainConfig, out_dir: Path, precision: Precision, steps: int,
-                       sampler, world: int = 1,
-                       device: str | None = None) -> SentenceTransformerTrainingArguments:
-    """The run's ``TrainingArguments``: AdamW at ``config.lr`` with its weight decay, warmup
-    then linear decay (or constant), bf16 autocast of the model's forward (accelerate's; the
-    loss itself in float32) where ``precision`` says the machine computes bf16 natively, a
-    checkpoint every ``config.checkpoint_every`` steps (the last one kept), ``sampler``'s
-    batches (global: split across processes), no gradient clipping, no
-    reporting. AdamW is the fused kernel: one pass over the (float32) parameters, where the
-    per-tensor loop cost a noticeable share of a short CPU step."""
-    return SentenceTransformerTrainingArguments(
+def study_trainer(model, config: TrainConfig, examples: list[Example], m: int,
+                  loss: torch.nn.Module, out_dir: Path, precision: Precision, steps: int,
+                  callbacks: list[TrainerCallback], world: int = 1,
+                  device: str | None = None) -> SentenceTransformerTrainer:
+    """The run's ``SentenceTransformerTrainer``: the groups as dataset columns, the study's
+    collator, batch sampler (global batches, split across processes), loss and ``callbacks``
+    (the trainer's printer removed: ``StudyLog`` shows progress), and its arguments: fused
+    AdamW at ``config.lr`` with its weight decay (one pass over the parameters, where the
+    per-tensor loop cost a noticeable share of a short CPU step), warmup then linear decay
+    (or constant), bf16 autocast of the forward where ``precision`` says the machine computes
+    it natively, a checkpoint every ``config.checkpoint_every`` steps (the last one kept), no
+    gradient clipping, no reporting."""
+    data = training_dataset(examples, config, m)
+    args = SentenceTransformerTrainingArguments(
         output_dir=str(out_dir), per_device_train_batch_size=config.batch_size,
         num_train_epochs=config.epochs, max_steps=steps, learning_rate=config.lr,
         weight_decay=config.weight_decay, warmup_steps=config.warmup_ratio,
@@ -482,45 +438,15 @@ def training_arguments(config: TrainConfig, out_dir: Path, precision: Precision,
         bf16=precision.bf16, use_cpu=device == "cpu" or not torch.cuda.is_available(),
         seed=config.seed, dataloader_drop_last=True, logging_steps=1, report_to="none",
         save_strategy="steps", save_steps=config.checkpoint_every, save_total_limit=1,
-        batch_sampler=sampler, disable_tqdm=True,
+        batch_sampler=batch_sampler(examples, config), disable_tqdm=True,
         accelerator_config={"split_batches": world > 1},
         ddp_backend="gloo" if world > 1 and not torch.cuda.is_available() else None)
-
-
-def study_trainer(model, config: TrainConfig, examples: list[Example], m: int,
-                  loss: torch.nn.Module, out_dir: Path, precision: Precision, steps: int,
-                  callbacks: list[TrainerCallback], world: int = 1,
-                  device: str | None = None) -> SentenceTransformerTrainer:
-    """The run's ``SentenceTransformerTrainer``: the groups as dataset columns, the study's
-    collator and batch sampler, ``training_arguments``, the loss and ``callbacks`` (the
-    trainer's own printer and progress bar removed: ``StudyLog`` shows progress)."""
-    data = training_dataset(examples, config, m)
     trainer = SentenceTransformerTrainer(
-        model=model, args=training_arguments(config, out_dir, precision, steps,
-                                             batch_sampler(examples, config), world, device),
-        train_dataset=data, loss=loss, callbacks=callbacks,
+        model=model, args=args, train_dataset=data, loss=loss, callbacks=callbacks,
         data_collator=collator(model, config.max_query_len, config.max_passage_len,
                                data.column_names))
     trainer.remove_callback(PrinterCallback)
-    trainer.remove_callback(ProgressCallback)
     return trainer
-
-
-def _examples(config: TrainConfig, model, ds: RetrievalDataset, progress: bool):
-    """The run's training groups: its queries (seeded sample), their mined negatives with each
-    negative's own queries (from the mining cache when present), and m."""
-    train_split = ds.train()
-    qids = select_queries(list(train_split.queries), config.train_queries, config.seed)
-    # Every policy leaves the model equal to the base model at step 0 (MoE experts are copies,
-    # LoRA's B is zero), so the base model's cached embeddings serve the mining.
-    mined = mine(model, train_split, config.mining, model_id=config.model,
-                 data_checksum=ds.checksum, query_ids=qids, progress=progress)
-    m = queries_per_negative(config, mined.records)
-    examples, short = to_examples(mined.records, config.mining.num_negatives, m)
-    if len(examples) < config.batch_size:
-        raise ValueError(f"no full batch of {config.batch_size} from {len(examples)} usable "
-                         "training groups")
-    return examples, short, m, mined.summary
 
 
 def train(
@@ -556,16 +482,23 @@ def train(
     torch.manual_seed(config.seed)
     model, counts = prepare_model(config, device)
     eval_len = model.max_seq_length
-    examples, short, m, mining = _examples(config, model, ds, progress and rank == 0)
+    # Every policy leaves the model equal to the base model at step 0 (MoE experts are copies,
+    # LoRA's B is zero), so the base model's cached embeddings serve the mining.
+    mined = mined_groups(config, ds, model, progress and rank == 0)
+    m = queries_per_negative(config, mined.records)
+    examples, short = to_examples(mined.records, config.mining.num_negatives, m)
+    if len(examples) < config.batch_size:
+        raise ValueError(f"no full batch of {config.batch_size} from {len(examples)} usable "
+                         "training groups")
     steps = (len(examples) // config.batch_size) * config.epochs
     loss = study_loss(model, config, m, gather=world > 1)
     if rank == 0:
-        write_info(run_dir, {
+        write_json(run_dir / "config.json", {
             "run_id": rid, "label": config.label, "config": asdict(config),
             "data_checksum": ds.checksum, "data_counts": ds.counts(), "params": asdict(counts),
-            "mining": mining, "usable_groups": len(examples), "skipped_short_groups": short,
-            "queries_per_negative": m, "steps": steps, "world_size": world,
-            "precision": precision.record(),
+            "mining": mined.summary, "usable_groups": len(examples),
+            "skipped_short_groups": short, "queries_per_negative": m, "steps": steps,
+            "world_size": world, "precision": precision.record(),
             "batches": batch_statistics(examples, make_batches(examples, config))})
     log = StudyLog(run_dir, model, loss, config, ds, eval_len, precision, stop_after_steps,
                    progress and rank == 0)
@@ -574,7 +507,6 @@ def train(
     last = get_last_checkpoint(str(run_dir / CHECKPOINTS)) if (run_dir / CHECKPOINTS).exists() \
         else None
     if last:
-        log.resume_from(int(Path(last).name.split("-")[-1]))
         print(f"resuming {rid} from {Path(last).name}")
     with training_attention(precision):
         trainer.train(resume_from_checkpoint=last)
@@ -586,24 +518,14 @@ def train(
         dist.barrier()
         return None  # type: ignore[return-value]
     write_log(run_dir, log.rows)
-    save_model(run_dir, model)
+    with atomic_dir(run_dir / "model") as tmp:  # a folder appears whole or not at all
+        model.save(str(tmp))
     result = evaluate_into(model, rid, run_dir, ds, ood, progress, precision,
                            test=config.test_eval)
     shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)
     if world > 1:
         dist.barrier()
     return RunResult(rid, run_dir, config, *result)
-
-
-def _validation_point(model, ds: RetrievalDataset, eval_len: int, precision: Precision) -> dict:
-    """Validation nDCG@10 (and recall@100) of the model as it is now, for learning curves."""
-    model.eval()
-    train_len, model.max_seq_length = model.max_seq_length, eval_len
-    val = ds.validation()
-    run = retrieve(model, val, progress=False, bf16=precision.bf16)
-    model.max_seq_length = train_len
-    mean = evaluate_run(run, val.qrels).mean
-    return {"val_ndcg_cut_10": mean["ndcg_cut_10"], "val_recall_100": mean["recall_100"]}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -617,18 +539,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     configure(**from_environment())  # the command line's edge: $CLP_RESULTS_DIR
     d = json.loads(args.config.read_text()) if args.config else {}
-    for item in args.set:
-        key, _, value = item.partition("=")
+    for key, _, value in (item.partition("=") for item in args.set):
         try:
             d[key] = json.loads(value)
         except json.JSONDecodeError:
             d[key] = value
     try:
         config = TrainConfig.from_dict(d)
+        problem = check_model_name(config.model)
     except (TypeError, ValueError) as err:
-        print(f"{parser.prog}: error: {err}", file=sys.stderr)
-        raise SystemExit(2) from None
-    problem = check_model_name(config.model)
+        problem = err
     if problem:
         print(f"{parser.prog}: error: {problem}", file=sys.stderr)
         raise SystemExit(2)

@@ -279,7 +279,7 @@ def test_one_seed_gives_intervals_but_no_verdict():
 
 
 def test_harm_frame_groups_by_the_window_and_sets_trained_queries_apart():
-    from clp_utils.geometry import HarmGroups, harm_frame, trained_frame
+    from clp_utils.geometry import HarmGroups, harm_frame
 
     before = pd.DataFrame({"qid": ["a", "b", "c", "d", "e"],
                            "passage": ["p1", "p2", "p3", "p4", "p1"],
@@ -292,7 +292,7 @@ def test_harm_frame_groups_by_the_window_and_sets_trained_queries_apart():
     assert list(frame.index) == ["a", "b"]
     assert list(frame["group"]) == ["own", "control"]
     assert frame.loc["a", "change"] == pytest.approx(-0.3)
-    assert list(trained_frame(before, after, groups)["qid"]) == ["e"]
+    assert list(harm_frame(before, after, groups, trained=True)["qid"]) == ["e"]
 
 
 class Recorder(TableModel):

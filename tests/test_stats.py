@@ -240,19 +240,23 @@ def test_comparison_table_margins_power_and_edges():
         T.comparison_table(per_seed, [("a", "b")], clusters, margins=[0.01, 0.02])
 
 
-def test_pooled_seed_sd_against_a_direct_computation():
+def test_pooled_seed_component_against_a_direct_computation():
+    from clp_utils.claims import pooled_seed_component  # the one pooling (claims load torch)
+
     rng = np.random.default_rng(5)
-    comparisons = []
-    for seeds in (2, 3, 2, 1):
-        system, reference, clusters = simulate(rng, 0.0, seeds=seeds, seed_sd=0.006)
-        comparisons.append(T.two_level_bootstrap(system, reference, clusters, 200,
-                                                 n_permutations=1, seedless=seeds == 1))
-    measured = [c.seed_deltas for c in comparisons if len(c.seed_deltas) > 1]
+    per_seed, pairs, measured = {}, [], []
+    for i, seeds in enumerate((2, 3, 2, 1)):
+        per_seed[f"s{i}"], per_seed[f"r{i}"], _ = simulate(rng, 0.0, seeds=seeds, seed_sd=0.006)
+        pairs.append((f"s{i}", f"r{i}"))
+        if seeds > 1:
+            system, reference = per_seed[f"s{i}"], per_seed[f"r{i}"]
+            measured.append([statistics.fmean(system[s][q] - reference[s][q] for q in system[s])
+                             for s in system])
     dof = sum(len(x) - 1 for x in measured)
     direct = math.sqrt(sum((len(x) - 1) * statistics.variance(x) for x in measured) / dof)
-    assert T.pooled_seed_sd(comparisons) == (pytest.approx(direct), 4)
-    with pytest.raises(ValueError, match="no comparison"):
-        T.pooled_seed_sd(comparisons[-1:])
+    assert pooled_seed_component(per_seed, pairs) == (pytest.approx(direct), 4)
+    pooled, none = pooled_seed_component(per_seed, pairs[-1:])  # no pair with two seeds
+    assert math.isnan(pooled) and none == 0
 
 
 @pytest.mark.parametrize("low, high, word, margin, distance, edge", [

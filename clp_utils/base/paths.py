@@ -1,14 +1,12 @@
 """Where things live: the repository's folders, the results root, the figures folder, the
 user cache; and the process's settings that come from its environment.
 
-Every path here is absolute, so notebooks work with the repository root (papermill) or
-``notebooks/`` (JupyterLab) as working directory. The results root, the figures folder, the
-cache and the bf16 override are settings of the process, passed in at its edge:
-``configure`` is called by a chapter's ``begin`` (from its parameters cell) and by the
-command-line entry points with ``from_environment()``, the one place the package reads
-``$CLP_RESULTS_DIR``, ``$CLP_FIGURES_DIR``, ``$CLP_CACHE`` (or ``$XDG_CACHE_HOME``) and
-``$CLP_BF16``. A results root or figures folder elsewhere (the tests, ``make study-avx2``)
-never overwrites the study's committed figures or reuses its trained runs.
+Every path here is absolute, so notebooks work from the repository root (papermill) or
+``notebooks/`` (JupyterLab). The results root, figures folder, cache and bf16 override are
+settings of the process, set at its edge by ``configure`` (a chapter's ``begin``, or a
+command-line entry point with ``from_environment()``, the one reader of the environment).
+A results root or figures folder elsewhere (the tests, ``make study-avx2``) never
+overwrites the study's committed figures or reuses its trained runs.
 """
 
 from __future__ import annotations
@@ -23,17 +21,15 @@ FIGURES_ROOT = REPO_ROOT / "figures"
 #: The default results root (trained runs, caches, executed chapters); ``results_dir()`` is
 #: the one this process uses.
 RESULTS_DIR = REPO_ROOT / "results"
-#: Where each profile writes its figures under ``figures/``: only the cpu profile's own
-#: ``make study`` writes the top folder; smoke and quick are never committed (git ignores them).
-PROFILE_FIGURES = {"cpu": "", "quick": "quick", "extras": "extras", "full": "full",
-                   "smoke": "smoke"}
+#: The profiles with a figures folder: ``figures/`` for cpu (only its own ``make study`` writes
+#: there), ``figures/<profile>/`` for the others (smoke and quick are never committed).
+PROFILES = ("cpu", "quick", "extras", "full", "smoke")
 #: The committed extras' tables (``make study-extras``), which the cpu chapters read when present.
-EXTRAS_ROOT = FIGURES_ROOT / PROFILE_FIGURES["extras"]
+EXTRAS_ROOT = FIGURES_ROOT / "extras"
 #: The user cache when none is configured: shared by every process and checkout.
 CACHE_DIR = Path.home() / ".cache" / "clp-study"
 # what `configure` set (None: the defaults above; bf16 None: no override)
-_SETTINGS: dict[str, Path | str | None] = {"results": None, "figures": None, "cache": None,
-                                           "bf16": None}
+_SETTINGS: dict[str, Path | str | None] = dict.fromkeys(("results", "figures", "cache", "bf16"))
 
 
 def configure(results: Path | str | None = None, figures: Path | str | None = None,
@@ -41,8 +37,7 @@ def configure(results: Path | str | None = None, figures: Path | str | None = No
     """Send this process's results to ``results``, its figures and tables to ``figures`` and
     its cached downloads and timings to ``cache`` (None: ``results/``, ``figures/``,
     ``CACHE_DIR``); ``bf16`` (``"0"``/``"1"``, None: none) overrides every ``"auto"`` precision
-    decision. ``chapter.begin`` calls it with the chapter's parameters, a command-line entry
-    point with ``from_environment()``."""
+    decision."""
     _SETTINGS.update(results=Path(results) if results else None,
                      figures=Path(figures) if figures else None,
                      cache=Path(cache) if cache else None, bf16=bf16 or None)
@@ -50,8 +45,7 @@ def configure(results: Path | str | None = None, figures: Path | str | None = No
 
 def from_environment() -> dict[str, str | None]:
     """``configure``'s arguments from ``$CLP_RESULTS_DIR``, ``$CLP_FIGURES_DIR``,
-    ``$CLP_CACHE`` (else ``$XDG_CACHE_HOME/clp-study``) and ``$CLP_BF16`` (None where unset):
-    read by the command-line entry points only."""
+    ``$CLP_CACHE`` (else ``$XDG_CACHE_HOME/clp-study``) and ``$CLP_BF16`` (None where unset)."""
     xdg = os.environ.get("XDG_CACHE_HOME")
     return {"results": os.environ.get("CLP_RESULTS_DIR") or None,
             "figures": os.environ.get("CLP_FIGURES_DIR") or None,
@@ -74,9 +68,9 @@ def figures_dir(profile: str | None = None, override: Path | str | None = None) 
         return Path(override)
     if profile is None:
         return _SETTINGS["figures"] or FIGURES_ROOT
-    if profile not in PROFILE_FIGURES:
-        raise ValueError(f"unknown profile {profile!r}; known: {sorted(PROFILE_FIGURES)}")
-    return FIGURES_ROOT / PROFILE_FIGURES[profile]
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; known: {sorted(PROFILES)}")
+    return FIGURES_ROOT if profile == "cpu" else FIGURES_ROOT / profile
 
 
 def cache_dir() -> Path:

@@ -25,12 +25,13 @@ from __future__ import annotations
 import contextlib
 import json
 import platform
-import time
-from collections.abc import Iterator
+import timeit
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from clp_utils.base.io import atomic_write
 from clp_utils.base.paths import bf16_override, cache_dir
@@ -46,8 +47,6 @@ MIN_ATTENTION_SPEEDUP = 1.1
 #: Shape of the attention timing: a training batch of MiniLM (batch, heads, tokens, head dim).
 ATTENTION_SHAPE = (32, 12, 128, 32)
 CACHE_FILE = "precision.json"
-#: Where the override comes from, as the decision's reason names it.
-ENV = "$CLP_BF16"  # named in messages; read by paths.from_environment
 
 
 @dataclass(frozen=True)
@@ -60,10 +59,6 @@ class Precision:
     reason: str
     hardware: dict[str, Any] = field(default_factory=dict)
     attention: str = "default"  # the training step's attention kernel: "default" | "math"
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return torch.bfloat16 if self.bf16 else torch.float32
 
     @property
     def name(self) -> str:
@@ -96,20 +91,23 @@ def normalize_setting(setting: bool | str | None) -> str:
     """``"auto"``, ``"true"`` or ``"false"``; anything else is a ``ValueError``."""
     if setting is None or setting == "auto":
         return "auto"
-    if isinstance(setting, bool):
-        return "true" if setting else "false"
-    if isinstance(setting, str) and setting.lower() in ("true", "1", "yes", "on"):
+    word = str(setting).lower() if isinstance(setting, bool | str) else None
+    if word in ("true", "1", "yes", "on"):
         return "true"
-    if isinstance(setting, str) and setting.lower() in ("false", "0", "no", "off"):
+    if word in ("false", "0", "no", "off"):
         return "false"
     raise ValueError(f"bf16 must be 'auto', True or False, got {setting!r}")
 
 
 def cpu_hardware() -> dict[str, Any]:
     """What torch reports about this CPU's vector units (no timing)."""
+    model = None
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as fh:
+        model = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")),
+                     None)
     cpu = torch.cpu
     return {
-        "cpu": _cpu_model(),
+        "cpu": platform.processor() or platform.machine() if model is None else model,
         "capability": torch.backends.cpu.get_cpu_capability(),
         "avx512_bf16": bool(getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()),
         "amx": bool(getattr(cpu, "_is_amx_tile_supported", lambda: False)()),
@@ -118,26 +116,13 @@ def cpu_hardware() -> dict[str, Any]:
     }
 
 
-def _cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine()
-
-
 def time_matmul(dtype: torch.dtype, n: int = TIMING_SIZE, repeats: int = 5) -> float:
     """GFLOP/s of an ``n x n`` matmul in ``dtype`` on the CPU (best of ``repeats``)."""
     gen = torch.Generator().manual_seed(0)
     a = torch.randn(n, n, generator=gen).to(dtype)
     b = torch.randn(n, n, generator=gen).to(dtype)
     a @ b  # warm-up: first call picks kernels
-    best = float("inf")
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t0)
-    return 2 * n**3 / best / 1e9
+    return 2 * n**3 / min(timeit.repeat(lambda: a @ b, repeat=repeats, number=1)) / 1e9
 
 
 def time_attention(dtype: torch.dtype, math: bool, shape: tuple[int, ...] = ATTENTION_SHAPE,
@@ -145,80 +130,49 @@ def time_attention(dtype: torch.dtype, math: bool, shape: tuple[int, ...] = ATTE
     """Milliseconds of one attention forward + backward (padding mask, training shape) on the
     CPU, with the default kernel or the math one, under ``dtype`` autocast (best of
     ``repeats``)."""
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     gen = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(*shape, generator=gen, requires_grad=True) for _ in range(3))
     mask = torch.ones(shape[0], 1, shape[2], shape[2], dtype=torch.bool)
     mask[::2, :, :, shape[2] // 2:] = False  # half the batch padded, as real batches are
-    best = float("inf")
-    for _ in range(repeats + 1):  # the first call picks kernels
+
+    def step() -> None:
         kernel = sdpa_kernel(SDPBackend.MATH) if math else contextlib.nullcontext()
-        t0 = time.perf_counter()
         with kernel, torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
             out = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         out.float().sum().backward()
-        best = min(best, time.perf_counter() - t0)
-    return best * 1000
+
+    # repeats + 1: the first call picks kernels
+    return min(timeit.repeat(step, repeat=repeats + 1, number=1)) * 1000
 
 
 def cached_timings(hw: dict[str, Any], use_cache: bool, measure) -> dict[str, Any]:
     """This machine's entry of ``<cache>/precision.json``, completed by ``measure(entry)``."""
-    key = json.dumps(hw, sort_keys=True)
     path = cache_dir() / CACHE_FILE
     cached = {}
     if use_cache and path.exists():
-        try:
+        with contextlib.suppress(OSError, ValueError):
             cached = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            cached = {}
+    key = json.dumps(hw, sort_keys=True)
     entry = dict(cached.get(key, {}))
     new = measure(entry)
-    if new:
+    if new and use_cache:
         entry.update(new)
         cached[key] = entry
-        if use_cache:
-            with atomic_write(path) as fh:
-                json.dump(cached, fh, indent=1, sort_keys=True)
-    return entry
+        with atomic_write(path) as fh:
+            json.dump(cached, fh, indent=1, sort_keys=True)
+    return {**entry, **new}
 
 
-def _cpu_attention(hw: dict[str, Any], bf16: bool,
-                   use_cache: bool = True) -> tuple[str, dict[str, Any]]:
-    """The faster attention kernel for a CPU training step in this precision (``hw``: what
-    ``cpu_hardware`` reports, the cache key)."""
-    name = "bf16" if bf16 else "float32"
-    dtype = torch.bfloat16 if bf16 else torch.float32
+def _timings(hw: dict[str, Any], use_cache: bool, **timers: Callable[[], float]) -> dict:
+    """The named timings (rounded to 0.1) of this machine, measured where none are cached."""
 
     def measure(entry: dict) -> dict:
-        if f"attention_{name}_default_ms" in entry:
+        if all(k in entry for k in timers):
             return {}
-        return {f"attention_{name}_default_ms": round(time_attention(dtype, False), 1),
-                f"attention_{name}_math_ms": round(time_attention(dtype, True), 1)}
+        return {k: round(timer(), 1) for k, timer in timers.items()}
 
     entry = cached_timings(hw, use_cache, measure)
-    default, math = entry[f"attention_{name}_default_ms"], entry[f"attention_{name}_math_ms"]
-    timing = {"attention_default_ms": default, "attention_math_ms": math}
-    return ("math" if default >= MIN_ATTENTION_SPEEDUP * math else "default"), timing
-
-
-def _cpu_auto(hw: dict[str, Any], use_cache: bool = True) -> tuple[bool, str, dict[str, Any]]:
-    if not (hw["avx512_bf16"] or hw["amx"]):
-        return False, "the CPU reports no native bf16 (neither AVX512-BF16 nor AMX): float32", hw
-
-    def measure(entry: dict) -> dict:
-        if "bf16_gflops" in entry:
-            return {}
-        return {"float32_gflops": round(time_matmul(torch.float32), 1),
-                "bf16_gflops": round(time_matmul(torch.bfloat16), 1)}
-
-    entry = cached_timings(hw, use_cache, measure)
-    timing = {k: entry[k] for k in ("float32_gflops", "bf16_gflops")}
-    hw = {**hw, **timing}
-    speedup = timing["bf16_gflops"] / max(timing["float32_gflops"], 1e-9)
-    if speedup >= MIN_SPEEDUP:
-        return True, f"native bf16, measured {speedup:.1f}x float32 on a matmul", hw
-    return False, f"native bf16 reported but measured only {speedup:.2f}x float32: float32", hw
+    return {k: entry[k] for k in timers}
 
 
 def decide(setting: bool | str | None = "auto", device: str | torch.device = "cpu",
@@ -228,63 +182,65 @@ def decide(setting: bool | str | None = "auto", device: str | torch.device = "cp
     per-machine CPU timing."""
     norm, forced_by = normalize_setting(setting), "the setting"
     if norm == "auto" and bf16_override():
-        norm, forced_by = normalize_setting(bf16_override()), ENV  # overrides every "auto"
-    dev = torch.device(device).type
-    memo_key = (norm, forced_by, dev, use_cache)
-    if memo_key not in _MEMO:
-        _MEMO[memo_key] = _decide(norm, forced_by, dev, use_cache)
-    return _MEMO[memo_key]
+        norm, forced_by = normalize_setting(bf16_override()), "$CLP_BF16"  # overrides "auto"
+    key = (norm, forced_by, torch.device(device).type, use_cache)
+    if key not in _MEMO:
+        _MEMO[key] = _decide(*key)
+    return _MEMO[key]
 
 
 _MEMO: dict[tuple, Precision] = {}  # one decision per process and setting (encoding asks often)
 
 
 def _decide(norm: str, forced_by: str, dev: str, use_cache: bool) -> Precision:
+    hw, timing, attention = {}, {}, "default"
     if dev == "cuda":
         hw = {"name": torch.cuda.get_device_name(),
               "bf16_supported": torch.cuda.is_bf16_supported()}
     elif dev == "cpu":
-        hw = cpu = cpu_hardware()  # read once: the cache key of both CPU timings
-    else:
-        hw = {}
-    if norm in ("true", "false"):
+        hw = cpu_hardware()  # read once: the cache key of both CPU timings
+    if norm != "auto":
         ok, reason = norm == "true", f"forced by {forced_by}"
     elif dev == "cuda":
         ok = hw["bf16_supported"]
         reason = "the GPU supports bf16" if ok else "no bf16 on this GPU"
-    elif dev == "cpu":
-        ok, reason, hw = _cpu_auto(cpu, use_cache)
-    else:
+    elif dev != "cpu":
         ok, reason = False, f"no bf16 policy for device {dev!r}: float32"
-    attention = "default"
-    if dev == "cpu":
-        attention, timing = _cpu_attention(cpu, ok, use_cache)
-        hw = {**hw, **timing}
-    return Precision(ok, norm, dev, reason, hw, attention)
+    elif not (hw["avx512_bf16"] or hw["amx"]):
+        ok, reason = False, "the CPU reports no native bf16 (neither AVX512-BF16 nor AMX): float32"
+    else:
+        timing = _timings(hw, use_cache, float32_gflops=lambda: time_matmul(torch.float32),
+                          bf16_gflops=lambda: time_matmul(torch.bfloat16))
+        speedup = timing["bf16_gflops"] / max(timing["float32_gflops"], 1e-9)
+        ok = speedup >= MIN_SPEEDUP
+        reason = (f"native bf16, measured {speedup:.1f}x float32 on a matmul" if ok else
+                  f"native bf16 reported but measured only {speedup:.2f}x float32: float32")
+    if dev == "cpu":  # the faster attention kernel for a training step in this precision
+        name, dtype = ("bf16", torch.bfloat16) if ok else ("float32", torch.float32)
+        default, math = _timings(
+            hw, use_cache, **{f"attention_{name}_default_ms": lambda: time_attention(dtype, False),
+                              f"attention_{name}_math_ms": lambda: time_attention(dtype, True)}
+        ).values()
+        attention = "math" if default >= MIN_ATTENTION_SPEEDUP * math else "default"
+        timing = {**timing, "attention_default_ms": default, "attention_math_ms": math}
+    return Precision(ok, norm, dev, reason, {**hw, **timing}, attention)
 
 
-@contextlib.contextmanager
-def autocast(precision: Precision, device_type: str | None = None) -> Iterator[None]:
+def autocast(precision: Precision,
+             device_type: str | None = None) -> contextlib.AbstractContextManager:
     """``torch.autocast`` in bf16 when ``precision.bf16``; with float32 no autocast context
     at all (not even a disabled one)."""
     if not precision.bf16:
-        yield
-        return
-    with torch.autocast(device_type or precision.device, dtype=torch.bfloat16):
-        yield
+        return contextlib.nullcontext()
+    return torch.autocast(device_type or precision.device, dtype=torch.bfloat16)
 
 
-@contextlib.contextmanager
-def training_attention(precision: Precision) -> Iterator[None]:
+def training_attention(precision: Precision) -> contextlib.AbstractContextManager:
     """The attention kernel ``decide`` measured as faster for a training step on this machine
     (``precision.attention``); nothing where the default kernel is the faster one."""
     if precision.attention != "math":
-        yield
-        return
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    with sdpa_kernel(SDPBackend.MATH):
-        yield
+        return contextlib.nullcontext()
+    return sdpa_kernel(SDPBackend.MATH)
 
 
 def enable_tf32() -> None:

@@ -1,24 +1,15 @@
 """Read the study as a book: the executed chapters as a static HTML site (``make book``).
 
-``python -m clp_utils.machinery.book --profile cpu`` takes the executed copies that
-``make study`` wrote to ``results/notebooks/<profile>/`` and builds
-``results/book/index.html`` with MyST-NB and Sphinx. ``book/`` holds the configuration and the
-pages besides the chapters (landing page, glossary, teacher's page, every figure) as markdown;
-their generated parts (the README's story, the chapters' times and exercises, the figures) are
-MyST substitutions filled in here. ``book/conf.py`` does the rest: the notebooks are never
-re-executed, their stderr (progress bars, warnings, library logs) is left out, a ``\\r``-redrawn
-line shows its last redraw, long outputs scroll, MathJax is served offline. Before Sphinx sees
-them, the chapters are prepared for a reader:
-
-* bare object reprs such as ``<matplotlib.legend.Legend at 0x...>`` and progress bars shown as
-  results are cut from the outputs;
-* every code cell is folded (MyST-NB's ``hide-input``), the defaults papermill overrode removed;
-* every figure gets a caption (chapter, section, the ``figures/`` file it was saved as, and the
-  chapter's own ``**Figure`` paragraph), and is also collected on the "Every figure" page;
-* a chapter that has not been executed yet gets a page saying so, instead of a failed build.
-
-``check_book`` then reads the built site as a browser would and lists what a reader would trip
-on: a missing chapter page, an image or asset that is not on disk, a link that goes nowhere.
+``python -m clp_utils.machinery.book --profile cpu`` builds ``results/book/index.html`` with
+MyST-NB and Sphinx from the chapters ``make study`` executed into
+``results/notebooks/<profile>/``. ``book/`` holds the configuration (``book/conf.py``: never
+re-execute, drop stderr, scroll long outputs, offline MathJax) and the other pages as markdown,
+whose generated parts are MyST substitutions filled in here. Each chapter is prepared for a
+reader first: accidental object reprs and progress bars are cut from the outputs, every code
+cell is folded (the defaults papermill overrode removed), every figure is captioned (chapter,
+section, its ``figures/`` file, the chapter's own ``**Figure`` paragraph) and collected on the
+"Every figure" page; a chapter not executed yet gets a page saying so. ``check_book`` then
+lists what a reader would trip on: a missing page, image or asset, a link that goes nowhere.
 """
 
 from __future__ import annotations
@@ -45,6 +36,7 @@ from clp_utils.base.paths import FIGURES_ROOT, REPO_ROOT, configure, from_enviro
 from clp_utils.claims import framing_sentence
 from clp_utils.exercises import exercises_of, task
 from clp_utils.machinery.pipeline import training_sentence
+from clp_utils.machinery.publish import WIDGETS
 from clp_utils.profiles import NAMES
 
 BOOK_CONFIG = REPO_ROOT / "book"
@@ -58,7 +50,6 @@ PROGRESS = re.compile(r"\d+%\|.*\||\d\s*(it|s|B|ex|batch)/s\b|s/it\b|\[\d+:\d+<\
 # The repr of an object a cell returned by accident: "<matplotlib.legend.Legend at 0x7f...>",
 # "[<matplotlib.lines.Line2D at 0x...>]", "Text(0.5, 1.0, 'title')".
 OBJECT_REPR = re.compile(r"^\[?<[\w.]+( object)? at 0x[0-9a-f]+>|^Text\(.*\)$", re.S)
-WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 FIGURE_CAPTION = re.compile(r"^\*\*Figure\b")
 GLOSSARY_LINK = re.compile(r"\]\(\.\./book/glossary\.md")
 
@@ -76,16 +67,14 @@ class Chapter:
 
 
 def clean_outputs(outputs: list) -> list:
-    """The outputs of one code cell minus progress widgets and bars and accidental reprs;
-    the rest as it is (MyST-NB leaves stderr out, ``nb_output_stderr``)."""
+    """The outputs of one code cell minus progress widgets and bars and accidental reprs."""
     cleaned = []
     for out in outputs:
         if out.output_type in ("display_data", "execute_result"):
-            data = {k: v for k, v in out.get("data", {}).items() if k != WIDGET_MIME}
-            plain = str(data.get("text/plain", ""))
+            data = {k: v for k, v in out.get("data", {}).items() if k != WIDGETS}
+            plain = str(data.get("text/plain", "")).strip()
             if set(data) <= {"text/plain"} and (
-                not plain.strip() or PROGRESS.search(plain) or OBJECT_REPR.match(plain.strip())
-            ):
+                    not plain or PROGRESS.search(plain) or OBJECT_REPR.match(plain)):
                 continue
             out = nbformat.from_dict({**out, "data": data})
         cleaned.append(out)
@@ -118,7 +107,7 @@ def _is_figure(output: nbformat.NotebookNode) -> bool:
     return output.output_type in ("display_data", "execute_result") and "image/png" in output.data
 
 
-def split_at_figures(cell: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
+def _split_at_figures(cell: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
     """The cell, then one output-only cell (``remove-input``) for each figure and each run of
     other outputs: MyST-NB captions every display of a cell alike, so a figure needs a cell
     of its own to carry its caption."""
@@ -130,23 +119,16 @@ def split_at_figures(cell: nbformat.NotebookNode) -> list[nbformat.NotebookNode]
             groups[-1].append(out)
     cell.outputs = groups[0] if groups else []
     # (MyST-NB skips a cell without source, so the new cells say where they come from)
-    rest = [nbformat.v4.new_code_cell("# outputs of the cell above", outputs=g,
-                                      metadata={"tags": ["remove-input"]}) for g in groups[1:]]
-    return [cell, *rest]
-
-
-def glossary_links(source: str) -> str:
-    """A chapter's links to ``../book/glossary.md#term`` (right in JupyterLab, where the
-    notebooks sit in ``notebooks/``) as the book's ``glossary.md#term``."""
-    return GLOSSARY_LINK.sub("](glossary.md", source)
+    return [cell, *(nbformat.v4.new_code_cell("# outputs of the cell above", outputs=g,
+                                              metadata={"tags": ["remove-input"]})
+                    for g in groups[1:])]
 
 
 def prepare_chapter(nb: nbformat.NotebookNode, name: str) -> tuple[nbformat.NotebookNode, list]:
     """A copy of an executed chapter ready for the book (see the module docstring), and its
-    figures as ``(png_bytes, caption)`` in the order they appear. A caption (MyST-NB's
-    ``figure`` option) names the figure's number, section and ``figures/`` file, then the
-    chapter's own caption (the markdown cell after the figure that starts with ``**Figure``).
-    """
+    figures as ``(png_bytes, caption)`` in order. A caption (MyST-NB's ``figure`` option)
+    names the figure's number, section and ``figures/`` file, then the chapter's own caption
+    (the markdown cell after the figure that starts with ``**Figure``), which it replaces."""
     nb = nbformat.from_dict(json.loads(json.dumps(nb)))  # a deep copy
     nb.metadata.pop("widgets", None)
     nb.metadata.setdefault("language_info", {"name": "python"})
@@ -154,17 +136,21 @@ def prepare_chapter(nb: nbformat.NotebookNode, name: str) -> tuple[nbformat.Note
     if not (nb.cells and nb.cells[0].cell_type == "markdown" and _heading(nb.cells[0].source, 1)):
         nb.cells.insert(0, nbformat.v4.new_markdown_cell(f"# {name}"))
     nb.cells.insert(1, nbformat.v4.new_markdown_cell(_banner(nb)))
+    for cell in nb.cells:  # links right in JupyterLab, where the chapters sit in notebooks/
+        if cell.cell_type == "markdown":
+            cell.source = GLOSSARY_LINK.sub("](glossary.md", cell.source)
     injected = any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+    number = int(name[:2]) if name[:2].isdigit() else name
     figures: list[tuple[bytes, str]] = []
-    cells, section, captions = [], None, {}
-    for index, cell in enumerate(nb.cells):
-        if index - 1 in captions:
+    cells, section, own = [], None, None
+    for cell, after in zip(nb.cells, [*nb.cells[1:], None], strict=True):
+        if own is not None:
+            own = None
             continue  # a figure's caption cell: its text goes under the figure instead
         if cell.cell_type == "markdown":
-            cell.source = glossary_links(cell.source)
             section = _heading(cell.source) or section
-        cells.append(cell)
         if cell.cell_type != "code":
+            cells.append(cell)
             continue
         cell.outputs = clean_outputs(cell.get("outputs", []))
         tags = cell.metadata.setdefault("tags", [])
@@ -176,23 +162,22 @@ def prepare_chapter(nb: nbformat.NotebookNode, name: str) -> tuple[nbformat.Note
                 tags.append("remove-cell")
             cell.metadata["mystnb"] = {"code_prompt_show": "Show the parameters of this run",
                                        "code_prompt_hide": "Hide the parameters"}
+            cells.append(cell)
             continue
-        after = nb.cells[index + 1] if index + 1 < len(nb.cells) else None
         if (after is not None and after.cell_type == "markdown"
                 and FIGURE_CAPTION.match(after.source.strip())
                 and any(map(_is_figure, cell.outputs))):
-            captions[index] = " ".join(glossary_links(after.source).split())
+            own = " ".join(after.source.split())
         saved = re.findall(r"save_figure\(\s*\w+\s*,\s*f?[\"']([^\"']+)[\"']", cell.source)
         if sum(map(_is_figure, cell.outputs)) != len(saved):
             saved = []  # which name goes with which figure is not clear: name none
-        cells.pop()
-        for part in split_at_figures(cell):
+        for part in _split_at_figures(cell):
             cells.append(part)
             if part.outputs and _is_figure(part.outputs[0]):
-                caption = f"Figure {int(name[:2]) if name[:2].isdigit() else name}."
-                caption += f"{len(figures) + 1}" + (f" · {section}" if section else "")
-                caption += f" · saved as `figures/{saved.pop(0)}.png`" if saved else ""
-                caption += f". {captions[index]}" if index in captions else ""
+                caption = (f"Figure {number}.{len(figures) + 1}"
+                           + (f" · {section}" if section else "")
+                           + (f" · saved as `figures/{saved.pop(0)}.png`" if saved else "")
+                           + (f". {own}" if own else ""))
                 alt = re.sub(r"[`*]", "", caption)  # what a screen reader says instead of a hash
                 part.metadata["mystnb"] = {"figure": {"caption": caption}, "image": {"alt": alt}}
                 figures.append((base64.b64decode(part.outputs[0].data["image/png"]), caption))
@@ -205,18 +190,15 @@ def prepare_chapter(nb: nbformat.NotebookNode, name: str) -> tuple[nbformat.Note
 
 def chapter_title(path: Path, fallback: str) -> str:
     """The first ``#`` heading of a notebook, or ``fallback`` when it has none (or is absent)."""
-    if path.exists():
-        for cell in nbformat.read(path, as_version=4).cells:
-            if cell.cell_type == "markdown" and (title := _heading(cell.source, 1)):
-                return title
-    return fallback
+    cells = nbformat.read(path, as_version=4).cells if path.exists() else []
+    return next((t for c in cells if c.cell_type == "markdown" and (t := _heading(c.source, 1))),
+                fallback)
 
 
 def default_chapters(executed_dir: Path) -> list[str]:
     """The chapters, in order: every ``NN_*`` notebook of ``notebooks/`` or ``executed_dir``."""
-    names = {p.stem for p in SOURCE_NOTEBOOKS.glob("[0-9][0-9]_*.ipynb")}
-    names |= {p.stem for p in executed_dir.glob("[0-9][0-9]_*.ipynb")}
-    return sorted(names)
+    return sorted({p.stem for folder in (SOURCE_NOTEBOOKS, executed_dir)
+                   for p in folder.glob("[0-9][0-9]_*.ipynb")})
 
 
 def not_executed_page(name: str, title: str, executed_dir: Path) -> str:
@@ -231,8 +213,7 @@ def not_executed_page(name: str, title: str, executed_dir: Path) -> str:
 
 def readme_story(readme: Path) -> tuple[str, str, str]:
     """``(title, introduction, results)`` from the README: the text before the first ``##``
-    heading and the generated section between the results markers, relative links (to files
-    that the book does not carry) as plain text."""
+    and the section between the results markers, relative links as plain text."""
     text = readme.read_text() if readme.exists() else ""
     title_match = re.search(r"^# (.+)$", text, flags=re.M)
     title = title_match.group(1).strip() if title_match else "CLP study"
@@ -248,9 +229,8 @@ def readme_story(readme: Path) -> tuple[str, str, str]:
 
 def landing_page(readme: Path, chapters: Sequence[Chapter], profiles: set[str],
                  reproduction: str = "") -> dict[str, str]:
-    """The substitutions of ``book/index.md``: the README's title, introduction and results
-    section, what the study tests (``claims.framing_sentence``), how many chapters were
-    executed, and the reproduction report."""
+    """The substitutions of ``book/index.md``: the README's story, what the study tests, how
+    many chapters were executed, and the reproduction report."""
     title, intro, results = readme_story(readme)
     status = f"{sum(c.executed for c in chapters)} of {len(chapters)} chapters executed"
     if profiles:
@@ -303,26 +283,27 @@ def session_plan(reopened: dict[str, float]) -> str:
 
 
 def teacher_page(executed_dir: Path) -> dict[str, str]:
-    """The substitutions of ``book/teacher.md``: how long ``make study`` took here, each
-    chapter's times as one table (the whole run with its training, and every time
-    ``make teacher-times`` measured: reopened on the committed results and live on smoke,
-    one column per precision that ran, each naming its machine), and each chapter's
-    exercises."""
+    """The substitutions of ``book/teacher.md``: how long ``make study`` took, each chapter's
+    times as one table (the whole run, then a column per ``make teacher-times`` record,
+    naming its machine), the session plan and each chapter's exercises."""
     def minutes(timings: dict) -> dict[str, float]:
         return {name[:2]: sec / 60 for name, sec in timings.items()}
 
-    run = json.loads((FIGURES_ROOT / "run.json").read_text()) \
-        if (FIGURES_ROOT / "run.json").exists() else {}
+    record = FIGURES_ROOT / "run.json"
+    run = json.loads(record.read_text()) if record.exists() else {}
     cpu = minutes(run.get("timings", {}))
     columns = {f"`make study` ({run.get('machine', {}).get('describe', '')}; runs already "
                "trained are read back) (min)": (cpu, {})}
     what = {"reopen": "reopened on the committed results, nothing trains",
             "smoke": "live on smoke"}
+    reopened: dict[str, float] = {}
     for path in sorted((FIGURES_ROOT / "timings").glob("*.json")):
         record = json.loads(path.read_text())
-        kind = path.stem.split("-")[0]
+        kind, times = path.stem.split("-")[0], minutes(record["timings"])
         columns[f"{what.get(kind, kind)} ({record['machine']}) (min)"] = (
-            minutes(record["timings"]), record.get("stopped", {}))
+            times, record.get("stopped", {}))
+        if kind == "reopen" and not reopened:
+            reopened = times
     rows = ["| chapter | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name in sorted(set().union(*(times for times, _ in columns.values()))):
         cells = []
@@ -331,10 +312,7 @@ def teacher_page(executed_dir: Path) -> dict[str, str]:
             cells.append("—" if name not in times else f"{times[name]:.1f}" + (
                 f" (stops: {stop})" if stop else ""))
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
-    reopen = sorted((FIGURES_ROOT / "timings").glob("reopen-*.json"))
-    reopened = minutes(json.loads(reopen[0].read_text())["timings"]) if reopen else {}
-    training = training_sentence(run.get("machine", {}).get("training", {}))
-    if training:
+    if training := training_sentence(run.get("machine", {}).get("training", {})):
         rows += ["", training]
     if len(columns) == 1:
         rows += ["", "Reopen and smoke times are not measured yet (`make teacher-times`)."]
@@ -364,16 +342,16 @@ def _stage_sources(src: Path, executed_dir: Path, readme: Path,
             result.append(Chapter(name, title, executed=False))
             continue
         nb = nbformat.read(path, as_version=4)
-        profile = nb.metadata.get("papermill", {}).get("parameters", {}).get("profile")
-        profiles |= {profile} if profile else set()
+        profiles.add(nb.metadata.get("papermill", {}).get("parameters", {}).get("profile"))
         ready, pngs = prepare_chapter(nb, name)
         nbformat.write(ready, src / f"{name}.ipynb")
-        figures[name] = []
-        for k, (png, caption) in enumerate(pngs, start=1):
-            (src / "_figures" / f"{name}-{k}.png").write_bytes(png)
-            figures[name].append((f"_figures/{name}-{k}.png", caption))
+        figures[name] = [(f"_figures/{name}-{k}.png", caption)
+                         for k, (_, caption) in enumerate(pngs, start=1)]
+        for (file, _), (png, _) in zip(figures[name], pngs, strict=True):
+            (src / file).write_bytes(png)
         result.append(Chapter(name, title, executed=True))
-    profile = next(iter(sorted(profiles)), "cpu")
+    profiles = {p for p in profiles if p}
+    profile = min(profiles, default="cpu")
     report = results_dir() / "reproduction" / profile / "reproduction.md"
     text = report.read_text().split("\n", 1)[1].strip() if report.exists() else ""
     return result, {**landing_page(readme, result, profiles, text),
@@ -382,10 +360,9 @@ def _stage_sources(src: Path, executed_dir: Path, readme: Path,
 
 def build_book(executed_dir: Path, out_dir: Path, readme: Path = README,
                chapters: Sequence[str] | None = None) -> Path:
-    """Build the book of ``chapters`` (notebook names; default: ``default_chapters``) from
-    their executed copies in ``executed_dir``; returns its index.html. The site replaces
-    ``out_dir`` only when that is absent, empty or a book built here before (it has a
-    ``book.json``): a wrong ``--out`` never deletes anything else."""
+    """Build the book of ``chapters`` (default: ``default_chapters``) from their executed
+    copies in ``executed_dir`` into ``out_dir``; returns its index.html. Only an absent or
+    empty ``out_dir`` or a book built here before (it has a ``book.json``) is replaced."""
     from sphinx.cmd.build import build_main
 
     executed_dir, out_dir = Path(executed_dir), Path(out_dir)
@@ -417,8 +394,7 @@ def build_book(executed_dir: Path, out_dir: Path, readme: Path = README,
 
 
 class _PageLinks(html.parser.HTMLParser):
-    """What a page points at (``refs``: kind and url of its images, links, scripts and
-    styles) and the ids it has (``ids``)."""
+    """A page's ``refs`` (kind and url of its images, links, scripts, styles) and ``ids``."""
 
     KINDS = {"img": ("image", "src"), "a": ("link", "href"), "script": ("script", "src"),
              "link": ("asset", "href")}

@@ -1,22 +1,14 @@
 """The first cell of every chapter: data present, results and figures where the parameters
-say, what it will train here and how long that takes, and a card saying how long the
-chapter took.
+say, and a card saying how long the chapter takes.
 
 ``begin(number, profile, figures_dir, results_dir)`` is what a chapter calls after its
-parameters cell, the same under ``make study`` (papermill passes the parameters), ``make lab``
-(JupyterLab) and a notebook run by hand:
-
-- the data: when the datasets the chapter reads are not built it says so in one line and
-  builds them from the committed sources (``python -m clp_utils.catalog build``, offline),
-  instead of stopping with a bare ``FileNotFoundError``; a chapter that reads no data
-  (02) builds nothing;
-- the folders: trained runs and caches under ``results_dir`` (None: ``results/``), figures and
-  tables in ``figures_dir`` (None: the profile's folder, ``paths.figures_dir``): a smoke run
-  never overwrites the committed cpu results;
-- the training is announced where it starts: ``study.run_study`` prints the runs it is about
-  to train, their estimated time here and, on the cpu profile, how to pick quick on purpose;
-- the card: the chapter's run time on this machine from the last run here, else the time of
-  the committed results (and their machine), printed in one line.
+parameters cell, under ``make study`` (papermill), ``make lab`` or by hand. It builds the
+datasets the chapter reads when they are missing (``python -m clp_utils.catalog build``,
+offline) instead of failing on a bare ``FileNotFoundError``; sends trained runs and caches to
+``results_dir`` (None: ``results/``) and figures to ``figures_dir`` (None: the profile's
+folder, so a smoke run never overwrites the committed cpu results); and prints the card: the
+chapter's time in the last run here, else that of the committed results and their machine.
+What a chapter trains is announced where it starts (``study.run_study``).
 """
 
 from __future__ import annotations
@@ -71,28 +63,22 @@ def ensure_data(number: str, build: bool = True) -> None:
 
 
 def _minutes(timings: dict, number: str) -> float | None:
-    for name, seconds in timings.items():
-        if name.startswith(number + "_"):
-            return seconds / 60
-    return None
+    return next((sec / 60 for name, sec in timings.items() if name.startswith(number + "_")),
+                None)
 
 
 def timing_card(number: str, profile: str) -> str:
     """How long the chapter takes: the last run here (``results/notebooks/<profile>``),
     else the committed run of the profile and the machine it ran on."""
     here = paths.results_dir() / "notebooks" / profile / "timings.json"
-    if here.exists():
-        minutes = _minutes(json.loads(here.read_text()), number)
-        if minutes is not None:
-            return f"the last run on this machine took {minutes:.1f} min"
+    if here.exists() and (minutes := _minutes(json.loads(here.read_text()), number)) is not None:
+        return f"the last run on this machine took {minutes:.1f} min"
     record = paths.figures_dir(profile) / "run.json"
-    if record.exists():
-        run = json.loads(record.read_text())
-        minutes = _minutes(run.get("timings", {}), number)
-        if minutes is not None:
-            machine = run.get("machine", {}).get("describe", "another machine")
-            return (f"the committed run took {minutes:.1f} min ({machine}); training runs "
-                    "already finished here are read back, not retrained")
+    run = json.loads(record.read_text()) if record.exists() else {}
+    if (minutes := _minutes(run.get("timings", {}), number)) is not None:
+        machine = run.get("machine", {}).get("describe", "another machine")
+        return (f"the committed run took {minutes:.1f} min ({machine}); training runs "
+                "already finished here are read back, not retrained")
     return "no timing recorded for this profile yet"
 
 

@@ -1,15 +1,11 @@
 """Design of the cpu profile: learning curves and learning-rate grids, on validation only.
 
-The cpu profile answers the paper's questions on 2 cores within a time target, so its budget
-(steps per run), number of negatives, training passage length and each policy's learning
-rate are choices, all made here on the validation side carved from the training passages; no
-run embeds a test query (``TrainConfig(test_eval=False)``). ``make design`` trains learning
-curves (ANCE + InfoNCE, full fine-tuning, constant rate; 1, 2 or 4 negatives, 128 or 256
-tokens), picks the curve best after ``train_seconds_per_run`` of training (equal compute, not
-equal steps) and the budget that time buys, then a learning-rate grid per parameter policy
-(each trained as its study row), checks the speed levers (bf16, attention dropout), and writes
-``configs/recipe_cpu.json`` (``recipe.Recipe``) and ``figures/03_learning_curve.*`` and
-``figures/03_validation.*``. Runs live in ``results/design/runs``, reused by config hash.
+The cpu profile's budget, negatives, training passage length and per-policy learning rates
+are chosen here on the validation queries carved from the training passages (no run sees a
+test query: ``test_eval=False``). ``make design`` trains learning curves, picks the one best
+after ``train_seconds_per_run`` (equal compute, not equal steps) and the budget that time
+buys, runs a learning-rate grid per policy's study row, checks the speed levers, and writes
+``configs/recipe_cpu.json`` and ``figures/03_learning_curve.*``, ``figures/03_validation.*``.
 """
 
 from __future__ import annotations
@@ -40,7 +36,7 @@ from clp_utils.training import train
 
 
 def design_runs() -> Path:
-    """Where the design's runs are stored: apart from the study's, under the results root."""
+    """Where the design's runs are stored (apart from the study's; reused by config hash)."""
     return results_dir() / "design" / "runs"
 
 
@@ -69,10 +65,8 @@ class DesignPlan:
                                  Curve(1, 256, 160))
     curve_points: tuple[int, ...] = (16, 32, 64, 96, 128, 160, 192, 256)
     curve_lr: float = 5e-5
-    # Seconds of training per run that chapter 03 can afford (its runs x this ~ its budget).
-    train_seconds_per_run: float = 90.0
-    # Round the budget down to a multiple of this many steps (so it reads as a round number).
-    step_quantum: int = 8
+    train_seconds_per_run: float = 90.0  # what chapter 03 affords per run
+    step_quantum: int = 8  # the budget is rounded down to a multiple of this many steps
     grid: dict[str, tuple[float, ...]] = field(default_factory=lambda: {
         "full": (3e-5, 1e-4, 3e-4), "intermediate": (1e-4, 3e-4, 1e-3),
         "moe": (1e-4, 3e-4, 1e-3), "lora": (3e-4, 1e-3, 3e-3)})
@@ -84,41 +78,40 @@ POLICY_ROWS = {"full": "ANCE negatives", "intermediate": "ANCE + CLP, intermedia
                "moe": "ANCE + CLP + MoE", "lora": "ANCE + CLP, LoRA"}
 
 
-def curve_config(plan: DesignPlan, curve: Curve) -> TrainConfig:
-    """The run behind one learning curve (ANCE + InfoNCE, full policy, constant rate)."""
-    return replace(
-        plan.base, label=f"curve-{curve.num_negatives}neg-{curve.max_passage_len}tok",
-        split=plan.split, loss="infonce", policy="full", lr=plan.curve_lr, schedule="constant",
-        train_queries=curve.steps * plan.base.batch_size, max_passage_len=curve.max_passage_len,
-        mining=replace(plan.base.mining, num_negatives=curve.num_negatives),
-        val_at=tuple(p for p in plan.curve_points if p <= curve.steps), seed=plan.seed)
+def _val(res) -> dict[str, float]:
+    """A design run's validation nDCG@10 and recall@100."""
+    return {f"val_{m}": res.val.metrics[m] for m in ("ndcg_cut_10", "recall_100")}
 
 
 def learning_curves(plan: DesignPlan, progress: bool = True) -> pd.DataFrame:
-    """Train each curve's run (or reuse it) and return its validation points: ``curve``,
-    ``num_negatives``, ``max_passage_len``, ``step``, ``train_queries``, ``train_seconds``
-    (cumulative, evaluation excluded), ``val_ndcg_cut_10``, ``val_recall_100``,
-    ``seconds_per_step`` (the run's median) and ``run``."""
+    """Train each curve's run (ANCE + InfoNCE, full policy, constant rate; or reuse it) and
+    return its validation points: ``curve``, ``num_negatives``, ``max_passage_len``,
+    ``step``, ``train_queries``, ``train_seconds`` (cumulative, evaluation excluded),
+    ``val_ndcg_cut_10``, ``val_recall_100``, ``seconds_per_step`` (median) and ``run``."""
     rows = []
     for curve in plan.curves:
-        res = train(curve_config(plan, curve), root=design_runs(), progress=progress)
+        config = replace(
+            plan.base, label=f"curve-{curve.num_negatives}neg-{curve.max_passage_len}tok",
+            split=plan.split, loss="infonce", policy="full", lr=plan.curve_lr,
+            schedule="constant", train_queries=curve.steps * plan.base.batch_size,
+            max_passage_len=curve.max_passage_len,
+            mining=replace(plan.base.mining, num_negatives=curve.num_negatives),
+            val_at=tuple(p for p in plan.curve_points if p <= curve.steps), seed=plan.seed)
+        res = train(config, root=design_runs(), progress=progress)
         log = res.log
         log["train_seconds"] = log["seconds"].cumsum()
         points = log.dropna(subset=["val_ndcg_cut_10"])
         if not len(points) or points["step"].iloc[-1] != log["step"].iloc[-1]:
             # the run's own final validation is the curve's last point (a no-duplicate
             # batching may end a step or two before the last requested point)
-            last = log.iloc[-1].copy()
-            last["val_ndcg_cut_10"] = res.val.metrics["ndcg_cut_10"]
-            last["val_recall_100"] = res.val.metrics["recall_100"]
+            last = pd.Series({**log.iloc[-1], **_val(res)})
             points = pd.concat([points, last.to_frame().T], ignore_index=True)
         for _, r in points.iterrows():
             rows.append({"curve": curve.label, "num_negatives": curve.num_negatives,
                          "max_passage_len": curve.max_passage_len, "step": int(r["step"]),
                          "train_queries": int(r["step"]) * plan.base.batch_size,
                          "train_seconds": float(r["train_seconds"]),
-                         "val_ndcg_cut_10": float(r["val_ndcg_cut_10"]),
-                         "val_recall_100": float(r["val_recall_100"]),
+                         **{m: float(r[m]) for m in ("val_ndcg_cut_10", "val_recall_100")},
                          "seconds_per_step": float(log["seconds"].median()), "run": res.run_id})
     return pd.DataFrame(rows)
 
@@ -133,29 +126,17 @@ def value_at_seconds(points: pd.DataFrame, seconds: float) -> float:
 def choose_setting(curves: pd.DataFrame, plan: DesignPlan) -> tuple[Curve, int, pd.DataFrame]:
     """The curve that is best after ``train_seconds_per_run``, the budget in steps (a multiple
     of ``step_quantum``, at least one) and the table of each curve's value at that time."""
-    table = []
-    for curve in plan.curves:
-        pts = curves[curves["curve"] == curve.label]
-        table.append({"curve": curve.label, "seconds_per_step": pts["seconds_per_step"].iloc[0],
-                      "val_ndcg_cut_10_at_budget": value_at_seconds(
-                          pts, plan.train_seconds_per_run)})
-    table = pd.DataFrame(table)
-    best = plan.curves[int(table["val_ndcg_cut_10_at_budget"].to_numpy().argmax())]
-    steps = (int(plan.train_seconds_per_run / per_step(table, best)) // plan.step_quantum
-             * plan.step_quantum)
-    return best, max(steps, plan.step_quantum), table
-
-
-def per_step(at_budget: pd.DataFrame, curve: Curve) -> float:
-    """The measured seconds per training step of ``curve`` (``choose_setting``'s table)."""
-    return float(at_budget.loc[at_budget["curve"] == curve.label, "seconds_per_step"].iloc[0])
-
-
-def recipe_base(plan: DesignPlan, curve: Curve, steps: int) -> TrainConfig:
-    """The study's training config for the chosen setting and budget (linear decay)."""
-    return replace(plan.base, split=plan.split, train_queries=steps * plan.base.batch_size,
-                   max_passage_len=curve.max_passage_len, schedule="linear", val_at=(),
-                   mining=replace(plan.base.mining, num_negatives=curve.num_negatives))
+    rows = []
+    for c in plan.curves:
+        pts = curves[curves["curve"] == c.label]
+        rows.append({"curve": c.label, "seconds_per_step": pts["seconds_per_step"].iloc[0],
+                     "val_ndcg_cut_10_at_budget": value_at_seconds(
+                         pts, plan.train_seconds_per_run)})
+    table = pd.DataFrame(rows)
+    i = int(table["val_ndcg_cut_10_at_budget"].to_numpy().argmax())
+    steps = (int(plan.train_seconds_per_run / float(table["seconds_per_step"].iloc[i]))
+             // plan.step_quantum * plan.step_quantum)
+    return plan.curves[i], max(steps, plan.step_quantum), table
 
 
 def lr_grid(plan: DesignPlan, base: TrainConfig, progress: bool = True) -> pd.DataFrame:
@@ -166,9 +147,8 @@ def lr_grid(plan: DesignPlan, base: TrainConfig, progress: bool = True) -> pd.Da
             config = replace(row_config(POLICY_ROWS[policy], base, plan.split, plan.seed), lr=lr,
                              label=f"grid-{policy}-{lr:g}")
             res = train(config, root=design_runs(), progress=progress)
-            rows.append({"policy": policy, "row": POLICY_ROWS[policy], "lr": lr,
-                         "val_ndcg_cut_10": res.val.metrics["ndcg_cut_10"],
-                         "val_recall_100": res.val.metrics["recall_100"], "run": res.run_id})
+            rows.append({"policy": policy, "row": POLICY_ROWS[policy], "lr": lr, **_val(res),
+                         "run": res.run_id})
     return pd.DataFrame(rows)
 
 
@@ -202,9 +182,7 @@ def lever_checks(plan: DesignPlan, base: TrainConfig, lr: float,
         variants += [("training precision", "float32", replace(chosen, bf16=False))]
     for lever, setting, config in variants:
         res = train(config, root=design_runs(), progress=progress)
-        rows.append({"lever": lever, "setting": setting,
-                     "val_ndcg_cut_10": res.val.metrics["ndcg_cut_10"],
-                     "val_recall_100": res.val.metrics["recall_100"],
+        rows.append({"lever": lever, "setting": setting, **_val(res),
                      "seconds": float(res.log["seconds"].sum()), "run": res.run_id})
     return pd.DataFrame(rows)
 
@@ -215,8 +193,11 @@ def plot_curves(curves: pd.DataFrame, budget_seconds: float, budget_queries: int
     (``train_queries``, ``train_seconds``, ``val_ndcg_cut_10``, ``label``) adds points such as
     the study's finished runs."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
-    for ax, x, budget in ((axes[0], "train_queries", budget_queries),
-                          (axes[1], "train_seconds", budget_seconds)):
+    panels = (("train_queries", budget_queries, "training queries (16 per step)",
+               "A: per query trained on"),
+              ("train_seconds", budget_seconds, "training seconds (evaluation excluded)",
+               "B: per second of training (what a CPU pays)"))
+    for ax, (x, budget, xlabel, title) in zip(axes, panels, strict=True):
         sns.lineplot(data=curves, x=x, y="val_ndcg_cut_10", hue="curve", marker="o", ax=ax)
         if budget is not None:
             ax.axvline(budget, color="grey", ls="--", lw=1)
@@ -224,11 +205,8 @@ def plot_curves(curves: pd.DataFrame, budget_seconds: float, budget_queries: int
         if marks is not None and len(marks):
             ax.scatter(marks[x], marks["val_ndcg_cut_10"], color="black", marker="*", s=90,
                        zorder=5, label=marks["label"].iloc[0])
-        ax.set_xlabel({"train_queries": "training queries (16 per step)",
-                       "train_seconds": "training seconds (evaluation excluded)"}[x])
-        ax.set_title({"train_queries": "A: per query trained on",
-                      "train_seconds": "B: per second of training (what a CPU pays)"}[x],
-                     fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_title(title, fontsize=10)
         ax.legend(fontsize=8)
     axes[0].set_ylabel("validation nDCG@10")
     fig.suptitle("Learning curves: ANCE + InfoNCE, full fine-tuning, constant learning rate")
@@ -247,14 +225,17 @@ def curve_slopes(curves: pd.DataFrame, per: int = 1000) -> pd.Series:
 
 def run_design(plan: DesignPlan | None = None, progress: bool = True,
                figures: Path | None = None, recipe_path: Path = RECIPE_PATH) -> Recipe:
-    """Run every design experiment, write the figures and the recipe; returns the recipe."""
+    """Run every design experiment (the study's config: the chosen curve and budget, linear
+    decay), write the figures and the recipe; returns the recipe."""
     plan = plan or DesignPlan()
     figures = Path(figures or figures_dir())
     t0 = time.perf_counter()
     curves = learning_curves(plan, progress)
     save_table(curves.drop(columns=["run"]), "03_learning_curve", figures, floatfmt=".4f")
     curve, steps, at_budget = choose_setting(curves, plan)
-    base = recipe_base(plan, curve, steps)
+    base = replace(plan.base, split=plan.split, train_queries=steps * plan.base.batch_size,
+                   max_passage_len=curve.max_passage_len, schedule="linear", val_at=(),
+                   mining=replace(plan.base.mining, num_negatives=curve.num_negatives))
     grid = lr_grid(plan, base, progress)
     lrs = best_lrs(grid)
     levers = lever_checks(plan, base, lrs["full"], progress)
@@ -282,7 +263,7 @@ def run_design(plan: DesignPlan | None = None, progress: bool = True,
         val_fraction=plan.base.val_fraction, lr=lrs,
         why={
             "budget": f"{plan.train_seconds_per_run:g} s of training per run / "
-                      f"{per_step(at_budget, curve):.2f}"
+                      f"{at_budget.set_index('curve')['seconds_per_step'][curve.label]:.2f}"
                       f" s per step, rounded down to a multiple of {plan.step_quantum}",
             "setting": f"'{curve.label}' has the best validation nDCG@10 after "
                        f"{plan.train_seconds_per_run:g} s of training among "

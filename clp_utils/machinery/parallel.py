@@ -1,8 +1,7 @@
 """Many runs at once on one GPU: ``train_parallel`` (``make study PROFILE=full PARALLEL=4``).
 
 A MiniLM run leaves most of an H100 idle (per-step overhead, not arithmetic, sets its time),
-so several processes share the device. The pipeline calls this before the chapters, which
-then read every run back from the run store.
+so several processes share the device before the chapters read every run back.
 """
 
 from __future__ import annotations
@@ -24,12 +23,9 @@ from clp_utils.train_config import TrainConfig
 def train_parallel(profile: str, workers: int, rows: Iterable[str] | None = None,
                    log_dir: Path | None = None) -> list[str]:
     """Train every run of ``profile`` (optionally only ``rows``), ``workers`` processes at a
-    time, one per run: ``python -m clp_utils.training --config <run>.json``, its output in
-    ``<run>.log`` under ``log_dir``. A finished run is reused, so the notebooks that follow
-    read every run back. The caches the runs share (mined negatives, passage embeddings, the
-    precision decision) are written with atomic renames: two processes computing the same
-    entry write the same bytes, and a reader never sees half a file. Returns the labels of
-    the runs; raises naming each failed run and its log."""
+    time: ``python -m clp_utils.training --config <run>.json``, output in ``<run>.log`` under
+    ``log_dir`` (a finished run is reused; the shared caches are written by atomic renames).
+    Returns the runs' labels; raises naming each failed run and its log."""
     wanted = set(rows) if rows is not None else None
     configs = [c.config for c in cells(get_profile(profile).study)
                if c.config is not None and (wanted is None or c.row in wanted)]

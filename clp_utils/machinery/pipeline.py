@@ -1,24 +1,15 @@
 """Run the study's notebooks in order, headless, and regenerate the README's results.
 
-``python -m clp_utils.machinery.pipeline --profile cpu`` executes every
-``notebooks/NN_*.ipynb`` with papermill (kernel ``python3``, working directory = the
-repository root), writes the executed copies under ``results/notebooks/<profile>/`` and the
-figures and tables to the profile's folder (``paths.figures_dir``: ``figures/`` for cpu,
-``figures/quick``, ``figures/extras``, ``figures/full``, ``figures/smoke``), with ``run.json``:
-the wall time of each chapter, the setup time before it, and what ran (precision, CPU
-capability or GPU, the seeds the profile declares). Then it compares every headline number
-with the committed one (the reproduction report, ``clp_utils.machinery.report``: printed,
-and written to ``results/reproduction/<profile>/``; the quick profile is compared with the
-cpu profile's) and rewrites the README's generated results section from the figure folders.
-Nothing in that section is typed by hand; the smoke and quick profiles never touch it.
+``python -m clp_utils.machinery.pipeline --profile cpu`` executes ``notebooks/NN_*.ipynb``
+with papermill (the repository root as working directory) into ``results/notebooks/<profile>/``,
+its figures and tables going to the profile's folder (``paths.figures_dir``) with ``run.json``
+(each chapter's wall time, the setup time, and what ran). It then writes the reproduction
+report (``clp_utils.machinery.report``; quick is read against cpu) and rewrites the README's
+generated results section from the figure folders (never for smoke or quick).
 
-Every profile runs the seeds and rows it declares, on every machine; the extras profile runs
-chapters 03-05 only (``EXTRAS_CHAPTERS``). ``$CLP_RESULTS_DIR`` and ``$CLP_FIGURES_DIR`` (the
-tests, ``make study-avx2``) are read here, at the command line, and reach the chapters as
-their ``results_dir`` and ``figures_dir`` parameters.
-
-On a GPU, ``--parallel N`` first trains the profile's runs N processes at a time
-(``parallel.train_parallel``); the notebooks then read every run back.
+``$CLP_RESULTS_DIR`` and ``$CLP_FIGURES_DIR`` are read here only and reach the chapters as
+their ``results_dir`` and ``figures_dir`` parameters. On a GPU, ``--parallel N`` first trains
+the profile's runs N at a time (``parallel.train_parallel``).
 """
 
 from __future__ import annotations
@@ -58,7 +49,7 @@ from clp_utils.study import run_study, training_table
 NOTEBOOKS = REPO_ROOT / "notebooks"
 README = REPO_ROOT / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-RUN_RECORD = "run.json"  # beside a profile's figures: chapter times and what ran
+RUN_RECORD = "run.json"
 
 #: Tables shown in the README, in order, when they exist (chapter prefix, caption).
 README_TABLES = [
@@ -93,10 +84,7 @@ FULL_TABLES = [
     ("04_claims", "The full profile's claims"),
     ("04_hybrid_reddit", "The full profile's hybrids on reddit"),
 ]
-
-
-#: The chapters the extras profile runs (its controls are trained in 03, tested in 04, the
-#: mechanism's control group in 05).
+#: The chapters the extras profile runs (its controls train in 03, are tested in 04 and 05).
 EXTRAS_CHAPTERS = ["03", "04", "05"]
 #: The extras' tables shown in the README (from ``figures/extras/``).
 EXTRAS_TABLES = [
@@ -115,20 +103,15 @@ def notebooks(only: list[str] | None = None) -> list[Path]:
 
 def run_notebooks(profile: str, only: list[str] | None = None, out_dir: Path | None = None,
                   parameters: dict | None = None, figures: Path | None = None) -> dict[str, float]:
-    """Execute the notebooks with papermill; returns ``{notebook: seconds}``.
-
-    With ``only``, the other notebooks' times from the last run are kept in ``timings.json``
-    (and in the returned dict), so the README's per-notebook times stay complete. The
-    kernels get this process's results root and ``figures`` (default: the profile's folder)
-    as their ``results_dir`` and ``figures_dir`` parameters.
-    """
+    """Execute the notebooks with papermill; returns ``{notebook: seconds}``, with ``only``
+    including the other notebooks' last times (``timings.json``). The kernels get this
+    process's results root and ``figures`` (default: the profile's folder) as parameters."""
     out_dir = out_dir or results_dir() / "notebooks" / profile
     out_dir.mkdir(parents=True, exist_ok=True)
     folders = {"figures_dir": str(figures or figures_dir(profile)),
                "results_dir": str(results_dir())}
-    timings: dict[str, float] = {}
-    if only and (out_dir / "timings.json").exists():  # keep the other notebooks' last times
-        timings = json.loads((out_dir / "timings.json").read_text())
+    last = out_dir / "timings.json"
+    timings = json.loads(last.read_text()) if only and last.exists() else {}
     for nb in notebooks(only):
         t0 = time.perf_counter()
         print(f"[{profile}] running {nb.name}", flush=True)
@@ -142,25 +125,21 @@ def run_notebooks(profile: str, only: list[str] | None = None, out_dir: Path | N
         )
         timings[nb.name] = round(time.perf_counter() - t0, 1)
         print(f"[{profile}] {nb.name} done in {timings[nb.name]:.0f} s", flush=True)
-        write_json(out_dir / "timings.json", dict(sorted(timings.items())))
+        write_json(last, dict(sorted(timings.items())))
     return timings
 
 
-#: What trains every run (``clp_utils.training``), as ``run.json`` records it: the reproduction
-#: report names a change of trainer as a cause of moved numbers.
+#: What trains every run and how verdicts are read, as ``run.json`` records them: the
+#: reproduction report names a change of either as a cause of moved numbers.
 TRAINER = f"SentenceTransformerTrainer (sentence-transformers {sentence_transformers.__version__})"
-
-
-#: How verdicts are read, as ``run.json`` records it (a change moves verdicts, not scores).
 STATISTICS = ("passages by bootstrap, seeds as a Student-t term, a declared seed component for "
               "one seed; margins per claim (the paper's step); nDCG@5 and nDCG@10")
 
 
 def record_machine(setup_seconds: float | None = None) -> dict:
-    """What runs here: the precision ``"auto"`` picks and the hardware behind it, and, when
-    ``make`` passed its start time, the setup time (venv and data) before the chapters."""
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    p = decide("auto", device)
+    """What runs here: the precision ``"auto"`` picks, its hardware, and the setup time
+    (venv and data) before the chapters when ``make`` passed its start time."""
+    p = decide("auto", "cuda" if torch.cuda.is_available() else "cpu")
     info = {"describe": p.describe(), "precision": p.record(), "trainer": TRAINER,
             "statistics": STATISTICS}
     if setup_seconds is not None:
@@ -169,16 +148,14 @@ def record_machine(setup_seconds: float | None = None) -> dict:
 
 
 def declared_seeds(profile: str) -> dict:
-    """The seeds per row ``profile`` declares, as ``run.json`` records them: the same on every
-    machine (a smaller study is a smaller profile, chosen by name)."""
+    """The seeds per row ``profile`` declares (the same on every machine), for ``run.json``."""
     seeds = get_profile(profile).study.seeds
     return {"seeds": len(seeds), "reason": f"declared by the {profile} profile: {list(seeds)}"}
 
 
 def training_record(profile: str, multilingual: bool = True) -> dict:
-    """The profile's runs' own training (with ``multilingual``, the Hindi track's too),
-    summed from their logs whenever they trained (in this run or before it): runs, seconds
-    and the threads each trained on. Empty when some run is missing here."""
+    """The runs, training seconds (summed from their logs) and threads of the profile's runs
+    (with ``multilingual``, the Hindi track's too); empty when some run is missing here."""
     track = getattr(get_profile(profile), "track", None) if multilingual else None
     studies = [profile] + ([track.study] if track is not None else [])
     try:
@@ -222,10 +199,9 @@ def timing_line(timings: dict[str, float], machine: dict | None = None) -> str:
 
 def run_record(profile: str, timings: dict[str, float], machine: dict, previous: dict,
                only: list[str] | None = None) -> dict:
-    """What ``run.json`` keeps of a run. A whole run's record holds its chapter times and what
-    ran. After chapters re-run with ``--only`` (their runs stored, nothing trains), the whole
-    run's times stay the record's, since they are what ``make study`` costs, and the re-run
-    chapters' times are kept apart under ``reopened``: what opening a chapter again costs."""
+    """What ``run.json`` keeps of a run: its chapter times and what ran. After chapters
+    re-run with ``--only``, the whole run's times stay (what ``make study`` costs) and the
+    re-run chapters' times go under ``reopened``."""
     if not only or not previous.get("timings"):
         return {"profile": profile, "timings": timings, "machine": machine}
     again = {**(previous.get("reopened") or {}).get("timings", {}),
@@ -235,13 +211,11 @@ def run_record(profile: str, timings: dict[str, float], machine: dict, previous:
 
 
 def stale_verdicts(csv_path: Path) -> bool:
-    """A claims table whose verdicts are not the study's present vocabulary
-    (``stats.VERDICTS``) was made by an earlier version of the statistics."""
-    if not csv_path.exists():
-        return False
-    table = pd.read_csv(csv_path)
-    words = {*VERDICTS, NOT_RUN, DESCRIPTIVE}  # the harm family's rows that are not claims
-    return "verdict" in table and not set(table["verdict"].dropna()) <= words
+    """Whether a table's verdicts fall outside the present vocabulary (``stats.VERDICTS``, and
+    the harm family's rows that are not claims): made by earlier statistics."""
+    table = pd.read_csv(csv_path) if csv_path.exists() else pd.DataFrame()
+    return "verdict" in table and not set(table["verdict"].dropna()) <= {
+        *VERDICTS, NOT_RUN, DESCRIPTIVE}
 
 
 def _tables(folder: Path, tables: list[tuple[str, str]], heading: str = "###",
@@ -283,12 +257,12 @@ def _run_line(folder: Path) -> list[str]:
 
 def _other_run(folder: Path, title: str, tables: list[tuple[str, str]],
                intro: str | None = None, command: str = "make study") -> list[str]:
-    """A run kept in a sub-folder of figures/ (the full profile, the AVX2 run): its heading,
-    an optional sentence, its tables and timing line; nothing when none of its tables exist."""
-    if not any((folder / f"{name}.md").exists() for name, _ in tables):
+    """A run kept in a sub-folder of figures/: heading, optional sentence, tables and timing
+    line; nothing when none of its tables exist."""
+    shown = _tables(folder, tables, heading="####", command=command)
+    if not shown:
         return []
-    return ([f"### {title}", ""] + ([intro, ""] if intro else [])
-            + _tables(folder, tables, heading="####", command=command) + _run_line(folder))
+    return [f"### {title}", ""] + ([intro, ""] if intro else []) + shown + _run_line(folder)
 
 
 def _design_line(recipe_path: Path) -> list[str]:
@@ -309,10 +283,9 @@ def results_markdown(figures: Path = FIGURES_ROOT,
                      timings: dict[str, float] | None = None,
                      machine: dict | None = None,
                      recipe_path: Path = RECIPE_PATH) -> str:
-    """The README's results section, assembled from the files in ``figures`` (the
-    repository's, whatever ``$CLP_FIGURES_DIR`` says), ``figures/full`` for the full profile
-    and ``figures/avx2`` for the cpu profile on AVX2 kernels. ``timings`` and ``machine``
-    override the cpu profile's ``run.json``."""
+    """The README's results section, from the files in ``figures`` (the repository's,
+    whatever ``$CLP_FIGURES_DIR`` says) and its extras, full and avx2 sub-folders.
+    ``timings`` and ``machine`` override the cpu profile's ``run.json``."""
     parts = [START, "", "_Generated by `make study` from `figures/`; do not edit by hand._", "",
              f"**What this study tests.** {framing_sentence()}", ""]
     parts += _tables(figures, README_TABLES)
@@ -354,10 +327,9 @@ def update_readme(timings: dict[str, float] | None = None, readme: Path = README
 
 def reproduce(profile: str, folder: Path, committed: Path, then_record: dict | None,
               now_record: dict | None, keep: bool = True) -> str:
-    """Compare the regenerated headline numbers with the committed snapshot; write and print
-    the reproduction report (``results/reproduction/<profile>/``; with ``keep``, for the cpu
-    and extras profiles, also beside their figures, where it is committed). Returns its
-    summary."""
+    """Compare the regenerated headline numbers with the committed snapshot, write the report
+    to ``results/reproduction/<profile>/`` (with ``keep``, cpu and extras also beside their
+    committed figures), print it and return its summary."""
     table = report.compare(committed, folder, then_record, now_record)
     path = report.write(table, results_dir() / "reproduction" / profile)
     if keep and folder.is_relative_to(FIGURES_ROOT) and profile in ("cpu", "extras"):
@@ -367,9 +339,8 @@ def reproduce(profile: str, folder: Path, committed: Path, then_record: dict | N
     return text
 
 
-#: Where the teacher's page reads chapter times measured apart from ``make study``:
-#: ``reopen-<precision>.json`` (``--reopen``) and ``smoke-<precision>.json`` (``--profile smoke
-#: --record-timings``), each with the machine that ran them.
+#: The teacher's page's chapter times measured apart from ``make study`` (``--reopen``,
+#: ``--profile smoke --record-timings``), one ``<kind>-<precision>.json`` each.
 TIMINGS = FIGURES_ROOT / "timings"
 
 
@@ -383,11 +354,10 @@ def record_timings(kind: str, timings: dict[str, float], stopped: dict | None = 
 
 
 def reopen_chapters(only: list[str] | None = None) -> dict[str, float]:
-    """Every chapter as a reader's clone opens it: its own parameters (the cpu profile,
-    ``train = False``) on an empty results folder, so only the committed results are read
-    and nothing trains; figures go to ``results/reopen/figures``, never over the committed
-    ones. A chapter that stops because it needs what is not committed (chapter 05's models)
-    is timed to its stop and its reason kept. Writes ``TIMINGS/reopen-<precision>.json``."""
+    """Every chapter as a reader's clone opens it (its own parameters, an empty results
+    folder: only committed results are read, nothing trains, figures go under
+    ``results/reopen``); a chapter stopping for what is not committed is timed to its stop.
+    Writes ``TIMINGS/reopen-<precision>.json``."""
     root = results_dir() / "reopen"
     store, out = root / "store", root / "notebooks"
     out.mkdir(parents=True, exist_ok=True)

@@ -1,18 +1,15 @@
 """What ``make study`` commits beside its figures, so that a clone shows the study before
 anything runs and reopens its chapters without training.
 
-- ``export_results()``: the small part of every run the cpu and extras profiles read (its
-  config, step log, metrics and per-query metrics on the test, validation and out-of-domain
-  queries, with the qrels written beside them), the zero-shot baselines, the stored hybrid
-  tables and chapter 04's corpus spreads, copied from ``results/`` into ``figures/results/``
-  (``evaluation.committed_dir``). No model and no run file travels: a few MB, where
-  ``results/`` holds GB. A chapter opened with
-  ``train = False`` reads them (``study.run_study``).
-- ``publish_chapters(executed)``: the chapters papermill executed, copied back into
-  ``notebooks/`` with their outputs, minus what only the machine that ran them knows: the
-  parameters cell papermill injected (so a reopened chapter runs on its own defaults, which
-  train nothing), papermill's timestamps and durations, progress bars and warnings (stderr),
-  widget state, and the repository's absolute path in any output.
+- ``export_results()``: the small part of every run the cpu and extras profiles read (config,
+  step log, metrics and per-query metrics on the test, validation and out-of-domain queries,
+  with the qrels), the zero-shot baselines, the hybrid tables and chapter 04's corpus spreads,
+  copied from ``results/`` into ``figures/results/`` (``evaluation.committed_dir``): a few MB,
+  no model and no run file. A chapter opened with ``train = False`` reads them.
+- ``publish_chapters(executed)``: the executed chapters copied back into ``notebooks/`` with
+  their outputs, minus what only the machine that ran them knows: papermill's injected
+  parameters cell (a reopened chapter runs on its own defaults, which train nothing) and
+  metadata, stderr, widget state, and the repository's absolute path in any output.
 """
 
 from __future__ import annotations
@@ -81,7 +78,8 @@ def export_results(target: Path | None = None) -> Path:
     return target
 
 
-def _strip_paths(text: str) -> str:
+def _strip_paths(text: str | list[str]) -> str:
+    text = text if isinstance(text, str) else "".join(text)
     return text.replace(f"{REPO_ROOT}/", "").replace(str(REPO_ROOT), ".").replace(
         str(Path.home()), "~")
 
@@ -90,19 +88,14 @@ def _clean_output(output: dict) -> dict | None:
     if output["output_type"] == "error":
         raise ValueError(f"an executed chapter holds an error ({output.get('ename')}): "
                          "not published")
-    if output["output_type"] == "stream":
-        if output["name"] == "stderr":
-            return None
-        text = output["text"]
-        output["text"] = _strip_paths(text if isinstance(text, str) else "".join(text))
-        return output
     data = output.get("data", {})
-    if WIDGETS in data:
+    if output.get("name") == "stderr" or WIDGETS in data:
         return None
+    if "text" in output:
+        output["text"] = _strip_paths(output["text"])
     for kind in ("text/plain", "text/html", "text/markdown"):
         if kind in data:
-            value = data[kind]
-            data[kind] = _strip_paths(value if isinstance(value, str) else "".join(value))
+            data[kind] = _strip_paths(data[kind])
     return output
 
 
@@ -113,16 +106,15 @@ def clean_notebook(nb: dict) -> dict:
                    if "injected-parameters" not in c.get("metadata", {}).get("tags", [])]
     for key in ("papermill", "widgets"):
         nb["metadata"].pop(key, None)
+    for cell in nb["cells"]:
+        cell.get("metadata", {}).pop("papermill", None)
     for count, cell in enumerate((c for c in nb["cells"] if c["cell_type"] == "code"), 1):
-        cell["metadata"].pop("papermill", None)
         cell["metadata"].pop("execution", None)
         cell["outputs"] = [o for o in map(_clean_output, cell["outputs"]) if o is not None]
         cell["execution_count"] = count
         for o in cell["outputs"]:
             if "execution_count" in o:
                 o["execution_count"] = count
-    for cell in nb["cells"]:
-        cell.get("metadata", {}).pop("papermill", None)
     return nb
 
 

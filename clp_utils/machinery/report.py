@@ -1,28 +1,19 @@
 """The reproduction report: every headline number ``make study`` regenerated, set against
 the committed value, OK or DIFF, in the spirit of Anserini's regression matrix.
 
-Before the chapters run, ``snapshot`` copies the committed headline tables of the profile's
-figures folder; after they ran, ``compare`` reads both and lists, for every number, the
-committed value, the new one, their difference, a tolerance and OK or DIFF, and every verdict
-that changed. The tolerance of a mean is what the two runs' seeds and precision allow:
+``snapshot`` copies the committed headline tables before the chapters run; ``compare`` then
+lists, for every number, the committed value, the new one, their difference, a tolerance and
+OK or DIFF, and every changed verdict. The tolerance of a mean is what seeds and precision
+allow:
 
     tolerance = Z * sqrt(sd_committed^2 / n_committed + sd_now^2 / n_now) + floor
 
-with each row's seed-to-seed sd (the committed one stands in where a run has a single seed),
-``Z`` = 3, and a ``floor`` for the arithmetic (``FLOOR``, plus ``PRECISION_FLOOR`` when the
-two runs computed in different precisions). A claim's difference gets the half-width of its
-committed 95% interval as its tolerance. When the two runs differ in seeds or precision, the
-report says so for every difference, so a DIFF on a machine of another kind reads against
-its cause: within the tolerance those causes allow (OK), or beyond it (DIFF).
-
-A verdict that changed is "expected" when the two intervals overlap and either reading was at
-the edge of its verdict (``stats.at_edge``: within ``stats.EDGE_BAND`` of reading otherwise),
-"unexpected" otherwise: a few questions can move a verdict at the edge, not one far from it.
-
-The data is a cause too: ``run.json`` records each dataset's source checksum and query
-counts (``catalog.data_record``), and a row whose datasets changed says which and how
-("data: reddit source changed, test queries 1,986 -> 1,995"). A DIFF there is read against
-the data change, not the machine.
+with each row's seed-to-seed sd (the committed one standing in for a single seed), ``Z`` = 3,
+and ``FLOOR`` (plus ``PRECISION_FLOOR`` across precisions); a claim's difference gets the
+half-width of its committed 95% interval. Each row names what differs between the two runs
+(seeds, precision, trainer, statistics, data from ``catalog.data_record``), so a DIFF reads
+against its cause. A changed verdict is "expected" when the two intervals overlap and either
+reading was at the edge of its verdict (``stats.at_edge``), "unexpected" otherwise.
 """
 
 from __future__ import annotations
@@ -53,9 +44,9 @@ HEADLINES = [
     ("04_claims_2x2", ["claim", "metric"], ["delta"], "verdict", ("reddit",)),
 ]
 Z = 3.0
-#: What trained the runs of a record written before records named their trainer.
+#: What a record written before records named them had trained with (the study's own loop,
+#: replaced by SentenceTransformerTrainer in issue 28) and read verdicts with.
 EARLIER_TRAINER = "the study's own training loop"
-#: How verdicts were read before records named it (one margin, nDCG@10, bootstrap seeds).
 EARLIER_STATISTICS = "two-level bootstrap, one margin (0.01), nDCG@10"
 FLOOR = 0.002
 PRECISION_FLOOR = 0.005
@@ -75,9 +66,8 @@ class Machine:
 
     @classmethod
     def of(cls, record: dict | None) -> Machine:
+        """What ``record`` (a ``run.json``) says; an older record's trainer and statistics."""
         machine = (record or {}).get("machine", {})
-        # a record without a trainer was written by the study's own training loop, which
-        # SentenceTransformerTrainer replaced (issue 28)
         trainer = machine.get("trainer") or (EARLIER_TRAINER if record else None)
         statistics = machine.get("statistics") or (EARLIER_STATISTICS if record else None)
         return cls((machine.get("seeds") or {}).get("seeds"),
@@ -127,21 +117,12 @@ def data_changes(then: dict | None, now: dict | None) -> dict[str, str]:
     return out
 
 
-def _row_data_cause(changes: dict[str, str], datasets: tuple[str, ...], key) -> str:
-    """The data change behind one row: the datasets its key names, else its table's."""
-    named = [d for d in datasets if d in (key if isinstance(key, tuple) else (key,))]
-    hit = [d for d in (named or datasets) if d in changes]
-    return "; ".join(f"data: {d} {changes[d]}" for d in hit)
-
-
 def snapshot(figures: Path, into: Path) -> Path:
     """Copy the committed headline tables (and ``run.json``) of ``figures`` to ``into``."""
     into.mkdir(parents=True, exist_ok=True)
-    for stem, *_ in HEADLINES:
-        if (figures / f"{stem}.csv").exists():
-            shutil.copy2(figures / f"{stem}.csv", into / f"{stem}.csv")
-    if (figures / "run.json").exists():
-        shutil.copy2(figures / "run.json", into / "run.json")
+    for name in [f"{stem}.csv" for stem, *_ in HEADLINES] + ["run.json"]:
+        if (figures / name).exists():
+            shutil.copy2(figures / name, into / name)
     return into
 
 
@@ -159,18 +140,11 @@ def _table(path: Path, index: list[str]) -> pd.DataFrame | None:
     return df.set_index(keep) if keep else None
 
 
-def _sd(df: pd.DataFrame, key, column: str) -> float:
-    sd_col = column.replace(" mean", " sd")
-    if sd_col in df.columns and key in df.index:
-        value = df.loc[key, sd_col]
-        return float(value) if pd.notna(value) else math.nan
-    return math.nan
-
-
-def _seeds(df: pd.DataFrame, key) -> int:
-    if "seeds" in df.columns and key in df.index and pd.notna(df.loc[key, "seeds"]):
-        return int(df.loc[key, "seeds"])
-    return 1
+def _cell(df: pd.DataFrame, key, column: str, default: float) -> float:
+    """``df.loc[key, column]``, or ``default`` where it is absent or NaN."""
+    if column in df.columns and key in df.index and pd.notna(df.loc[key, column]):
+        return float(df.loc[key, column])
+    return default
 
 
 def tolerance(then: pd.DataFrame, now: pd.DataFrame, key, column: str,
@@ -181,12 +155,13 @@ def tolerance(then: pd.DataFrame, now: pd.DataFrame, key, column: str,
         if {"95% CI low", "95% CI high"} <= set(then.columns):
             return float(then.loc[key, "95% CI high"] - then.loc[key, "95% CI low"]) / 2 + floor
         return floor
-    sd_then, sd_now = _sd(then, key, column), _sd(now, key, column)
+    sd = column.replace(" mean", " sd")
+    sd_then, sd_now = _cell(then, key, sd, math.nan), _cell(now, key, sd, math.nan)
     sd_then = sd_now if math.isnan(sd_then) else sd_then
     sd_now = sd_then if math.isnan(sd_now) else sd_now
     if math.isnan(sd_then):
         return floor  # a single run on both sides (zero-shot, BM25): deterministic
-    n_then, n_now = _seeds(then, key), _seeds(now, key)
+    n_then, n_now = int(_cell(then, key, "seeds", 1)), int(_cell(now, key, "seeds", 1))
     return Z * math.sqrt(sd_then ** 2 / n_then + sd_now ** 2 / n_now) + floor
 
 
@@ -210,19 +185,22 @@ def compare(committed: Path, figures: Path, then_record: dict | None = None,
         if then is None or now is None:
             continue
         for key in then.index.intersection(now.index):
+            parts = key if isinstance(key, tuple) else (key,)
+            # the data change behind a row: the datasets its key names, else its table's
+            named = [d for d in datasets if d in parts] or datasets
+            data = "; ".join(f"data: {d} {changes[d]}" for d in named if d in changes)
             for column in columns:
                 if column not in then.columns or column not in now.columns:
                     continue
                 a, b = float(then.loc[key, column]), float(now.loc[key, column])
                 tol = tolerance(then, now, key, column, precision_differs)
                 ok = abs(b - a) <= tol or (math.isnan(a) and math.isnan(b))
-                row = {"table": stem, "row": " / ".join(map(str, key if isinstance(key, tuple)
-                                                             else (key,))),
+                row = {"table": stem, "row": " / ".join(map(str, parts)),
                        "number": column, "committed": a, "now": b, "difference": b - a,
                        "tolerance": tol, "status": "OK" if ok else "DIFF",
                        "machine differs in": causes or "nothing",
                        "method differs in": method or "nothing",
-                       "data differs in": _row_data_cause(changes, datasets, key) or "nothing"}
+                       "data differs in": data or "nothing"}
                 if verdict and verdict in then.columns and verdict in now.columns:
                     v_then, v_now = then.loc[key, verdict], now.loc[key, verdict]
                     row["verdict committed"], row["verdict now"] = v_then, v_now
@@ -296,5 +274,6 @@ def write(report: pd.DataFrame, folder: Path) -> Path:
 
 
 def read_record(folder: Path) -> dict | None:
+    """The ``run.json`` in ``folder``, or None."""
     path = folder / "run.json"
     return json.loads(path.read_text()) if path.exists() else None
