@@ -16,9 +16,9 @@ from clp_utils.base.precision import normalize_setting
 from clp_utils.catalog import DATASETS, known_dataset
 from clp_utils.losses import DEFAULT_TAU, VARIANTS
 from clp_utils.mining import MiningConfig
+from clp_utils.policies import POLICIES
 
 LOSSES = ("infonce", "clp", "infonce_symmetric", "gist", "mnrl_hardness")
-POLICIES = ("full", "intermediate", "moe", "lora")
 SCHEDULES = ("linear", "constant")
 #: Fields that do not change a run's numbers: how it is named and how often it checkpoints.
 BOOKKEEPING = ("label", "checkpoint_every")
