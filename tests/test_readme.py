@@ -155,6 +155,17 @@ def test_settings_pass_as_arguments_not_through_the_environment():
         assert all(f'"{name}"' not in source(m) for m in _modules() if m != "base.paths"), name
 
 
+def test_every_command_line_entry_point_reads_its_settings_at_its_edge():
+    # `make data` once converted the model into the default cache whatever $CLP_CACHE said:
+    # the catalog's command line never called configure(**from_environment())
+    entry = [m for m in _modules()
+             if "__main__" in (REPO_ROOT / "clp_utils" / (m.replace(".", "/") + ".py")).read_text()]
+    assert "catalog" in entry and "machinery.pipeline" in entry
+    for m in entry:
+        text = (REPO_ROOT / "clp_utils" / (m.replace(".", "/") + ".py")).read_text()
+        assert "from_environment()" in text and "configure(" in text, m
+
+
 def test_every_package_name_the_docs_cite_exists():
     """A `clp_utils.module.name` in the README, the book's pages or a chapter names something
     the package has (a renamed function leaves no dangling reference behind)."""

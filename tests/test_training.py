@@ -83,8 +83,9 @@ def test_run_id_changes_when_a_default_changes(tmp_path):
     import clp_utils
 
     package = Path(clp_utils.__file__).parent
-    def run_id_after(pattern: str | None = None, replacement: str = "",
-                     owner: type = TrainConfig) -> str:
+
+    def edited_copy(pattern: str | None = None, replacement: str = "",
+                    owner: type = TrainConfig) -> Path:
         copy = tmp_path / f"edit{len(list(tmp_path.iterdir()))}"
         shutil.copytree(package, copy / "clp_utils", ignore=shutil.ignore_patterns("__pycache__"))
         if pattern:
@@ -93,21 +94,26 @@ def test_run_id_changes_when_a_default_changes(tmp_path):
             text, n = re.subn(pattern, replacement, path.read_text())
             assert n == 1, f"{pattern!r} not found once in {source}"
             path.write_text(text)
-        code = ("from clp_utils.train_config import TrainConfig; "
-                "from clp_utils.runstore import run_id; "
-                "print(run_id(TrainConfig(), 'data'))")
-        env = {**os.environ, "PYTHONPATH": str(copy)}
-        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              check=True, env=env, cwd=copy).stdout.strip()
+        return copy
 
-    unchanged = run_id_after()
+    copies = [edited_copy(),
+              edited_copy(r"tau: float = [^\n]+", "tau: float = 0.07"),
+              edited_copy(r"rank_max: int = \d+", "rank_max: int = 31", MiningConfig),
+              edited_copy(r"(label: str = )\"\"", r'\1"renamed"'),
+              edited_copy(r"checkpoint_every: int = \d+", "checkpoint_every: int = 3")]
+    code = ("from clp_utils.train_config import TrainConfig; "
+            "from clp_utils.runstore import run_id; "
+            "print(run_id(TrainConfig(), 'data'))")
+    # one fresh interpreter per copy, all at once (each spends its time importing torch)
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(c)}, cwd=c) for c in copies]
+    unchanged, tau, nested, label, interval = [p.communicate()[0].strip() for p in procs]
+    assert all(p.returncode == 0 for p in procs)
     assert unchanged == run_id(TrainConfig(), "data")  # the copy is the same code
-    assert run_id_after(r"tau: float = [^\n]+", "tau: float = 0.07") != unchanged
-    assert run_id_after(r"rank_max: int = \d+", "rank_max: int = 31",
-                        MiningConfig) != unchanged  # a nested config's default
+    assert tau != unchanged
+    assert nested != unchanged  # a nested config's default
     # bookkeeping defaults are not hashed: the label, the checkpoint interval
-    assert run_id_after(r"(label: str = )\"\"", r'\1"renamed"') == unchanged
-    assert run_id_after(r"checkpoint_every: int = \d+", "checkpoint_every: int = 3") == unchanged
+    assert label == unchanged and interval == unchanged
 
 
 def test_a_finished_run_is_never_reused_for_another_config(tmp_path):
