@@ -79,7 +79,6 @@ def main(argv: list[str] | None = None) -> None:
                    help="default: every source with a download address")
     r.add_argument("--url", help="download from this address instead (one --names only)")
     args = parser.parse_args(argv)
-    configure(**from_environment())  # the command line's edge: $CLP_CACHE holds the model
     if args.cmd == "build":
         squad = build_squadshifts(args.splits or SQUADSHIFTS, args.out or DATA_DIR / "squadshifts",
                                   args.seed, args.test_fraction, force=args.force)
@@ -100,4 +99,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    # the command line's edge ($CLP_CACHE holds the model); not in main(), which a running
+    # chapter also calls (chapter.ensure_data) after configuring its own folders
+    configure(**from_environment())
     main()

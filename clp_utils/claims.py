@@ -22,9 +22,14 @@ import pandas as pd
 from clp_utils import profiles as P
 from clp_utils.base.paths import EXTRAS_ROOT, FIGURES_ROOT
 from clp_utils.paper import METRIC, METRICS, SETTINGS, claimed_difference, step_margin
-from clp_utils.plots import number
+from clp_utils.plots import number, read_table
 from clp_utils.results import clusters_of, seed_scores, seed_spread
-from clp_utils.stats import SMALLEST_EFFECT, comparison_table, delta_matrix, excludes
+from clp_utils.stats import (
+    SMALLEST_EFFECT,
+    comparison_table,
+    excludes,
+    pooled_seed_component,
+)
 from clp_utils.study import StudyRun
 
 #: How the study names its models in sentences.
@@ -170,19 +175,6 @@ def _side(runs: list[StudyRun], rows: tuple[str, ...], split: str, metric: str,
     return out
 
 
-def pooled_seed_component(per_seed: dict, pairs: list[tuple[str, str]]) -> tuple[float, int]:
-    """The seed sd of a difference pooled over the pairs with two or more paired seeds (the
-    mean of their per-seed variances; degrees of freedom: the sum of S - 1). (nan, 0) when
-    none has two seeds."""
-    variances, df = [], 0
-    for system, ref in pairs:
-        _, d = delta_matrix(per_seed[system], per_seed[ref])
-        if d.shape[0] > 1:
-            variances.append(float(d.mean(1).var(ddof=1)) * (d.shape[0] - 1))
-            df += d.shape[0] - 1
-    return (math.sqrt(sum(variances) / df), df) if df else (float("nan"), 0)
-
-
 def claims_table(runs: list[StudyRun], family: str = "paper", metric: str = METRIC,
                  split: str | None = None, seed: int = 0) -> pd.DataFrame:
     """The family's claims whose rows ran, tested on ``split`` (default: the runs' first).
@@ -243,7 +235,7 @@ def is_true(value) -> bool:
 def committed_claims(path: Path | None = None) -> pd.DataFrame:
     """The cpu profile's committed claims table (empty when ``make study`` has not run)."""
     path = Path(path or FIGURES_ROOT / "04_claims.csv")
-    return pd.read_csv(path) if path.exists() else pd.DataFrame(columns=CLAIM_COLUMNS)
+    return read_table(path) if path.exists() else pd.DataFrame(columns=CLAIM_COLUMNS)
 
 
 def _fmt_interval(r: pd.Series) -> str:
@@ -437,7 +429,7 @@ def controls_table(runs: list[StudyRun], metric: str = METRIC, family: str = "co
     stem = "04_claims_controls" if family == "controls" else "04_claims_2x2"
     path = Path(committed or EXTRAS_ROOT / f"{stem}.csv")
     if path.exists():
-        read = pd.read_csv(path)
+        read = read_table(path)
         if "metric" in read:
             read = read[read["metric"] == metric].reset_index(drop=True)
         return read, f"read from {path.relative_to(FIGURES_ROOT.parent)}"

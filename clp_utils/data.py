@@ -442,10 +442,8 @@ def load_miracl(lang: str, root: str | Path | None = None,
     if not doc_files:
         raise DataError(f"no MIRACL corpus files for {lang!r} ({corpus_dir}/docs-*.jsonl.gz)")
 
-    table = datasets.load_dataset("json", data_files=[str(f) for f in doc_files], split="train")
-    corpus = {str(r["docid"]): {"title": r.get("title") or "", "text": r["text"]} for r in table}
     queries: dict[str, dict] = {}
-    qrels: dict[str, Qrels] = {}
+    judged = {}  # split -> (path, rows): a missing or malformed file fails before the corpus loads
     for split in splits:
         topics = Path(root) / base / "topics" / f"topics.{base}-{split}.tsv"
         for lineno, line in enumerate(topics.read_text(encoding="utf-8").splitlines(), 1):
@@ -455,8 +453,13 @@ def load_miracl(lang: str, root: str | Path | None = None,
                     raise DataError(f"{topics}:{lineno}: expected 'qid<TAB>query'")
                 queries[parts[0]] = {"text": parts[1], "answers": []}
         path = Path(root) / base / "qrels" / f"qrels.{base}-{split}.tsv"
+        judged[split] = (path, list(qrels_rows(path)))
+    table = datasets.load_dataset("json", data_files=[str(f) for f in doc_files], split="train")
+    corpus = {str(r["docid"]): {"title": r.get("title") or "", "text": r["text"]} for r in table}
+    qrels: dict[str, Qrels] = {}
+    for split, (path, rows) in judged.items():
         rels = qrels["test" if split == "dev" else split] = {}
-        for lineno, qid, docid, rel in qrels_rows(path):
+        for lineno, qid, docid, rel in rows:
             if qid not in queries:
                 raise DataError(f"{path}:{lineno}: unknown query {qid!r}")
             if docid not in corpus:

@@ -35,6 +35,7 @@ from clp_utils.mining import contains_answer
 from clp_utils.models import model_path
 from clp_utils.multilingual import tokenizer_table
 from clp_utils.paper import METRIC
+from clp_utils.plots import read_table
 from clp_utils.results import forgetting_sentence
 from clp_utils.runstore import is_finished
 from clp_utils.stats import paired_test
@@ -59,7 +60,7 @@ class Exercise:
 
 def _read(stem: str) -> pd.DataFrame | None:
     path = FIGURES_ROOT / f"{stem}.csv"
-    return pd.read_csv(path) if path.exists() else None
+    return read_table(path) if path.exists() else None
 
 
 def _missing(stem: str, command: str) -> str:

@@ -34,7 +34,7 @@ from clp_utils.evaluation import committed_dir, evaluate_run
 from clp_utils.losses import clp_loss
 from clp_utils.mining import MiningConfig, index_and_queries, positives_of
 from clp_utils.models import load_model
-from clp_utils.plots import number
+from clp_utils.plots import number, read_table
 from clp_utils.profiles import (
     ANCE,
     CLP,
@@ -610,7 +610,7 @@ def committed_harm_gaps() -> pd.DataFrame:
     """The extras' committed ``harm_gaps`` table (lambda 0.5 among its rows), indexed by
     comparison; empty when ``make study-extras`` has not run."""
     path = EXTRAS_ROOT / "05_harm_gaps.csv"
-    return pd.read_csv(path, index_col="comparison") if path.exists() else pd.DataFrame()
+    return read_table(path, index_col="comparison") if path.exists() else pd.DataFrame()
 
 
 def harm_summary(frames: Frames, trained: Frames | None = None) -> pd.DataFrame:

@@ -20,7 +20,7 @@ from clp_utils.base.io import atomic_write, stable_hash
 from clp_utils.base.paths import results_dir
 from clp_utils.batching import load_training_data
 from clp_utils.evaluation import bm25, committed_dir, convex, evaluate_run, rrf
-from clp_utils.plots import number
+from clp_utils.plots import number, read_table
 from clp_utils.profiles import ZERO_SHOT, StudyProfile, get_profile
 from clp_utils.results import clusters_of
 from clp_utils.stats import comparison_table
@@ -58,10 +58,8 @@ def hybrid_table(runs: list[StudyRun], profile: str | StudyProfile, split: str,
     if not all(r.test_result.has_run and r.val_result.has_run for r in here):
         for root in (results_dir(), committed_dir()):  # reopened from committed results
             if (root / MEMO / key / "comparisons.csv").exists():
-                return (pd.read_csv(root / MEMO / key / "systems.csv", index_col="system"),
-                        # text, as computed: one seed's "+0.0951" would read as a number
-                        pd.read_csv(root / MEMO / key / "comparisons.csv", index_col=0,
-                                    dtype={"seed deltas": str}))
+                return (read_table(root / MEMO / key / "systems.csv", index_col="system"),
+                        read_table(root / MEMO / key / "comparisons.csv", index_col=0))
         raise FileNotFoundError(f"{split}: the hybrids need the runs' run files, which are not "
                                 f"here, and no stored table {key} exists in "
                                 f"{results_dir() / MEMO} or {committed_dir() / MEMO}; "

@@ -438,6 +438,8 @@ class CLPLoss(InfoNCELoss):
         self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None
     ) -> Tensor | dict[str, Tensor]:
         features = list(sentence_features)
+        if len(features) != self.num_columns:  # fail before any forward pass, same message
+            return self.compute_loss_from_embeddings(features, labels)
         k = self.num_negatives
         # Two forwards grouped by text width: short queries (the query and the negatives'
         # queries) and long passages, so that no query is padded to passage length.

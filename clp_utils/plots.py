@@ -60,6 +60,13 @@ def save_table(df: pd.DataFrame, name: str, folder: Path | None = None,
     return csv_path, md_path
 
 
+def read_table(path: Path | str, **kwargs) -> pd.DataFrame:
+    """Read back a table ``save_table`` (or a stored comparison table) wrote: ``pd.read_csv``
+    with its text columns kept as text (one seed's ``seed deltas``, "+0.0951", would otherwise
+    come back as the number 0.0951)."""
+    return pd.read_csv(path, dtype={"seed deltas": str}, **kwargs)
+
+
 _COUNT_WORDS = {"n", "steps", "step", "queries", "seeds", "passages", "batches", "batch",
                 "params", "runs", "tokens", "records", "candidates", "negatives", "questions",
                 "dropped", "layer", "count"}

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from clp_utils.base.paths import PROFILES
 from clp_utils.catalog import load_named
 from clp_utils.data import RetrievalDataset
 from clp_utils.mining import MiningConfig
 from clp_utils.recipe import Recipe
 from clp_utils.train_config import TrainConfig
 
-NAMES = ("smoke", "quick", "cpu", "extras", "full")
+NAMES = PROFILES  # one list of profile names, kept where the figures folders are decided
 #: The cpu profile's seeds (its design: two seeds per paper row); quick runs the first.
 CPU_SEEDS = (0, 1)
 #: The cpu profile's out-of-domain (forgetting) set: a new_wiki subset of this many passages

@@ -21,7 +21,8 @@ from pathlib import Path
 from clp_utils.base.io import atomic_write
 from clp_utils.base.paths import REPO_ROOT
 from clp_utils.mining import MiningConfig
-from clp_utils.train_config import POLICIES, TrainConfig
+from clp_utils.policies import POLICIES
+from clp_utils.train_config import TrainConfig
 
 RECIPE_PATH = REPO_ROOT / "configs" / "recipe_cpu.json"
 #: The settings of the cpu profile that no measurement chose (the docstring says why each).

@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from clp_utils.base.io import atomic_write, slug, stable_hash, write_json
+from clp_utils.base.io import atomic_dir, atomic_write, slug, stable_hash, write_json
 from clp_utils.base.paths import REPO_ROOT, results_dir
 from clp_utils.base.precision import Precision, decide
 from clp_utils.batching import load_training_data
@@ -156,6 +156,17 @@ def load_run(run_dir: Path) -> RunResult:
 
     return RunResult(info["run_id"], run_dir, config, read(run_dir), read(run_dir / "ood"),
                      read(run_dir / "val"))
+
+
+def save_model(run_dir: Path, model) -> None:
+    """Write the fine-tuned model to ``model/`` (atomically: a folder appears whole or not)."""
+    with atomic_dir(run_dir / "model") as tmp:
+        model.save(str(tmp))
+
+
+def write_info(run_dir: Path, info: dict) -> None:
+    """Write ``config.json`` (atomically)."""
+    write_json(run_dir / "config.json", info)
 
 
 def write_log(run_dir: Path, log: list[dict]) -> None:

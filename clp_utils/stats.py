@@ -238,6 +238,19 @@ def two_level_bootstrap(system: SeedScores, reference: SeedScores, clusters: Map
                       p_per_query=sign_flip_p(d.mean(0), n_permutations, seed))
 
 
+def pooled_seed_component(per_seed: dict, pairs: list[tuple[str, str]]) -> tuple[float, int]:
+    """The seed sd of a difference pooled over the pairs with two or more paired seeds (the
+    mean of their per-seed variances; degrees of freedom: the sum of S - 1). (nan, 0) when
+    none has two seeds."""
+    variances, df = [], 0
+    for system, ref in pairs:
+        _, d = delta_matrix(per_seed[system], per_seed[ref])
+        if d.shape[0] > 1:
+            variances.append(float(d.mean(1).var(ddof=1)) * (d.shape[0] - 1))
+            df += d.shape[0] - 1
+    return (math.sqrt(sum(variances) / df), df) if df else (float("nan"), 0)
+
+
 def minimum_detectable_effect(se: float, df: float, power: float = 0.8,
                               alpha: float = ALPHA) -> float:
     """The smallest true difference that the two-sided t-test at level ``alpha`` rejects with
@@ -385,9 +398,9 @@ def edge_distance(low: float, high: float, verdict: str, margin: float = SMALLES
     if verdict not in VERDICTS:
         raise ValueError(f"not a verdict: {verdict!r}")
     outer, past_zero = max(abs(low), abs(high)), max(0.0, min(-low, high))
-    by_word = (low, -high, max(0.0, min(margin - outer, past_zero)),  # in VERDICTS' order
-               max(0.0, min(outer - margin, past_zero)), math.nan)
-    return dict(zip(VERDICTS, by_word, strict=True))[verdict]
+    held, reversed_, equivalent, inconclusive, no_verdict = VERDICTS
+    return {held: low, reversed_: -high, equivalent: max(0.0, min(margin - outer, past_zero)),
+            inconclusive: max(0.0, min(outer - margin, past_zero)), no_verdict: math.nan}[verdict]
 
 
 def at_edge(distance: float) -> bool:

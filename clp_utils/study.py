@@ -144,8 +144,9 @@ def run_study(profile: str | StudyProfile, rows: Iterable[str] | None = None,
     p, wanted = study_profile(profile), set(rows) if rows is not None else None
     todo = [c for c in study_configs(p) if wanted is None or c.row in wanted]
     missing = missing_cells(p, rows)
-    committed = {c: committed_run(c.config) for c in missing} if not train else {}
+    committed = {}
     if not train:
+        committed = {c: committed_run(c.config) for c in missing}
         absent = [c for c in missing if committed[c] is None or models]
         if absent:
             raise SystemExit(

@@ -99,10 +99,9 @@ def equilibrium_angle(scene: Scene, lam: float, tau: float, lo: float, hi: float
     def force(deg: float) -> float:
         return negative_field(scene, lam, tau, torch.tensor([deg]))[2].item()
 
-    try:
-        return optimize.bisect(force, lo, hi, xtol=1e-12)
-    except ValueError:  # the same sign at both ends
+    if force(lo) * force(hi) > 0:  # the same sign at both ends (a bad lambda still raises)
         return math.nan
+    return optimize.bisect(force, lo, hi, xtol=1e-12)
 
 
 @dataclass

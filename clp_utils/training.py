@@ -44,7 +44,6 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import PrinterCallback
 from transformers.trainer_utils import get_last_checkpoint
 
-from clp_utils.base.io import atomic_dir, write_json
 from clp_utils.base.paths import configure, from_environment
 from clp_utils.base.precision import Precision, decide, enable_tf32, training_attention
 from clp_utils.batching import (
@@ -77,6 +76,8 @@ from clp_utils.runstore import (
     load_run,
     run_id,
     runs_root,
+    save_model,
+    write_info,
     write_log,
 )
 from clp_utils.train_config import TrainConfig
@@ -124,7 +125,7 @@ def training_dataset(examples: list[Example], config: TrainConfig, m: int) -> Da
     the negatives' own queries with the ``label`` mask of empty slots)."""
     clp = config.loss == "clp"
     names = clp_column_names(len(examples[0].negs), m if clp else 0)
-    rows = [[e.query, e.pos, *e.negs, *(t for slots in e.neg_qs for t in slots)]
+    rows = [[e.query, e.pos, *e.negs, *(t for slots in e.neg_qs for t in slots if clp)]
             for e in examples]
     data = {n: [r[i] for r in rows] for i, n in enumerate(names)}
     if clp:
@@ -493,7 +494,7 @@ def train(
     steps = (len(examples) // config.batch_size) * config.epochs
     loss = study_loss(model, config, m, gather=world > 1)
     if rank == 0:
-        write_json(run_dir / "config.json", {
+        write_info(run_dir, {
             "run_id": rid, "label": config.label, "config": asdict(config),
             "data_checksum": ds.checksum, "data_counts": ds.counts(), "params": asdict(counts),
             "mining": mined.summary, "usable_groups": len(examples),
@@ -518,8 +519,7 @@ def train(
         dist.barrier()
         return None  # type: ignore[return-value]
     write_log(run_dir, log.rows)
-    with atomic_dir(run_dir / "model") as tmp:  # a folder appears whole or not at all
-        model.save(str(tmp))
+    save_model(run_dir, model)
     result = evaluate_into(model, rid, run_dir, ds, ood, progress, precision,
                            test=config.test_eval)
     shutil.rmtree(run_dir / CHECKPOINTS, ignore_errors=True)

@@ -134,7 +134,6 @@ def test_use_study_display_registers_ipython_formatters() -> None:
 
     config = Config()
     config.HistoryManager.enabled = False
-    before = pd.get_option("display.precision")  # another test's kernel may have set it
     with pd.option_context("display.precision", 6, "display.max_columns", 20):
         use_study_display()   # no shell yet: only the options, nothing to register with
         assert pd.get_option("display.precision") == 4
@@ -148,4 +147,3 @@ def test_use_study_display_registers_ipython_formatters() -> None:
     assert "<table" in html and "0.4312" in html and "reddit, zero-shot" in html
     assert "0.431240" not in html and "NaN" not in html and "('reddit'" not in html
     assert "2.1e-05" in text and "—" in text and "NaN" not in text
-    assert pd.get_option("display.precision") == before  # the context restored it

@@ -155,9 +155,20 @@ def test_settings_pass_as_arguments_not_through_the_environment():
         assert all(f'"{name}"' not in source(m) for m in _modules() if m != "base.paths"), name
 
 
-def test_every_command_line_entry_point_reads_its_settings_at_its_edge():
+def test_every_command_line_entry_point_reads_its_settings_at_its_edge(monkeypatch, tmp_path):
     # `make data` once converted the model into the default cache whatever $CLP_CACHE said:
     # the catalog's command line never called configure(**from_environment())
+    from clp_utils import catalog
+    from clp_utils.base import paths
+
+    # ... but a running chapter calls catalog.main too (chapter.ensure_data): its own folders,
+    # set by its parameters cell, must survive it
+    chapter = {"results": tmp_path / "r", "figures": tmp_path / "f", "cache": tmp_path / "c",
+               "bf16": None}
+    monkeypatch.setattr(paths, "_SETTINGS", dict(chapter))
+    monkeypatch.setenv("CLP_RESULTS_DIR", str(tmp_path / "elsewhere"))
+    catalog.main(["verify"])
+    assert paths._SETTINGS == chapter
     entry = [m for m in _modules()
              if "__main__" in (REPO_ROOT / "clp_utils" / (m.replace(".", "/") + ".py")).read_text()]
     assert "catalog" in entry and "machinery.pipeline" in entry

@@ -241,8 +241,6 @@ def test_comparison_table_margins_power_and_edges():
 
 
 def test_pooled_seed_component_against_a_direct_computation():
-    from clp_utils.claims import pooled_seed_component  # the one pooling (claims load torch)
-
     rng = np.random.default_rng(5)
     per_seed, pairs, measured = {}, [], []
     for i, seeds in enumerate((2, 3, 2, 1)):
@@ -254,8 +252,8 @@ def test_pooled_seed_component_against_a_direct_computation():
                              for s in system])
     dof = sum(len(x) - 1 for x in measured)
     direct = math.sqrt(sum((len(x) - 1) * statistics.variance(x) for x in measured) / dof)
-    assert pooled_seed_component(per_seed, pairs) == (pytest.approx(direct), 4)
-    pooled, none = pooled_seed_component(per_seed, pairs[-1:])  # no pair with two seeds
+    assert T.pooled_seed_component(per_seed, pairs) == (pytest.approx(direct), 4)
+    pooled, none = T.pooled_seed_component(per_seed, pairs[-1:])  # no pair with two seeds
     assert math.isnan(pooled) and none == 0
 
 

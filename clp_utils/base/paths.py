@@ -23,7 +23,7 @@ FIGURES_ROOT = REPO_ROOT / "figures"
 RESULTS_DIR = REPO_ROOT / "results"
 #: The profiles with a figures folder: ``figures/`` for cpu (only its own ``make study`` writes
 #: there), ``figures/<profile>/`` for the others (smoke and quick are never committed).
-PROFILES = ("cpu", "quick", "extras", "full", "smoke")
+PROFILES = ("smoke", "quick", "cpu", "extras", "full")
 #: The committed extras' tables (``make study-extras``), which the cpu chapters read when present.
 EXTRAS_ROOT = FIGURES_ROOT / "extras"
 #: The user cache when none is configured: shared by every process and checkout.

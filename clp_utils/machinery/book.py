@@ -345,10 +345,11 @@ def _stage_sources(src: Path, executed_dir: Path, readme: Path,
         profiles.add(nb.metadata.get("papermill", {}).get("parameters", {}).get("profile"))
         ready, pngs = prepare_chapter(nb, name)
         nbformat.write(ready, src / f"{name}.ipynb")
-        figures[name] = [(f"_figures/{name}-{k}.png", caption)
-                         for k, (_, caption) in enumerate(pngs, start=1)]
-        for (file, _), (png, _) in zip(figures[name], pngs, strict=True):
+        figures[name] = []
+        for k, (png, caption) in enumerate(pngs, start=1):
+            file = f"_figures/{name}-{k}.png"
             (src / file).write_bytes(png)
+            figures[name].append((file, caption))
         result.append(Chapter(name, title, executed=True))
     profiles = {p for p in profiles if p}
     profile = min(profiles, default="cpu")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -156,7 +157,7 @@ def declared_seeds(profile: str) -> dict:
 def training_record(profile: str, multilingual: bool = True) -> dict:
     """The runs, training seconds (summed from their logs) and threads of the profile's runs
     (with ``multilingual``, the Hindi track's too); empty when some run is missing here."""
-    track = getattr(get_profile(profile), "track", None) if multilingual else None
+    track = get_profile(profile).track if multilingual else None
     studies = [profile] + ([track.study] if track is not None else [])
     try:
         table = pd.concat([training_table(run_study(s, train=False, progress=False))
@@ -360,7 +361,8 @@ def reopen_chapters(only: list[str] | None = None) -> dict[str, float]:
     Writes ``TIMINGS/reopen-<precision>.json``."""
     root = results_dir() / "reopen"
     store, out = root / "store", root / "notebooks"
-    out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(root, ignore_errors=True)  # empty, as a clone's: no cache from a rerun
+    out.mkdir(parents=True)
     timings, stopped = {}, {}
     for nb in notebooks(only):
         t0 = time.perf_counter()
@@ -373,7 +375,9 @@ def reopen_chapters(only: list[str] | None = None) -> dict[str, float]:
         except pm.PapermillExecutionError as err:
             if err.ename != "SystemExit":
                 raise
-            stopped[nb.name] = "needs what is not committed; train = True trains it"
+            # the chapter's own reason, its last line (what asks for training), for a table cell
+            lines = (err.evalue or "").strip().splitlines()
+            stopped[nb.name] = lines[-1] if lines else "stopped"
         timings[nb.name] = round(time.perf_counter() - t0, 1)
     print(f"[reopen] wrote {record_timings('reopen', timings, stopped)}", flush=True)
     return timings
@@ -428,8 +432,9 @@ def main(argv: list[str] | None = None) -> None:
             machine["parallel"] = {"workers": args.parallel,
                                    "seconds": round(time.perf_counter() - t0, 1)}
         timings = run_notebooks(args.profile, only, figures=folder)
-        machine["training"] = training_record(
-            args.profile, multilingual=any(nb.name.startswith("06") for nb in notebooks(only)))
+        if not partial and args.profile != "smoke":  # kept in run.json only by these runs
+            machine["training"] = training_record(
+                args.profile, multilingual=any(nb.name.startswith("06") for nb in notebooks(only)))
         if args.record_timings:
             record_timings(args.profile, timings)
         if args.profile in ("cpu", "extras") and settings["figures"] is None:

@@ -73,6 +73,8 @@ def export_results(target: Path | None = None) -> Path:
             shutil.rmtree(target / "baselines" / folder.name, ignore_errors=True)
             _copy_small(folder, target / "baselines" / folder.name)
     for folder in sorted((source / "hybrids").glob("*")):  # hybrids.hybrid_table's tables
+        if not (folder / "comparisons.csv").exists():  # a folder a crash left unfinished
+            continue
         shutil.rmtree(target / "hybrids" / folder.name, ignore_errors=True)
         shutil.copytree(folder, target / "hybrids" / folder.name)
     return target

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from clp_utils.plots import format_frame
+from clp_utils.plots import format_frame, read_table
 from clp_utils.sources import SOURCES
 from clp_utils.stats import SMALLEST_EFFECT, at_edge, edge_distance
 
@@ -133,7 +133,7 @@ EARLIER_CLAIM_METRIC = "ndcg_cut_10"
 def _table(path: Path, index: list[str]) -> pd.DataFrame | None:
     if not path.exists():
         return None
-    df = pd.read_csv(path)
+    df = read_table(path)
     if "metric" in index and "claim" in df.columns and "metric" not in df.columns:
         df["metric"] = EARLIER_CLAIM_METRIC
     keep = [c for c in index if c in df.columns]
