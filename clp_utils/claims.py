@@ -22,7 +22,7 @@ import pandas as pd
 from clp_utils import profiles as P
 from clp_utils.base.paths import EXTRAS_ROOT, FIGURES_ROOT
 from clp_utils.paper import METRIC, METRICS, SETTINGS, claimed_difference, step_margin
-from clp_utils.plots import number, read_table
+from clp_utils.plots import interval_text, number, read_table
 from clp_utils.results import clusters_of, seed_scores, seed_spread
 from clp_utils.stats import (
     SMALLEST_EFFECT,
@@ -238,10 +238,6 @@ def committed_claims(path: Path | None = None) -> pd.DataFrame:
     return read_table(path) if path.exists() else pd.DataFrame(columns=CLAIM_COLUMNS)
 
 
-def _fmt_interval(r: pd.Series) -> str:
-    return f"{r['delta']:+.4f} (95% CI {r['95% CI low']:+.4f} to {r['95% CI high']:+.4f})"
-
-
 def _zero_side(r: pd.Series) -> int:
     """Which side of zero the row's 95% interval lies on: 1 above, -1 below, 0 across."""
     return 1 if r["95% CI low"] > 0 else -1 if r["95% CI high"] < 0 else 0
@@ -262,7 +258,7 @@ def claim_sentence(r: pd.Series, spread: float | None = None, setting: str | Non
     seeds, verdict = int(r["seeds"]), r["verdict"]
     metric = _metric_name(r.get("metric", ""))
     where = f" ({metric}, {setting})" if setting else (f" ({metric})" if metric else "")
-    text = (f"**{r['claim']}**{where}: {verdict}. Difference {_fmt_interval(r)} over "
+    text = (f"**{r['claim']}**{where}: {verdict}. Difference {interval_text(r)} over "
             f"{int(r['n passages'])} test passages and {_plural(seeds, 'seed')}, "
             f"Holm p {number(r['p Holm'], 'p')}")
     if seeds > 1:
@@ -366,11 +362,11 @@ def claim_with_controls(paper: pd.DataFrame, controls: pd.DataFrame | None) -> l
     by_name = controls.set_index("claim") if controls is not None and len(controls) else None
     lines = []
     for _, r in paper.iterrows():
-        line = f"- **{r['claim']}**: {r['verdict']} at the budget ({_fmt_interval(r)})."
+        line = f"- **{r['claim']}**: {r['verdict']} at the budget ({interval_text(r)})."
         for name in RELATED_CONTROLS.get(r["claim"], []):
             if by_name is not None and name in by_name.index:
                 c = by_name.loc[name]
-                line += f" Control *{name}*: {c['verdict']} ({_fmt_interval(c)})."
+                line += f" Control *{name}*: {c['verdict']} ({interval_text(c)})."
             else:
                 line += f" Control *{name}*: not run here (`make study-extras`)."
         lines.append(line)
@@ -386,10 +382,10 @@ def two_by_two_reading(table: pd.DataFrame) -> str | None:
     if t is None or any(n not in t.index for n in names):
         return None
     at_full, at_int, inter = (t.loc[n] for n in names)
-    text = (f"Intermediate-only minus full fine-tuning is {_fmt_interval(at_full)} at full's "
-            f"rate ({at_full['verdict']}) and {_fmt_interval(at_int)} at intermediate's rate "
+    text = (f"Intermediate-only minus full fine-tuning is {interval_text(at_full)} at full's "
+            f"rate ({at_full['verdict']}) and {interval_text(at_int)} at intermediate's rate "
             f"({at_int['verdict']}); the difference between the two, the policy-by-rate "
-            f"interaction, is {_fmt_interval(inter)} ({inter['verdict']}). ")
+            f"interaction, is {interval_text(inter)} ({inter['verdict']}). ")
     if inter["verdict"] != "held":
         return text + {"reversed": "The policy's lead shrinks at intermediate's rate.",
                        "equivalent": "The policy's lead does not depend on the rate here."}.get(
@@ -451,7 +447,7 @@ def scale_reading(controls: pd.DataFrame, paper: pd.DataFrame) -> list[str]:
             declared = (", seed component declared" if at_scale.get("seed term") == "declared"
                         else "")
             out.append(f"*{budget}*: {verdict} at the budget, {at_scale['verdict']} on every "
-                       f"training query ({_fmt_interval(at_scale)}, "
+                       f"training query ({interval_text(at_scale)}, "
                        f"{_plural(int(at_scale['seeds']), 'seed')}{declared}): the verdict "
                        + ("holds at scale." if at_scale["verdict"] == verdict
                           else "changes with scale."))
@@ -480,7 +476,7 @@ def summary_line(r: pd.Series) -> str:
     """A claim in one line for "What we found": verdict and interval on its metric, whether it
     is at the edge, and whether the paper's step (named with its setting) is ruled out."""
     metric = _metric_name(r["metric"])
-    text = f"{r['claim']}: {r['verdict']}{_winner(r)} ({metric} {_fmt_interval(r)})"
+    text = f"{r['claim']}: {r['verdict']}{_winner(r)} ({metric} {interval_text(r)})"
     if is_true(r.get("at the edge")):
         text += ", at the edge"
     if step := _paper_step(r):
@@ -517,12 +513,12 @@ def random_negatives_reading(paper: pd.DataFrame, controls: pd.DataFrame,
         return None
     here = p.loc[RANDOM_HURTS.name]
     text = (f"With the study's recipe (in-batch negatives), random negatives "
-            f"{_direction(here, ' against zero-shot')} ({_fmt_interval(here)}).")
+            f"{_direction(here, ' against zero-shot')} ({interval_text(here)}).")
     c = controls.set_index("claim") if len(controls) else None
     if c is not None and RECIPE_RANDOM_HURTS.name in c.index:
         recipe = c.loc[RECIPE_RANDOM_HURTS.name]
         text += (f" With the paper's recipe (no in-batch negatives) they "
-                 f"{_direction(recipe)} ({_fmt_interval(recipe)}).")
+                 f"{_direction(recipe)} ({interval_text(recipe)}).")
         if recipe["verdict"] == here["verdict"] == "reversed":
             text += (" In-batch negatives cannot be the whole reason random negatives help "
                      "here: without them they help too.")

@@ -35,7 +35,7 @@ from clp_utils.mining import contains_answer
 from clp_utils.models import model_path
 from clp_utils.multilingual import tokenizer_table
 from clp_utils.paper import METRIC
-from clp_utils.plots import read_table
+from clp_utils.plots import interval_text, read_table
 from clp_utils.results import forgetting_sentence
 from clp_utils.runstore import is_finished
 from clp_utils.stats import paired_test
@@ -79,10 +79,6 @@ def _figure(stem: str, text: Callable[[pd.DataFrame], str],
 
 def _each(t: pd.DataFrame, row: Callable[[pd.Series], str], lead: str = "") -> str:
     return lead + "; ".join(row(r) for _, r in t.iterrows()) + "."
-
-
-def _ci(r: pd.Series, column: str = "delta") -> str:
-    return f"{r[column]:+.4f} (95% CI {r['95% CI low']:+.4f} to {r['95% CI high']:+.4f})"
 
 
 def _control(claim: Claim) -> Callable[[], str]:
@@ -141,9 +137,9 @@ def _harm_answer(table: pd.DataFrame) -> str:
     if not rows:
         return "Not measured yet: the lambda 0.5 runs are absent (`make study-extras`)."
     r = t.loc[rows[0]]
-    return (f"{rows[0]}: the own-query gap moves by {_ci(r, 'own minus matched control')}: "
-            f"{repair_reading(r)} of the harm to the negatives' own queries at five times the "
-            "paper's lambda.")
+    return (f"{rows[0]}: the own-query gap moves by "
+            f"{interval_text(r, 'own minus matched control')}: {repair_reading(r)} of the harm "
+            "to the negatives' own queries at five times the paper's lambda.")
 
 
 def _overlap_answer(table: pd.DataFrame) -> str:
@@ -497,7 +493,7 @@ def _verdicts(t: pd.DataFrame) -> str:
     """Each claim's verdict on each metric the table tests it on (the paper's nDCG@5 first)."""
     return _each(t, lambda r: f"{r['claim']} ({r['split']}"
                  + (f", {r['metric']}" if "metric" in r.index else "")
-                 + f"): {r['verdict']}, {_ci(r)}")
+                 + f"): {r['verdict']}, {interval_text(r)}")
 
 
 def _fn_filter(t: pd.DataFrame) -> str:
@@ -580,7 +576,7 @@ QUESTIONS = [_q(*q) for q in [
     ("05q1", "How does a hard negative's cosine to its own queries move with fine-tuning, with "
      "and without CLP, beyond the shift of every query-passage cosine?", "05_cosine_shifts",
      lambda t: _each(t[t["cosine"] == "neg_own"], lambda r: f"{r['pair']}: "
-                     f"{_ci(r, 'shift')}, global shift {r['global shift']:+.4f}, excess "
+                     f"{interval_text(r, 'shift')}, global shift {r['global shift']:+.4f}, excess "
                      f"{r['excess over global']:+.4f} ({r['specific']})",
                      "cos(negative, its own queries): ")),
     ("05q2", "Does fine-tuning pull positives in and push hard negatives away?", "05_cosines",
@@ -589,7 +585,7 @@ QUESTIONS = [_q(*q) for q in [
     ("05q3", "Do the negatives' own queries lose against matched controls, and does CLP shrink "
      "the loss?", "05_harm_gaps", lambda t: _each(
          t.dropna(subset=["own minus matched control"]), lambda r: f"{r['comparison']}: "
-         f"{_ci(r, 'own minus matched control')}" + (
+         f"{interval_text(r, 'own minus matched control')}" + (
              f", {r['verdict']} (Holm p {r['p Holm']:.3f})" if pd.notna(r.get("p Holm"))
              else f", {r['verdict']}" if "verdict" in r.index else ""),
          "Own minus matched control: ")),

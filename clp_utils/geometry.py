@@ -34,7 +34,7 @@ from clp_utils.evaluation import committed_dir, evaluate_run
 from clp_utils.losses import clp_loss
 from clp_utils.mining import MiningConfig, index_and_queries, positives_of
 from clp_utils.models import load_model
-from clp_utils.plots import number, read_table
+from clp_utils.plots import interval_text, number, read_table
 from clp_utils.profiles import (
     ANCE,
     CLP,
@@ -189,17 +189,12 @@ def cosine_shifts(sims: pd.DataFrame, pairs: Sequence[tuple[str, str]]) -> pd.Da
     return pd.DataFrame(out).set_index(["pair", "cosine"])
 
 
-def _ci(row: pd.Series, est: str, low: str = "95% CI low", high: str = "95% CI high") -> str:
-    """``row[est]`` and its interval as every sentence prints them (the ")" left open)."""
-    return f"{row[est]:+.4f} (95% CI {row[low]:+.4f} to {row[high]:+.4f}"
-
-
 def shift_sentences(shifts: pd.DataFrame, cosines: Sequence[str] = COSINES) -> list[str]:
     """One generated sentence per row of ``cosine_shifts`` (only ``cosines``): the shift, its
     interval, the global shift of all query-passage cosines, and whether the shift exceeds it."""
-    return [f"- {pair}, {COSINE_NAMES[cos]}: {_ci(s, 'shift')}) against a global shift of "
+    return [f"- {pair}, {COSINE_NAMES[cos]}: {interval_text(s, 'shift')} against a global shift of "
             f"{s['global shift']:+.4f}; the excess, "
-            f"{_ci(s, 'excess over global', 'excess CI low', 'excess CI high')}), is "
+            f"{interval_text(s, 'excess over global', 'excess CI low', 'excess CI high')}, is "
             f"{s['specific']}." for (pair, cos), s in shifts.iterrows() if cos in cosines]
 
 
@@ -633,8 +628,9 @@ def harm_summary(frames: Frames, trained: Frames | None = None) -> pd.DataFrame:
 def _gap_sentence(label: str, g: pd.Series, where: str = "") -> str:
     reading = VERDICT_WORDS.get(g["verdict"], g["verdict"])
     holm_p = f", Holm p {number(g['p Holm'], 'p')}" if pd.notna(g.get("p Holm")) else ""
+    more = f"{holm_p}; seeds {g['seed values']}"
     return (f"- {g['claim']}: {reading}{where}. {label}: "
-            f"{_ci(g, 'own minus matched control')}{holm_p}; seeds {g['seed values']}).")
+            f"{interval_text(g, 'own minus matched control', more=more)}.")
 
 
 def harm_sentences(gaps: pd.DataFrame, committed: pd.DataFrame | None = None) -> list[str]:
@@ -652,8 +648,8 @@ def harm_sentences(gaps: pd.DataFrame, committed: pd.DataFrame | None = None) ->
             lines.append(f"- {g['claim']}: not run in this profile.")
         elif g["verdict"] == DESCRIPTIVE:
             lines.append(f"- {g['claim']}: a descriptive gap of "
-                         f"{_ci(g, 'own minus matched control')}), the part of a gap not due "
-                         "to serving as a negative.")
+                         f"{interval_text(g, 'own minus matched control')}, the part of a gap "
+                         "not due to serving as a negative.")
         elif g["verdict"] in VERDICT_WORDS:
             lines.append(_gap_sentence(label, g))
         else:

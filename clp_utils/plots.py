@@ -108,6 +108,13 @@ def number(x: object, kind: str = "metric") -> str:
     return f"{x:.2g}" if 0 < abs(x) < 0.00005 else f"{x:.4f}"
 
 
+def interval_text(row: pd.Series, est: str = "delta", low: str = "95% CI low",
+                  high: str = "95% CI high", more: str = "") -> str:
+    """An estimate and its interval as every generated sentence prints them,
+    "+0.0123 (95% CI -0.0040 to +0.0286)", with ``more`` added inside the brackets."""
+    return f"{row[est]:+.4f} (95% CI {row[low]:+.4f} to {row[high]:+.4f}{more})"
+
+
 def _text(label: object) -> str:
     return ", ".join(map(str, label)) if isinstance(label, tuple) else str(label)
 

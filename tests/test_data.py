@@ -357,3 +357,57 @@ def test_a_chapter_builds_only_the_data_it_reads(tmp_path, monkeypatch):
     assert built == [["build"]]
     with pytest.raises(SystemExit, match="make data"):
         chapter.ensure_data("01", build=False)
+
+
+def test_a_published_chapter_states_the_committed_timing_not_this_machines(tmp_path,
+                                                                          monkeypatch):
+    """A chapter executed for publishing is read on other machines: its card names the
+    committed run and its machine, even where this machine has timings of its own; a profile
+    without committed figures falls back to this machine's last run."""
+    from clp_utils.machinery import chapter
+
+    monkeypatch.setattr(chapter.paths, "_SETTINGS", dict(chapter.paths._SETTINGS))
+    monkeypatch.setattr(chapter.paths, "FIGURES_ROOT", tmp_path / "figures")
+    chapter.paths.configure(results=tmp_path / "results")
+    here = tmp_path / "results" / "notebooks"
+    for profile in ("cpu", "smoke"):
+        (here / profile).mkdir(parents=True)
+        (here / profile / "timings.json").write_text(json.dumps({"04_evaluation.ipynb": 30.0}))
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "run.json").write_text(json.dumps({
+        "timings": {"04_evaluation.ipynb": 150.0}, "machine": {"describe": "bf16 on AVX512"}}))
+    card = chapter.timing_card("04", "cpu")
+    assert card.startswith("the committed run took 2.5 min (bf16 on AVX512)")
+    assert "this machine" not in card
+    assert chapter.timing_card("04", "smoke") == "the last run on this machine took 0.5 min"
+    assert chapter.timing_card("05", "smoke") == "no timing recorded for this profile yet"
+
+
+def test_folders_finished_at_once_leave_one_writer_whole(tmp_path):
+    """Two processes converting the same model at once (``atomic_dir``): none fails, the
+    folder holds one writer's files only, and nothing is left beside it."""
+    import threading
+
+    from clp_utils.base.io import atomic_dir
+
+    target, writers, errors = tmp_path / "model", 6, []
+    for _ in range(15):
+        barrier = threading.Barrier(writers)
+
+        def write(i, barrier=barrier):
+            try:
+                with atomic_dir(target) as tmp:
+                    for k in range(5):
+                        (tmp / f"part{k}").write_text(str(i))
+                    barrier.wait()  # every writer commits at the same moment
+            except Exception as err:  # noqa: BLE001 (the test reports any)
+                errors.append(repr(err))
+
+        threads = [threading.Thread(target=write, args=(i,)) for i in range(writers)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        assert len({p.read_text() for p in target.iterdir()}) == 1
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

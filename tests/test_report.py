@@ -114,3 +114,22 @@ def test_a_data_change_is_named_on_the_rows_it_touches(tmp_path):
     assert cause["reddit / zero-shot"].startswith("data: reddit source")
     assert cause["CLP beats InfoNCE / ndcg_cut_10"].startswith("data: reddit")  # read reddit
     assert "The data changed under some rows" in report.summary(rep)
+
+
+def test_a_verdict_word_the_study_no_longer_uses_is_compared_not_raised_on(tmp_path):
+    """A committed table from before the verdict words changed ("not resolved at this
+    budget"): its edge cannot be judged, so only the new reading's edge decides."""
+    old_word = "not resolved at this budget"
+    _write(tmp_path / "committed", TABLE2, {**CLAIMS, "verdict": [
+        old_word, old_word, float("nan"), "held"]})
+    _write(tmp_path / "now", TABLE2, CLAIMS)
+    rep = report.compare(tmp_path / "committed", tmp_path / "now",
+                         report.read_record(tmp_path / "committed"),
+                         report.read_record(tmp_path / "now"))
+    status = rep.set_index(["table", "row"])["status"]
+    # ANCE beats random now: inconclusive, its low bound 0.0010 from excluding zero: the edge
+    assert status[("04_claims", "ANCE beats random / ndcg_cut_10")] == (
+        "VERDICT CHANGED (expected)")
+    # CLP beats InfoNCE now: equivalent, 0.0034 from its nearer bound crossing zero: no edge
+    assert status[("04_claims", "CLP beats InfoNCE / ndcg_cut_10")] == (
+        "VERDICT CHANGED (unexpected)")

@@ -7,6 +7,7 @@ sibling, then ``os.replace``), so a crash never leaves a half-written file a run
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -41,18 +42,27 @@ def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-
 
 @contextlib.contextmanager
 def atomic_dir(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary folder next to ``path``; on success it replaces ``path`` whole."""
+    """Yield a temporary folder next to ``path``; on success it replaces ``path`` whole.
+    Two processes finishing the same folder at once each move the other's aside under a name
+    of its own, so the last one wins whole, never a mix of both."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     try:
         yield tmp
-        old = path.with_name(f".{path.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
+        while True:
+            # an empty folder of this process's own: a rename onto it replaces it (POSIX)
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            try:
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(path, old)
+                os.replace(tmp, path)
+                break
+            except OSError as err:  # another process put its folder there in between: again
+                if err.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise
+            finally:
+                shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

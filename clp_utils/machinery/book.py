@@ -35,8 +35,8 @@ import nbformat
 from clp_utils.base.paths import FIGURES_ROOT, REPO_ROOT, configure, from_environment, results_dir
 from clp_utils.claims import framing_sentence
 from clp_utils.exercises import exercises_of, task
-from clp_utils.machinery.pipeline import training_sentence
 from clp_utils.machinery.publish import WIDGETS
+from clp_utils.machinery.report import training_sentence
 from clp_utils.profiles import NAMES
 
 BOOK_CONFIG = REPO_ROOT / "book"

@@ -68,17 +68,18 @@ def _minutes(timings: dict, number: str) -> float | None:
 
 
 def timing_card(number: str, profile: str) -> str:
-    """How long the chapter takes: the last run here (``results/notebooks/<profile>``),
-    else the committed run of the profile and the machine it ran on."""
-    here = paths.results_dir() / "notebooks" / profile / "timings.json"
-    if here.exists() and (minutes := _minutes(json.loads(here.read_text()), number)) is not None:
-        return f"the last run on this machine took {minutes:.1f} min"
+    """How long the chapter takes: the committed run of the profile and the machine it ran on
+    (what a published chapter can say to any reader), else the last run here
+    (``results/notebooks/<profile>``, a profile with no committed figures)."""
     record = paths.figures_dir(profile) / "run.json"
     run = json.loads(record.read_text()) if record.exists() else {}
     if (minutes := _minutes(run.get("timings", {}), number)) is not None:
         machine = run.get("machine", {}).get("describe", "another machine")
         return (f"the committed run took {minutes:.1f} min ({machine}); training runs "
                 "already finished here are read back, not retrained")
+    here = paths.results_dir() / "notebooks" / profile / "timings.json"
+    if here.exists() and (minutes := _minutes(json.loads(here.read_text()), number)) is not None:
+        return f"the last run on this machine took {minutes:.1f} min"
     return "no timing recorded for this profile yet"
 
 

@@ -168,16 +168,6 @@ def training_record(profile: str, multilingual: bool = True) -> dict:
             "threads": sorted({int(t) for t in table["threads"].dropna()})}
 
 
-def training_sentence(training: dict) -> str:
-    """``training_record`` in one sentence (empty without one)."""
-    if not training:
-        return ""
-    threads = "/".join(map(str, training["threads"])) or "?"
-    return (f"Training its {training['runs']} runs took {training['seconds'] / 60:.0f} min, "
-            f"summed from their logs ({threads} thread(s) per run); the chapter times include "
-            "only the runs this run trained, and read the others back.")
-
-
 def timing_line(timings: dict[str, float], machine: dict | None = None) -> str:
     """The README's generated timing line: per notebook, setup, total, and what ran."""
     total = sum(timings.values())
@@ -194,7 +184,7 @@ def timing_line(timings: dict[str, float], machine: dict | None = None) -> str:
         seeds = (machine.get("seeds") or {}).get("seeds")
         per_row = f", {seeds} seed{'s' if seeds != 1 else ''} per row" if seeds else ""
         line += f" ({machine['describe']}{per_row})"
-    training = training_sentence((machine or {}).get("training", {}))
+    training = report.training_sentence((machine or {}).get("training", {}))
     return line + "." + (f" {training}" if training else "")
 
 

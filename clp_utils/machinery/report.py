@@ -28,7 +28,7 @@ import pandas as pd
 
 from clp_utils.plots import format_frame, read_table
 from clp_utils.sources import SOURCES
-from clp_utils.stats import SMALLEST_EFFECT, at_edge, edge_distance
+from clp_utils.stats import SMALLEST_EFFECT, VERDICTS, at_edge, edge_distance
 
 #: The headline tables compared: (file stem, index columns, value columns, verdict column,
 #: the datasets its numbers come from; a row naming one of them in its key reads that one).
@@ -214,9 +214,12 @@ def compare(committed: Path, figures: Path, then_record: dict | None = None,
 
 def _near_edge(r: pd.Series) -> bool:
     """Whether a claim's reading was at the edge of its verdict (its own column, or computed
-    from its interval for a table written before that column existed)."""
+    from its interval for a table written before that column existed). A verdict word the
+    study no longer uses ("not resolved at this budget") says nothing about an edge: False."""
     if "at the edge" in r.index and pd.notna(r["at the edge"]):
         return str(r["at the edge"]) == "True"
+    if r["verdict"] not in VERDICTS:
+        return False
     margin = float(r["margin"]) if "margin" in r.index and pd.notna(r["margin"]) else (
         SMALLEST_EFFECT)
     return at_edge(edge_distance(float(r["95% CI low"]), float(r["95% CI high"]),
@@ -277,3 +280,14 @@ def read_record(folder: Path) -> dict | None:
     """The ``run.json`` in ``folder``, or None."""
     path = folder / "run.json"
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def training_sentence(training: dict) -> str:
+    """A run record's ``training`` entry (``pipeline.training_record``) in one sentence
+    (empty without one)."""
+    if not training:
+        return ""
+    threads = "/".join(map(str, training["threads"])) or "?"
+    return (f"Training its {training['runs']} runs took {training['seconds'] / 60:.0f} min, "
+            f"summed from their logs ({threads} thread(s) per run); the chapter times include "
+            "only the runs this run trained, and read the others back.")
