@@ -427,16 +427,17 @@ def main(argv: list[str] | None = None) -> None:
                 args.profile, multilingual=any(nb.name.startswith("06") for nb in notebooks(only)))
         if args.record_timings:
             record_timings(args.profile, timings)
-        if args.profile in ("cpu", "extras") and settings["figures"] is None:
-            # the committed study: its small results, and (cpu) its executed chapters
-            export_results()
-            if args.profile == "cpu":
-                publish_chapters(results_dir() / "notebooks" / args.profile, only)
         now_record = run_record(args.profile, timings, machine, previous,
                                 only if partial else None)
         now_record["data"] = data_record()
         if args.profile != "smoke":
             write_json(record, now_record)
+        if args.profile in ("cpu", "extras") and settings["figures"] is None:
+            # the committed study: its small results, and (cpu) its executed chapters, whose
+            # cards read the record just written
+            export_results()
+            if args.profile == "cpu":
+                publish_chapters(results_dir() / "notebooks" / args.profile, only)
         # a chapter re-run with --only compares with the run just before it, not with the
         # committed one: the committed report stays the whole run's
         reproduce(args.profile, folder, committed, then_record, now_record, keep=not partial)

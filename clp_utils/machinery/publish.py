@@ -21,6 +21,7 @@ from pathlib import Path
 from clp_utils.base.io import atomic_write
 from clp_utils.base.paths import REPO_ROOT, results_dir
 from clp_utils.evaluation import committed_dir
+from clp_utils.machinery.chapter import timing_card
 from clp_utils.profiles import cells, get_profile
 from clp_utils.runstore import RUNS_DIR_NAME, locate
 
@@ -120,15 +121,30 @@ def clean_notebook(nb: dict) -> dict:
     return nb
 
 
+def refresh_card(nb: dict, number: str, profile: str = "cpu") -> dict:
+    """``nb`` with its card's timing (``chapter.timing_card``) read again now: a chapter
+    could only read the run before its own, and once this run's record is committed a
+    published card must state that record's timing."""
+    lead = f"chapter {number}, profile {profile!r}: "
+    for out in (o for c in nb["cells"] for o in c.get("outputs", [])):
+        if isinstance(out.get("text"), str) and out["text"].startswith(lead):
+            first, _, rest = out["text"].partition("\n")
+            out["text"] = f"{first.split('; ')[0]}; {timing_card(number, profile)}.\n{rest}"
+            break
+    return nb
+
+
 def publish_chapters(executed: Path, only: list[str] | None = None,
                      target: Path = NOTEBOOKS) -> list[Path]:
     """Copy the executed chapters in ``executed`` (optionally only the numbers in ``only``)
-    over ``target``'s, cleaned (``clean_notebook``); returns the paths written."""
+    over ``target``'s, cleaned (``clean_notebook``), their cards timed by the record just
+    written (``refresh_card``); returns the paths written."""
     written = []
     for path in sorted(Path(executed).glob("[0-9][0-9]_*.ipynb")):
         if only and path.name[:2] not in only:
             continue
-        nb = clean_notebook(json.loads(path.read_text(encoding="utf-8")))
+        nb = refresh_card(clean_notebook(json.loads(path.read_text(encoding="utf-8"))),
+                          path.name[:2])
         with atomic_write(target / path.name) as fh:
             json.dump(nb, fh, indent=1, ensure_ascii=False)
             fh.write("\n")
