@@ -133,3 +133,20 @@ def test_a_verdict_word_the_study_no_longer_uses_is_compared_not_raised_on(tmp_p
     # CLP beats InfoNCE now: equivalent, 0.0034 from its nearer bound crossing zero: no edge
     assert status[("04_claims", "CLP beats InfoNCE / ndcg_cut_10")] == (
         "VERDICT CHANGED (unexpected)")
+
+
+def test_a_run_that_moves_nothing_keeps_the_report_that_explains_the_numbers(tmp_path):
+    """Only a run that moved a number (or a first run) replaces the committed report."""
+    _write(tmp_path / "committed", TABLE2, CLAIMS)
+    _write(tmp_path / "now", TABLE2, CLAIMS)
+    same = report.compare(tmp_path / "committed", tmp_path / "now",
+                          report.read_record(tmp_path / "committed"),
+                          report.read_record(tmp_path / "now"))
+    assert len(same) and not report.moved(same)
+    # within the tolerance (OK), but a number a reader sees has moved
+    _write(tmp_path / "now", {**TABLE2, "ndcg_cut_10 mean": [0.4317, 0.5101, 0.5103]}, CLAIMS)
+    within = report.compare(tmp_path / "committed", tmp_path / "now",
+                            report.read_record(tmp_path / "committed"),
+                            report.read_record(tmp_path / "now"))
+    assert set(within["status"]) == {"OK"} and report.moved(within)
+    assert report.moved(same.iloc[:0])  # a first run: nothing committed to compare with

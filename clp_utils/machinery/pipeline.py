@@ -320,11 +320,15 @@ def reproduce(profile: str, folder: Path, committed: Path, then_record: dict | N
               now_record: dict | None, keep: bool = True) -> str:
     """Compare the regenerated headline numbers with the committed snapshot, write the report
     to ``results/reproduction/<profile>/`` (with ``keep``, cpu and extras also beside their
-    committed figures), print it and return its summary."""
+    committed figures, unless the run moved nothing: ``report.moved``), print it and return
+    its summary."""
     table = report.compare(committed, folder, then_record, now_record)
     path = report.write(table, results_dir() / "reproduction" / profile)
-    if keep and folder.is_relative_to(FIGURES_ROOT) and profile in ("cpu", "extras"):
-        report.write(table, folder / "reproduction")  # committed with the figures it checks
+    if (keep and report.moved(table) and folder.is_relative_to(FIGURES_ROOT)
+            and profile in ("cpu", "extras")):
+        # committed with the figures it checks; a run that only confirms them leaves the
+        # report that says why they are what they are (the last run that moved them)
+        report.write(table, folder / "reproduction")
     text = report.summary(table)
     print(f"[{profile}] reproduction report ({path}):\n{text}", flush=True)
     return text

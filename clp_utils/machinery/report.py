@@ -264,6 +264,17 @@ def summary(report: pd.DataFrame) -> str:
     return head + "\n\n" + format_frame(bad).to_markdown(index=False, disable_numparse=True)
 
 
+#: A difference below every printed precision (4 decimals, p-values 3): the number did not move.
+UNMOVED = 1e-6
+
+
+def moved(report: pd.DataFrame) -> bool:
+    """Whether the run moved anything the committed report explains: a first run (nothing to
+    compare), a number that changed by more than ``UNMOVED`` or a status other than OK."""
+    return (not len(report) or bool((report["status"] != "OK").any())
+            or bool((report["difference"].abs() > UNMOVED).any()))
+
+
 def write(report: pd.DataFrame, folder: Path) -> Path:
     """``reproduction.csv`` and ``reproduction.md`` (the summary, then every row)."""
     folder.mkdir(parents=True, exist_ok=True)
