@@ -190,14 +190,16 @@ def claims_table(runs: list[StudyRun], family: str = "paper", metric: str = METR
     if not claims:
         return pd.DataFrame(columns=CLAIM_COLUMNS)
     per_seed, pairs = {}, []
-    for c in claims:
+    for i, c in enumerate(claims):
         plus, minus = c.terms
         trained = [{r.seed for r in runs if r.row == row and r.split == split}
                    for row in {*plus, *minus} if row != P.ZERO_SHOT]
         seeds = set.intersection(*trained) if trained else None
-        per_seed[c.better] = _side(runs, plus, split, metric, seeds)
-        per_seed[c.worse] = _side(runs, minus, split, metric, seeds)
-        pairs.append((c.better, c.worse))
+        # keyed by claim: a row in two claims may be tested on other seeds in each
+        better, worse = (i, c.better), (i, c.worse)
+        per_seed[better] = _side(runs, plus, split, metric, seeds)
+        per_seed[worse] = _side(runs, minus, split, metric, seeds)
+        pairs.append((better, worse))
     pooled, pooled_df = pooled_seed_component(per_seed, pairs)
     df = comparison_table(per_seed, pairs, clusters_of(runs, split), family_size=len(declared),
                           seed=seed, margins=[c.margin for c in claims],
@@ -206,6 +208,7 @@ def claims_table(runs: list[StudyRun], family: str = "paper", metric: str = METR
     df.insert(0, "claim", [c.name for c in claims])
     df.insert(1, "metric", metric)
     df.insert(2, "split", split)
+    df["system"], df["reference"] = [c.better for c in claims], [c.worse for c in claims]
     df = df.rename(columns={"system": "better", "reference": "worse"})
     df["paper claimed"] = [c.paper_effect if c.paper_effect is not None else np.nan
                            for c in claims]

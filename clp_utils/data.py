@@ -469,7 +469,9 @@ def load_miracl(lang: str, root: str | Path | None = None,
     return RetrievalDataset(
         f"miracl-{lang}", corpus, {q: v for q, v in queries.items() if q in used}, qrels,
         title_in_text=True,
-        checksum=stable_hash([lang, splits, [str(f) for f in doc_files], len(corpus)]))
+        # the files' names, not their paths: a cache moved or on another machine keeps run ids
+        checksum=stable_hash([lang, splits, [f.relative_to(corpus_root).as_posix()
+                                             for f in doc_files], len(corpus)]))
 
 
 # --------------------------------------------------------------------------- datasheet

@@ -265,6 +265,16 @@ def gradient_shares(model, examples: list, batches: list[list[int]], config,
 # --------------------------------------------------------------------------- the harm
 
 
+def _corpus_embeddings(model, model_id: str | None, dataset,
+                       batch_size: int | None = None) -> tuple[list[str], np.ndarray]:
+    """The ids and embeddings of the dataset's whole corpus, in the order (and under the
+    evaluation cache key, ``model_id``) in which a run's evaluation embeds it."""
+    everything = dataset.test()
+    docids = list(everything.corpus)
+    return docids, encode_passages(model, [everything.passage_text(d) for d in docids],
+                                   batch_size, progress=False, model_id=model_id)
+
+
 def own_query_retrieval(model, model_id: str | None, dataset,
                         batch_size: int | None = None) -> pd.DataFrame:
     """Retrieval of every training query over the training passages (what ``harm_frame``
@@ -273,10 +283,7 @@ def own_query_retrieval(model, model_id: str | None, dataset,
     ``recall_10``. Passages come from the run's evaluation cache when ``model_id`` names it."""
     train = dataset.train()
     qids = sorted(q for q, rels in train.qrels.items() if set(rels) & set(train.corpus))
-    everything = dataset.test()  # the whole corpus, in the order evaluation embeds it
-    docids = list(everything.corpus)
-    emb = encode_passages(model, [everything.passage_text(d) for d in docids], batch_size,
-                          progress=False, model_id=model_id)
+    docids, emb = _corpus_embeddings(model, model_id, dataset, batch_size)
     keep = np.array([i for i, d in enumerate(docids) if d in train.corpus])
     q_emb = encode_queries(model, [train.queries[q]["text"] for q in qids], batch_size,
                            progress=False)
@@ -736,9 +743,7 @@ def corpus_spread(path: str, model_id: str, dataset) -> dict[str, float]:
     for root in (results_dir(), committed_dir()):
         if (root / SPREADS / name).exists():
             return json.loads((root / SPREADS / name).read_text(encoding="utf-8"))
-    everything = dataset.test()
-    emb = encode_passages(load_model(path), [everything.passage_text(d) for d in everything.corpus],
-                          progress=False, model_id=model_id)
+    _, emb = _corpus_embeddings(load_model(path), model_id, dataset)
     out = {k: float(v) for k, v in spread(emb).items()}
     write_json(results_dir() / SPREADS / name, out)
     return out

@@ -16,7 +16,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 
-from clp_utils.base.io import atomic_write, stable_hash
+from clp_utils.base.io import atomic_dir, stable_hash
 from clp_utils.base.paths import results_dir
 from clp_utils.batching import load_training_data
 from clp_utils.evaluation import bm25, committed_dir, convex, evaluate_run, rrf
@@ -101,10 +101,9 @@ def hybrid_table(runs: list[StudyRun], profile: str | StudyProfile, split: str,
     # BM25 and anything built from the zero-shot model alone have no training seed
     seedless = {"BM25"} | {name for name in per_seed if name.startswith(f"{ZERO_SHOT} ")}
     sig = comparison_table(per_seed, pairs, clusters_of(runs, split), seedless=seedless)
-    folder = results_dir() / MEMO / key
-    for name, frame in (("systems.csv", table), ("comparisons.csv", sig)):
-        with atomic_write(folder / name) as fh:
-            frame.to_csv(fh)
+    with atomic_dir(results_dir() / MEMO / key) as folder:  # both tables or neither
+        table.to_csv(folder / "systems.csv")
+        sig.to_csv(folder / "comparisons.csv")
     return table, sig
 
 

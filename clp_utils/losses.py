@@ -434,12 +434,18 @@ class CLPLoss(InfoNCELoss):
         """Text columns expected: query, pos, k negatives, k*m negatives' queries."""
         return 2 + self.num_negatives * (1 + self.queries_per_negative)
 
+    def _check_columns(self, n: int) -> None:
+        if n != self.num_columns:
+            raise ValueError(
+                f"CLPLoss(num_negatives={self.num_negatives}, queries_per_negative="
+                f"{self.queries_per_negative}) expects {self.num_columns} text columns, got {n}"
+            )
+
     def forward(
         self, sentence_features: Iterable[dict[str, Tensor]], labels: Tensor | None = None
     ) -> Tensor | dict[str, Tensor]:
         features = list(sentence_features)
-        if len(features) != self.num_columns:  # fail before any forward pass, same message
-            return self.compute_loss_from_embeddings(features, labels)
+        self._check_columns(len(features))  # before any forward pass
         k = self.num_negatives
         # Two forwards grouped by text width: short queries (the query and the negatives'
         # queries) and long passages, so that no query is padded to passage length.
@@ -456,12 +462,7 @@ class CLPLoss(InfoNCELoss):
             embeddings: [query, pos, neg_0..neg_{k-1}, neg_q_0_0..neg_q_{k-1}_{m-1}], each (B, d).
             labels: (B, k*m) 0/1 penalty mask, or ``None`` for all valid.
         """
-        if len(embeddings) != self.num_columns:
-            raise ValueError(
-                f"CLPLoss(num_negatives={self.num_negatives}, queries_per_negative="
-                f"{self.queries_per_negative}) expects {self.num_columns} text columns, "
-                f"got {len(embeddings)}"
-            )
+        self._check_columns(len(embeddings))
         k, m = self.num_negatives, self.queries_per_negative
         query, pos = embeddings[0], embeddings[1]
         negs = torch.stack(embeddings[2 : 2 + k], dim=1)

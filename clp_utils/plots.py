@@ -64,7 +64,7 @@ def read_table(path: Path | str, **kwargs) -> pd.DataFrame:
     """Read back a table ``save_table`` (or a stored comparison table) wrote: ``pd.read_csv``
     with its text columns kept as text (one seed's ``seed deltas``, "+0.0951", would otherwise
     come back as the number 0.0951)."""
-    return pd.read_csv(path, dtype={"seed deltas": str}, **kwargs)
+    return pd.read_csv(path, dtype={"seed deltas": str, "seed values": str}, **kwargs)
 
 
 _COUNT_WORDS = {"n", "steps", "step", "queries", "seeds", "passages", "batches", "batch",

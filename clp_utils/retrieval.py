@@ -35,16 +35,22 @@ def _device(model) -> str:
     return str(getattr(model, "device", "cpu"))
 
 
-def _prompt(model, names: Sequence[str]) -> str | None:
+#: The prompt names a model may use for each side, in order of preference.
+PROMPT_NAMES = {"query": ("query",), "document": ("passage", "document")}
+
+
+def prompt_name(model, side: str) -> str | None:
+    """The name of the model's non-empty prompt for ``side`` ("query" or "document", first
+    of ``PROMPT_NAMES[side]``), or None: what encoding and training both prepend."""
     prompts = getattr(model, "prompts", None) or {}
-    return next((n for n in names if prompts.get(n)), None)
+    return next((n for n in PROMPT_NAMES[side] if prompts.get(n)), None)
 
 
 def encode_queries(model, texts: Sequence[str], batch_size: int | None = None,
                    progress: bool = True, bf16: bool | str = "auto") -> np.ndarray:
     """Embed queries (with the model's ``query`` prompt if it has one), normalised float32;
     ``bf16`` as ``base.precision.decide`` takes it."""
-    return _encode(model, texts, _prompt(model, ("query",)), batch_size, progress, bf16)
+    return _encode(model, texts, prompt_name(model, "query"), batch_size, progress, bf16)
 
 
 def encode_passages(model, texts: Sequence[str], batch_size: int | None = None,
@@ -54,7 +60,7 @@ def encode_passages(model, texts: Sequence[str], batch_size: int | None = None,
     """Embed passages (``passage``/``document`` prompt if any), normalised float32; with a
     ``model_id`` (a name that pins the weights) cached under ``cache_dir`` (relative: under
     ``paths.results_dir()``) by a hash of the id, the texts and the precision."""
-    prompt = _prompt(model, ("passage", "document"))
+    prompt = prompt_name(model, "document")
     if model_id is None or cache_dir is None:
         return _encode(model, texts, prompt, batch_size, progress, bf16)
     precision = decide(bf16, _device(model)).name

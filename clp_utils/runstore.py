@@ -80,8 +80,13 @@ def locate(config: TrainConfig, root: Path | None = None, device: str | None = N
 
 
 def is_finished(config: TrainConfig, root: Path | None = None) -> bool:
-    """Whether ``config``'s run has finished here (its ``metrics.json`` exists)."""
-    return (locate(config, root) / "metrics.json").exists()
+    """Whether ``config``'s run has finished here."""
+    return finished(locate(config, root))
+
+
+def finished(run_dir: Path) -> bool:
+    """Whether the run in ``run_dir`` has finished (its ``metrics.json`` exists)."""
+    return (run_dir / "metrics.json").exists()
 
 
 def committed_run(config: TrainConfig) -> Path | None:
@@ -92,7 +97,7 @@ def committed_run(config: TrainConfig) -> Path | None:
     for bf16 in (True, False):  # the precision that ran is part of the id (``run_id``)
         found = committed_dir() / RUNS_DIR_NAME / run_id(replace(config, bf16=bf16),
                                                           data_checksum(ds, ood))
-        if (found / "metrics.json").exists():
+        if finished(found):
             return found
     return None
 
@@ -123,7 +128,7 @@ class RunResult:
     @property
     def log(self) -> pd.DataFrame:
         """``log.csv``: one row per optimizer step."""
-        return pd.read_csv(self.run_dir / "log.csv")
+        return read_log(self.run_dir)
 
     @property
     def model_path(self) -> Path:
@@ -167,6 +172,12 @@ def save_model(run_dir: Path, model) -> None:
 def write_info(run_dir: Path, info: dict) -> None:
     """Write ``config.json`` (atomically)."""
     write_json(run_dir / "config.json", info)
+
+
+def read_log(run_dir: Path) -> pd.DataFrame:
+    """The run's ``log.csv`` (``write_log``); empty where none was written yet."""
+    path = run_dir / "log.csv"
+    return pd.read_csv(path) if path.exists() else pd.DataFrame(columns=["step"])
 
 
 def write_log(run_dir: Path, log: list[dict]) -> None:

@@ -16,6 +16,7 @@ from clp_utils.base.precision import normalize_setting
 from clp_utils.catalog import DATASETS, known_dataset
 from clp_utils.losses import DEFAULT_TAU, VARIANTS
 from clp_utils.mining import MiningConfig
+from clp_utils.moe import ROUTINGS
 from clp_utils.policies import POLICIES
 
 LOSSES = ("infonce", "clp", "infonce_symmetric", "gist", "mnrl_hardness")
@@ -123,7 +124,7 @@ def _validate(c: TrainConfig) -> None:
             raise ValueError(f"{name} must be one of {list(DATASETS)} or 'miracl-<language>', "
                              f"got {value!r}")
     for name, options in (("loss", LOSSES), ("variant", VARIANTS), ("policy", POLICIES),
-                          ("moe_routing", ("paper", "learned")), ("schedule", SCHEDULES)):
+                          ("moe_routing", ROUTINGS), ("schedule", SCHEDULES)):
         if getattr(c, name) not in options:
             raise ValueError(f"{name} must be one of {list(options)}, got {getattr(c, name)!r}")
     for name in ("in_batch", "no_duplicates", "dropout", "freeze_embeddings", "test_eval"):

@@ -67,13 +67,15 @@ from clp_utils.moe import (
     transformer_module,
 )
 from clp_utils.policies import apply_policy, count_parameters, merge_lora
-from clp_utils.retrieval import retrieve
+from clp_utils.retrieval import PROMPT_NAMES, prompt_name, retrieve
 from clp_utils.runstore import (
     RunResult,
     check_same_config,
     data_checksum,
     evaluate_into,
+    finished,
     load_run,
+    read_log,
     run_id,
     runs_root,
     save_model,
@@ -105,9 +107,8 @@ def collator(model, max_query_len: int, max_passage_len: int,
     query prompt, e.g. mE5's "query: "); every other text column is a passage. Each column is
     padded on its own, so no query is padded to passage length.
     """
-    prompts = getattr(model, "prompts", None) or {}
-    prompt = {"query": prompts.get("query") or "",
-              "document": prompts.get("passage") or prompts.get("document") or ""}
+    prompt = {side: model.prompts[name] if (name := prompt_name(model, side)) else ""
+              for side in PROMPT_NAMES}
     tasks = {c: "query" if c == "query" or c.startswith("neg_q_") else "document"
              for c in columns}
     return SentenceTransformerDataCollator(
@@ -333,10 +334,9 @@ class StudyLog(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         # a resumed run starts at its checkpoint's step: keep the rows written up to it
         self.first_step = state.global_step
-        path = self.run_dir / "log.csv"
-        if state.global_step and path.exists():
+        if state.global_step:
             self.rows = [{k: v for k, v in r.items() if v == v}
-                         for r in pd.read_csv(path).to_dict("records")
+                         for r in read_log(self.run_dir).to_dict("records")
                          if r["step"] <= state.global_step]
         self.bar = tqdm(total=state.max_steps, initial=state.global_step, leave=False,
                         desc=self.run_dir.name, disable=not self.progress)
@@ -476,7 +476,7 @@ def train(
     enable_tf32()
     rid = run_id(config, data_checksum(ds, ood), precision)
     run_dir = runs_root(root) / rid
-    if (run_dir / "metrics.json").exists():
+    if finished(run_dir):
         done = load_run(run_dir)
         check_same_config(done.config, config, run_dir)
         return done

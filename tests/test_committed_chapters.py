@@ -104,20 +104,26 @@ def test_publishing_drops_what_only_the_machine_knows():
 
 def test_a_published_card_states_the_record_this_run_wrote(tmp_path, monkeypatch):
     """A chapter's card can only read the run before its own; publishing times it by the
-    record the run just wrote, and leaves every other line of the card's output alone."""
+    record the run just wrote (also where a line came before the card in the same output),
+    leaves every other line alone, and refuses a chapter without a card."""
     from clp_utils.machinery import chapter
 
-    monkeypatch.setattr(chapter.paths, "FIGURES_ROOT", tmp_path)
-    (tmp_path / "run.json").write_text(json.dumps({"timings": {"04_evaluation.ipynb": 90.0},
-                                                   "machine": {"describe": "float32 on AVX2"}}))
-    old = ("chapter 04, profile 'cpu': figures and tables go to figures/; the committed run "
-           "took 2.4 min (bf16); training runs already finished here are read back, not "
-           "retrained.\nsecond line\n")
+    monkeypatch.setattr(chapter, "REPO_ROOT", tmp_path)
+    monkeypatch.setattr(chapter.paths, "FIGURES_ROOT", tmp_path / "figures")
+    (tmp_path / "figures").mkdir()
+    (tmp_path / "figures" / "run.json").write_text(json.dumps({
+        "timings": {"04_evaluation.ipynb": 90.0}, "machine": {"describe": "float32 on AVX2"}}))
+    old = ("data built\nchapter 04, profile 'cpu': figures and tables go to figures/; the "
+           "committed run took 2.4 min (bf16); training runs already finished here are read "
+           "back, not retrained.\nsecond line\n")
     nb = nbformat.v4.new_notebook()
     nb.cells = [nbformat.v4.new_code_cell("begin('04')", outputs=[
         nbformat.v4.new_output("stream", name="stdout", text=old)])]
     (out,) = publish.refresh_card(publish.clean_notebook(nbformat.from_dict(nb)),
                                   "04")["cells"][0]["outputs"]
-    assert out["text"] == ("chapter 04, profile 'cpu': figures and tables go to figures/; the "
-                           "committed run took 1.5 min (float32 on AVX2); training runs already "
-                           "finished here are read back, not retrained.\nsecond line\n")
+    assert out["text"] == ("data built\nchapter 04, profile 'cpu': figures and tables go to "
+                           "figures/; the committed run took 1.5 min (float32 on AVX2); training "
+                           "runs already finished here are read back, not retrained.\nsecond "
+                           "line\n")
+    with pytest.raises(ValueError, match="chapter 03: no card"):
+        publish.refresh_card(publish.clean_notebook(nbformat.from_dict(nb)), "03")

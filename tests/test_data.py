@@ -181,14 +181,18 @@ def test_miracl_loader_on_fixture(tmp_path):
     docs = [{"docid": "1#0", "title": "서울", "text": "서울은 한국의 수도이다."},
             {"docid": "1#1", "title": "서울", "text": "인구는 천만 명이다."},
             {"docid": "2#0", "title": "부산", "text": "부산은 항구 도시이다."}]
-    write_miracl_fixture(tmp_path, "ko", docs, {"10": "한국의 수도는?", "11": "항구 도시는?"},
-                           [("10", "1#0", 1), ("10", "1#1", 0), ("11", "2#0", 1)])
+    topics = {"10": "한국의 수도는?", "11": "항구 도시는?"}
+    judged = [("10", "1#0", 1), ("10", "1#1", 0), ("11", "2#0", 1)]
+    write_miracl_fixture(tmp_path, "ko", docs, topics, judged)
     ds = D.load_miracl("ko", root=tmp_path)
     test = ds.test()
     assert test.passage_text("1#0") == "서울\n서울은 한국의 수도이다."  # "title\ntext"
     assert test.qrels == {"10": {"1#0": 1, "1#1": 0}, "11": {"2#0": 1}}
     assert test.relevant("10") == {"1#0"}
     assert ds.train().queries == {}
+    # the same files elsewhere (another machine's cache): the same data, the same checksum
+    write_miracl_fixture(tmp_path / "moved", "ko", docs, topics, judged)
+    assert D.load_miracl("ko", root=tmp_path / "moved").checksum == ds.checksum
     write_miracl_fixture(tmp_path / "bad", "ko", docs, {"10": "x"}, [("10", "9#9", 1)])
     with pytest.raises(DataError, match="unknown document '9#9'"):
         D.load_miracl("ko", root=tmp_path / "bad")
@@ -380,6 +384,12 @@ def test_a_published_chapter_states_the_committed_timing_not_this_machines(tmp_p
     assert card.startswith("the committed run took 2.5 min (bf16 on AVX512)")
     assert "this machine" not in card
     assert chapter.timing_card("04", "smoke") == "the last run on this machine took 0.5 min"
+    # a chapter told to write elsewhere (make study-avx2) times itself by that folder's record
+    (tmp_path / "avx2").mkdir()
+    (tmp_path / "avx2" / "run.json").write_text(json.dumps({
+        "timings": {"04_evaluation.ipynb": 600.0}, "machine": {"describe": "float32 on AVX2"}}))
+    assert chapter.timing_card("04", "cpu", tmp_path / "avx2").startswith(
+        "the committed run took 10.0 min (float32 on AVX2)")
     assert chapter.timing_card("05", "smoke") == "no timing recorded for this profile yet"
 
 

@@ -261,8 +261,11 @@ def test_clp_module_forward_matches_functional_core() -> None:
     assert parts["penalty_weighted"].item() == pytest.approx(0.1 * ref.penalty.item(), rel=1e-5)
     assert loss.last_parts["total"] == pytest.approx(ref.total.item(), rel=1e-5)
     assert loss.last_parts["penalty"] == pytest.approx(ref.penalty.item(), rel=1e-5)
-    with pytest.raises(ValueError, match="expects 8 text columns"):
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    with pytest.raises(ValueError, match="expects 8 text columns, got 7"):
         loss(features[:-1], labels)
+    assert not calls  # rejected before any forward pass
 
 
 def test_infonce_module_own_negatives_only() -> None:

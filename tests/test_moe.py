@@ -271,6 +271,8 @@ def test_routing_stats_count_only_non_padding_tokens(base):
         assert math.isclose(s.load_entropy, -sum(x * math.log2(x) for x in s.load if x > 0))
         assert 0.0 <= s.token_entropy <= math.log2(3) + 1e-9
     np.testing.assert_allclose(stats[0].load, load.numpy(), atol=1e-12)
+    used = load[load > 0]
+    assert math.isclose(stats[0].load_entropy, float(-(used * used.log2()).sum()), rel_tol=1e-9)
     assert math.isclose(stats[0].token_entropy, token_entropy, rel_tol=1e-5)
 
 

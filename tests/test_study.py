@@ -310,6 +310,10 @@ def test_a_one_seed_claim_borrows_the_familys_pooled_seed_component_or_reads_no_
     d = [np.mean([per_seed[C.SCALE_CLP][s][q] - per_seed[C.SCALE_ANCE][s][q] for q in QIDS])
          for s in (0, 1)]
     assert df == 1 and pooled == pytest.approx(np.std(d, ddof=1))
+    # SCALE_CLP is also the worse row of the one-seed claim: its two seeds still pair 0-0, 1-1
+    assert controls.loc[C.SCALE_CLP_BEATS_INFONCE.name, "delta"] == pytest.approx(np.mean(d))
+    assert controls.loc[C.SCALE_CLP_BEATS_INFONCE.name, "seed deltas"] == ", ".join(
+        f"{x:+.4f}" for x in d)
     # the same claim with no two-seed comparison in its family: no verdict
     alone = [r for r in runs if r.row in (S.ZERO_SHOT, C.SCALE_CLP, C.SCALE_INTERMEDIATE)
              and (r.row != C.SCALE_CLP or r.seed == 0)]

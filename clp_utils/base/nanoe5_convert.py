@@ -20,6 +20,7 @@ The output, described by its README (``MODEL_CARD``), is a sentence-transformers
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
@@ -341,12 +342,19 @@ def _is_current(folder: Path) -> bool:
         return False
 
 
+class _ConvertedElsewhere(Exception):
+    """Another process finished the same conversion first."""
+
+
 def converted_model_path(force: bool = False) -> Path:
     """The cached float32 conversion (``cache_dir() / "models" / CACHE_NAME``), built on
     first use or when ``force`` (in a temporary sibling renamed into place: ``io.atomic_dir``);
-    loadable with ``SentenceTransformer(str(path))``."""
+    loadable with ``SentenceTransformer(str(path))``. A conversion another process finished
+    meanwhile (``make study PARALLEL=4``) is kept: that process may be loading it."""
     final = cache_dir() / "models" / CACHE_NAME
     if force or not _is_current(final):
-        with atomic_dir(final) as tmp:
+        with contextlib.suppress(_ConvertedElsewhere), atomic_dir(final) as tmp:
             convert(tmp)
+            if not force and _is_current(final):
+                raise _ConvertedElsewhere  # atomic_dir drops this process's copy
     return final

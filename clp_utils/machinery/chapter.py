@@ -7,7 +7,7 @@ datasets the chapter reads when they are missing (``python -m clp_utils.catalog 
 offline) instead of failing on a bare ``FileNotFoundError``; sends trained runs and caches to
 ``results_dir`` (None: ``results/``) and figures to ``figures_dir`` (None: the profile's
 folder, so a smoke run never overwrites the committed cpu results); and prints the card: the
-chapter's time in the last run here, else that of the committed results and their machine.
+chapter's time in the run committed in that folder and its machine, else in the last run here.
 What a chapter trains is announced where it starts (``study.run_study``).
 """
 
@@ -67,11 +67,11 @@ def _minutes(timings: dict, number: str) -> float | None:
                 None)
 
 
-def timing_card(number: str, profile: str) -> str:
-    """How long the chapter takes: the committed run of the profile and the machine it ran on
-    (what a published chapter can say to any reader), else the last run here
-    (``results/notebooks/<profile>``, a profile with no committed figures)."""
-    record = paths.figures_dir(profile) / "run.json"
+def timing_card(number: str, profile: str, folder: Path | str | None = None) -> str:
+    """How long the chapter takes: the run committed in ``folder`` (default: the profile's)
+    and the machine it ran on (what a published chapter can say to any reader), else the last
+    run here (``results/notebooks/<profile>``, a profile with no committed figures)."""
+    record = Path(folder or paths.figures_dir(profile)) / "run.json"
     run = json.loads(record.read_text()) if record.exists() else {}
     if (minutes := _minutes(run.get("timings", {}), number)) is not None:
         machine = run.get("machine", {}).get("describe", "another machine")
@@ -81,6 +81,15 @@ def timing_card(number: str, profile: str) -> str:
     if here.exists() and (minutes := _minutes(json.loads(here.read_text()), number)) is not None:
         return f"the last run on this machine took {minutes:.1f} min"
     return "no timing recorded for this profile yet"
+
+
+def card(number: str, profile: str, folder: Path) -> str:
+    """The line a chapter starts with: where its figures go (``folder``, repository-relative
+    where it can be: the book shows this line, and a reader's clone lives elsewhere than the
+    machine's that ran it) and ``timing_card``."""
+    shown = folder.relative_to(REPO_ROOT) if folder.is_relative_to(REPO_ROOT) else folder
+    return (f"chapter {number}, profile {profile!r}: figures and tables go to {shown}/; "
+            + timing_card(number, profile, folder) + ".")
 
 
 def begin(number: str, profile: str, figures_dir: Path | str | None = None,
@@ -94,13 +103,8 @@ def begin(number: str, profile: str, figures_dir: Path | str | None = None,
     paths.configure(results=results_dir, figures=folder, cache=edge["cache"], bf16=edge["bf16"])
     ensure_data(number, build_data)
     use_study_display()  # every table this kernel shows: 4 decimals, p 3, "—" for absent
-    # repository-relative where it can be: the book shows this line, and a reader's clone
-    # lives elsewhere than the machine's that ran it
-    shown = folder.relative_to(REPO_ROOT) if folder.is_relative_to(REPO_ROOT) else folder
-    card = (f"chapter {number}, profile {profile!r}: figures and tables go to {shown}/; "
-            + timing_card(number, profile) + ".")
-    print(card, flush=True)
-    return ChapterRun(number, profile, folder, card)
+    print(text := card(number, profile, folder), flush=True)
+    return ChapterRun(number, profile, folder, text)
 
 
 def say(*parts: object, width: int = 100) -> None:

@@ -19,9 +19,9 @@ import shutil
 from pathlib import Path
 
 from clp_utils.base.io import atomic_write
-from clp_utils.base.paths import REPO_ROOT, results_dir
+from clp_utils.base.paths import REPO_ROOT, figures_dir, results_dir
 from clp_utils.evaluation import committed_dir
-from clp_utils.machinery.chapter import timing_card
+from clp_utils.machinery.chapter import card
 from clp_utils.profiles import cells, get_profile
 from clp_utils.runstore import RUNS_DIR_NAME, locate
 
@@ -73,9 +73,8 @@ def export_results(target: Path | None = None) -> Path:
         if not folder.name.startswith("bm25") and (folder / "metrics.json").exists():
             shutil.rmtree(target / "baselines" / folder.name, ignore_errors=True)
             _copy_small(folder, target / "baselines" / folder.name)
-    for folder in sorted((source / "hybrids").glob("*")):  # hybrids.hybrid_table's tables
-        if not (folder / "comparisons.csv").exists():  # a folder a crash left unfinished
-            continue
+    # hybrids.hybrid_table's tables, each folder written whole (a "." one is a killed write's)
+    for folder in sorted((source / "hybrids").glob("[!.]*")):
         shutil.rmtree(target / "hybrids" / folder.name, ignore_errors=True)
         shutil.copytree(folder, target / "hybrids" / folder.name)
     return target
@@ -122,16 +121,18 @@ def clean_notebook(nb: dict) -> dict:
 
 
 def refresh_card(nb: dict, number: str, profile: str = "cpu") -> dict:
-    """``nb`` with its card's timing (``chapter.timing_card``) read again now: a chapter
-    could only read the run before its own, and once this run's record is committed a
-    published card must state that record's timing."""
-    lead = f"chapter {number}, profile {profile!r}: "
+    """``nb`` with its card (``chapter.card``) made again now: a chapter could only time
+    itself by the run before its own, and once this run's record is committed a published
+    card must state that record's timing. A chapter without its card is refused."""
+    now = card(number, profile, figures_dir(profile))
+    lead = now.split("; ")[0]  # the same chapter, profile and folder
     for out in (o for c in nb["cells"] for o in c.get("outputs", [])):
-        if isinstance(out.get("text"), str) and out["text"].startswith(lead):
-            first, _, rest = out["text"].partition("\n")
-            out["text"] = f"{first.split('; ')[0]}; {timing_card(number, profile)}.\n{rest}"
-            break
-    return nb
+        lines = str(out.get("text", "")).split("\n")
+        for i, line in enumerate(lines):
+            if line.split("; ")[0] == lead:
+                out["text"] = "\n".join([*lines[:i], now, *lines[i + 1:]])
+                return nb
+    raise ValueError(f"chapter {number}: no card ({lead!r}) to time again")
 
 
 def publish_chapters(executed: Path, only: list[str] | None = None,
